@@ -1,0 +1,39 @@
+# insitu: the two set-up commands are `make setup` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: setup test simulator venv clean help
+
+help:
+	@echo "make setup   virtual environment, package (editable), Icarus Verilog, pip toolchain"
+	@echo "make test    the whole test suite"
+	@echo "make clean   remove build/"
+
+setup: venv simulator
+	@$(PY) -m insitu doctor
+
+venv:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+
+# Icarus Verilog comes from Debian; install it when missing and we are allowed to.
+simulator:
+	@if command -v iverilog >/dev/null 2>&1; then \
+	    echo "iverilog: $$(iverilog -V 2>&1 | head -n1)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	else \
+	    echo "error: Icarus Verilog (iverilog) is missing and cannot be installed here; install your distribution's 'iverilog' package" >&2; \
+	    exit 1; \
+	fi
+
+test:
+	$(PY) -m pytest -n 2 --durations=15
+
+clean:
+	rm -rf build

@@ -1,0 +1,1 @@
+"""Board tops, synthesis runner and report parsing."""

