@@ -111,14 +111,14 @@ class PrecomputeBank(wiring.Component):
         for k, a in enumerate(self._alphabet):
             if a == 1:
                 value = x
-            elif (a + 1) & a == 0:                          # a = 2^k - 1
+            elif (a + 1) & a == 0:                          # a = 2^n - 1
                 value = (x << (a + 1).bit_length() - 1) - x
             else:
-                # a = 2^k + rest: reuse an earlier multiple for the remainder when there is one.
-                k = a.bit_length() - 1
-                rest = a - (1 << k)
+                # a = 2^top + rest: reuse an earlier multiple for the remainder when there is one.
+                top = a.bit_length() - 1
+                rest = a - (1 << top)
                 rest_x = made[rest] if rest in made else _shift_sum(x, rest)
-                value = (x << k) + rest_x
+                value = (x << top) + rest_x
             sig = Signal(self._mult_shape, name=f"x{a}")
             m.d.comb += sig.eq(value)
             made[a] = sig
