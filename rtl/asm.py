@@ -321,21 +321,9 @@ class AsmMacArray(wiring.Component):
 
     def __init__(self, *, alphabet="A4", weight_bits=8, act_bits=8, act_signed=False,
                  lanes=8, acc_len=1024, acc_bits=None):
-        self._alphabet = _check_alphabet(alphabet)
-        _check_weight_bits(weight_bits)
-        _check_act(act_bits, act_signed)
-        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
-            raise TypeError(f"Lane count must be a positive integer, not {lanes!r}")
-        if not isinstance(acc_len, int) or isinstance(acc_len, bool) or acc_len < 1:
-            raise TypeError(f"Accumulation length must be a positive integer, not {acc_len!r}")
-        need = asm_acc_bits(act_bits, act_signed, weight_bits, self._alphabet, acc_len)
-        if acc_bits is None:
-            acc_bits = need
-        elif not isinstance(acc_bits, int) or isinstance(acc_bits, bool) or acc_bits < 1:
-            raise TypeError(f"Accumulator bits must be a positive integer, not {acc_bits!r}")
-        elif acc_bits < need:
-            raise ValueError(f"Accumulator bits must be at least {need} for {acc_len} terms, "
-                             f"not {acc_bits!r}")
+        p = self.validate(alphabet=alphabet, weight_bits=weight_bits, act_bits=act_bits,
+                          act_signed=act_signed, lanes=lanes, acc_len=acc_len, acc_bits=acc_bits)
+        self._alphabet, acc_bits = p["alphabet"], p["acc_bits"]
         self._weight_bits, self._act_bits, self._act_signed = weight_bits, act_bits, act_signed
         self._lanes, self._acc_len, self._acc_bits = lanes, acc_len, acc_bits
         self._fmt = AsmCodeFormat(weight_bits, self._alphabet)
@@ -345,6 +333,33 @@ class AsmMacArray(wiring.Component):
             "i": In(stream.Signature(self._io.input_layout)),
             "o": Out(stream.Signature(self._io.output_layout)),
         })
+
+    @staticmethod
+    def validate(*, alphabet="A4", weight_bits=8, act_bits=8, act_signed=False, lanes=8,
+                 acc_len=1024, acc_bits=None) -> dict:
+        """Check parameters without building anything; returns them normalised.
+
+        Raises the same one-sentence errors as the constructor (callers such as the CLI use it
+        so that a rejected parameter leaves no half-built component behind).
+        """
+        alphabet = _check_alphabet(alphabet)
+        _check_weight_bits(weight_bits)
+        _check_act(act_bits, act_signed)
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise TypeError(f"Lane count must be a positive integer, not {lanes!r}")
+        if not isinstance(acc_len, int) or isinstance(acc_len, bool) or acc_len < 1:
+            raise TypeError(f"Accumulation length must be a positive integer, not {acc_len!r}")
+        need = asm_acc_bits(act_bits, act_signed, weight_bits, alphabet, acc_len)
+        if acc_bits is None:
+            acc_bits = need
+        elif not isinstance(acc_bits, int) or isinstance(acc_bits, bool) or acc_bits < 1:
+            raise TypeError(f"Accumulator bits must be a positive integer, not {acc_bits!r}")
+        elif acc_bits < need:
+            raise ValueError(f"Accumulator bits must be at least {need} for {acc_len} terms, "
+                             f"not {acc_bits!r}")
+        return {"alphabet": alphabet, "weight_bits": weight_bits, "act_bits": act_bits,
+                "act_signed": act_signed, "lanes": lanes, "acc_len": acc_len,
+                "acc_bits": acc_bits}
 
     # -- parameters (read-only) ----------------------------------------------------------
     alphabet = property(lambda self: self._alphabet, doc="Alphabet set, sorted.")

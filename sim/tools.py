@@ -10,7 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+
+def find_tool(name: str) -> str | None:
+    """A command on PATH or in this Python's own bin folder (an un-activated venv)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() and os.access(local, os.X_OK) else None
 
 
 def iverilog() -> str | None:
@@ -63,10 +73,14 @@ def have_verilator() -> bool:
 
 def tool_version(cmd: list[str], env: dict | None = None) -> str | None:
     """First line a tool prints for its version, or None when it cannot run."""
+    exe = find_tool(cmd[0]) if not (env and "PATH" in env) else cmd[0]
+    if exe is None:
+        return None
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+        out = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=300,
                              env={**os.environ, **(env or {})})
     except (OSError, subprocess.TimeoutExpired):
         return None
-    text = (out.stdout or out.stderr).strip().splitlines()
+    text = [ln for ln in (out.stdout or out.stderr).strip().splitlines()
+            if not ln.startswith("Preparing to run")]
     return text[0] if text and out.returncode == 0 else None

