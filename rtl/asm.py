@@ -138,7 +138,11 @@ class AsmProduct(wiring.Component):
     -------
     mult : ``In(bank.mult layout)``
     code : ``In(asm_code_layout(fmt))``
-    product : ``Out(signed(product_bits))``, equals ``x * w`` for every valid code.
+    magnitude : ``Out(magnitude_shape)``, ``x * |w|`` (0 for an invalid code).
+    negate : ``Out(1)``, the weight is negative (and valid): subtract ``magnitude``.
+    product : ``Out(signed(product_bits))``, ``x * w`` for every valid code, 0 for an invalid one.
+        The MAC array accumulates ``magnitude`` with add/subtract instead, which folds the
+        negation into the accumulator's adder; ``product`` is for tests and proofs.
     invalid : ``Out(1)``
     """
 
@@ -150,14 +154,19 @@ class AsmProduct(wiring.Component):
         self._mult_shape = bank_mult_shape(self._alphabet, act_bits, act_signed)
         bound = asm_product_bound(act_bits, act_signed, weight_bits, self._alphabet)
         self._product_bits = signed_bits_for(-bound, bound)
+        self._magnitude_shape = (signed(self._product_bits) if act_signed
+                                 else unsigned(bound.bit_length()))
         super().__init__({
             "mult": In(data.ArrayLayout(self._mult_shape, len(self._alphabet))),
             "code": In(asm_code_layout(self._fmt)),
+            "magnitude": Out(self._magnitude_shape),
+            "negate": Out(1),
             "product": Out(signed(self._product_bits)),
             "invalid": Out(1),
         })
 
     product_bits = property(lambda self: self._product_bits, doc="Width of ``product``.")
+    magnitude_shape = property(lambda self: self._magnitude_shape, doc="Shape of ``magnitude``.")
     fmt = property(lambda self: self._fmt, doc="The golden code format.")
 
     def elaborate(self, platform):
@@ -193,12 +202,15 @@ class AsmProduct(wiring.Component):
             partials.append(pp)
             bad.append(is_bad)
 
-        magnitude_product = Signal(signed(self._product_bits), name="mag_product")
-        m.d.comb += magnitude_product.eq(sum(pp << (4 * i) for i, pp in enumerate(partials)))
-        m.d.comb += self.invalid.eq(_any(bad))
-        # An invalid code anywhere in the weight zeroes the whole product (and is flagged).
-        m.d.comb += self.product.eq(Mux(self.invalid, 0,
-                                        Mux(self.code.sign, -magnitude_product, magnitude_product)))
+        # Quartet adder: sum of partials weighted 16**i.  An invalid code anywhere in the
+        # weight zeroes the whole product (and is flagged).
+        m.d.comb += [
+            self.invalid.eq(_any(bad)),
+            self.magnitude.eq(Mux(self.invalid, 0,
+                                  sum(pp << (4 * i) for i, pp in enumerate(partials)))),
+            self.negate.eq(self.code.sign & ~self.invalid),
+            self.product.eq(Mux(self.negate, -self.magnitude, self.magnitude)),
+        ]
         return m
 
 
@@ -388,7 +400,7 @@ class AsmMacArray(wiring.Component):
             prod = AsmProduct(weight_bits=self._weight_bits, **ctor)
             m.submodules[f"lane{n}"] = prod
             products.append(prod)
-        pbits = products[0].product_bits
+        mshape = products[0].magnitude_shape
 
         # Global stall: only a finished result that finds the output register still full.
         s1_valid = Signal()
@@ -398,7 +410,8 @@ class AsmMacArray(wiring.Component):
         s2_valid = Signal()
         s2_last = Signal()
         s2_bad = Signal()
-        s2_prod = Signal(data.ArrayLayout(signed(pbits), self._lanes), name="s2_prod")
+        s2_mag = Signal(data.ArrayLayout(mshape, self._lanes), name="s2_mag")
+        s2_neg = Signal(self._lanes, name="s2_neg")
         stall = Signal()
         en = Signal()
         m.d.comb += [
@@ -427,10 +440,21 @@ class AsmMacArray(wiring.Component):
                 s2_bad  .eq(s1_valid & _any([p.invalid for p in products])),
             ]
             for n, prod in enumerate(products):
-                m.d.sync += s2_prod[n].eq(prod.product)
+                m.d.sync += [s2_mag[n].eq(prod.magnitude), s2_neg[n].eq(prod.negate)]
 
         # Stage 3: accumulate; on `last` move the sums to the output register and clear.
+        # acc -/+ mag is acc + (mag ^ neg...neg) + neg: the conditional negation rides in the
+        # accumulator's adder (LUT inputs and carry-in) instead of costing its own adder.
         acc = Signal(data.ArrayLayout(signed(self._acc_bits), self._lanes), name="acc")
+        acc_sum = []
+        for n in range(self._lanes):
+            ext = Signal(signed(self._acc_bits), name=f"lane{n}_term")
+            m.d.comb += ext.eq(s2_mag[n])
+            flip = Signal(signed(self._acc_bits), name=f"lane{n}_term_x")
+            m.d.comb += flip.eq(ext ^ s2_neg[n].replicate(self._acc_bits))
+            total = Signal(signed(self._acc_bits), name=f"lane{n}_sum")
+            m.d.comb += total.eq(acc[n] + flip + s2_neg[n])
+            acc_sum.append(total)
         count = Signal(range(self._acc_len + 2))      # terms so far, saturating at acc_len + 1
         bad_r = Signal()
         over_r = Signal()
@@ -443,7 +467,7 @@ class AsmMacArray(wiring.Component):
         with m.If(en & s2_valid):
             with m.If(s2_last):
                 for n in range(self._lanes):
-                    m.d.sync += [self.o.payload.acc[n].eq(acc[n] + s2_prod[n]), acc[n].eq(0)]
+                    m.d.sync += [self.o.payload.acc[n].eq(acc_sum[n]), acc[n].eq(0)]
                 m.d.sync += [
                     self.o.valid.eq(1),
                     self.o.payload.bad_code.eq(bad_next),
@@ -452,6 +476,6 @@ class AsmMacArray(wiring.Component):
                 ]
             with m.Else():
                 for n in range(self._lanes):
-                    m.d.sync += acc[n].eq(acc[n] + s2_prod[n])
+                    m.d.sync += acc[n].eq(acc_sum[n])
                 m.d.sync += [count.eq(count_next), bad_r.eq(bad_next), over_r.eq(over_next)]
         return m
