@@ -163,7 +163,7 @@ class AsmCodeFormat:
     Each 4-bit quartet ``q`` of the magnitude is ``alphabet[sel] << shift`` (shift 0..3) or 0.
     Fields, least significant first::
 
-        quartet 0: shift (2 bits) | sel (sel_bits) [| zero (1 bit)]
+        quartet 0: shift (2 bits) [| sel (sel_bits, absent for a 1-member alphabet)] [| zero (1 bit)]
         quartet 1: ...
         sign (1 bit, 1 = negative)
 
@@ -209,7 +209,9 @@ class AsmCodeFormat:
 
     def quartet_fields(self) -> list[tuple[str, int]]:
         """``[(name, width), ...]`` of one quartet, least significant first."""
-        fields = [("shift", 2), ("sel", self.sel_bits)]
+        fields = [("shift", 2)]
+        if self.sel_bits:                  # alphabet {1} has nothing to select: no field
+            fields.append(("sel", self.sel_bits))
         if self.has_zero_bit:
             fields.append(("zero", 1))
         return fields

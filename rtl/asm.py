@@ -99,9 +99,9 @@ class PrecomputeBank(wiring.Component):
     alphabet = property(lambda self: self._alphabet, doc="Alphabet set, sorted.")
     mult_shape = property(lambda self: self._mult_shape, doc="Shape of one multiple.")
 
-    #: Adders per alphabet member other than 1 (documented cost; 0 for A1).
     @property
     def adders(self) -> int:
+        """Adders in the bank: one per alphabet member other than 1 (none for A1)."""
         return len([a for a in self._alphabet if a != 1])
 
     def elaborate(self, platform):
@@ -186,12 +186,15 @@ class AsmProduct(wiring.Component):
             raw = q.as_value()
             # Select unit: mult[sel]; sel values past the alphabet are invalid, gated below.
             sel_val = Signal(self._mult_shape, name=f"q{i}_sel")
-            with m.Switch(q.sel):
-                for k in range(len(self._alphabet)):
-                    with m.Case(k):
-                        m.d.comb += sel_val.eq(self.mult[k])
-                with m.Default():
-                    m.d.comb += sel_val.eq(0)
+            if len(self._alphabet) == 1:
+                m.d.comb += sel_val.eq(self.mult[0])          # nothing to select (no field)
+            else:
+                with m.Switch(q.sel):
+                    for k in range(len(self._alphabet)):
+                        with m.Case(k):
+                            m.d.comb += sel_val.eq(self.mult[k])
+                    with m.Default():
+                        m.d.comb += sel_val.eq(0)
             is_zero = q.zero if fmt.has_zero_bit else (raw == zero_code)
             is_bad = Signal(name=f"q{i}_invalid")
             m.d.comb += is_bad.eq(Const(invalid_mask, 1 << qbits).bit_select(raw, 1))

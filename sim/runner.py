@@ -23,10 +23,8 @@ from . import tools
 #: - UNUSEDSIGNAL: bits of flattened struct/array payload buses that a block does not read.
 #: - DECLFILENAME: the file name is the user's choice, not the module name.
 #: - PROCASSINIT: registers carry their reset value as a declaration initialiser.
-#: - ASCRANGE: zero-width struct fields (e.g. the select of alphabet {1}) become ``[0:0]``-style
-#:   ranges in the backend's output.
 VERILATOR_WAIVERS = ["WIDTHEXPAND", "WIDTHTRUNC", "UNUSEDSIGNAL", "DECLFILENAME",
-                     "PROCASSINIT", "ASCRANGE"]
+                     "PROCASSINIT"]
 
 
 class SimulatorMissing(RuntimeError):

@@ -16,8 +16,11 @@ from insitu.sim import tools
 from insitu.sim.runner import read_summary, run_cocotb
 
 pytestmark = pytest.mark.cocotb
-needs_icarus = pytest.mark.skipif(tools.iverilog() is None, reason="needs iverilog (make setup)")
-needs_verilator = pytest.mark.skipif(not tools.have_verilator(), reason="needs verilator (make setup)")
+# Outside CI a missing simulator skips; in CI (CI set) the test runs and fails instead.
+needs_icarus = pytest.mark.skipif(tools.iverilog() is None and tools.skips_allowed(),
+                                  reason="needs iverilog (make setup)")
+needs_verilator = pytest.mark.skipif(not tools.have_verilator() and tools.skips_allowed(),
+                                     reason="needs verilator (make setup)")
 
 TB = "insitu.sim.tb_asm_mac"
 
