@@ -196,6 +196,13 @@ class AsmCodeFormat:
         return (self.alphabet[-1] << 3) <= 15
 
     @property
+    def zero_quartet_code(self) -> int:
+        """Quartet code of the value 0: the zero bit, or the reserved ``(last sel, shift 3)``."""
+        if self.has_zero_bit:
+            return 1 << (2 + self.sel_bits)
+        return 3 | ((len(self.alphabet) - 1) << 2)
+
+    @property
     def quartet_bits(self) -> int:
         return 2 + self.sel_bits + int(self.has_zero_bit)
 
@@ -222,9 +229,7 @@ class AsmCodeFormat:
         if not 0 <= q <= 15:
             raise ValueError(f"Quartet value must be in 0..15, not {q!r}")
         if q == 0:
-            if self.has_zero_bit:
-                return 1 << (2 + self.sel_bits)
-            return 3 | ((len(self.alphabet) - 1) << 2)
+            return self.zero_quartet_code
         shift = _ctz(q)
         odd = q >> shift
         if odd not in self.alphabet:

@@ -176,8 +176,6 @@ class AsmProduct(wiring.Component):
         for c in fmt.invalid_quartet_codes():
             invalid_mask |= 1 << c
         qbits = fmt.quartet_bits
-        # The reserved zero code (no zero bit) or the zero bit itself.
-        zero_code = 3 | ((len(self._alphabet) - 1) << 2)
 
         partials = []
         bad = []
@@ -195,7 +193,7 @@ class AsmProduct(wiring.Component):
                             m.d.comb += sel_val.eq(self.mult[k])
                     with m.Default():
                         m.d.comb += sel_val.eq(0)
-            is_zero = q.zero if fmt.has_zero_bit else (raw == zero_code)
+            is_zero = q.zero if fmt.has_zero_bit else (raw == fmt.zero_quartet_code)
             is_bad = Signal(name=f"q{i}_invalid")
             m.d.comb += is_bad.eq(Const(invalid_mask, 1 << qbits).bit_select(raw, 1))
             mshape = self._mult_shape

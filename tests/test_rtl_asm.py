@@ -181,8 +181,11 @@ def test_product_every_code(alphabet, signed):
                 if fmt.is_valid(code):
                     assert not ctx.get(prod.invalid)
                     assert ctx.get(prod.product) == x * fmt.decode_value(code), (x, code)
+                    sign = -1 if ctx.get(prod.negate) else 1
+                    assert sign * ctx.get(prod.magnitude) == x * fmt.decode_value(code), (x, code)
                 else:
                     assert ctx.get(prod.invalid) and ctx.get(prod.product) == 0, (x, code)
+                    assert ctx.get(prod.magnitude) == 0 and not ctx.get(prod.negate), (x, code)
 
     sim.add_testbench(tb)
     sim.run()
