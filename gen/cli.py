@@ -59,6 +59,45 @@ def _cmd_stat(args) -> int:
     return 0
 
 
+def _parse_knobs(items) -> dict:
+    knobs = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE, not {item!r}")
+        key, value = item.split("=", 1)
+        knobs[key.strip()] = value.strip()
+    return knobs
+
+
+def _cmd_compress(args) -> int:
+    import time
+
+    from .compress import compress_model, make_config, write_output
+    from .model import ModelError, load_model
+    try:
+        config = make_config(args.scheme, _parse_knobs(args.set))
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        layers = load_model(args.model)
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+    t0 = time.monotonic()
+    compressed, report = compress_model(layers, args.scheme, config,
+                                        progress=lambda msg: print(msg, file=sys.stderr))
+    report["seconds"] = round(time.monotonic() - t0, 3)
+    write_output(Path(args.output), compressed, report)
+    print(f"{'layer':16s} {'weights':>9s} {'bits/w':>7s} {'x int8':>7s} {'rel err':>8s}")
+    for row in report["layers"]:
+        print(f"{row['name']:16s} {row['weights']:9d} {row['bits_per_weight']:7.3f} "
+              f"{row['memory_ratio_vs_int8']:7.2f} {row['rel_error']:8.4f}")
+    print(f"{'total':16s} {report['weights']:9d} {report['bits_per_weight']:7.3f} "
+          f"{report['memory_ratio_vs_int8']:7.2f} {report['rel_error']:8.4f}   "
+          f"(x fp32 {report['memory_ratio_vs_fp32']:.2f})")
+    print(f"wrote {Path(args.output) / 'compress_report.json'}", file=sys.stderr)
+    return 0
+
+
 def _cmd_doctor(args) -> int:
     from ..sim import tools
     rows = [
@@ -112,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", default="ice40", metavar="FAMILY",
                    help="ice40, ice40-dsp or ecp5 (default: %(default)s)")
     s.set_defaults(func=_cmd_stat)
+
+    c = sub.add_parser("compress", help="compress a model's weights and report memory and error")
+    c.add_argument("model", metavar="MODEL", help=".npz model (<layer>.weight, <layer>.bias)")
+    c.add_argument("--scheme", required=True, choices=["asm", "smartdeal", "mlg"],
+                   help="compression scheme")
+    c.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                   help="scheme knob, e.g. threshold=0.03 (smartdeal), Bo=32 (mlg), "
+                        "alphabet=A2 (asm); repeatable")
+    c.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    c.set_defaults(func=_cmd_compress)
 
     d = sub.add_parser("doctor", help="check that the simulators and the toolchain are installed")
     d.set_defaults(func=_cmd_doctor)

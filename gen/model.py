@@ -1,0 +1,130 @@
+"""Model files: the float layers a compressor or the compiler starts from.
+
+``.npz`` format: for each layer, in order, ``<layer>.weight`` and optionally ``<layer>.bias``
+and ``<layer>.kind`` (a string: ``linear``, ``conv3x3`` or ``conv1x1``).  Without a kind the
+weight's shape decides: 2-D ``[out, in]`` is Linear, 4-D ``[out, in, k, k]`` is Conv2d.
+Anything else is rejected up front with the layer's name.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used; the message is one sentence naming the problem."""
+
+
+KINDS = ("linear", "conv3x3", "conv1x1")
+
+
+@dataclass
+class Layer:
+    name: str
+    kind: str
+    weight: np.ndarray            # float64: [out, in] or [out, in, k, k]
+    bias: np.ndarray | None = None
+
+    @property
+    def cout(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def cin(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def k(self) -> int:
+        return 1 if self.kind == "linear" else self.weight.shape[2]
+
+
+def _kind_of(name: str, w: np.ndarray, given: str | None) -> str:
+    if w.ndim == 2:
+        kind = "linear"
+    elif w.ndim == 4 and w.shape[2] == w.shape[3] and w.shape[2] in (1, 3):
+        kind = f"conv{w.shape[2]}x{w.shape[2]}"
+    elif w.ndim == 4:
+        raise ModelError(f"Layer '{name}': only 3x3 and 1x1 convolutions are supported, "
+                         f"not kernel {w.shape[2]}x{w.shape[3]}")
+    else:
+        raise ModelError(f"Layer '{name}': weight must be 2-D (Linear) or 4-D (Conv2d), "
+                         f"not shape {tuple(w.shape)}")
+    if given is not None and given != kind:
+        raise ModelError(f"Layer '{name}': kind '{given}' does not match weight shape "
+                         f"{tuple(w.shape)}")
+    return kind
+
+
+def check_layer(layer: Layer) -> Layer:
+    w = layer.weight
+    if not np.all(np.isfinite(w)):
+        raise ModelError(f"Layer '{layer.name}': weight contains NaN or inf")
+    if min(w.shape) == 0:
+        raise ModelError(f"Layer '{layer.name}': weight has an empty dimension {tuple(w.shape)}")
+    if layer.bias is not None:
+        if layer.bias.shape != (w.shape[0],):
+            raise ModelError(f"Layer '{layer.name}': bias shape {tuple(layer.bias.shape)} does not "
+                             f"match {w.shape[0]} outputs")
+        if not np.all(np.isfinite(layer.bias)):
+            raise ModelError(f"Layer '{layer.name}': bias contains NaN or inf")
+    return layer
+
+
+def load_model(path) -> list[Layer]:
+    """Layers of an ``.npz`` model file, validated."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"Model file '{path}' does not exist")
+    if path.suffix in (".pt", ".pth"):
+        raise ModelError(f"Model file '{path}': PyTorch files are not supported yet; save the "
+                         f"weights as .npz (<layer>.weight, <layer>.bias)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.keys())
+            arrays = {k: npz[k] for k in keys}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ModelError(f"Model file '{path}' is not a readable .npz file ({exc})") from None
+    names = []
+    for key in keys:
+        if "." not in key:
+            raise ModelError(f"Model file '{path}': key '{key}' is not '<layer>.weight', "
+                             f"'<layer>.bias' or '<layer>.kind'")
+        name, part = key.rsplit(".", 1)
+        if part not in ("weight", "bias", "kind"):
+            raise ModelError(f"Model file '{path}': key '{key}' is not '<layer>.weight', "
+                             f"'<layer>.bias' or '<layer>.kind'")
+        if name not in names:
+            names.append(name)
+    layers = []
+    for name in names:
+        if f"{name}.weight" not in arrays:
+            raise ModelError(f"Layer '{name}' has no weight")
+        w = arrays[f"{name}.weight"]
+        if not np.issubdtype(w.dtype, np.number):
+            raise ModelError(f"Layer '{name}': weight is not numeric ({w.dtype})")
+        kind = arrays.get(f"{name}.kind")
+        kind = str(kind) if kind is not None else None
+        if kind is not None and kind not in KINDS:
+            raise ModelError(f"Layer '{name}': unknown kind '{kind}' (kinds: {', '.join(KINDS)})")
+        b = arrays.get(f"{name}.bias")
+        layer = Layer(name, _kind_of(name, w, kind), w.astype(np.float64),
+                      None if b is None else np.asarray(b, dtype=np.float64))
+        layers.append(check_layer(layer))
+    if not layers:
+        raise ModelError(f"Model file '{path}' holds no layers")
+    return layers
+
+
+def save_model(path, layers: list[Layer]) -> None:
+    """Write layers in the ``.npz`` format :func:`load_model` reads."""
+    arrays = {}
+    for layer in layers:
+        arrays[f"{layer.name}.weight"] = layer.weight
+        if layer.bias is not None:
+            arrays[f"{layer.name}.bias"] = layer.bias
+        arrays[f"{layer.name}.kind"] = np.array(layer.kind)
+    np.savez(path, **arrays)
