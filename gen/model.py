@@ -83,7 +83,7 @@ def load_model(path) -> list[Layer]:
         raise ModelError(f"Model file '{path}': PyTorch files are not supported yet; save the "
                          f"weights as .npz (<layer>.weight, <layer>.bias)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             keys = list(npz.keys())
             arrays = {k: npz[k] for k in keys}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:

@@ -229,16 +229,14 @@ def compress_layer(layer: Layer, cfg: SdConfig = SdConfig()) -> SdLayer:
 
     # Balance each block by 2**k (Cq * 2**-k)(B * 2**k), keeping exponents in range, so
     # the per-layer int8 scale serves every block well.
-    e_used = np.where(nz, e, np.nan)
-    with np.errstate(all="ignore"):
-        lo_e = np.nanmin(e_used.reshape(nb, -1), axis=1)
-        hi_e = np.nanmax(e_used.reshape(nb, -1), axis=1)
+    lo_e = np.where(nz, e, np.inf).reshape(nb, -1).min(axis=1)
+    hi_e = np.where(nz, e, -np.inf).reshape(nb, -1).max(axis=1)
     m_b = np.max(np.abs(B).reshape(nb, -1), axis=1)
     empty = ~nz.reshape(nb, -1).any(axis=1) | (m_b == 0)
-    k = np.where(empty, 0, np.floor(-np.log2(np.where(m_b > 0, m_b, 1.0))))
+    k = np.floor(-np.log2(np.where(m_b > 0, m_b, 1.0)))
     k = np.minimum(k, np.where(empty, 0, lo_e - cfg.e_min))
     k = np.maximum(k, np.where(empty, 0, hi_e - cfg.e_max))
-    k = np.nan_to_num(k).astype(np.int64)
+    k = np.where(empty, 0, k).astype(np.int64)
     B = B * np.exp2(k)[:, None, None]
     e = np.where(nz, e - k[:, None, None], 0)
     qmax = (1 << (cfg.basis_bits - 1)) - 1
