@@ -25,7 +25,7 @@ __all__ = [
     "ALPHABETS", "parse_alphabet", "alphabet_name", "quartet_ok", "representable",
     "nearest_lut", "asm_quantize", "AsmCodeFormat", "asm_product_bound",
     "asm_acc_bits", "signed_bits_for", "act_range", "asm_mac", "asm_mul_shift_add",
-    "check_width", "SdFormat", "sd_pack", "sd_unpack", "sd_rebuild", "requant_shift",
+    "check_width", "SdFormat", "sd_pack", "sd_layer_stream", "sd_unpack", "sd_rebuild", "requant_shift",
     "sd_weight_bits", "odd", "mlg_generate", "mlg_bits",
 ]
 
@@ -423,7 +423,8 @@ class SdFormat:
             sign (1 bit, 1 = negative) | expu (exp_bits), e = expu + e_min
 
     ``expu > e_max - e_min`` is an invalid code: the decoder flags it and the coefficient is
-    treated as zero.  Bases are stored apart (see :func:`sd_basis_bits`).
+    treated as zero.  In memory a layer's stream is preceded by one header word holding its
+    row count (:func:`sd_layer_stream`).  Bases are stored apart, one int8 3x3 per block.
     """
 
     e_min: int = -8
@@ -492,6 +493,16 @@ def sd_pack(elemmask, sgn, expu, fmt: SdFormat) -> tuple[list[int], int]:
     n_words = max(1, -(-pos // fmt.word_bits))
     mask_w = (1 << fmt.word_bits) - 1
     return [(acc >> (i * fmt.word_bits)) & mask_w for i in range(n_words)], pos
+
+
+def sd_layer_stream(elemmask, sgn, expu, fmt: SdFormat) -> list[int]:
+    """The words the decoder reads for one layer: a header word with the row count, then
+    :func:`sd_pack`'s words."""
+    words, _ = sd_pack(elemmask, sgn, expu, fmt)
+    n_rows = int(np.asarray(elemmask).shape[0])
+    if n_rows >= 1 << fmt.word_bits:
+        raise ValueError(f"{n_rows} rows do not fit a {fmt.word_bits}-bit header")
+    return [n_rows] + words
 
 
 def sd_unpack(words, n_rows: int, fmt: SdFormat):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .golden import SdFormat, requant_shift, sd_pack, sd_rebuild
+from .golden import SdFormat, requant_shift, sd_layer_stream, sd_rebuild
 from .model import Layer
 
 CHUNK_CH = 64          # input channels per 3x3 chunk
@@ -116,13 +116,14 @@ class SdLayer:
         return self.rows_to_weight(out)
 
     # -- memory image ----------------------------------------------------------------------
-    def coef_words(self) -> tuple[list[int], int]:
-        m = self.elemmask.reshape(-1, 3)
-        return sd_pack(m, self.sgn.reshape(-1, 3), self.expu.reshape(-1, 3), self.config.fmt)
+    def coef_words(self) -> list[int]:
+        """Header word + packed rows, as the power-of-2 decoder reads them."""
+        return sd_layer_stream(self.elemmask.reshape(-1, 3), self.sgn.reshape(-1, 3),
+                               self.expu.reshape(-1, 3), self.config.fmt)
 
     def image(self) -> dict[str, bytes]:
         """Packed memory image: coefficient words, int8 bases, per-filter shifts, fp32 scale."""
-        words, _ = self.coef_words()
+        words = self.coef_words()
         wb = self.config.word_bits // 8
         bb = -(-self.config.basis_bits // 8)
         return {
@@ -140,7 +141,7 @@ class SdLayer:
         rows_total = self.elemmask.shape[0] * self.elemmask.shape[1]
         payload = rows_total + 3 * nnz_rows + nnz * self.config.fmt.code_bits
         wbits = self.config.word_bits
-        coef = max(1, -(-payload // wbits)) * wbits
+        coef = (1 + max(1, -(-payload // wbits))) * wbits      # header word + payload
         basis = self.basis.size * 8 * (-(-self.config.basis_bits // 8))
         return {"coef": coef, "basis": basis, "shift": 8 * self.cout, "scale": 32}
 

@@ -7,9 +7,14 @@ variants insert valid gaps and ready stalls from a seeded generator.
 from __future__ import annotations
 
 
+def _bits(payload):
+    """The payload as a plain value (a ``lib.data`` view or a signal)."""
+    return payload.as_value() if hasattr(payload, "as_value") else payload
+
+
 async def stream_put(ctx, stream, word: int):
     """Offer one payload word until it is taken."""
-    ctx.set(stream.payload.as_value(), word)
+    ctx.set(_bits(stream.payload), word)
     ctx.set(stream.valid, 1)
     await ctx.tick().until(stream.ready)
     ctx.set(stream.valid, 0)
@@ -28,7 +33,7 @@ async def stream_get_many(ctx, stream, count: int, out: list, rng=None, p_stall:
     while len(out) < count:
         ready = not (rng is not None and rng.random() < p_stall)
         ctx.set(stream.ready, int(ready))
-        _, _, valid, word = await ctx.tick().sample(stream.valid, stream.payload.as_value())
+        _, _, valid, word = await ctx.tick().sample(stream.valid, _bits(stream.payload))
         if ready and valid:
             out.append(int(word))
     ctx.set(stream.ready, 0)

@@ -153,7 +153,8 @@ def test_sd_image_decodes_to_the_codes():
     sd = sd_compress(Layer("l", "conv3x3", trained_like(rng, (4, 8, 3, 3))))
     raw = sd.image()["coef"]
     words = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4)]
-    M, S, E, err = golden.sd_unpack(words, sd.elemmask.shape[0] * sd.elemmask.shape[1], sd.config.fmt)
+    assert words[0] == sd.elemmask.shape[0] * sd.elemmask.shape[1]          # header: row count
+    M, S, E, err = golden.sd_unpack(words[1:], words[0], sd.config.fmt)
     assert (M == sd.elemmask.reshape(-1, 3)).all() and not err.any()
     assert (E == sd.expu.reshape(-1, 3)).all() and (S == sd.sgn.reshape(-1, 3)).all()
 
