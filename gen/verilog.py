@@ -24,6 +24,7 @@ class Block:
     description: str
     factory: Callable
     defaults: dict = field(default_factory=dict)
+    relevant: Callable | None = None      # params -> the keys that apply (None: all)
 
     @property
     def module_name(self) -> str:
@@ -36,12 +37,50 @@ def _asm_mac(**kw):
     return AsmMacArray(**kw)
 
 
+def _pow2_decoder(**kw):
+    from ..rtl.pow2 import Pow2Decoder
+    Pow2Decoder.validate(**kw)
+    return Pow2Decoder(**kw)
+
+
+_SD_KEYS = ("e_min", "e_max", "word_bits", "basis_bits", "requant")
+_MLG_KEYS = ("Bi", "Bo", "K2", "qb", "qu", "qv", "level1", "level2")
+
+
+def _weight_gen(scheme, **kw):
+    from ..rtl.weightgen import MlgWeightGen, SdWeightGen
+    if scheme == "smartdeal":
+        args = {k: kw[k] for k in _SD_KEYS}
+        SdWeightGen.validate(**args)
+        return SdWeightGen(**args)
+    if scheme == "mlg":
+        args = {k: kw[k] for k in _MLG_KEYS}
+        MlgWeightGen.validate(**args)
+        return MlgWeightGen(**args)
+    raise ValueError(f"Weight generator scheme must be smartdeal or mlg, not {scheme!r}")
+
+
+def _weight_gen_relevant(params):
+    keys = {"smartdeal": _SD_KEYS, "mlg": _MLG_KEYS}.get(params["scheme"], ())
+    return {"scheme", *keys}
+
+
 BLOCKS: dict[str, Block] = {
     b.name: b for b in [
         Block("asm-mac", "ASM shift-add MAC array: shared precompute bank, lanes of "
               "select/shift/add, accumulators", _asm_mac,
               {"alphabet": "A4", "weight_bits": 8, "act_bits": 8, "act_signed": False,
                "lanes": 8, "acc_len": 1024, "acc_bits": None}),
+        Block("pow2-decoder", "power-of-2 sparse decoder: packed SmartDeal coefficient words "
+              "in, one kernel row of shift/sign/select controls out per cycle", _pow2_decoder,
+              {"e_min": -8, "e_max": 5, "word_bits": 32}),
+        Block("weight-gen", "basis-coefficient weight generator: scheme=smartdeal (decoder + "
+              "shift-add rebuild + int8 requant) or scheme=mlg (two-level generation)",
+              _weight_gen,
+              {"scheme": "smartdeal", "e_min": -8, "e_max": 5, "word_bits": 32,
+               "basis_bits": 8, "requant": True, "Bi": 2, "Bo": 44, "K2": 9, "qb": 3,
+               "qu": 6, "qv": 3, "level1": True, "level2": True},
+              _weight_gen_relevant),
     ]
 }
 
@@ -67,6 +106,7 @@ def _convert(key: str, text: str, default):
 
 def parse_sets(block: Block, sets: list[str]) -> dict:
     params = dict(block.defaults)
+    explicit = []
     for item in sets or []:
         if "=" not in item:
             raise BlockError(f"--set expects KEY=VALUE, not {item!r}")
@@ -76,6 +116,13 @@ def parse_sets(block: Block, sets: list[str]) -> dict:
             raise BlockError(f"Block '{block.name}' has no parameter '{key}' "
                              f"(parameters: {', '.join(block.defaults)})")
         params[key] = _convert(key, value, block.defaults[key])
+        explicit.append(key)
+    if block.relevant is not None:
+        applies = block.relevant(params)
+        for key in explicit:
+            if key not in applies:
+                raise BlockError(f"Parameter '{key}' does not apply to {block.name} with "
+                                 f"scheme={params.get('scheme')}")
     return params
 
 

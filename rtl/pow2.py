@@ -61,13 +61,19 @@ class Pow2Decoder(wiring.Component):
     """
 
     def __init__(self, *, e_min=-8, e_max=5, word_bits=32):
-        self._fmt = fmt = SdFormat(e_min, e_max, word_bits)
-        if word_bits & (word_bits - 1):
-            raise ValueError(f"Word bits must be a power of 2, not {word_bits!r}")
+        self._fmt = fmt = self.validate(e_min=e_min, e_max=e_max, word_bits=word_bits)
         super().__init__({
             "i": In(stream.Signature(word_bits)),
             "o": Out(stream.Signature(pow2_row_layout(fmt))),
         })
+
+    @staticmethod
+    def validate(*, e_min=-8, e_max=5, word_bits=32) -> SdFormat:
+        """Check parameters without building anything (one-sentence errors)."""
+        fmt = SdFormat(e_min, e_max, word_bits)
+        if word_bits & (word_bits - 1):
+            raise ValueError(f"Word bits must be a power of 2, not {word_bits!r}")
+        return fmt
 
     fmt = property(lambda self: self._fmt, doc="The golden stream format.")
 

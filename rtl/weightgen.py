@@ -52,13 +52,8 @@ class SdWeightGen(wiring.Component):
     """
 
     def __init__(self, *, e_min=-8, e_max=5, word_bits=32, basis_bits=8, requant=True):
-        if not isinstance(basis_bits, int) or isinstance(basis_bits, bool) or not 2 <= basis_bits <= 16:
-            raise ValueError(f"Basis bits must be an integer in 2..16, not {basis_bits!r}")
-        if not isinstance(requant, bool):
-            raise TypeError(f"Requant must be a bool, not {requant!r}")
-        self._fmt = SdFormat(e_min, e_max, word_bits)
-        if word_bits & (word_bits - 1):
-            raise ValueError(f"Word bits must be a power of 2, not {word_bits!r}")
+        self._fmt = self.validate(e_min=e_min, e_max=e_max, word_bits=word_bits,
+                                  basis_bits=basis_bits, requant=requant)
         self._basis_bits, self._requant = basis_bits, requant
         self._exact_bits = sd_weight_bits(basis_bits, self._fmt)
         self._out_bits = 8 if requant else self._exact_bits
@@ -67,6 +62,15 @@ class SdWeightGen(wiring.Component):
             "i_basis": In(stream.Signature(sd_basis_layout(basis_bits))),
             "o": Out(stream.Signature(self.output_layout(self._out_bits))),
         })
+
+    @staticmethod
+    def validate(*, e_min=-8, e_max=5, word_bits=32, basis_bits=8, requant=True) -> SdFormat:
+        """Check parameters without building anything (one-sentence errors)."""
+        if not isinstance(basis_bits, int) or isinstance(basis_bits, bool) or not 2 <= basis_bits <= 16:
+            raise ValueError(f"Basis bits must be an integer in 2..16, not {basis_bits!r}")
+        if not isinstance(requant, bool):
+            raise TypeError(f"Requant must be a bool, not {requant!r}")
+        return Pow2Decoder.validate(e_min=e_min, e_max=e_max, word_bits=word_bits)
 
     @staticmethod
     def output_layout(out_bits: int) -> data.StructLayout:
@@ -172,6 +176,18 @@ class MlgWeightGen(wiring.Component):
     LATENCY = 2
 
     def __init__(self, *, Bi=2, Bo=44, K2=9, qb=3, qu=6, qv=3, level1=True, level2=True):
+        self.validate(Bi=Bi, Bo=Bo, K2=K2, qb=qb, qu=qu, qv=qv, level1=level1, level2=level2)
+        self._p = dict(Bi=Bi, Bo=Bo, K2=K2, qb=qb, qu=qu, qv=qv, level1=level1, level2=level2)
+        self._w1_bits, self._w_bits = mlg_bits(Bi, Bo, qb, qu, qv, level1, level2)
+        super().__init__({
+            "i": In(stream.Signature(mlg_input_layout(Bi, K2, qb, qu, qv, level1, level2))),
+            "o": Out(stream.Signature(data.StructLayout(
+                {"w": data.ArrayLayout(signed(self._w_bits), K2), "overrun": 1}))),
+        })
+
+    @staticmethod
+    def validate(*, Bi=2, Bo=44, K2=9, qb=3, qu=6, qv=3, level1=True, level2=True) -> None:
+        """Check parameters without building anything (one-sentence errors)."""
         for name, v in (("Bi", Bi), ("Bo", Bo), ("K2", K2), ("qb", qb), ("qu", qu), ("qv", qv)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise TypeError(f"MLG {name} must be a positive integer, not {v!r}")
@@ -181,13 +197,6 @@ class MlgWeightGen(wiring.Component):
         for name, v in (("level1", level1), ("level2", level2)):
             if not isinstance(v, bool):
                 raise TypeError(f"MLG {name} must be a bool, not {v!r}")
-        self._p = dict(Bi=Bi, Bo=Bo, K2=K2, qb=qb, qu=qu, qv=qv, level1=level1, level2=level2)
-        self._w1_bits, self._w_bits = mlg_bits(Bi, Bo, qb, qu, qv, level1, level2)
-        super().__init__({
-            "i": In(stream.Signature(mlg_input_layout(Bi, K2, qb, qu, qv, level1, level2))),
-            "o": Out(stream.Signature(data.StructLayout(
-                {"w": data.ArrayLayout(signed(self._w_bits), K2), "overrun": 1}))),
-        })
 
     w_bits = property(lambda self: self._w_bits, doc="Width of a generated weight.")
     w1_bits = property(lambda self: self._w1_bits, doc="Width of a level-1 weight.")

@@ -32,11 +32,27 @@ def test_python_dash_m(tmp_path):
     ["alphabet=A8", "lanes=3", "act_bits=4"],
 ])
 def test_verilog_asm_mac_compiles_and_lints(tmp_path, sets):
-    out = tmp_path / "asm.v"
-    args = ["verilog", "asm-mac", *sum((["--set", s] for s in sets), []), "-o", str(out)]
+    check_block(tmp_path, "asm-mac", sets)
+
+
+@pytest.mark.parametrize("block, sets", [
+    ("pow2-decoder", []),
+    ("pow2-decoder", ["e_min=-4", "e_max=3", "word_bits=64"]),
+    ("weight-gen", []),
+    ("weight-gen", ["requant=false", "basis_bits=6"]),
+    ("weight-gen", ["scheme=mlg"]),
+    ("weight-gen", ["scheme=mlg", "level1=false", "K2=1", "Bo=16"]),
+])
+def test_verilog_weight_blocks_compile_and_lint(tmp_path, block, sets):
+    check_block(tmp_path, block, sets)
+
+
+def check_block(tmp_path, block, sets):
+    out = tmp_path / "block.v"
+    args = ["verilog", block, *sum((["--set", s] for s in sets), []), "-o", str(out)]
     assert cli.main(args) == 0
     text = out.read_text()
-    assert "module asm_mac(" in text
+    assert f"module {block.replace('-', '_')}(" in text
     ok, log = compile_icarus(out, tmp_path / "a.out")
     assert ok, log
     ok, log = lint_verilator(out)
@@ -53,7 +69,7 @@ def test_lint_can_fail(tmp_path):
 
 
 @pytest.mark.parametrize("args, msg", [
-    (["verilog", "nope", "-o", "x.v"], "Unknown block 'nope' (blocks: asm-mac)"),
+    (["verilog", "nope", "-o", "x.v"], "Unknown block 'nope' (blocks: asm-mac, pow2-decoder, weight-gen)"),
     (["verilog", "asm-mac", "--set", "lanes=0", "-o", "x.v"], "Lane count must be a positive integer, not 0"),
     (["verilog", "asm-mac", "--set", "lanes=two", "-o", "x.v"], "Parameter 'lanes' must be an integer, not 'two'"),
     (["verilog", "asm-mac", "--set", "alphabet=2,4", "-o", "x.v"], "Alphabet must contain odd integers in 1..15, not '2,4'"),
@@ -63,6 +79,10 @@ def test_lint_can_fail(tmp_path):
     (["verilog", "asm-mac", "--set", "act_signed=maybe", "-o", "x.v"], "Parameter 'act_signed' must be true or false, not 'maybe'"),
     (["verilog", "asm-mac"], "verilog needs -o FILE"),
     (["verilog"], "verilog needs a BLOCK name or --list"),
+    (["verilog", "weight-gen", "--set", "qb=4", "-o", "x.v"], "Parameter 'qb' does not apply to weight-gen with scheme=smartdeal"),
+    (["verilog", "weight-gen", "--set", "scheme=zip", "-o", "x.v"], "Weight generator scheme must be smartdeal or mlg, not 'zip'"),
+    (["verilog", "pow2-decoder", "--set", "word_bits=48", "-o", "x.v"], "Word bits must be a power of 2, not 48"),
+    (["verilog", "pow2-decoder", "--set", "e_max=-9", "-o", "x.v"], "SmartDeal e_max must be >= e_min, not -9 < -8"),
 ])
 def test_bad_input_one_line_error(tmp_path, capsys, args, msg):
     args = [str(tmp_path / a) if a == "x.v" else a for a in args]
