@@ -101,8 +101,9 @@ class Pow2Decoder(wiring.Component):
         need = Signal(range(fmt.max_row_bits + 1))
         m.d.comb += need.eq(Mux(nz, 4 + ones * CB, 1))
         bad = Signal(3)
-        for j in range(3):
-            m.d.comb += bad[j].eq(nz & mask[j] & (code[j][1:] > fmt.expu_max))
+        if fmt.expu_max < (1 << EB) - 1:          # otherwise every exponent code is valid
+            for j in range(3):
+                m.d.comb += bad[j].eq(nz & mask[j] & (code[j][1:] > fmt.expu_max))
         is_last = rows_left == 1
         # After the last row, drop the rest of its word.
         end = Signal(range(W + fmt.max_row_bits + 1))
