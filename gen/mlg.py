@@ -9,7 +9,8 @@ float weights; then each factor is quantised to odd-integer codes with its own w
 
 Quantiser [design]: the odd grid of ``dorefa_sym`` without the tanh (a post-training
 projection, not QAT): ``code = round((x/(2r) + 1/2)(2**q - 1))``, value
-``(2 code - (2**q - 1)) r / (2**q - 1)``, ``r = max|x|`` (``mean|x|`` for q = 1).
+``(2 code - (2**q - 1)) r / (2**q - 1)``, ``r`` the least-squares clip level (see
+:func:`quantize_odd`).
 Real weight = ``mlg_generate(codes) * sB * sU * sV * s_w``.
 """
 
@@ -105,14 +106,24 @@ class MlgLayer:
 
 
 def quantize_odd(x, q: int):
-    """``(codes, step)``: codes in 0..2**q-1 whose odd values times ``step`` approximate x."""
+    """``(codes, step)``: codes in 0..2**q-1 whose odd values times ``step`` approximate x.
+
+    The clip level ``r`` is searched between 0.3 and 1 times ``max|x|`` (``mean|x|`` for q = 1)
+    for the least squared error: with few levels, clipping outliers beats a coarse grid.
+    """
     x = np.asarray(x, dtype=np.float64)
     levels = (1 << q) - 1
-    r = float(np.mean(np.abs(x))) if q == 1 else float(np.max(np.abs(x)))
-    if r == 0:
-        r = 1.0
-    code = np.clip(np.rint((x / (2 * r) + 0.5) * levels), 0, levels).astype(np.int64)
-    return code, r / levels
+    top = float(np.mean(np.abs(x))) if q == 1 else float(np.max(np.abs(x)))
+    if top == 0:
+        top = 1.0
+    best = None
+    for frac in ([1.0] if q == 1 else np.linspace(0.3, 1.0, 15)):
+        r = top * frac
+        code = np.clip(np.rint((x / (2 * r) + 0.5) * levels), 0, levels).astype(np.int64)
+        err = float(np.sum((x - (2 * code - levels) * r / levels) ** 2))
+        if best is None or err < best[0]:
+            best = (err, code, r / levels)
+    return best[1], best[2]
 
 
 def compress_layer(layer: Layer, cfg: MlgConfig = MlgConfig()) -> MlgLayer:
