@@ -98,6 +98,27 @@ def _cmd_compress(args) -> int:
     return 0
 
 
+def _cmd_prove(args) -> int:
+    from ..sim.formal import prove, standard_proofs
+    proofs = standard_proofs()
+    if args.list:
+        for name in proofs:
+            print(name)
+        return 0
+    names = args.names or list(proofs)
+    unknown = [n for n in names if n not in proofs]
+    if unknown:
+        raise UserError(f"Unknown proof '{unknown[0]}' (see 'insitu prove --list')")
+    failed = 0
+    for i, name in enumerate(names):
+        result = prove(proofs[name](), name)
+        failed += not result.proven
+        print(f"[{i + 1}/{len(names)}] {name:36s} {'PROVEN' if result.proven else 'FAILED'} "
+              f"{result.seconds:6.2f} s", flush=True)
+    print(f"{len(names) - failed} proven, {failed} failed")
+    return 1 if failed else 0
+
+
 def _cmd_doctor(args) -> int:
     from ..sim import tools
     rows = [
@@ -161,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "alphabet=A2 (asm); repeatable")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     c.set_defaults(func=_cmd_compress)
+
+    f = sub.add_parser("prove", help="run the formal equivalence proofs (Yosys SAT)")
+    f.add_argument("names", nargs="*", metavar="NAME", help="proofs to run (default: all)")
+    f.add_argument("--list", action="store_true", help="list the proofs")
+    f.set_defaults(func=_cmd_prove)
 
     d = sub.add_parser("doctor", help="check that the simulators and the toolchain are installed")
     d.set_defaults(func=_cmd_doctor)

@@ -16,7 +16,7 @@ from amaranth.utils import exact_log2
 
 from ..gen.golden import SdFormat
 
-__all__ = ["pow2_row_layout", "Pow2Decoder"]
+__all__ = ["pow2_row_layout", "Pow2Decoder", "Pow2RowDecode"]
 
 
 def pow2_row_layout(fmt: SdFormat) -> data.StructLayout:
@@ -91,19 +91,9 @@ class Pow2Decoder(wiring.Component):
         in_rows = Signal()                        # 0: expecting a header word
 
         # Row decode at the head of the buffer.
-        nz = buf[0]
-        mask = buf[1:4]
-        offs = [4, 4 + mask[0] * CB, 4 + (mask[0] + mask[1]) * CB]
-        code = [Signal(CB, name=f"code{j}") for j in range(3)]
-        for j in range(3):
-            m.d.comb += code[j].eq(buf.bit_select(offs[j], CB))
-        ones = mask[0] + mask[1] + mask[2]
-        need = Signal(range(fmt.max_row_bits + 1))
-        m.d.comb += need.eq(Mux(nz, 4 + ones * CB, 1))
-        bad = Signal(3)
-        if fmt.expu_max < (1 << EB) - 1:          # otherwise every exponent code is valid
-            for j in range(3):
-                m.d.comb += bad[j].eq(nz & mask[j] & (code[j][1:] > fmt.expu_max))
+        m.submodules.row = row = Pow2RowDecode(fmt)
+        m.d.comb += row.bits.eq(buf[:fmt.max_row_bits])
+        need = row.need
         is_last = rows_left == 1
         # After the last row, drop the rest of its word.
         end = Signal(range(W + fmt.max_row_bits + 1))
@@ -146,17 +136,51 @@ class Pow2Decoder(wiring.Component):
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(row_fire):
-            p = self.o.payload
-            m.d.sync += [
-                self.o.valid.eq(1),
-                p.mask.eq(Mux(nz, mask & ~bad, 0)),
-                p.err.eq(bad.any()),
-                p.last.eq(is_last),
-            ]
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(row.row),
+                         self.o.payload.last.eq(is_last)]
+        return m
+
+
+class Pow2RowDecode(wiring.Component):
+    """Combinational decode of one kernel row from the head of the bitstream.
+
+    ``bits`` holds the next ``max_row_bits`` stream bits (bit 0 first).  Outputs the row's
+    controls (``last`` left 0) and ``need``, the row's length in bits: 1 for an empty row,
+    else ``4 + popcount(mask) * (1 + exp_bits)``.  Out-of-range exponents set ``err`` and are
+    output as zero.  Proven equal to its definition in ``insitu.sim.formal``.
+    """
+
+    def __init__(self, fmt: SdFormat):
+        self._fmt = fmt
+        super().__init__({
+            "bits": In(fmt.max_row_bits),
+            "row": Out(pow2_row_layout(fmt)),
+            "need": Out(range(fmt.max_row_bits + 1)),
+        })
+
+    fmt = property(lambda self: self._fmt)
+
+    def elaborate(self, platform):
+        m = Module()
+        fmt = self._fmt
+        CB, EB = fmt.code_bits, fmt.exp_bits
+        bits = self.bits
+        nz = bits[0]
+        mask = bits[1:4]
+        # Element j's code follows the codes of the set mask bits below it.
+        offs = [4, 4 + mask[0] * CB, 4 + (mask[0] + mask[1]) * CB]
+        code = [Signal(CB, name=f"code{j}") for j in range(3)]
+        for j in range(3):
+            m.d.comb += code[j].eq(bits.bit_select(offs[j], CB))
+        ones = mask[0] + mask[1] + mask[2]
+        m.d.comb += self.need.eq(Mux(nz, 4 + ones * CB, 1))
+        bad = Signal(3)
+        if fmt.expu_max < (1 << EB) - 1:          # otherwise every exponent code is valid
             for j in range(3):
-                ok = nz & mask[j] & ~bad[j]
-                m.d.sync += [
-                    p.sign[j].eq(ok & code[j][0]),
-                    p.expu[j].eq(Mux(ok, code[j][1:1 + EB], 0)),
-                ]
+                m.d.comb += bad[j].eq(nz & mask[j] & (code[j][1:] > fmt.expu_max))
+        p = self.row
+        m.d.comb += [p.mask.eq(Mux(nz, mask & ~bad, 0)), p.err.eq(bad.any())]
+        for j in range(3):
+            ok = nz & mask[j] & ~bad[j]
+            m.d.comb += [p.sign[j].eq(ok & code[j][0]), p.expu[j].eq(Mux(ok, code[j][1:1 + EB], 0))]
         return m

@@ -16,9 +16,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.golden import SdFormat, mlg_bits, sd_weight_bits, signed_bits_for
-from .pow2 import Pow2Decoder
+from .pow2 import Pow2Decoder, pow2_row_layout
 
-__all__ = ["sd_basis_layout", "SdWeightGen", "mlg_input_layout", "MlgWeightGen"]
+__all__ = ["sd_basis_layout", "SdWeightGen", "SdRebuildRow", "mlg_input_layout", "MlgWeightGen"]
 
 MAX_BLOCK_ROWS = 255
 
@@ -114,17 +114,9 @@ class SdWeightGen(wiring.Component):
             m.d.sync += blk_left.eq(blk_left - 1)
 
         # Rebuild engine: per column k, three shifted basis elements, signs, one adder.
-        exact = []
-        for k in range(3):
-            terms = []
-            for j in range(3):
-                sh = Signal(signed(self._exact_bits), name=f"c{k}_t{j}")
-                mag = basis[j * 3 + k] << row.expu[j]
-                m.d.comb += sh.eq(Mux(row.mask[j], Mux(row.sign[j], -mag, mag), 0))
-                terms.append(sh)
-            col = Signal(signed(self._exact_bits), name=f"col{k}")
-            m.d.comb += col.eq(terms[0] + terms[1] + terms[2])
-            exact.append(col)
+        m.submodules.rebuild = rebuild = SdRebuildRow(self._fmt, self._basis_bits)
+        m.d.comb += [rebuild.basis.eq(basis), rebuild.row.eq(row)]
+        exact = rebuild.w
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -260,4 +252,37 @@ class MlgWeightGen(wiring.Component):
                 m.d.sync += [count.eq(Mux(count > p["Bo"], count, count + 1)), over.eq(over_next)]
                 for t in range(K2):
                     m.d.sync += acc[t].eq(sums[t])
+        return m
+
+
+class SdRebuildRow(wiring.Component):
+    """Combinational SmartDeal rebuild of one kernel row from a decoded row and the basis.
+
+    ``w[k] = sum_j mask_j ? (-1)**sign_j * (basis[j*3 + k] << expu_j) : 0`` -- per column three
+    barrel shifters, conditional negation and a 3-input adder; no multiplier.  Proven equal to
+    the product form ``sum_j c_j * B[j, k]`` in ``insitu.sim.formal``.
+    """
+
+    def __init__(self, fmt: SdFormat, basis_bits: int):
+        self._fmt, self._basis_bits = fmt, basis_bits
+        self._bits = sd_weight_bits(basis_bits, fmt)
+        super().__init__({
+            "basis": In(data.ArrayLayout(signed(basis_bits), 9)),
+            "row": In(pow2_row_layout(fmt)),
+            "w": Out(data.ArrayLayout(signed(self._bits), 3)),
+        })
+
+    w_bits = property(lambda self: self._bits)
+
+    def elaborate(self, platform):
+        m = Module()
+        row = self.row
+        for k in range(3):
+            terms = []
+            for j in range(3):
+                t = Signal(signed(self._bits), name=f"c{k}_t{j}")
+                mag = self.basis[j * 3 + k] << row.expu[j]
+                m.d.comb += t.eq(Mux(row.mask[j], Mux(row.sign[j], -mag, mag), 0))
+                terms.append(t)
+            m.d.comb += self.w[k].eq(terms[0] + terms[1] + terms[2])
         return m
