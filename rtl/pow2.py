@@ -168,12 +168,13 @@ class Pow2RowDecode(wiring.Component):
         nz = bits[0]
         mask = bits[1:4]
         # Element j's code follows the codes of the set mask bits below it.
-        offs = [4, 4 + mask[0] * CB, 4 + (mask[0] + mask[1]) * CB]
+        # (Muxes, not products: no multiplier, and no DSP inferred for it.)
+        cb = [Mux(mask[j], CB, 0) for j in range(3)]
+        offs = [4, 4 + cb[0], 4 + cb[0] + cb[1]]
         code = [Signal(CB, name=f"code{j}") for j in range(3)]
         for j in range(3):
             m.d.comb += code[j].eq(bits.bit_select(offs[j], CB))
-        ones = mask[0] + mask[1] + mask[2]
-        m.d.comb += self.need.eq(Mux(nz, 4 + ones * CB, 1))
+        m.d.comb += self.need.eq(Mux(nz, 4 + cb[0] + cb[1] + cb[2], 1))
         bad = Signal(3)
         if fmt.expu_max < (1 << EB) - 1:          # otherwise every exponent code is valid
             for j in range(3):

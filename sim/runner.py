@@ -57,17 +57,22 @@ def simulators() -> list[str]:
     return found
 
 
-def run_cocotb(verilog_text: str, toplevel: str, test_module: str, build_dir: Path, *,
+def run_cocotb(verilog_text: str | None, toplevel: str, test_module: str, build_dir: Path, *,
                sim: str = "icarus", extra_env: dict | None = None, testcase=None,
-               seed: int = 1, waves: bool = False) -> CocotbResult:
-    """Build ``verilog_text`` and run ``test_module`` against it; never raises on test failure."""
+               seed: int = 1, waves: bool = False, sources=(), defines=None,
+               includes=()) -> CocotbResult:
+    """Build ``verilog_text`` (plus ``sources``, e.g. a netlist and cell models) and run
+    ``test_module`` against it; never raises on test failure."""
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    src = build_dir / f"{toplevel}.v"
-    src.write_text(verilog_text)
+    srcs = [Path(p).resolve() for p in sources]
+    if verilog_text is not None:
+        src = build_dir / f"{toplevel}.v"
+        src.write_text(verilog_text)
+        srcs.insert(0, src)
     build_kwargs = {}
     if sim == "icarus":
         if not tools.iverilog():
@@ -83,8 +88,9 @@ def run_cocotb(verilog_text: str, toplevel: str, test_module: str, build_dir: Pa
     else:
         raise ValueError(f"Unknown simulator '{sim}' (simulators: icarus, verilator)")
     runner = get_runner(sim)
-    runner.build(sources=[src], hdl_toplevel=toplevel, build_dir=build_dir, always=True,
-                 waves=waves, **build_kwargs)
+    runner.build(sources=srcs, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+                 waves=waves, defines=dict(defines or {}),
+                 includes=[str(p) for p in includes], **build_kwargs)
     results = build_dir / "results.xml"
     try:
         runner.test(hdl_toplevel=toplevel, test_module=test_module, build_dir=build_dir,
