@@ -119,6 +119,54 @@ def _cmd_prove(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_bench_fuzz(args) -> int:
+    import time
+
+    from ..sim import fuzz
+    from .verilog import write_atomic
+    if args.replay:
+        kind, _, seed = args.replay.partition(":")
+        if kind not in fuzz.KINDS or not seed.isdigit():
+            raise UserError(f"--replay expects KIND:SEED with KIND in {', '.join(fuzz.KINDS)}, "
+                            f"not {args.replay!r}")
+        r = fuzz.run_case(kind, int(seed))
+        print(json.dumps({k: v for k, v in r.items() if k != "traceback"}, indent=2))
+        if not r["ok"]:
+            print(r["traceback"], file=sys.stderr)
+        return 0 if r["ok"] else 1
+    kinds = args.kinds.split(",") if args.kinds else list(fuzz.KINDS)
+    bad = [k for k in kinds if k not in fuzz.KINDS]
+    if bad:
+        raise UserError(f"Unknown fuzz kind '{bad[0]}' (kinds: {', '.join(fuzz.KINDS)})")
+    if args.cases < 1:
+        raise UserError(f"--cases must be a positive integer, not {args.cases}")
+    results = []
+    t0 = time.monotonic()
+    total = args.cases * len(kinds)
+    for kind in kinds:
+        for i in range(args.cases):
+            seed = args.seed + i
+            r = fuzz.run_case(kind, seed)
+            results.append(r)
+            status = "ok" if r["ok"] else f"FAIL: {r['error']}"
+            print(f"[{len(results)}/{total}] {kind}:{seed} {status}", file=sys.stderr, flush=True)
+    failures = [r for r in results if not r["ok"]]
+    summary = {"cases": len(results), "failures": len(failures),
+               "seconds": round(time.monotonic() - t0, 2),
+               "per_kind": {k: {"cases": sum(r["kind"] == k for r in results),
+                                "failures": sum(r["kind"] == k and not r["ok"] for r in results)}
+                            for k in kinds},
+               "failed_cases": [{"kind": r["kind"], "seed": r["seed"], "error": r["error"],
+                                 "replay": f"insitu bench fuzz --replay {r['kind']}:{r['seed']}"}
+                                for r in failures],
+               "results": [{k: v for k, v in r.items() if k != "traceback"} for r in results]}
+    out = Path(args.output)
+    write_atomic(out / "fuzz_summary.json", json.dumps(summary, indent=2) + "\n")
+    print(f"{summary['cases']} cases, {summary['failures']} failures, {summary['seconds']} s; "
+          f"wrote {out / 'fuzz_summary.json'}")
+    return 1 if failures else 0
+
+
 def _cmd_doctor(args) -> int:
     from ..sim import tools
     rows = [
@@ -187,6 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("names", nargs="*", metavar="NAME", help="proofs to run (default: all)")
     f.add_argument("--list", action="store_true", help="list the proofs")
     f.set_defaults(func=_cmd_prove)
+
+    b = sub.add_parser("bench", help="benchmarks and long sweeps")
+    bsub = b.add_subparsers(dest="bench", metavar="BENCH")
+    bf = bsub.add_parser("fuzz", help="fuzzed generator configurations against the golden model")
+    bf.add_argument("--cases", type=int, default=50, help="cases per kind (default: %(default)s)")
+    bf.add_argument("--kinds", default="", help="comma-separated kinds (default: all of "
+                    "asm, smartdeal, mlg)")
+    bf.add_argument("--seed", type=int, default=0, help="first seed (default: %(default)s)")
+    bf.add_argument("--replay", metavar="KIND:SEED", help="run one case again and print it")
+    bf.add_argument("-o", "--output", default="build/fuzz", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bf.set_defaults(func=_cmd_bench_fuzz)
+    b.set_defaults(func=lambda args: (b.print_help(sys.stderr), 2)[1])
 
     d = sub.add_parser("doctor", help="check that the simulators and the toolchain are installed")
     d.set_defaults(func=_cmd_doctor)

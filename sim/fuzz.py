@@ -1,0 +1,192 @@
+"""Fuzzed configurations: random generator parameters and random models, elaborated, simulated
+(Amaranth simulator, random valid gaps and ready stalls) and compared with the golden model.
+
+Every case is a function of ``(kind, seed)`` alone, so a failure replays exactly:
+``insitu bench fuzz --replay KIND:SEED``.  Kinds: ``asm`` (MAC array), ``smartdeal``
+(compressor -> decoder + rebuild generator), ``mlg`` (compressor -> two-level generator).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import warnings
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from ..gen.golden import ALPHABETS, representable
+from ..gen.mlg import MlgConfig
+from ..gen.mlg import compress_layer as mlg_compress
+from ..gen.model import Layer
+from ..gen.smartdeal import SdConfig
+from ..gen.smartdeal import compress_layer as sd_compress
+from .amaranth_tb import stream_get_many, stream_put_many
+from .asm_vectors import encode_weights, expected
+from .wg_vectors import mlg_terms, sd_blocks_from_layer, sd_expected, sd_stream
+
+KINDS = ("asm", "smartdeal", "mlg")
+CLK = 1e-8
+
+
+def _simulate(dut, sends: dict, out, n_out, rng, p_gap, p_stall, budget):
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(CLK)
+    for port, words in sends.items():
+        async def producer(ctx, port=port, words=words):
+            await stream_put_many(ctx, port, words, rng, p_gap)
+        sim.add_testbench(producer)
+
+    async def consumer(ctx):
+        await stream_get_many(ctx, out, n_out, got, rng, p_stall)
+    sim.add_testbench(consumer)
+    sim.run_until(CLK * budget)
+    if len(got) != n_out:
+        raise AssertionError(f"only {len(got)}/{n_out} outputs arrived")
+    return got
+
+
+def _signed(v, width):
+    return v - (1 << width) if v >> (width - 1) else v
+
+
+def _random_weights(rng, shape):
+    rank = int(rng.integers(1, 4))
+    fan = int(np.prod(shape[1:]))
+    w = rng.standard_normal((shape[0], rank)) @ rng.standard_normal((rank, fan))
+    w = w + float(rng.uniform(0, 0.5)) * rng.standard_normal(w.shape)
+    return (w * float(rng.uniform(0.01, 2.0))).reshape(shape)
+
+
+def case_asm(seed: int):
+    from ..rtl.asm import AsmMacArray
+    rng = np.random.default_rng(seed)
+    if rng.random() < 0.7:
+        alphabet = str(rng.choice(list(ALPHABETS)))
+    else:
+        extra = rng.choice([3, 5, 7, 9, 11, 13, 15], size=int(rng.integers(0, 4)), replace=False)
+        alphabet = ",".join(str(a) for a in sorted({1, *map(int, extra)}))
+    signed = bool(rng.random() < 0.5)
+    p = AsmMacArray.validate(alphabet=alphabet, weight_bits=int(rng.choice([4, 8, 12])),
+                             act_bits=int(rng.integers(2, 11)), act_signed=signed,
+                             lanes=int(rng.integers(1, 7)), acc_len=int(rng.integers(1, 13)))
+    p["alphabet"] = alphabet
+    lo, hi = (-(1 << (p["act_bits"] - 1)), (1 << (p["act_bits"] - 1)) - 1) if signed else (0, (1 << p["act_bits"]) - 1)
+    rep = representable(p["weight_bits"], alphabet)
+    srep = np.concatenate([-rep[1:], rep])
+    accs = []
+    for _ in range(int(rng.integers(1, 8))):
+        t = int(rng.integers(1, p["acc_len"] + 1))
+        x = rng.integers(lo, hi + 1, size=t)
+        if rng.random() < 0.2:
+            x = np.full(t, lo if signed else hi)
+        w = rng.choice(srep, size=(t, p["lanes"]))
+        if rng.random() < 0.2:
+            w = np.full((t, p["lanes"]), int(rng.choice([-1, 1])) * int(rep[-1]))
+        accs.append((x, w))
+    dut = AsmMacArray(**p)
+    words = []
+    for x, w in accs:
+        codes = encode_weights(p, w)
+        words += [dut.io.pack_input(int(x[i]), codes[i], i == len(x) - 1) for i in range(len(x))]
+    got = _simulate(dut, {dut.i: words}, dut.o, len(accs), rng, float(rng.uniform(0, 0.5)),
+                    float(rng.uniform(0, 0.6)), 8 * len(words) + 4 * len(accs) + 64)
+    exp = expected(p, accs)
+    for k, (g, e) in enumerate(zip(got, exp)):
+        r = dut.io.unpack_output(g)
+        if r["acc"] != e or r["bad_code"] or r["overrun"]:
+            raise AssertionError(f"accumulation {k}: RTL {r} != golden {e}")
+    return p
+
+
+def case_smartdeal(seed: int):
+    from ..rtl.weightgen import SdWeightGen
+    rng = np.random.default_rng(seed)
+    e_min = int(rng.integers(-8, 1))
+    e_max = e_min + int(rng.integers(0, 11))
+    exp_bits = max(1, (e_max - e_min).bit_length())
+    word_bits = 32 if 4 + 3 * (1 + exp_bits) <= 32 and rng.random() < 0.7 else 64
+    cfg = SdConfig(e_min=e_min, e_max=e_max, word_bits=word_bits,
+                   basis_bits=int(rng.integers(3, 9)), threshold=float(rng.uniform(0, 0.1)),
+                   prune=float(rng.choice([0.0, 0.0, 0.3])), group=int(rng.integers(1, 5)),
+                   iters=int(rng.integers(1, 8)))
+    if rng.random() < 0.6:
+        shape, kind = (int(rng.integers(1, 4)), int(rng.integers(1, 9)), 3, 3), "conv3x3"
+    else:
+        shape, kind = (int(rng.integers(1, 4)), int(rng.integers(1, 30))), "linear"
+    sd = sd_compress(Layer("l", kind, _random_weights(rng, shape)), cfg)
+    requant = bool(rng.random() < 0.5)
+    params = {"e_min": e_min, "e_max": e_max, "word_bits": word_bits,
+              "basis_bits": cfg.basis_bits, "requant": requant, "shape": list(shape)}
+    dut = SdWeightGen(e_min=e_min, e_max=e_max, word_bits=word_bits, basis_bits=cfg.basis_bits,
+                      requant=requant)
+    blocks = sd_blocks_from_layer(sd)
+    words, basis = sd_stream(blocks, cfg.fmt)
+    exp = sd_expected(blocks, cfg.fmt, requant)
+    blay = dut.i_basis.payload.shape()
+    bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
+    got = _simulate(dut, {dut.i_coef: words, dut.i_basis: bwords}, dut.o, len(exp), rng,
+                    float(rng.uniform(0, 0.4)), float(rng.uniform(0, 0.5)),
+                    8 * (len(words) + len(exp) + len(bwords)) + 64)
+    lay = dut.o.payload.shape()
+    ob = dut.out_bits
+    for k, (g, e) in enumerate(zip(got, exp)):
+        r = {"w": [_signed((g >> (lay["w"].offset + i * ob)) & ((1 << ob) - 1), ob) for i in range(3)],
+             "err": (g >> lay["err"].offset) & 1, "last": (g >> lay["last"].offset) & 1,
+             "end": (g >> lay["end"].offset) & 1}
+        if r != e:
+            raise AssertionError(f"row {k}: RTL {r} != golden {e}")
+    return params
+
+
+def case_mlg(seed: int):
+    from ..rtl.weightgen import MlgWeightGen
+    rng = np.random.default_rng(seed)
+    cfg = MlgConfig(Bi=int(rng.integers(1, 4)), Bo=int(rng.integers(1, 7)),
+                    qb=int(rng.integers(1, 7)), qu=int(rng.integers(1, 7)), qv=int(rng.integers(1, 7)))
+    if rng.random() < 0.6:
+        shape, kind = (int(rng.integers(1, 9)), int(rng.integers(1, 6)), 3, 3), "conv3x3"
+    else:
+        shape, kind = (int(rng.integers(1, 9)), int(rng.integers(1, 12))), "linear"
+    mlg = mlg_compress(Layer("l", kind, _random_weights(rng, shape)), cfg)
+    params = {"Bi": max(1, mlg.Bi), "Bo": mlg.Bo, "K2": mlg.k2, "qb": cfg.qb, "qu": cfg.qu,
+              "qv": cfg.qv, "level1": mlg.level1, "level2": mlg.level2}
+    dut = MlgWeightGen(**params)
+    terms, exp = mlg_terms(mlg)
+    lay = dut.i.payload.shape()
+    words = []
+    for t in terms:
+        value = {"b": t["b"], "last": int(t["last"])}
+        if mlg.level1:
+            value["u"] = t["u"]
+        if mlg.level2:
+            value["v"] = t["v"]
+        words.append(lay.const(value).as_bits())
+    got = _simulate(dut, {dut.i: words}, dut.o, len(exp), rng, float(rng.uniform(0, 0.4)),
+                    float(rng.uniform(0, 0.5)), 8 * (len(words) + len(exp)) + 64)
+    wb = dut.w_bits
+    for k, (g, e) in enumerate(zip(got, exp)):
+        r = [_signed((g >> (i * wb)) & ((1 << wb) - 1), wb) for i in range(params["K2"])]
+        if r != e:
+            raise AssertionError(f"kernel {k}: RTL {r} != golden {e}")
+    return {**params, "shape": list(shape)}
+
+
+CASES = {"asm": case_asm, "smartdeal": case_smartdeal, "mlg": case_mlg}
+
+
+def run_case(kind: str, seed: int) -> dict:
+    """``{"kind", "seed", "ok", "params", "error", "seconds"}`` of one fuzz case."""
+    t0 = time.monotonic()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            params = CASES[kind](seed)
+        return {"kind": kind, "seed": seed, "ok": True, "params": params, "error": None,
+                "seconds": round(time.monotonic() - t0, 3)}
+    except Exception as exc:                       # a failing case is data, not a crash
+        return {"kind": kind, "seed": seed, "ok": False, "params": None,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=6),
+                "seconds": round(time.monotonic() - t0, 3)}
