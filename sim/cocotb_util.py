@@ -75,6 +75,29 @@ async def transfer(dut, sends: dict, out_prefix, count, rng, p_gap=0.0, p_stall=
     return await with_timeout(collect(dut, out_prefix, count, rng, p_stall), budget * 10, "ns")
 
 
+async def interrupt_with_reset(dut, sends: dict, out_prefix, cycles: int, rng):
+    """Start sending ``sends`` and receiving on ``out_prefix`` under random stalls, then after
+    ``cycles`` cycles -- mid-transfer -- abandon everything and pulse reset for 2 cycles.
+    What came out before the reset is returned (and is not checked)."""
+    tasks = [cocotb.start_soon(drive(dut, p, w, rng, 0.3)) for p, w in sends.items()]
+    got = []
+
+    async def partial():
+        got.extend(await collect(dut, out_prefix, 10**9, rng, 0.5))
+    tasks.append(cocotb.start_soon(partial()))
+    await ClockCycles(dut.clk, cycles)
+    for t in tasks:
+        t.cancel()
+    for p in sends:
+        port(dut, p, "valid").value = 0
+    port(dut, out_prefix, "ready").value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    return got
+
+
 def report(dut, name, exp, got, describe=lambda k: f"item {k}"):
     """Compare, write ``<name>.json`` (vectors, mismatches) and fail on any mismatch."""
     mismatches = [{"index": k, "rtl": g, "golden": e} for k, (g, e) in enumerate(zip(got, exp)) if g != e]

@@ -18,7 +18,7 @@ import cocotb
 
 from insitu.rtl.asm import AsmMacIO
 from insitu.sim.asm_vectors import bad_code_case, encode_weights, expected, make_accumulations
-from insitu.sim.cocotb_util import report, start, transfer
+from insitu.sim.cocotb_util import interrupt_with_reset, report, start, transfer
 
 P = json.loads(os.environ["DUT_PARAMS"])
 NUM_RANDOM = int(os.environ.get("NUM_RANDOM", "24"))
@@ -67,3 +67,17 @@ async def flags(dut):
     if bad is not None:
         assert results[2]["bad_code"], "invalid code not flagged"
         assert results[2]["acc"] == bad[2]
+
+
+@cocotb.test()
+async def reset_mid_transfer(dut):
+    """A reset in the middle of a transfer loses that work only: the next run is exact."""
+    await start(dut, ["i"], ["o"])
+    rng = random.Random(77)
+    accs = make_accumulations(P, 77, n_random=6)
+    words = [IO.pack_input(int(x[t]), codes[t], t == len(x) - 1)
+             for x, w in accs for codes in [encode_weights(P, w)] for t in range(len(x))]
+    await interrupt_with_reset(dut, {"i": words}, "o", max(3, len(words) // 2), rng)
+    exp = [{"acc": e, "bad_code": False, "overrun": False} for e in expected(P, accs)]
+    results = await run(dut, [(x, encode_weights(P, w)) for x, w in accs], 78, 0.2, 0.3)
+    report(dut, "asm_mac_reset_mid_transfer", exp, results, lambda k: f"accumulation {k}")

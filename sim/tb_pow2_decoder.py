@@ -16,7 +16,7 @@ import numpy as np
 from insitu.gen.golden import SdFormat
 from insitu.gen.model import Layer
 from insitu.gen.smartdeal import SdConfig, compress_layer
-from insitu.sim.cocotb_util import report, start, transfer
+from insitu.sim.cocotb_util import interrupt_with_reset, report, start, transfer
 from insitu.sim.sd_vectors import (adversarial_layers, decoder_expected, decoder_words, random_rows,
                                    unpack_decoded_row)
 
@@ -49,3 +49,16 @@ async def streams(dut, stalls):
                          0.3 if stalls else 0.0, 0.4 if stalls else 0.0)
     report(dut, f"pow2_decoder_{'stalls' if stalls else 'flat'}", exp,
            [unpack_decoded_row(FMT, w) for w in got], lambda k: f"row {k}")
+
+
+@cocotb.test()
+async def reset_mid_transfer(dut):
+    """Reset mid-stream (bits half consumed, a header pending): the next stream decodes exactly."""
+    await start(dut, ["i"], ["o"])
+    ls = layers(13)
+    rng = random.Random(9)
+    await interrupt_with_reset(dut, {"i": decoder_words(ls, FMT)}, "o", 37, rng)
+    exp = decoder_expected(ls, FMT)
+    got = await transfer(dut, {"i": decoder_words(ls, FMT)}, "o", len(exp), rng, 0.2, 0.3)
+    report(dut, "pow2_decoder_reset_mid_transfer", exp, [unpack_decoded_row(FMT, w) for w in got],
+           lambda k: f"row {k}")

@@ -14,14 +14,14 @@ import random
 import cocotb
 import numpy as np
 
-from insitu.gen.golden import SdFormat
+from insitu.gen.golden import SdFormat, mlg_bits
 from insitu.gen.mlg import MlgConfig
 from insitu.gen.mlg import compress_layer as mlg_compress
 from insitu.gen.model import Layer
 from insitu.gen.smartdeal import SdConfig
 from insitu.gen.smartdeal import compress_layer as sd_compress
 from insitu.rtl.weightgen import SdWeightGen, mlg_input_layout, sd_basis_layout
-from insitu.sim.cocotb_util import report, start, transfer
+from insitu.sim.cocotb_util import interrupt_with_reset, report, start, transfer
 from insitu.sim.wg_vectors import (mlg_terms, sd_adversarial_blocks, sd_blocks_from_layer, sd_expected,
                                    sd_stream)
 
@@ -88,10 +88,8 @@ async def smartdeal_adversarial(dut):
     report(dut, "weight_gen_sd_adversarial", exp, rows, lambda k: f"row {k}")
 
 
-@cocotb.test(skip=P["scheme"] != "mlg")
-@cocotb.parametrize(stalls=[False, True])
-async def mlg_layer(dut, stalls):
-    await start(dut, ["i"], ["o"])
+def mlg_words():
+    """Input words, golden kernels and an output decoder for a compressed MLG layer."""
     rng = np.random.default_rng(31)
     cfg = MlgConfig(P["Bi"], P["Bo"], P["qb"], P["qu"], P["qv"])
     kind, shape = ("conv3x3", (12, 6, 3, 3)) if P["K2"] == 9 else ("linear", (12, 16))
@@ -107,12 +105,43 @@ async def mlg_layer(dut, stalls):
         if P["level2"]:
             value["v"] = t["v"]
         words.append(lay.const(value).as_bits())
+    wb = mlg_bits(P["Bi"], P["Bo"], P["qb"], P["qu"], P["qv"], P["level1"], P["level2"])[1]
+
+    def decode(got):
+        return [[signed((w >> (t * wb)) & ((1 << wb) - 1), wb) for t in range(P["K2"])] for w in got]
+    return words, exp, decode
+
+
+@cocotb.test(skip=P["scheme"] != "mlg")
+@cocotb.parametrize(stalls=[False, True])
+async def mlg_layer(dut, stalls):
+    await start(dut, ["i"], ["o"])
+    words, exp, decode = mlg_words()
     if PLANT == "basis":
         words[0] ^= 1
-    from insitu.gen.golden import mlg_bits
-    wb = mlg_bits(P["Bi"], P["Bo"], P["qb"], P["qu"], P["qv"], P["level1"], P["level2"])[1]
     got = await transfer(dut, {"i": words}, "o", len(exp), random.Random(7 + stalls),
                          0.3 if stalls else 0.0, 0.4 if stalls else 0.0)
-    kernels = [[signed((w >> (t * wb)) & ((1 << wb) - 1), wb) for t in range(P["K2"])] for w in got]
-    report(dut, f"weight_gen_mlg_{'stalls' if stalls else 'flat'}", exp, kernels,
+    report(dut, f"weight_gen_mlg_{'stalls' if stalls else 'flat'}", exp, decode(got),
            lambda k: f"kernel {k}")
+
+
+@cocotb.test()
+async def reset_mid_transfer(dut):
+    """A reset in the middle of a transfer: the next layer is generated exactly."""
+    rng = random.Random(41)
+    if P["scheme"] == "smartdeal":
+        await start(dut, ["i_coef", "i_basis"], ["o"])
+        fmt = SdFormat(P["e_min"], P["e_max"], P["word_bits"])
+        blocks = sd_adversarial_blocks(np.random.default_rng(43), fmt, P["basis_bits"])[-4:]
+        words, basis = sd_stream(blocks, fmt)
+        blay = sd_basis_layout(P["basis_bits"])
+        bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
+        await interrupt_with_reset(dut, {"i_coef": words, "i_basis": bwords}, "o", 23, rng)
+        exp, rows = await run_sd(dut, blocks, 44, True)
+        report(dut, "weight_gen_reset_mid_transfer", exp, rows, lambda k: f"row {k}")
+    else:
+        await start(dut, ["i"], ["o"])
+        words, exp, decode = mlg_words()
+        await interrupt_with_reset(dut, {"i": words}, "o", 17, rng)
+        got = await transfer(dut, {"i": words}, "o", len(exp), rng, 0.2, 0.3)
+        report(dut, "weight_gen_reset_mid_transfer", exp, decode(got), lambda k: f"kernel {k}")

@@ -33,8 +33,8 @@ def run_case(build_dir, sim, extra_env=None, **params):
 
 
 def assert_clean(result):
-    assert result.tests == 3, f"expected 3 cocotb tests, ran {result.tests}"
-    for name in ("random_and_extremes_flat", "random_and_extremes_stalls"):
+    assert result.tests == 4, f"expected 4 cocotb tests, ran {result.tests}"
+    for name in ("random_and_extremes_flat", "random_and_extremes_stalls", "reset_mid_transfer"):
         summary = read_summary(result.build_dir, f"asm_mac_{name}")
         assert summary["vectors"] > 0 and summary["mismatches"] == 0, summary
     assert result.failed == 0, f"{result.failed} cocotb tests failed, see {result.results_file}"

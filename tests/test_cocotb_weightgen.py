@@ -40,7 +40,7 @@ def test_pow2_decoder(build_dir, e_min, e_max, word_bits, sim):
         pytest.skip("needs verilator")
     p = {"e_min": e_min, "e_max": e_max, "word_bits": word_bits}
     r = run(build_dir, Pow2Decoder(**p), "pow2_decoder", "insitu.sim.tb_pow2_decoder", p, sim)
-    assert_clean(r, ["pow2_decoder_flat", "pow2_decoder_stalls"])
+    assert_clean(r, ["pow2_decoder_flat", "pow2_decoder_stalls", "pow2_decoder_reset_mid_transfer"])
 
 
 @needs_icarus
@@ -52,7 +52,8 @@ def test_sd_weight_gen(build_dir, requant, basis_bits, sim):
     dut = SdWeightGen(requant=requant, basis_bits=basis_bits)
     p = {"scheme": "smartdeal", **dut.params()}
     r = run(build_dir, dut, "weight_gen", "insitu.sim.tb_weight_gen", p, sim)
-    assert_clean(r, ["weight_gen_sd_layers_flat", "weight_gen_sd_layers_stalls", "weight_gen_sd_adversarial"])
+    assert_clean(r, ["weight_gen_sd_layers_flat", "weight_gen_sd_layers_stalls", "weight_gen_sd_adversarial",
+                     "weight_gen_reset_mid_transfer"])
 
 
 @needs_icarus
@@ -65,7 +66,7 @@ def test_mlg_weight_gen(build_dir, Bi, Bo, K2, qb, qu, qv, level1, level2):
     dut = MlgWeightGen(Bi=Bi, Bo=Bo, K2=K2, qb=qb, qu=qu, qv=qv, level1=level1, level2=level2)
     p = {"scheme": "mlg", **dut.params()}
     r = run(build_dir, dut, "weight_gen", "insitu.sim.tb_weight_gen", p)
-    assert_clean(r, ["weight_gen_mlg_flat", "weight_gen_mlg_stalls"])
+    assert_clean(r, ["weight_gen_mlg_flat", "weight_gen_mlg_stalls", "weight_gen_reset_mid_transfer"])
 
 
 @needs_icarus
