@@ -81,8 +81,6 @@ class Pow2Decoder(wiring.Component):
         m = Module()
         fmt = self._fmt
         W = fmt.word_bits
-        CB = fmt.code_bits
-        EB = fmt.exp_bits
 
         buf = Signal(2 * W)
         count = Signal(range(2 * W + 1))          # valid bits in buf, from bit 0

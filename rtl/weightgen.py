@@ -15,7 +15,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..gen.golden import SdFormat, mlg_bits, sd_weight_bits, signed_bits_for
+from ..gen.golden import SdFormat, mlg_bits, sd_weight_bits
 from .pow2 import Pow2Decoder, pow2_row_layout
 
 __all__ = ["sd_basis_layout", "SdWeightGen", "SdRebuildRow", "mlg_input_layout", "MlgWeightGen"]

@@ -6,6 +6,8 @@ variants insert valid gaps and ready stalls from a seeded generator.
 
 from __future__ import annotations
 
+CLK = 1e-8
+
 
 def _bits(payload):
     """The payload as a plain value (a ``lib.data`` view or a signal)."""
@@ -37,3 +39,27 @@ async def stream_get_many(ctx, stream, count: int, out: list, rng=None, p_stall:
         if ready and valid:
             out.append(int(word))
     ctx.set(stream.ready, 0)
+
+
+def simulate_streams(dut, sends: dict, out, n_out: int, rng=None, p_gap: float = 0.0,
+                     p_stall: float = 0.0, budget: int | None = None) -> list[int]:
+    """Run ``dut`` with one producer per ``{input stream: words}`` and a consumer of ``n_out``
+    words on ``out``; bounded (``budget`` cycles, default from the word counts), so a stall
+    fails instead of hanging.  Returns the output words."""
+    from amaranth.sim import Simulator
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(CLK)
+    for port, words in sends.items():
+        async def producer(ctx, port=port, words=words):
+            await stream_put_many(ctx, port, words, rng, p_gap)
+        sim.add_testbench(producer)
+
+    async def consumer(ctx):
+        await stream_get_many(ctx, out, n_out, got, rng, p_stall)
+    sim.add_testbench(consumer)
+    if budget is None:
+        budget = 8 * (sum(len(w) for w in sends.values()) + n_out) + 64
+    sim.run_until(CLK * budget)
+    assert len(got) == n_out, f"only {len(got)}/{n_out} outputs arrived"
+    return got

@@ -13,7 +13,6 @@ import traceback
 import warnings
 
 import numpy as np
-from amaranth.sim import Simulator
 
 from ..gen.golden import ALPHABETS, representable
 from ..gen.mlg import MlgConfig
@@ -21,30 +20,11 @@ from ..gen.mlg import compress_layer as mlg_compress
 from ..gen.model import Layer
 from ..gen.smartdeal import SdConfig
 from ..gen.smartdeal import compress_layer as sd_compress
-from .amaranth_tb import stream_get_many, stream_put_many
+from .amaranth_tb import simulate_streams
 from .asm_vectors import encode_weights, expected
 from .wg_vectors import mlg_terms, sd_blocks_from_layer, sd_expected, sd_stream
 
 KINDS = ("asm", "smartdeal", "mlg")
-CLK = 1e-8
-
-
-def _simulate(dut, sends: dict, out, n_out, rng, p_gap, p_stall, budget):
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-    for port, words in sends.items():
-        async def producer(ctx, port=port, words=words):
-            await stream_put_many(ctx, port, words, rng, p_gap)
-        sim.add_testbench(producer)
-
-    async def consumer(ctx):
-        await stream_get_many(ctx, out, n_out, got, rng, p_stall)
-    sim.add_testbench(consumer)
-    sim.run_until(CLK * budget)
-    if len(got) != n_out:
-        raise AssertionError(f"only {len(got)}/{n_out} outputs arrived")
-    return got
 
 
 def _signed(v, width):
@@ -90,7 +70,7 @@ def case_asm(seed: int):
     for x, w in accs:
         codes = encode_weights(p, w)
         words += [dut.io.pack_input(int(x[i]), codes[i], i == len(x) - 1) for i in range(len(x))]
-    got = _simulate(dut, {dut.i: words}, dut.o, len(accs), rng, float(rng.uniform(0, 0.5)),
+    got = simulate_streams(dut, {dut.i: words}, dut.o, len(accs), rng, float(rng.uniform(0, 0.5)),
                     float(rng.uniform(0, 0.6)), 8 * len(words) + 4 * len(accs) + 64)
     exp = expected(p, accs)
     for k, (g, e) in enumerate(zip(got, exp)):
@@ -126,7 +106,7 @@ def case_smartdeal(seed: int):
     exp = sd_expected(blocks, cfg.fmt, requant)
     blay = dut.i_basis.payload.shape()
     bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
-    got = _simulate(dut, {dut.i_coef: words, dut.i_basis: bwords}, dut.o, len(exp), rng,
+    got = simulate_streams(dut, {dut.i_coef: words, dut.i_basis: bwords}, dut.o, len(exp), rng,
                     float(rng.uniform(0, 0.4)), float(rng.uniform(0, 0.5)),
                     8 * (len(words) + len(exp) + len(bwords)) + 64)
     lay = dut.o.payload.shape()
@@ -163,7 +143,7 @@ def case_mlg(seed: int):
         if mlg.level2:
             value["v"] = t["v"]
         words.append(lay.const(value).as_bits())
-    got = _simulate(dut, {dut.i: words}, dut.o, len(exp), rng, float(rng.uniform(0, 0.4)),
+    got = simulate_streams(dut, {dut.i: words}, dut.o, len(exp), rng, float(rng.uniform(0, 0.4)),
                     float(rng.uniform(0, 0.5)), 8 * (len(words) + len(exp)) + 64)
     wb = dut.w_bits
     for k, (g, e) in enumerate(zip(got, exp)):

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from insitu.gen import golden
 from insitu.gen.golden import AsmCodeFormat
 from insitu.rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank, asm_code_layout
-from insitu.sim.amaranth_tb import stream_get_many, stream_put_many
+from insitu.sim.amaranth_tb import simulate_streams
 from insitu.sim.asm_vectors import bad_code_case, encode_weights, expected, make_accumulations
 
 CLK = 1e-8
@@ -23,22 +23,9 @@ def run_mac(dut, accs_codes, *, seed=0, p_gap=0.0, p_stall=0.0):
     for x, codes in accs_codes:
         for t in range(len(x)):
             words.append(dut.io.pack_input(int(x[t]), codes[t], t == len(x) - 1))
-    rng = np.random.default_rng(seed)
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-
-    async def producer(ctx):
-        await stream_put_many(ctx, dut.i, words, rng, p_gap)
-
-    async def consumer(ctx):
-        await stream_get_many(ctx, dut.o, len(accs_codes), got, rng, p_stall)
-
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
     # Bounded: a stall or a lost result fails the test instead of hanging it.
-    sim.run_until(CLK * (8 * len(words) + 4 * len(accs_codes) + 64))
-    assert len(got) == len(accs_codes), f"only {len(got)}/{len(accs_codes)} results arrived"
+    got = simulate_streams(dut, {dut.i: words}, dut.o, len(accs_codes), np.random.default_rng(seed),
+                           p_gap, p_stall)
     return [dut.io.unpack_output(w) for w in got]
 
 
@@ -90,7 +77,6 @@ def test_bad_code_flagged_and_zeroed(alphabet):
 
 def test_overrun_flagged():
     dut = AsmMacArray(alphabet="A2", weight_bits=4, lanes=1, acc_len=4)
-    p = dut.params()
     fmt = dut.fmt
     five = ([1] * 5, [[fmt.encode_value(1)]] * 5)
     four = ([1] * 4, [[fmt.encode_value(1)]] * 4)

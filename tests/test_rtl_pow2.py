@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 
 from insitu.gen.golden import SdFormat
 from insitu.rtl.pow2 import Pow2Decoder
-from insitu.sim.amaranth_tb import stream_get_many, stream_put_many
+from insitu.sim.amaranth_tb import simulate_streams, stream_put_many
 from insitu.sim.sd_vectors import (adversarial_layers, decoder_expected, decoder_words, random_rows,
                                    unpack_decoded_row)
 
@@ -15,21 +15,8 @@ CLK = 1e-8
 
 
 def run_decoder(dut, words, n_rows, *, seed=0, p_gap=0.0, p_stall=0.0):
-    rng = np.random.default_rng(seed)
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-
-    async def producer(ctx):
-        await stream_put_many(ctx, dut.i, words, rng, p_gap)
-
-    async def consumer(ctx):
-        await stream_get_many(ctx, dut.o, n_rows, got, rng, p_stall)
-
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run_until(CLK * (6 * (len(words) + n_rows) + 64))
-    assert len(got) == n_rows, f"only {len(got)}/{n_rows} rows arrived"
+    got = simulate_streams(dut, {dut.i: words}, dut.o, n_rows, np.random.default_rng(seed),
+                           p_gap, p_stall)
     return [unpack_decoded_row(dut.fmt, w) for w in got]
 
 

@@ -12,7 +12,7 @@ from insitu.gen.model import Layer
 from insitu.gen.smartdeal import SdConfig
 from insitu.gen.smartdeal import compress_layer as sd_compress
 from insitu.rtl.weightgen import MlgWeightGen, SdWeightGen
-from insitu.sim.amaranth_tb import stream_get_many, stream_put_many
+from insitu.sim.amaranth_tb import simulate_streams, stream_put_many
 from insitu.sim.wg_vectors import (mlg_terms, sd_adversarial_blocks, sd_blocks_from_layer, sd_expected,
                                    sd_stream)
 
@@ -34,23 +34,8 @@ def run_sd(dut, words, basis, n_rows, seed=0, p_gap=0.0, p_stall=0.0):
     rng = np.random.default_rng(seed)
     blay = dut.i_basis.payload.shape()
     bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-
-    async def coef(ctx):
-        await stream_put_many(ctx, dut.i_coef, words, rng, p_gap)
-
-    async def bases(ctx):
-        await stream_put_many(ctx, dut.i_basis, bwords, rng, p_gap)
-
-    async def out(ctx):
-        await stream_get_many(ctx, dut.o, n_rows, got, rng, p_stall)
-
-    for tb in (coef, bases, out):
-        sim.add_testbench(tb)
-    sim.run_until(CLK * (6 * (len(words) + n_rows + len(basis)) + 64))
-    assert len(got) == n_rows, f"only {len(got)}/{n_rows} rows arrived"
+    got = simulate_streams(dut, {dut.i_coef: words, dut.i_basis: bwords}, dut.o, n_rows, rng,
+                           p_gap, p_stall)
     lay = dut.o.payload.shape()
     ob = dut.out_bits
     return [{"w": [signed_field(w, lay["w"].offset + k * ob, ob) for k in range(3)],
@@ -149,20 +134,7 @@ def run_mlg(dut, terms, n_out, seed=0, p_gap=0.0, p_stall=0.0):
         if "v" in lay.members:
             value["v"] = t["v"]
         words.append(lay.const(value).as_bits())
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-
-    async def producer(ctx):
-        await stream_put_many(ctx, dut.i, words, rng, p_gap)
-
-    async def consumer(ctx):
-        await stream_get_many(ctx, dut.o, n_out, got, rng, p_stall)
-
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run_until(CLK * (6 * (len(words) + n_out) + 64))
-    assert len(got) == n_out, f"only {len(got)}/{n_out} kernels arrived"
+    got = simulate_streams(dut, {dut.i: words}, dut.o, n_out, rng, p_gap, p_stall)
     olay = dut.o.payload.shape()
     K2, wb = dut.params()["K2"], dut.w_bits
     for w in got:
