@@ -7,6 +7,7 @@ The YoWASP Yosys log on stdout may stop after the ABC step, so ``stat`` is writt
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -132,10 +133,14 @@ def synth_netlist(verilog_text: str, top: str, family: str, out: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "top.v").write_text(verilog_text)
+        # Relative paths only: YoWASP maps /tmp inside its sandbox to a private folder, so an
+        # absolute host path under /tmp would be written somewhere else.
         script = (f"read_verilog -sv top.v; {FAMILIES[family].format(top=top)}; "
-                  f"write_verilog -noattr {out}")
+                  f"write_verilog -noattr netlist.v")
         proc = subprocess.run([yosys_command(), "-q", "-p", script], cwd=tmp,
                               capture_output=True, text=True)
+        if proc.returncode == 0 and (tmp / "netlist.v").exists():
+            shutil.copyfile(tmp / "netlist.v", out)
     if proc.returncode != 0 or not out.exists():
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "ERROR" in ln]
         raise ToolError("Yosys failed: " + ("; ".join(lines[-3:]) or f"exit {proc.returncode}"))
