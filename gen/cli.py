@@ -167,6 +167,52 @@ def _cmd_bench_fuzz(args) -> int:
     return 1 if failures else 0
 
 
+def _cmd_bench_hw(args) -> int:
+    import time
+
+    from ..boards import bench_hw
+    from ..boards.yosys import ToolError
+    from .verilog import write_atomic
+    kinds = args.kinds.split(",")
+    devices = args.devices.split(",")
+    for k in kinds:
+        if k not in bench_hw.KINDS:
+            raise UserError(f"Unknown benchmark kind '{k}' (kinds: {', '.join(bench_hw.KINDS)})")
+    for d in devices:
+        if d not in bench_hw.DEVICES:
+            raise UserError(f"Unknown device '{d}' (devices: {', '.join(bench_hw.DEVICES)})")
+    try:
+        lanes = [int(v) for v in args.lanes.split(",")]
+    except ValueError:
+        raise UserError(f"--lanes expects comma-separated integers, not {args.lanes!r}") from None
+    if any(n < 1 for n in lanes):
+        raise UserError(f"--lanes must be positive, not {args.lanes!r}")
+    jobs = [(d, k, n) for d in devices for k in kinds for n in lanes]
+    results = []
+    t0 = time.monotonic()
+    for i, (d, k, n) in enumerate(jobs):
+        print(f"[{i + 1}/{len(jobs)}] {d} {k} lanes={n} ...", end=" ", file=sys.stderr, flush=True)
+        try:
+            r = bench_hw.build(k, n, d, args.weight_bits)
+        except ToolError as exc:
+            print(f"insitu: error: {exc}", file=sys.stderr)
+            return 1
+        results.append(r)
+        print(f"{r['luts']} LUT4, {'Fmax %.1f MHz' % r['fmax_mhz'] if r.get('fits') else 'does not fit'}",
+              file=sys.stderr, flush=True)
+    rows = bench_hw.derive(results)
+    out = Path(args.output)
+    write_atomic(out / "bench_hw.json", json.dumps({"seconds": round(time.monotonic() - t0, 1),
+                                                    "results": rows}, indent=2) + "\n")
+    table = bench_hw.markdown(rows)
+    write_atomic(out / "bench_hw.md", table)
+    plotted = bench_hw.plot(rows, out / "bench_hw.png")
+    print(table)
+    print(f"wrote {out / 'bench_hw.json'}, bench_hw.md" + (", bench_hw.png" if plotted else ""),
+          file=sys.stderr)
+    return 0
+
+
 def _cmd_doctor(args) -> int:
     from ..sim import tools
     rows = [
@@ -247,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("-o", "--output", default="build/fuzz", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bf.set_defaults(func=_cmd_bench_fuzz)
+    bh = bsub.add_parser("hw", help="MAC lanes through synthesis and place-and-route "
+                         "(LUT4/FF/DSP, Fmax) against exact-multiplier baselines")
+    bh.add_argument("--kinds", default="asm-A1,asm-A2,asm-A4,pow2,exact-lut,exact-dsp",
+                    help="designs (default: %(default)s)")
+    bh.add_argument("--lanes", default="1,8,32", help="lane counts (default: %(default)s)")
+    bh.add_argument("--devices", default="up5k", help="up5k, ecp5-85f (default: %(default)s)")
+    bh.add_argument("--weight-bits", type=int, default=8, choices=[4, 8, 12],
+                    help="weight magnitude bits (default: %(default)s)")
+    bh.add_argument("-o", "--output", default="build/bench_hw", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bh.set_defaults(func=_cmd_bench_hw)
     b.set_defaults(func=lambda args: (b.print_help(sys.stderr), 2)[1])
 
     d = sub.add_parser("doctor", help="check that the simulators and the toolchain are installed")

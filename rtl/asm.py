@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..gen.golden import (AsmCodeFormat, act_range, alphabet_name, asm_acc_bits,
                           asm_product_bound, parse_alphabet, signed_bits_for)
+from .mac import MacPipeline, _any, mac_output_layout
 
 __all__ = ["asm_code_layout", "bank_mult_shape", "AsmMacIO", "PrecomputeBank", "AsmProduct", "AsmMacArray"]
 
@@ -224,13 +225,6 @@ def _shift_sum(x, constant):
     return out
 
 
-def _any(bits):
-    out = bits[0]
-    for b in bits[1:]:
-        out = out | b
-    return out
-
-
 class AsmMacIO:
     """Payload layouts of :class:`AsmMacArray` and their packing to/from plain integers.
 
@@ -249,11 +243,7 @@ class AsmMacIO:
             "w": data.ArrayLayout(self.code_layout, lanes),
             "last": 1,
         })
-        self.output_layout = data.StructLayout({
-            "acc": data.ArrayLayout(signed(acc_bits), lanes),
-            "bad_code": 1,
-            "overrun": 1,
-        })
+        self.output_layout = mac_output_layout(acc_bits, lanes)
 
     def pack_input(self, x: int, codes, last: bool) -> int:
         """Input word from an activation, one weight code per lane and ``last``."""
@@ -279,7 +269,7 @@ class AsmMacIO:
                 "overrun": bool(word >> lay["overrun"].offset & 1)}
 
 
-class AsmMacArray(wiring.Component):
+class AsmMacArray(MacPipeline):
     """``lanes`` ASM multiply-accumulate lanes sharing one activation stream and one bank.
 
     Computes, per lane, ``acc[lane] = sum_t x[t] * w[t, lane]`` over each accumulation
@@ -328,9 +318,6 @@ class AsmMacArray(wiring.Component):
     TypeError, ValueError
         One sentence naming the bad parameter and repeating its value.
     """
-
-    LATENCY = 3
-    THROUGHPUT = 1
 
     def __init__(self, *, alphabet="A4", weight_bits=8, act_bits=8, act_signed=False,
                  lanes=8, acc_len=1024, acc_bits=None):
@@ -392,91 +379,20 @@ class AsmMacArray(wiring.Component):
 
     io = property(lambda self: self._io, doc="Payload layouts and packing (:class:`AsmMacIO`).")
 
-    def elaborate(self, platform):
-        m = Module()
-        ctor = dict(alphabet=self._alphabet, act_bits=self._act_bits, act_signed=self._act_signed)
-        m.submodules.bank = bank = PrecomputeBank(**ctor)
-        products = []
-        for n in range(self._lanes):
-            prod = AsmProduct(weight_bits=self._weight_bits, **ctor)
-            m.submodules[f"lane{n}"] = prod
-            products.append(prod)
-        mshape = products[0].magnitude_shape
-
-        # Global stall: only a finished result that finds the output register still full.
-        s1_valid = Signal()
-        s1_last = Signal()
-        s1_mult = Signal.like(bank.mult, name="s1_mult")
-        s1_w = Signal(data.ArrayLayout(asm_code_layout(self._fmt), self._lanes), name="s1_w")
-        s2_valid = Signal()
-        s2_last = Signal()
-        s2_bad = Signal()
-        s2_mag = Signal(data.ArrayLayout(mshape, self._lanes), name="s2_mag")
-        s2_neg = Signal(self._lanes, name="s2_neg")
-        stall = Signal()
-        en = Signal()
-        m.d.comb += [
-            stall.eq(s2_valid & s2_last & self.o.valid & ~self.o.ready),
-            en.eq(~stall),
-            self.i.ready.eq(en),
-        ]
-
-        # Stage 1: precompute bank on the incoming activation, register with the codes.
+    def _front(self, m):
+        # Stage 1: the precompute bank on the incoming activation, registered with the codes.
+        m.submodules.bank = bank = PrecomputeBank(alphabet=self._alphabet, act_bits=self._act_bits,
+                                                  act_signed=self._act_signed)
         m.d.comb += bank.x.eq(self.i.payload.x)
-        with m.If(en):
-            m.d.sync += [
-                s1_valid.eq(self.i.valid),
-                s1_last .eq(self.i.payload.last),
-                s1_mult .eq(bank.mult),
-                s1_w    .eq(self.i.payload.w),
-            ]
+        return [("mult", bank.mult), ("w", self.i.payload.w)]
 
-        # Stage 2: per lane select / shift / quartet add / sign.
-        for n, prod in enumerate(products):
-            m.d.comb += [prod.mult.eq(s1_mult), prod.code.eq(s1_w[n])]
-        with m.If(en):
-            m.d.sync += [
-                s2_valid.eq(s1_valid),
-                s2_last .eq(s1_last),
-                s2_bad  .eq(s1_valid & _any([p.invalid for p in products])),
-            ]
-            for n, prod in enumerate(products):
-                m.d.sync += [s2_mag[n].eq(prod.magnitude), s2_neg[n].eq(prod.negate)]
-
-        # Stage 3: accumulate; on `last` move the sums to the output register and clear.
-        # acc -/+ mag is acc + (mag ^ neg...neg) + neg: the conditional negation rides in the
-        # accumulator's adder (LUT inputs and carry-in) instead of costing its own adder.
-        acc = Signal(data.ArrayLayout(signed(self._acc_bits), self._lanes), name="acc")
-        acc_sum = []
+    def _products(self, m, s1):
+        # Stage 2: per lane select / shift / quartet add; the sign goes to the accumulator.
+        out = []
         for n in range(self._lanes):
-            ext = Signal(signed(self._acc_bits), name=f"lane{n}_term")
-            m.d.comb += ext.eq(s2_mag[n])
-            flip = Signal(signed(self._acc_bits), name=f"lane{n}_term_x")
-            m.d.comb += flip.eq(ext ^ s2_neg[n].replicate(self._acc_bits))
-            total = Signal(signed(self._acc_bits), name=f"lane{n}_sum")
-            m.d.comb += total.eq(acc[n] + flip + s2_neg[n])
-            acc_sum.append(total)
-        count = Signal(range(self._acc_len + 2))      # terms so far, saturating at acc_len + 1
-        bad_r = Signal()
-        over_r = Signal()
-        count_next = Mux(count == self._acc_len + 1, count, count + 1)
-        over_next = over_r | (count >= self._acc_len)
-        bad_next = bad_r | s2_bad
-
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(en & s2_valid):
-            with m.If(s2_last):
-                for n in range(self._lanes):
-                    m.d.sync += [self.o.payload.acc[n].eq(acc_sum[n]), acc[n].eq(0)]
-                m.d.sync += [
-                    self.o.valid.eq(1),
-                    self.o.payload.bad_code.eq(bad_next),
-                    self.o.payload.overrun.eq(over_next),
-                    count.eq(0), bad_r.eq(0), over_r.eq(0),
-                ]
-            with m.Else():
-                for n in range(self._lanes):
-                    m.d.sync += acc[n].eq(acc_sum[n])
-                m.d.sync += [count.eq(count_next), bad_r.eq(bad_next), over_r.eq(over_next)]
-        return m
+            prod = AsmProduct(weight_bits=self._weight_bits, alphabet=self._alphabet,
+                              act_bits=self._act_bits, act_signed=self._act_signed)
+            m.submodules[f"lane{n}"] = prod
+            m.d.comb += [prod.mult.eq(s1["mult"]), prod.code.eq(s1["w"][n])]
+            out.append((prod.magnitude, prod.negate, prod.invalid))
+        return out, prod.magnitude_shape

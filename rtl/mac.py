@@ -1,0 +1,125 @@
+"""The multiply-accumulate pipeline every MAC array shares (ASM and the baselines).
+
+A subclass says how a term's weights become products: ``_front`` (what stage 1 registers from
+the input payload, e.g. the ASM precompute bank) and ``_products`` (per lane, from the stage-1
+registers: ``(magnitude, negate, invalid)``).  The pipeline does the rest: stream handshake,
+stage registers, the accumulator (``acc +/- magnitude`` folded into one adder), ``last``,
+the ``bad_code``/``overrun`` flags and the output register.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+
+__all__ = ["mac_output_layout", "MacPipeline"]
+
+
+def mac_output_layout(acc_bits: int, lanes: int) -> data.StructLayout:
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(acc_bits), lanes),
+        "bad_code": 1,
+        "overrun": 1,
+    })
+
+
+def _any(bits):
+    out = bits[0]
+    for b in bits[1:]:
+        out = out | b
+    return out
+
+
+class MacPipeline(wiring.Component):
+    """Base of the MAC arrays: ``i`` (x, w[lanes], last) -> ``o`` (acc[lanes], flags).
+
+    ``LATENCY`` = 3 cycles from a ``last`` term to ``o.valid``; ``THROUGHPUT`` = 1 term per
+    cycle with no bubbles; the pipeline stalls only when a finished result meets a full
+    output register.  Subclasses set ``_lanes``, ``_acc_bits``, ``_acc_len`` and implement
+    ``_front`` and ``_products``.
+    """
+
+    LATENCY = 3
+    THROUGHPUT = 1
+
+    def _front(self, m) -> list:
+        """``[(name, value)]`` stage 1 registers from the input payload (and anything else)."""
+        raise NotImplementedError
+
+    def _products(self, m, s1: dict) -> tuple[list, object]:
+        """``([(magnitude, negate, invalid) per lane], magnitude_shape)`` from stage-1 regs."""
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, acc_bits, acc_len = self._lanes, self._acc_bits, self._acc_len
+
+        stall = Signal()
+        en = Signal()
+        s1_valid, s1_last = Signal(), Signal()
+        s2_valid, s2_last, s2_bad = Signal(), Signal(), Signal()
+
+        # Stage 1: what the products need, registered with valid/last.
+        s1 = {}
+        with m.If(en):
+            m.d.sync += [s1_valid.eq(self.i.valid), s1_last.eq(self.i.payload.last)]
+        for name, value in self._front(m):
+            reg = Signal.like(value, name=f"s1_{name}")
+            s1[name] = reg
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+
+        # Stage 2: per-lane products (magnitude and sign kept apart).
+        lanes_out, mshape = self._products(m, s1)
+        s2_mag = Signal(data.ArrayLayout(mshape, lanes), name="s2_mag")
+        s2_neg = Signal(lanes, name="s2_neg")
+        with m.If(en):
+            m.d.sync += [
+                s2_valid.eq(s1_valid),
+                s2_last .eq(s1_last),
+                s2_bad  .eq(s1_valid & _any([inv for _, _, inv in lanes_out])),
+            ]
+            for n, (mag, neg, _) in enumerate(lanes_out):
+                m.d.sync += [s2_mag[n].eq(mag), s2_neg[n].eq(neg)]
+        m.d.comb += [
+            stall.eq(s2_valid & s2_last & self.o.valid & ~self.o.ready),
+            en.eq(~stall),
+            self.i.ready.eq(en),
+        ]
+
+        # Stage 3: accumulate; on `last` move the sums to the output register and clear.
+        # acc -/+ mag is acc + (mag ^ neg...neg) + neg: the conditional negation rides in the
+        # accumulator's adder (LUT inputs and carry-in) instead of costing its own adder.
+        acc = Signal(data.ArrayLayout(signed(acc_bits), lanes), name="acc")
+        acc_sum = []
+        for n in range(lanes):
+            ext = Signal(signed(acc_bits), name=f"lane{n}_term")
+            m.d.comb += ext.eq(s2_mag[n])
+            flip = Signal(signed(acc_bits), name=f"lane{n}_term_x")
+            m.d.comb += flip.eq(ext ^ s2_neg[n].replicate(acc_bits))
+            total = Signal(signed(acc_bits), name=f"lane{n}_sum")
+            m.d.comb += total.eq(acc[n] + flip + s2_neg[n])
+            acc_sum.append(total)
+        count = Signal(range(acc_len + 2))          # terms so far, saturating at acc_len + 1
+        bad_r, over_r = Signal(), Signal()
+        count_next = Mux(count == acc_len + 1, count, count + 1)
+        over_next = over_r | (count >= acc_len)
+        bad_next = bad_r | s2_bad
+
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(en & s2_valid):
+            with m.If(s2_last):
+                for n in range(lanes):
+                    m.d.sync += [self.o.payload.acc[n].eq(acc_sum[n]), acc[n].eq(0)]
+                m.d.sync += [
+                    self.o.valid.eq(1),
+                    self.o.payload.bad_code.eq(bad_next),
+                    self.o.payload.overrun.eq(over_next),
+                    count.eq(0), bad_r.eq(0), over_r.eq(0),
+                ]
+            with m.Else():
+                for n in range(lanes):
+                    m.d.sync += acc[n].eq(acc_sum[n])
+                m.d.sync += [count.eq(count_next), bad_r.eq(bad_next), over_r.eq(over_next)]
+        return m

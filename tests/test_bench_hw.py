@@ -1,0 +1,36 @@
+# amaranth: UnusedElaboratable=no
+"""One small UP5K synthesis + place-and-route (the full sweep is `insitu bench hw`)."""
+
+import json
+
+import pytest
+
+from insitu.gen import cli
+
+pytestmark = pytest.mark.synth
+
+
+def test_bench_hw_small_up5k(tmp_path, capsys):
+    out = tmp_path / "hw"
+    assert cli.main(["bench", "hw", "--kinds", "asm-A1,exact-lut", "--lanes", "1,2",
+                     "-o", str(out)]) == 0
+    data = json.loads((out / "bench_hw.json").read_text())
+    rows = {(r["kind"], r["lanes"]): r for r in data["results"]}
+    assert len(rows) == 4
+    for r in rows.values():
+        assert r["fits"] and r["fmax_mhz"] > 10 and r["luts"] > 0 and r["placed"]["SB_IO"] == 3
+    # One A1 lane (select+shift, no multiplier) costs less logic than one exact 8x8 MAC lane.
+    assert rows[("asm-A1", 2)]["lane_lut_ratio_vs_exact_lut"] < 1
+    assert "| up5k | asm-A1 | 8 | 2 |" in (out / "bench_hw.md").read_text()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--kinds", "asm-A3"], "Unknown benchmark kind 'asm-A3'"),
+    (["--devices", "xc7"], "Unknown device 'xc7' (devices: up5k, ecp5-85f)"),
+    (["--lanes", "a,b"], "--lanes expects comma-separated integers, not 'a,b'"),
+    (["--lanes", "0"], "--lanes must be positive, not '0'"),
+])
+def test_bench_hw_bad_input(tmp_path, capsys, args, msg):
+    assert cli.main(["bench", "hw", *args, "-o", str(tmp_path / "x")]) == 2
+    assert msg in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
