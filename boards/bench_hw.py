@@ -116,6 +116,41 @@ def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, see
     return result
 
 
+def largest_fit(kind: str, device: str, weight_bits: int, known: list[dict], progress=None,
+                cap: int = 256) -> list[dict]:
+    """Search the largest lane count that places and routes, starting from ``known`` results;
+    stops within ~12% (bisection).  Returns the extra builds it ran."""
+    fit = [r["lanes"] for r in known if r.get("fits")]
+    nofit = [r["lanes"] for r in known if not r.get("fits")]
+    lo = max(fit, default=0)
+    hi = min((n for n in nofit if n > lo), default=None)
+    runs = []
+
+    def attempt(n):
+        r = build(kind, n, device, weight_bits)
+        r["search"] = True
+        runs.append(r)
+        if progress:
+            progress(r)
+        return r.get("fits")
+
+    while hi is None:                              # grow until something does not fit
+        n = min(cap, max(1, lo) * 2)
+        if attempt(n):
+            lo = n
+            if n >= cap:
+                return runs
+        else:
+            hi = n
+    while hi - lo > max(1, lo // 8):
+        n = (lo + hi) // 2
+        if attempt(n):
+            lo = n
+        else:
+            hi = n
+    return runs
+
+
 def derive(results: list[dict]) -> list[dict]:
     """Per-lane figures: ``luts/lanes`` and the marginal cost of one more lane (the slope
     between the two largest fitted lane counts: shared bank, control and harness excluded),

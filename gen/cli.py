@@ -181,10 +181,12 @@ def _cmd_bench_hw(args) -> int:
     for d in devices:
         if d not in bench_hw.DEVICES:
             raise UserError(f"Unknown device '{d}' (devices: {', '.join(bench_hw.DEVICES)})")
+    items = args.lanes.split(",")
+    search = "max" in items
     try:
-        lanes = [int(v) for v in args.lanes.split(",")]
+        lanes = [int(v) for v in items if v != "max"]
     except ValueError:
-        raise UserError(f"--lanes expects comma-separated integers, not {args.lanes!r}") from None
+        raise UserError(f"--lanes expects comma-separated integers (and 'max'), not {args.lanes!r}") from None
     if any(n < 1 for n in lanes):
         raise UserError(f"--lanes must be positive, not {args.lanes!r}")
     jobs = [(d, k, n) for d in devices for k in kinds for n in lanes]
@@ -200,6 +202,19 @@ def _cmd_bench_hw(args) -> int:
         results.append(r)
         print(f"{r['luts']} LUT4, {'Fmax %.1f MHz' % r['fmax_mhz'] if r.get('fits') else 'does not fit'}",
               file=sys.stderr, flush=True)
+    if search:
+        def show(r):
+            print(f"  search {r['device']} {r['kind']} lanes={r['lanes']}: "
+                  f"{'fits, Fmax %.1f MHz' % r['fmax_mhz'] if r.get('fits') else 'does not fit'}",
+                  file=sys.stderr, flush=True)
+        for d in devices:
+            for k in kinds:
+                known = [r for r in results if (r["device"], r["kind"]) == (d, k)]
+                try:
+                    results += bench_hw.largest_fit(k, d, args.weight_bits, known, show)
+                except ToolError as exc:
+                    print(f"insitu: error: {exc}", file=sys.stderr)
+                    return 1
     rows = bench_hw.derive(results)
     out = Path(args.output)
     write_atomic(out / "bench_hw.json", json.dumps({"seconds": round(time.monotonic() - t0, 1),
@@ -297,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(LUT4/FF/DSP, Fmax) against exact-multiplier baselines")
     bh.add_argument("--kinds", default="asm-A1,asm-A2,asm-A4,pow2,exact-lut,exact-dsp",
                     help="designs (default: %(default)s)")
-    bh.add_argument("--lanes", default="1,8,32", help="lane counts (default: %(default)s)")
+    bh.add_argument("--lanes", default="1,8,32", help="lane counts; 'max' adds a search for the "
+                    "largest count that places and routes (default: %(default)s)")
     bh.add_argument("--devices", default="up5k", help="up5k, ecp5-85f (default: %(default)s)")
     bh.add_argument("--weight-bits", type=int, default=8, choices=[4, 8, 12],
                     help="weight magnitude bits (default: %(default)s)")

@@ -27,10 +27,27 @@ def test_bench_hw_small_up5k(tmp_path, capsys):
 @pytest.mark.parametrize("args, msg", [
     (["--kinds", "asm-A3"], "Unknown benchmark kind 'asm-A3'"),
     (["--devices", "xc7"], "Unknown device 'xc7' (devices: up5k, ecp5-85f)"),
-    (["--lanes", "a,b"], "--lanes expects comma-separated integers, not 'a,b'"),
+    (["--lanes", "a,b"], "--lanes expects comma-separated integers (and 'max'), not 'a,b'"),
     (["--lanes", "0"], "--lanes must be positive, not '0'"),
 ])
 def test_bench_hw_bad_input(tmp_path, capsys, args, msg):
     assert cli.main(["bench", "hw", *args, "-o", str(tmp_path / "x")]) == 2
     assert msg in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_largest_fit_search(monkeypatch):
+    """The search brackets the largest lane count that fits to within ~12%, then stops."""
+    from insitu.boards import bench_hw
+    tried = []
+
+    def fake_build(kind, lanes, device, weight_bits):
+        tried.append(lanes)
+        return {"kind": kind, "lanes": lanes, "device": device, "fits": lanes <= 37}
+    monkeypatch.setattr(bench_hw, "build", fake_build)
+    runs = bench_hw.largest_fit("pow2", "up5k", 8, [{"lanes": 8, "fits": True}, {"lanes": 32, "fits": False}])
+    best = max(r["lanes"] for r in runs if r["fits"])
+    assert tried == [20, 26, 29] and best == 29 and all(r["search"] for r in runs)
+    tried.clear()
+    runs = bench_hw.largest_fit("pow2", "up5k", 8, [{"lanes": 32, "fits": True}])
+    assert tried[0] == 64 and 33 <= max(r["lanes"] for r in runs if r["fits"]) <= 37
