@@ -173,9 +173,13 @@ class MlgWeightGen(wiring.Component):
         self._w1_bits, self._w_bits = mlg_bits(Bi, Bo, qb, qu, qv, level1, level2)
         super().__init__({
             "i": In(stream.Signature(mlg_input_layout(Bi, K2, qb, qu, qv, level1, level2))),
-            "o": Out(stream.Signature(data.StructLayout(
-                {"w": data.ArrayLayout(signed(self._w_bits), K2), "overrun": 1}))),
+            "o": Out(stream.Signature(self.output_layout(K2, self._w_bits))),
         })
+
+    @staticmethod
+    def output_layout(K2: int, w_bits: int) -> data.StructLayout:
+        """One generated kernel (``K2`` weights) and the too-many-terms flag."""
+        return data.StructLayout({"w": data.ArrayLayout(signed(w_bits), K2), "overrun": 1})
 
     @staticmethod
     def validate(*, Bi=2, Bo=44, K2=9, qb=3, qu=6, qv=3, level1=True, level2=True) -> None:

@@ -22,13 +22,10 @@ from ..gen.smartdeal import SdConfig
 from ..gen.smartdeal import compress_layer as sd_compress
 from .amaranth_tb import simulate_streams
 from .asm_vectors import encode_weights, expected
-from .wg_vectors import mlg_terms, sd_blocks_from_layer, sd_expected, sd_stream
+from .wg_vectors import (mlg_input_words, mlg_terms, mlg_unpack_kernels, sd_basis_words,
+                         sd_blocks_from_layer, sd_expected, sd_stream, sd_unpack_rows)
 
 KINDS = ("asm", "smartdeal", "mlg")
-
-
-def _signed(v, width):
-    return v - (1 << width) if v >> (width - 1) else v
 
 
 def _random_weights(rng, shape):
@@ -71,7 +68,7 @@ def case_asm(seed: int):
         codes = encode_weights(p, w)
         words += [dut.io.pack_input(int(x[i]), codes[i], i == len(x) - 1) for i in range(len(x))]
     got = simulate_streams(dut, {dut.i: words}, dut.o, len(accs), rng, float(rng.uniform(0, 0.5)),
-                    float(rng.uniform(0, 0.6)), 8 * len(words) + 4 * len(accs) + 64)
+                           float(rng.uniform(0, 0.6)), 8 * len(words) + 4 * len(accs) + 64)
     exp = expected(p, accs)
     for k, (g, e) in enumerate(zip(got, exp)):
         r = dut.io.unpack_output(g)
@@ -104,17 +101,11 @@ def case_smartdeal(seed: int):
     blocks = sd_blocks_from_layer(sd)
     words, basis = sd_stream(blocks, cfg.fmt)
     exp = sd_expected(blocks, cfg.fmt, requant)
-    blay = dut.i_basis.payload.shape()
-    bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
+    bwords = sd_basis_words(basis, cfg.basis_bits)
     got = simulate_streams(dut, {dut.i_coef: words, dut.i_basis: bwords}, dut.o, len(exp), rng,
-                    float(rng.uniform(0, 0.4)), float(rng.uniform(0, 0.5)),
-                    8 * (len(words) + len(exp) + len(bwords)) + 64)
-    lay = dut.o.payload.shape()
-    ob = dut.out_bits
-    for k, (g, e) in enumerate(zip(got, exp)):
-        r = {"w": [_signed((g >> (lay["w"].offset + i * ob)) & ((1 << ob) - 1), ob) for i in range(3)],
-             "err": (g >> lay["err"].offset) & 1, "last": (g >> lay["last"].offset) & 1,
-             "end": (g >> lay["end"].offset) & 1}
+                           float(rng.uniform(0, 0.4)), float(rng.uniform(0, 0.5)),
+                           8 * (len(words) + len(exp) + len(bwords)) + 64)
+    for k, (r, e) in enumerate(zip(sd_unpack_rows(got, dut.out_bits), exp)):
         if r != e:
             raise AssertionError(f"row {k}: RTL {r} != golden {e}")
     return params
@@ -134,20 +125,10 @@ def case_mlg(seed: int):
               "qv": cfg.qv, "level1": mlg.level1, "level2": mlg.level2}
     dut = MlgWeightGen(**params)
     terms, exp = mlg_terms(mlg)
-    lay = dut.i.payload.shape()
-    words = []
-    for t in terms:
-        value = {"b": t["b"], "last": int(t["last"])}
-        if mlg.level1:
-            value["u"] = t["u"]
-        if mlg.level2:
-            value["v"] = t["v"]
-        words.append(lay.const(value).as_bits())
+    words = mlg_input_words(terms, **{k: params[k] for k in ("Bi", "K2", "qb", "qu", "qv", "level1", "level2")})
     got = simulate_streams(dut, {dut.i: words}, dut.o, len(exp), rng, float(rng.uniform(0, 0.4)),
-                    float(rng.uniform(0, 0.5)), 8 * (len(words) + len(exp)) + 64)
-    wb = dut.w_bits
-    for k, (g, e) in enumerate(zip(got, exp)):
-        r = [_signed((g >> (i * wb)) & ((1 << wb) - 1), wb) for i in range(params["K2"])]
+                           float(rng.uniform(0, 0.5)), 8 * (len(words) + len(exp)) + 64)
+    for k, (r, e) in enumerate(zip(mlg_unpack_kernels(got, params["K2"], dut.w_bits), exp)):
         if r != e:
             raise AssertionError(f"kernel {k}: RTL {r} != golden {e}")
     return {**params, "shape": list(shape)}

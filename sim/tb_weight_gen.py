@@ -14,54 +14,36 @@ import random
 import cocotb
 import numpy as np
 
-from insitu.gen.golden import SdFormat, mlg_bits
+from insitu.gen.golden import SdFormat, mlg_bits, sd_weight_bits
 from insitu.gen.mlg import MlgConfig
 from insitu.gen.mlg import compress_layer as mlg_compress
 from insitu.gen.model import Layer
 from insitu.gen.smartdeal import SdConfig
 from insitu.gen.smartdeal import compress_layer as sd_compress
-from insitu.rtl.weightgen import SdWeightGen, mlg_input_layout, sd_basis_layout
 from insitu.sim.cocotb_util import interrupt_with_reset, report, start, transfer
-from insitu.sim.wg_vectors import (mlg_terms, sd_adversarial_blocks, sd_blocks_from_layer, sd_expected,
-                                   sd_stream)
+from insitu.sim.wg_vectors import (mlg_input_words, mlg_terms, mlg_unpack_kernels, sd_adversarial_blocks,
+                                   sd_basis_words, sd_blocks_from_layer, sd_expected, sd_stream,
+                                   sd_unpack_rows, trained_like)
 
 P = json.loads(os.environ["DUT_PARAMS"])
 PLANT = os.environ.get("PLANT", "")
 
 
-def trained_like(rng, shape, rank=4):
-    fan = int(np.prod(shape[1:]))
-    w = rng.standard_normal((shape[0], rank)) @ rng.standard_normal((rank, fan))
-    return ((w + 0.1 * rng.standard_normal(w.shape)) / np.sqrt(fan)).reshape(shape)
-
-
-def signed(v, width):
-    return v - (1 << width) if v >> (width - 1) else v
+def out_bits():
+    if P["requant"]:
+        return 8
+    return sd_weight_bits(P["basis_bits"], SdFormat(P["e_min"], P["e_max"], P["word_bits"]))
 
 
 async def run_sd(dut, blocks, seed, stalls):
     fmt = SdFormat(P["e_min"], P["e_max"], P["word_bits"])
     words, basis = sd_stream(blocks, fmt)
     exp = sd_expected(blocks, fmt, P["requant"])
-    blay = sd_basis_layout(P["basis_bits"])
     if PLANT == "basis":
         basis[0][0][0] ^= 1
-    bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
-    got = await transfer(dut, {"i_coef": words, "i_basis": bwords}, "o", len(exp),
-                         random.Random(seed), 0.3 if stalls else 0.0, 0.4 if stalls else 0.0)
-    ob = 8 if P["requant"] else None
-    lay = SdWeightGen.output_layout(ob or _exact_bits())
-    width = ob or _exact_bits()
-    rows = [{"w": [signed((w >> (lay["w"].offset + k * width)) & ((1 << width) - 1), width)
-                   for k in range(3)],
-             "err": (w >> lay["err"].offset) & 1, "last": (w >> lay["last"].offset) & 1,
-             "end": (w >> lay["end"].offset) & 1} for w in got]
-    return exp, rows
-
-
-def _exact_bits():
-    from insitu.gen.golden import sd_weight_bits
-    return sd_weight_bits(P["basis_bits"], SdFormat(P["e_min"], P["e_max"], P["word_bits"]))
+    got = await transfer(dut, {"i_coef": words, "i_basis": sd_basis_words(basis, P["basis_bits"])}, "o",
+                         len(exp), random.Random(seed), 0.3 if stalls else 0.0, 0.4 if stalls else 0.0)
+    return exp, sd_unpack_rows(got, out_bits())
 
 
 @cocotb.test(skip=P["scheme"] != "smartdeal")
@@ -96,19 +78,11 @@ def mlg_words():
     mlg = mlg_compress(Layer("l", kind, trained_like(rng, shape)), cfg)
     assert (mlg.level1, mlg.level2, mlg.Bo) == (P["level1"], P["level2"], P["Bo"]), "bench/DUT mismatch"
     terms, exp = mlg_terms(mlg)
-    lay = mlg_input_layout(P["Bi"], P["K2"], P["qb"], P["qu"], P["qv"], P["level1"], P["level2"])
-    words = []
-    for t in terms:
-        value = {"b": t["b"], "last": int(t["last"])}
-        if P["level1"]:
-            value["u"] = t["u"]
-        if P["level2"]:
-            value["v"] = t["v"]
-        words.append(lay.const(value).as_bits())
+    words = mlg_input_words(terms, P["Bi"], P["K2"], P["qb"], P["qu"], P["qv"], P["level1"], P["level2"])
     wb = mlg_bits(P["Bi"], P["Bo"], P["qb"], P["qu"], P["qv"], P["level1"], P["level2"])[1]
 
     def decode(got):
-        return [[signed((w >> (t * wb)) & ((1 << wb) - 1), wb) for t in range(P["K2"])] for w in got]
+        return mlg_unpack_kernels(got, P["K2"], wb)
     return words, exp, decode
 
 
@@ -134,9 +108,8 @@ async def reset_mid_transfer(dut):
         fmt = SdFormat(P["e_min"], P["e_max"], P["word_bits"])
         blocks = sd_adversarial_blocks(np.random.default_rng(43), fmt, P["basis_bits"])[-4:]
         words, basis = sd_stream(blocks, fmt)
-        blay = sd_basis_layout(P["basis_bits"])
-        bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
-        await interrupt_with_reset(dut, {"i_coef": words, "i_basis": bwords}, "o", 23, rng)
+        await interrupt_with_reset(dut, {"i_coef": words, "i_basis": sd_basis_words(basis, P["basis_bits"])},
+                                   "o", 23, rng)
         exp, rows = await run_sd(dut, blocks, 44, True)
         report(dut, "weight_gen_reset_mid_transfer", exp, rows, lambda k: f"row {k}")
     else:

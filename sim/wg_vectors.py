@@ -6,7 +6,24 @@ import numpy as np
 
 from ..gen.golden import SdFormat, requant_shift, sd_layer_stream, sd_rebuild, sd_unpack
 
-__all__ = ["sd_blocks_from_layer", "sd_stream", "sd_expected", "sd_adversarial_blocks", "mlg_terms"]
+__all__ = ["trained_like", "sd_blocks_from_layer", "sd_stream", "sd_expected",
+           "sd_adversarial_blocks", "sd_basis_words", "sd_unpack_rows", "mlg_terms",
+           "mlg_input_words", "mlg_unpack_kernels"]
+
+
+def trained_like(rng, shape, rank=4):
+    """Weights shaped like trained ones: a low-rank part plus 10% noise, He-scaled."""
+    fan = int(np.prod(shape[1:]))
+    w = rng.standard_normal((shape[0], rank)) @ rng.standard_normal((rank, fan))
+    return ((w + 0.1 * rng.standard_normal(w.shape)) / np.sqrt(fan)).reshape(shape)
+
+
+def _signed(v: int, width: int) -> int:
+    return v - (1 << width) if v >> (width - 1) else v
+
+
+def _field(word: int, field, width: int | None = None) -> int:
+    return (word >> field.offset) & ((1 << (width or 1)) - 1)
 
 
 def sd_blocks_from_layer(sd):
@@ -96,3 +113,50 @@ def mlg_terms(mlg):
                 terms.append({"b": b, "u": u, "v": v, "last": i == len(o_range) - 1})
             expected.append([int(x) for x in W[co, c]])
     return terms, expected
+
+
+# -- stream words of the generators (layouts from rtl.weightgen) ------------------------------
+
+def sd_basis_words(basis, basis_bits: int) -> list[int]:
+    """``i_basis`` words of ``SdWeightGen`` for ``sd_stream``'s basis entries."""
+    from ..rtl.weightgen import sd_basis_layout
+    lay = sd_basis_layout(basis_bits)
+    return [lay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
+
+
+def sd_unpack_rows(words, out_bits: int) -> list[dict]:
+    """``SdWeightGen`` output words as the dicts :func:`sd_expected` gives."""
+    from ..rtl.weightgen import SdWeightGen
+    lay = SdWeightGen.output_layout(out_bits)
+    mask = (1 << out_bits) - 1
+    return [{"w": [_signed((w >> (lay["w"].offset + k * out_bits)) & mask, out_bits) for k in range(3)],
+             "err": _field(w, lay["err"]), "last": _field(w, lay["last"]),
+             "end": _field(w, lay["end"])} for w in words]
+
+
+def mlg_input_words(terms, Bi, K2, qb, qu, qv, level1, level2) -> list[int]:
+    """``MlgWeightGen`` input words of :func:`mlg_terms`' terms."""
+    from ..rtl.weightgen import mlg_input_layout
+    lay = mlg_input_layout(Bi, K2, qb, qu, qv, level1, level2)
+    words = []
+    for t in terms:
+        value = {"b": t["b"], "last": int(t["last"])}
+        if level1:
+            value["u"] = t["u"]
+        if level2:
+            value["v"] = t["v"]
+        words.append(lay.const(value).as_bits())
+    return words
+
+
+def mlg_unpack_kernels(words, K2: int, w_bits: int) -> list[list[int]]:
+    """``MlgWeightGen`` output words as kernels; raises if a word has ``overrun`` set."""
+    from ..rtl.weightgen import MlgWeightGen
+    lay = MlgWeightGen.output_layout(K2, w_bits)
+    mask = (1 << w_bits) - 1
+    out = []
+    for w in words:
+        if _field(w, lay["overrun"]):
+            raise AssertionError("MLG generator flagged overrun")
+        out.append([_signed((w >> (lay["w"].offset + t * w_bits)) & mask, w_bits) for t in range(K2)])
+    return out

@@ -13,34 +13,18 @@ from insitu.gen.smartdeal import SdConfig
 from insitu.gen.smartdeal import compress_layer as sd_compress
 from insitu.rtl.weightgen import MlgWeightGen, SdWeightGen
 from insitu.sim.amaranth_tb import simulate_streams, stream_put_many
-from insitu.sim.wg_vectors import (mlg_terms, sd_adversarial_blocks, sd_blocks_from_layer, sd_expected,
-                                   sd_stream)
+from insitu.sim.wg_vectors import (mlg_input_words, mlg_terms, mlg_unpack_kernels, sd_adversarial_blocks,
+                                   sd_basis_words, sd_blocks_from_layer, sd_expected, sd_stream,
+                                   sd_unpack_rows, trained_like)
 
 CLK = 1e-8
 
 
-def trained_like(rng, shape, rank=4):
-    fan = int(np.prod(shape[1:]))
-    w = rng.standard_normal((shape[0], rank)) @ rng.standard_normal((rank, fan)) + 0.1 * rng.standard_normal((shape[0], fan))
-    return (w / np.sqrt(fan)).reshape(shape)
-
-
-def signed_field(word, offset, width):
-    v = (word >> offset) & ((1 << width) - 1)
-    return v - (1 << width) if v >> (width - 1) else v
-
-
 def run_sd(dut, words, basis, n_rows, seed=0, p_gap=0.0, p_stall=0.0):
-    rng = np.random.default_rng(seed)
-    blay = dut.i_basis.payload.shape()
-    bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
-    got = simulate_streams(dut, {dut.i_coef: words, dut.i_basis: bwords}, dut.o, n_rows, rng,
-                           p_gap, p_stall)
-    lay = dut.o.payload.shape()
-    ob = dut.out_bits
-    return [{"w": [signed_field(w, lay["w"].offset + k * ob, ob) for k in range(3)],
-             "err": (w >> lay["err"].offset) & 1, "last": (w >> lay["last"].offset) & 1,
-             "end": (w >> lay["end"].offset) & 1} for w in got]
+    bwords = sd_basis_words(basis, dut.params()["basis_bits"])
+    got = simulate_streams(dut, {dut.i_coef: words, dut.i_basis: bwords}, dut.o, n_rows,
+                           np.random.default_rng(seed), p_gap, p_stall)
+    return sd_unpack_rows(got, dut.out_bits)
 
 
 def check(rows, exp):
@@ -93,8 +77,7 @@ def test_sd_generator_one_row_per_cycle():
     blocks = [(rng.integers(-127, 128, (3, 3)), 2, random_rows(rng, 40, fmt, 0.9)) for _ in range(4)]
     words, basis = sd_stream(blocks, fmt)
     dut = SdWeightGen()
-    blay = dut.i_basis.payload.shape()
-    bwords = [blay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
+    bwords = sd_basis_words(basis, 8)
     cycles = []
     sim = Simulator(dut)
     sim.add_clock(CLK)
@@ -124,22 +107,10 @@ def test_sd_generator_one_row_per_cycle():
 # -- MLG ---------------------------------------------------------------------------------------
 
 def run_mlg(dut, terms, n_out, seed=0, p_gap=0.0, p_stall=0.0):
-    rng = np.random.default_rng(seed)
-    lay = dut.i.payload.shape()
-    words = []
-    for t in terms:
-        value = {"b": t["b"], "last": int(t["last"])}
-        if "u" in lay.members:
-            value["u"] = t["u"]
-        if "v" in lay.members:
-            value["v"] = t["v"]
-        words.append(lay.const(value).as_bits())
-    got = simulate_streams(dut, {dut.i: words}, dut.o, n_out, rng, p_gap, p_stall)
-    olay = dut.o.payload.shape()
-    K2, wb = dut.params()["K2"], dut.w_bits
-    for w in got:
-        assert not (w >> olay["overrun"].offset) & 1
-    return [[signed_field(w, olay["w"].offset + t * wb, wb) for t in range(K2)] for w in got]
+    p = dut.params()
+    words = mlg_input_words(terms, p["Bi"], p["K2"], p["qb"], p["qu"], p["qv"], p["level1"], p["level2"])
+    got = simulate_streams(dut, {dut.i: words}, dut.o, n_out, np.random.default_rng(seed), p_gap, p_stall)
+    return mlg_unpack_kernels(got, p["K2"], dut.w_bits)
 
 
 @pytest.mark.parametrize("kind, shape, cfg", [
