@@ -1,8 +1,11 @@
 """Model files: the float layers a compressor or the compiler starts from.
 
-``.npz`` format: for each layer, in order, ``<layer>.weight`` and optionally ``<layer>.bias``
-and ``<layer>.kind`` (a string: ``linear``, ``conv3x3`` or ``conv1x1``).  Without a kind the
-weight's shape decides: 2-D ``[out, in]`` is Linear, 4-D ``[out, in, k, k]`` is Conv2d.
+``.npz`` format: for each layer, in order, ``<layer>.weight`` and optionally ``<layer>.bias``,
+``<layer>.kind`` (a string: ``linear``, ``conv3x3`` or ``conv1x1``), ``<layer>.pad`` (Conv2d
+zero padding, 0 or 1; default 0 as in PyTorch) and ``<layer>.relu`` (a ReLU follows; default:
+after every layer but the last).  Without a kind the weight's shape decides: 2-D
+``[out, in]`` is Linear, 4-D ``[out, in, k, k]`` is Conv2d.  A Flatten between a Conv2d and a
+Linear layer is implied (``[C, H, W]`` order, as ``torch.flatten``).
 Anything else is rejected up front with the layer's name.
 """
 
@@ -28,6 +31,8 @@ class Layer:
     kind: str
     weight: np.ndarray            # float64: [out, in] or [out, in, k, k]
     bias: np.ndarray | None = None
+    pad: int = 0
+    relu: bool | None = None       # None: the default (ReLU after every layer but the last)
 
     @property
     def cout(self) -> int:
@@ -92,11 +97,11 @@ def load_model(path) -> list[Layer]:
     for key in keys:
         if "." not in key:
             raise ModelError(f"Model file '{path}': key '{key}' is not '<layer>.weight', "
-                             f"'<layer>.bias' or '<layer>.kind'")
+                             f"'<layer>.bias', '<layer>.kind', '<layer>.pad' or '<layer>.relu'")
         name, part = key.rsplit(".", 1)
-        if part not in ("weight", "bias", "kind"):
+        if part not in ("weight", "bias", "kind", "pad", "relu"):
             raise ModelError(f"Model file '{path}': key '{key}' is not '<layer>.weight', "
-                             f"'<layer>.bias' or '<layer>.kind'")
+                             f"'<layer>.bias', '<layer>.kind', '<layer>.pad' or '<layer>.relu'")
         if name not in names:
             names.append(name)
     layers = []
@@ -111,8 +116,19 @@ def load_model(path) -> list[Layer]:
         if kind is not None and kind not in KINDS:
             raise ModelError(f"Layer '{name}': unknown kind '{kind}' (kinds: {', '.join(KINDS)})")
         b = arrays.get(f"{name}.bias")
+        pad = arrays.get(f"{name}.pad")
+        relu = arrays.get(f"{name}.relu")
+        try:
+            pad = 0 if pad is None else int(pad)
+            relu = None if relu is None else bool(int(relu))
+        except (TypeError, ValueError):
+            raise ModelError(f"Layer '{name}': pad and relu must be integers") from None
+        if pad not in (0, 1):
+            raise ModelError(f"Layer '{name}': padding must be 0 or 1, not {pad}")
         layer = Layer(name, _kind_of(name, w, kind), w.astype(np.float64),
-                      None if b is None else np.asarray(b, dtype=np.float64))
+                      None if b is None else np.asarray(b, dtype=np.float64), pad, relu)
+        if layer.kind == "linear" and pad:
+            raise ModelError(f"Layer '{name}': a Linear layer has no padding")
         layers.append(check_layer(layer))
     if not layers:
         raise ModelError(f"Model file '{path}' holds no layers")
@@ -127,4 +143,7 @@ def save_model(path, layers: list[Layer]) -> None:
         if layer.bias is not None:
             arrays[f"{layer.name}.bias"] = layer.bias
         arrays[f"{layer.name}.kind"] = np.array(layer.kind)
+        arrays[f"{layer.name}.pad"] = np.array(layer.pad)
+        if layer.relu is not None:
+            arrays[f"{layer.name}.relu"] = np.array(int(layer.relu))
     np.savez(path, **arrays)

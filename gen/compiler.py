@@ -1,0 +1,328 @@
+"""Model compiler: float layers -> compressed codes -> engine plan (memory images, layer table,
+requantisation constants) -> golden integer network.
+
+The plan is what :class:`insitu.rtl.engine.Engine` is built from and what ``manifest.json``
+holds; :func:`golden_layers` turns a plan back into integer weights through the per-block
+golden decoders (``gen.golden``), so ``insitu simulate`` checks the RTL against the images it
+actually runs, not against the compiler's intermediate arrays.
+
+Quantisation (documented contract):
+* inputs are floats in ``[0, 1]`` mapped to u8 by ``round(x * 255)`` (input scale 1/255);
+* weights: the scheme's integer weights with a per-output-channel scale ``sw[co]``;
+* a hidden layer's output scale ``s_out`` is its largest float activation on the calibration
+  inputs / 255; the final layer's is its largest |value| / 2**15;
+* per output channel ``bias_int = round(bias / (sw * s_in))`` and ``M / 2**S ~ sw * s_in /
+  s_out`` (16-bit ``M``, ``S`` <= 47), see ``gen.network.requant``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .compress import COMPRESSORS, make_config
+from .golden import AsmCodeFormat, SdFormat, parse_alphabet, requant_shift, sd_rebuild, sd_unpack
+from .model import Layer, ModelError
+from .network import forward_float, requant_params
+
+__all__ = ["LayerPlan", "Plan", "compile_model", "golden_layers", "SCHEMES", "ENGINE_SCHEMES"]
+
+SCHEMES = ("asm", "smartdeal", "mlg")
+ENGINE_SCHEMES = ("asm", "smartdeal")
+MAX_LANES = 64
+
+
+@dataclass
+class LayerPlan:
+    name: str
+    kind: str               # linear | conv3x3 | conv1x1
+    cin: int
+    cout: int
+    h: int
+    w: int
+    k: int
+    pad: int
+    relu: bool
+    oh: int
+    ow: int
+    terms: int              # cin * k * k
+    tiles: int              # ceil(cout / lanes)
+    wbase: int = 0          # first weight-memory word of the layer
+    post_base: int = 0      # first post-processing entry of the layer
+    sd_chunks: int = 0      # SmartDeal blocks per filter
+    sd_rows: list = field(default_factory=list)
+    scale_w: list = field(default_factory=list)   # per output channel weight scale
+    scale_in: float = 1.0
+    scale_out: float = 1.0
+
+
+@dataclass
+class Plan:
+    scheme: str
+    lanes: int
+    layers: list
+    group: int                      # terms per tile-buffer row
+    tile_weight_bits: int           # bits per weight (or ASM code) in the tile buffer
+    tile_rows_max: int
+    terms_max: int
+    weight_word_bits: int
+    weight_words: list
+    aux_word_bits: int = 1
+    aux_words: list = field(default_factory=list)
+    post_words: list = field(default_factory=list)
+    alphabet: str = "A4"
+    asm_weight_bits: int = 8
+    e_min: int = -8
+    e_max: int = 5
+    input_shape: tuple = (1, 1, 1)
+    knobs: dict = field(default_factory=dict)
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_json(self) -> str:
+        d = asdict(self)
+        for key in ("weight_words", "aux_words", "post_words"):
+            d[key] = [format(int(v), "x") for v in d[key]]
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        d = json.loads(text)
+        for key in ("weight_words", "aux_words", "post_words"):
+            d[key] = [int(v, 16) for v in d[key]]
+        d["layers"] = [LayerPlan(**ly) for ly in d["layers"]]
+        d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def weights(self) -> int:
+        return sum(ly.cout * ly.terms for ly in self.layers)
+
+    @property
+    def weight_memory_bits(self) -> int:
+        return (len(self.weight_words) * self.weight_word_bits
+                + len(self.aux_words) * self.aux_word_bits)
+
+    @property
+    def macs(self) -> int:
+        return sum(ly.cout * ly.terms * ly.oh * ly.ow for ly in self.layers)
+
+    def output_pixels(self) -> int:
+        ly = self.layers[-1]
+        return ly.oh * ly.ow
+
+
+def _shapes(layers: list[Layer], input_shape) -> list[tuple]:
+    """``(cin, h, w, k, pad, oh, ow)`` per layer, checking that each layer fits the last."""
+    c, h, w = input_shape
+    out = []
+    for i, ly in enumerate(layers):
+        if ly.kind == "linear":
+            if ly.cin != c * h * w:
+                raise ModelError(f"Layer '{ly.name}': Linear expects {ly.cin} inputs but the "
+                                 f"previous output has {c}x{h}x{w} = {c * h * w}")
+            out.append((ly.cin, 1, 1, 1, 0, 1, 1))
+            c, h, w = ly.cout, 1, 1
+        else:
+            k = ly.k
+            if ly.cin != c:
+                raise ModelError(f"Layer '{ly.name}': Conv2d expects {ly.cin} input channels "
+                                 f"but gets {c}")
+            oh, ow = h + 2 * ly.pad - k + 1, w + 2 * ly.pad - k + 1
+            if oh < 1 or ow < 1:
+                raise ModelError(f"Layer '{ly.name}': a {k}x{k} kernel does not fit a "
+                                 f"{h}x{w} input")
+            out.append((c, h, w, k, ly.pad, oh, ow))
+            c, h, w = ly.cout, oh, ow
+    return out
+
+
+def _int_weights(c, scheme: str):
+    """``(W_int [cout, cin*k*k], sw [cout])`` of a compressed layer (golden decoders)."""
+    if scheme == "asm":
+        W = c.weight_int().reshape(c.shape[0], -1)
+        return W, np.full(c.shape[0], c.scale)
+    if scheme == "smartdeal":
+        W = c.weight_int8().reshape(c.shape[0], -1)
+        return W, c.scale * np.exp2(c.shifts.astype(np.float64))
+    W = c.weight_int().reshape(c.shape[0], -1)
+    return W, np.full(c.shape[0], c.scale)
+
+
+def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_shape=None,
+                  calib: np.ndarray | None = None, knobs: dict | None = None,
+                  compressed=None, progress=None) -> Plan:
+    """Compress (unless ``compressed`` is given), quantise and pack ``layers`` for the engine."""
+    if scheme not in SCHEMES:
+        raise ModelError(f"Unknown scheme '{scheme}' (schemes: {', '.join(SCHEMES)})")
+    if scheme not in ENGINE_SCHEMES:
+        raise ModelError(f"Scheme '{scheme}' has no engine weight generator yet "
+                         f"(engine schemes: {', '.join(ENGINE_SCHEMES)})")
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= MAX_LANES:
+        raise ModelError(f"Lanes must be an integer in 1..{MAX_LANES}, not {lanes!r}")
+    if input_shape is None:
+        if layers[0].kind != "linear":
+            raise ModelError(f"Layer '{layers[0].name}' is a convolution: give the input shape "
+                             f"(--input-shape C,H,W)")
+        input_shape = (layers[0].cin, 1, 1)
+    input_shape = tuple(int(v) for v in input_shape)
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ModelError(f"Input shape must be C,H,W with positive sizes, not {input_shape}")
+    shapes = _shapes(layers, input_shape)
+    for i, ly in enumerate(layers[:-1]):
+        if ly.relu is False:
+            raise ModelError(f"Layer '{ly.name}': the engine's hidden activations are unsigned "
+                             f"8-bit, so a hidden layer must be followed by ReLU")
+    for ly, (cin, h, w, k, pad, oh, ow) in zip(layers, shapes):
+        if cin * h * w > 1 << 16 or ly.cout * oh * ow > 1 << 16:
+            raise ModelError(f"Layer '{ly.name}': activations larger than 65536 values do not "
+                             f"fit the engine's buffers")
+    cfg = make_config(scheme, knobs or {})
+    if compressed is None:
+        compressed = []
+        for i, ly in enumerate(layers):
+            if progress:
+                progress(f"[{i + 1}/{len(layers)}] compress {scheme}: {ly.name}")
+            compressed.append(COMPRESSORS[scheme](ly, cfg))
+
+    # Calibration: float forward with the compressed weights.
+    ints = [_int_weights(c, scheme) for c in compressed]
+    fl = []
+    for ly, (W, sw), (cin, h, w, k, pad, oh, ow) in zip(layers, ints, shapes):
+        fl.append({"W": W * sw[:, None], "bias": ly.bias if ly.bias is not None else np.zeros(ly.cout),
+                   "k": k, "pad": pad, "relu": ly.relu if ly.relu is not None else ly is not layers[-1],
+                   "in_shape": (cin, h, w)})
+    if calib is None:
+        calib = np.random.default_rng(0).random((64,) + input_shape)
+    calib = np.round(np.clip(np.asarray(calib, dtype=np.float64), 0, 1) * 255) / 255
+    _, outs = forward_float(fl, calib.reshape((calib.shape[0],) + input_shape))
+
+    plans = []
+    post_words = []
+    s_in = 1.0 / 255
+    for i, (ly, c, (W, sw), f, (cin, h, w, k, pad, oh, ow)) in enumerate(
+            zip(layers, compressed, ints, fl, shapes)):
+        final = i == len(layers) - 1
+        peak = float(np.max(np.abs(outs[i]))) if outs[i].size else 0.0
+        s_out = (peak or 1.0) / (2 ** 15 if final else 255)
+        lp = LayerPlan(ly.name, ly.kind, cin, ly.cout, h, w, k, pad, bool(f["relu"]), oh, ow,
+                       cin * k * k, -(-ly.cout // lanes), post_base=len(post_words),
+                       scale_w=[float(v) for v in sw], scale_in=s_in, scale_out=s_out)
+        bias = f["bias"]
+        for co in range(ly.cout):
+            b = int(round(bias[co] / (sw[co] * s_in))) if sw[co] > 0 else 0
+            if not -(1 << 31) <= b < (1 << 31):
+                raise ModelError(f"Layer '{ly.name}': bias {bias[co]:g} of channel {co} does not "
+                                 f"fit 32 bits at this weight scale")
+            M, S = requant_params(sw[co] * s_in / s_out)
+            post_words.append((b & 0xFFFFFFFF) | (M << 32) | (S << 48))
+        plans.append(lp)
+        s_in = s_out
+
+    terms_max = max(lp.terms for lp in plans)
+    if scheme == "asm":
+        fmt = AsmCodeFormat(cfg.weight_bits, parse_alphabet(cfg.alphabet))
+        zero = fmt.encode_value(0)
+        words = []
+        for lp, c in zip(plans, compressed):
+            lp.wbase = len(words)
+            codes = c.codes().reshape(lp.cout, -1)
+            for t0 in range(0, lp.cout, lanes):
+                for t in range(lp.terms):
+                    word = 0
+                    for n in range(lanes):
+                        co = t0 + n
+                        code = int(codes[co, t]) if co < lp.cout else zero
+                        word |= code << (n * fmt.width)
+                    words.append(word)
+        plan = Plan("asm", lanes, plans, 1, fmt.width, terms_max, terms_max,
+                    lanes * fmt.width, words, post_words=post_words,
+                    alphabet=cfg.alphabet if isinstance(cfg.alphabet, str) else
+                    ",".join(str(a) for a in cfg.alphabet),
+                    asm_weight_bits=cfg.weight_bits, input_shape=input_shape,
+                    knobs=dict(knobs or {}))
+    else:
+        words, basis = [], []
+        rows_max = 0
+        for lp, c in zip(plans, compressed):
+            lp.wbase = len(words)
+            lp.sd_chunks = c.n_chunks
+            lp.sd_rows = list(c.rows)
+            rows_max = max(rows_max, sum(c.rows))
+            words += c.coef_words()
+            for co in range(lp.cout):
+                for s in range(c.n_chunks):
+                    entry = 0
+                    for j, v in enumerate(c.basis[co, s].reshape(-1)):
+                        entry |= (int(v) & 0xFF) << (8 * j)
+                    entry |= int(c.shifts[co]) << 72
+                    entry |= int(c.rows[s]) << 77
+                    basis.append(entry)
+        plan = Plan("smartdeal", lanes, plans, 3, 8, rows_max, terms_max,
+                    cfg.word_bits, words, aux_word_bits=85, aux_words=basis,
+                    post_words=post_words, e_min=cfg.e_min, e_max=cfg.e_max,
+                    input_shape=input_shape, knobs=dict(knobs or {}))
+    return plan
+
+
+def golden_layers(plan: Plan) -> list[dict]:
+    """Integer layers (``gen.network.forward_int``) decoded from the plan's memory images."""
+    out = []
+    L = plan.lanes
+    posts = plan.post_words
+    if plan.scheme == "smartdeal":
+        fmt = SdFormat(plan.e_min, plan.e_max, plan.weight_word_bits)
+        words = plan.weight_words
+        ends = [lp.wbase for lp in plan.layers[1:]] + [len(words)]
+        bpos = 0
+    for i, lp in enumerate(plan.layers):
+        if plan.scheme == "asm":
+            fmt = AsmCodeFormat(plan.asm_weight_bits, parse_alphabet(plan.alphabet))
+            W = np.zeros((lp.cout, lp.terms), dtype=np.int64)
+            for tk in range(lp.tiles):
+                for t in range(lp.terms):
+                    word = plan.weight_words[lp.wbase + tk * lp.terms + t]
+                    for n in range(L):
+                        co = tk * L + n
+                        if co < lp.cout:
+                            code = (word >> (n * fmt.width)) & ((1 << fmt.width) - 1)
+                            W[co, t] = fmt.decode_value(code)
+        else:
+            n_rows = words[lp.wbase]
+            R = sum(lp.sd_rows)
+            if n_rows != lp.cout * R:
+                raise ModelError(f"Layer '{lp.name}': coefficient image has {n_rows} rows, the "
+                                 f"manifest says {lp.cout * R}")
+            try:
+                mask, sgn, expu, err = sd_unpack(words[lp.wbase + 1:ends[i]], n_rows, fmt)
+            except ValueError as exc:
+                raise ModelError(f"Layer '{lp.name}': {exc}") from None
+            if err.any():
+                raise ModelError(f"Layer '{lp.name}': coefficient image has an exponent out of "
+                                 f"range")
+            if len(plan.aux_words) < bpos + lp.cout * lp.sd_chunks:
+                raise ModelError(f"Layer '{lp.name}': basis image is shorter than the manifest says")
+            rows = np.zeros((lp.cout, R, 3), dtype=np.int64)
+            for co in range(lp.cout):
+                start = 0
+                for s, r in enumerate(lp.sd_rows):
+                    entry = plan.aux_words[bpos]
+                    bpos += 1
+                    B = np.array([((entry >> (8 * j)) & 0xFF) for j in range(9)], dtype=np.int64)
+                    B = np.where(B >= 128, B - 256, B).reshape(3, 3)
+                    shift = (entry >> 72) & 0x1F
+                    base = co * R + start
+                    sl = slice(base, base + r)
+                    rows[co, start:start + r] = requant_shift(
+                        sd_rebuild(B, mask[sl], sgn[sl], expu[sl]), int(shift))
+                    start += r
+            W = rows.reshape(lp.cout, -1)[:, :lp.terms]
+        bias = np.array([((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
+                         for w in posts[lp.post_base:lp.post_base + lp.cout]], dtype=np.int64)
+        M = np.array([(w >> 32) & 0xFFFF for w in posts[lp.post_base:lp.post_base + lp.cout]])
+        S = np.array([(w >> 48) & 0x3F for w in posts[lp.post_base:lp.post_base + lp.cout]])
+        out.append({"W": W, "bias": bias, "M": M, "S": S, "k": lp.k, "pad": lp.pad,
+                    "relu": lp.relu, "in_shape": (lp.cin, lp.h, lp.w)})
+    return out

@@ -1,0 +1,589 @@
+"""The layer engine: a whole network on one MAC array, weights rebuilt on chip.
+
+Data flow (one inference)::
+
+    i_x (u8 pixels) -> act[0] --+--> controller (im2col addresses) --> MAC array --> post
+                                |                     ^                          (bias, x M >> S,
+    weight memory -> weight generator -> tile buffer --+                          ReLU / clamp)
+                                                                                    |
+                           act[1 - b] <--------- next layer's input <---------------+
+                                                     final layer ------------> o_y (int32)
+
+* **Weight memory** (``lib.memory``, initialised from the compiled images, writable through
+  ``i_load`` while the engine is idle) holds only the compact form of each scheme.
+* **Weight generator** (one per scheme, ``gen_*``) turns one *tile* (``lanes`` output
+  channels of one layer) into MAC-ready weights in a double-buffered **tile buffer**: ASM
+  copies code words (the ASM array reads codes), SmartDeal runs the power-of-2 sparse
+  decoder and the basis shift-add rebuild (:class:`~.weightgen.SdWeightGen`, int8
+  requantised), MLG runs the two-level generator.  The generator fills tile ``k + 1`` while
+  the MAC array works on tile ``k``; every weight-memory word it reads is counted.
+* **Controller**: per layer, per tile, per output pixel, one term ``(ci, kh, kw)`` per cycle:
+  the activation address (zero outside the image: padding), the tile-buffer row and column,
+  ``last`` on the pixel's final term.  Linear layers are 1x1 "images" with ``cin`` channels.
+* **MAC array**: :class:`~.asm.AsmMacArray` (ASM codes) or :class:`~.baseline.ExactMacArray`
+  (rebuilt integer weights), ``lanes`` output channels per term.
+* **Post-processor**, one lane per cycle: ``r = (acc + bias) * M``, ``(r + 2**(S-1)) >> S``
+  (round half up, arithmetic), then ReLU and saturation to u8 (hidden layers) or to int32
+  (final layer, no ReLU); ``bias``, ``M`` (unsigned 16 bits) and ``S`` (1..47) per output
+  channel.  Golden: ``gen.network.forward_int``.
+
+Hidden-layer outputs go to the other activation buffer in ``[C, H, W]`` order (what the next
+layer and Flatten expect); the final layer's values leave on ``o_y`` in issue order (tile,
+pixel, lane; ``gen.network.output_order``), ``last`` on the inference's final value.
+
+Counters (``cycles``, ``issue_cycles``, ``mac_terms``, ``mac_slots``, ``weight_bits``) are
+cleared when an inference starts and hold their values after it.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..gen.golden import AsmCodeFormat, SdFormat, parse_alphabet
+from .asm import AsmMacArray
+from .baseline import ExactMacArray
+from .weightgen import SdWeightGen, sd_basis_layout
+
+__all__ = ["Engine", "POST_BITS", "post_layout", "load_layout", "MEM_WEIGHT", "MEM_AUX",
+           "MEM_POST"]
+
+MEM_WEIGHT, MEM_AUX, MEM_POST = 0, 1, 2
+M_BITS, S_BITS, BIAS_BITS = 16, 6, 32
+OUT_BITS = 32
+
+
+def post_layout() -> data.StructLayout:
+    """One output channel's post-processing entry."""
+    return data.StructLayout({"bias": signed(BIAS_BITS), "m": unsigned(M_BITS),
+                              "s": unsigned(S_BITS)})
+
+
+POST_BITS = post_layout().size
+
+
+def load_layout(data_bits: int, addr_bits: int) -> data.StructLayout:
+    """One word on ``i_load``: which memory, the word address, the data (LSB-aligned)."""
+    return data.StructLayout({"mem": 2, "addr": addr_bits, "data": data_bits})
+
+
+def _bits(n: int) -> int:
+    return max(1, (max(0, n - 1)).bit_length())
+
+
+class Engine(wiring.Component):
+    """Multi-layer inference engine built from a compiled plan (``gen.compiler.Plan``).
+
+    Members
+    -------
+    i_x : ``In(stream.Signature(8))``, the input activations (u8) in ``[C, H, W]`` order; the
+        inference starts when the last one is taken.
+    o_y : ``Out(stream.Signature({"value": signed(32), "last": 1}))``, the final layer.
+    i_load : ``In(stream.Signature(load_layout(...)))``, memory writes, taken only when idle.
+    busy : ``Out(1)``, an inference is running.
+    err : ``Out(1)``, sticky until the next start: a bad weight code or an overrun was seen.
+    cycles, issue_cycles, mac_terms, mac_slots, weight_bits : ``Out(48)`` counters.
+    """
+
+    def __init__(self, plan):
+        self._plan = plan
+        self._check(plan)
+        lanes = plan.lanes
+        self._mem_widths = {MEM_WEIGHT: plan.weight_word_bits, MEM_AUX: plan.aux_word_bits,
+                            MEM_POST: POST_BITS}
+        self._mem_depths = {MEM_WEIGHT: max(1, len(plan.weight_words)),
+                            MEM_AUX: max(1, len(plan.aux_words)),
+                            MEM_POST: max(1, len(plan.post_words))}
+        self._load_bits = max(self._mem_widths.values())
+        self._addr_bits = _bits(max(self._mem_depths.values()))
+        super().__init__({
+            "i_x": In(stream.Signature(8)),
+            "o_y": Out(stream.Signature(data.StructLayout({"value": signed(OUT_BITS),
+                                                           "last": 1}))),
+            "i_load": In(stream.Signature(load_layout(self._load_bits, self._addr_bits))),
+            "busy": Out(1),
+            "err": Out(1),
+            "cycles": Out(48),
+            "issue_cycles": Out(48),
+            "mac_terms": Out(48),
+            "mac_slots": Out(48),
+            "weight_bits": Out(48),
+        })
+        self.lanes = lanes
+
+    plan = property(lambda self: self._plan)
+    load_data_bits = property(lambda self: self._load_bits)
+    load_addr_bits = property(lambda self: self._addr_bits)
+
+    @staticmethod
+    def _check(plan):
+        if plan.scheme not in ("asm", "smartdeal", "mlg"):
+            raise ValueError(f"Engine scheme must be asm, smartdeal or mlg, not {plan.scheme!r}")
+        if not isinstance(plan.lanes, int) or not 1 <= plan.lanes <= 256:
+            raise ValueError(f"Engine lanes must be an integer in 1..256, not {plan.lanes!r}")
+        if not plan.layers:
+            raise ValueError("Engine plan has no layers")
+
+    # ------------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        plan, L = self._plan, self._plan.lanes
+        layers = plan.layers
+        nl = len(layers)
+        G = plan.group                          # terms per tile-buffer row (ASM 1, SD 3, MLG K2)
+        wbits = plan.tile_weight_bits           # bits per weight (or code) in the tile buffer
+        rmax = max(-(-ly.terms // G) for ly in layers)
+        rmax = max(rmax, plan.tile_rows_max)
+        act_depth = max(max(ly.cin * ly.h * ly.w for ly in layers),
+                        max(ly.cout * ly.oh * ly.ow for ly in layers[:-1]) if nl > 1 else 1)
+
+        # -- memories ----------------------------------------------------------------------
+        m.submodules.act0 = act0 = Memory(shape=8, depth=act_depth, init=[])
+        m.submodules.act1 = act1 = Memory(shape=8, depth=act_depth, init=[])
+        m.submodules.tile = tile = Memory(shape=unsigned(L * G * wbits), depth=2 * rmax, init=[])
+        m.submodules.wmem = wmem = Memory(shape=unsigned(plan.weight_word_bits),
+                                          depth=self._mem_depths[MEM_WEIGHT],
+                                          init=plan.weight_words)
+        m.submodules.amem = amem = Memory(shape=unsigned(plan.aux_word_bits),
+                                          depth=self._mem_depths[MEM_AUX], init=plan.aux_words)
+        m.submodules.pmem = pmem = Memory(shape=unsigned(POST_BITS),
+                                          depth=self._mem_depths[MEM_POST], init=plan.post_words)
+
+        # -- load port (idle only) -----------------------------------------------------------
+        idle = Signal()
+        ld = self.i_load
+        m.d.comb += ld.ready.eq(idle)
+        for sel, mem in ((MEM_WEIGHT, wmem), (MEM_AUX, amem), (MEM_POST, pmem)):
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(ld.payload.addr), wp.data.eq(ld.payload.data),
+                         wp.en.eq(ld.valid & idle & (ld.payload.mem == sel))]
+
+        # -- run state, input loading, counters ---------------------------------------------
+        running = Signal()
+        start = Signal()
+        done = Signal()
+        m.d.comb += [idle.eq(~running), self.busy.eq(running)]
+        in_size = layers[0].cin * layers[0].h * layers[0].w
+        in_addr = Signal(range(in_size + 1))
+        a0w, a1w = act0.write_port(), act1.write_port()
+        m.d.comb += self.i_x.ready.eq(idle)
+        with m.If(self.i_x.valid & idle):
+            m.d.comb += [a0w.addr.eq(in_addr), a0w.data.eq(self.i_x.payload), a0w.en.eq(1)]
+            with m.If(in_addr == in_size - 1):
+                m.d.sync += [in_addr.eq(0), running.eq(1)]
+                m.d.comb += start.eq(1)
+            with m.Else():
+                m.d.sync += in_addr.eq(in_addr + 1)
+        with m.If(done):
+            m.d.sync += running.eq(0)
+
+        wbits_inc = Signal(16)              # weight-memory bits read this cycle
+        issuing = Signal()
+        mac_fire = Signal()
+        lanes_now = Signal(range(L + 1))
+        err_now = Signal()
+        with m.If(start):
+            m.d.sync += [self.cycles.eq(0), self.issue_cycles.eq(0), self.mac_terms.eq(0),
+                         self.mac_slots.eq(0), self.weight_bits.eq(0), self.err.eq(0)]
+        with m.Elif(running):
+            m.d.sync += [
+                self.cycles.eq(self.cycles + 1),
+                self.issue_cycles.eq(self.issue_cycles + issuing),
+                self.mac_terms.eq(self.mac_terms + mac_fire),
+                self.mac_slots.eq(self.mac_slots + Mux(mac_fire, lanes_now, 0)),
+                self.weight_bits.eq(self.weight_bits + wbits_inc),
+            ]
+            with m.If(err_now):
+                m.d.sync += self.err.eq(1)
+
+        # -- per-layer constants ---------------------------------------------------------------
+        def layer_const(sel, name, fn, shape):
+            sig = Signal(shape, name=name)
+            with m.Switch(sel):
+                for i, ly in enumerate(layers):
+                    with m.Case(i):
+                        m.d.comb += sig.eq(fn(ly))
+            return sig
+
+        tile_parity_bits = 1
+
+        # ======================================================================================
+        # Weight generator side: (layer, tile) sequence, tile slots.
+        full = Signal(2)
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+
+        g_ly = Signal(range(nl))
+        g_tk = Signal(range(max(ly.tiles for ly in layers)))
+        g_slot = Signal(tile_parity_bits)
+        g_go = Signal()                     # an inference started and its first tile is due
+        g_active = Signal()                 # filling a tile
+        g_fill_start = Signal()
+        g_fill_done = Signal()
+        with m.If(start):
+            m.d.sync += g_go.eq(1)
+        g_tiles = layer_const(g_ly, "g_tiles", lambda ly: ly.tiles, range(1 << 16))
+        g_first = (g_ly == 0) & (g_tk == 0)
+        with m.If(~g_active & (g_go | ~g_first) & ~full.bit_select(g_slot, 1)):
+            m.d.comb += g_fill_start.eq(1)
+            m.d.sync += g_active.eq(1)
+            with m.If(g_first):
+                m.d.sync += g_go.eq(0)
+        with m.If(g_active & g_fill_done):
+            m.d.sync += [g_active.eq(0), g_slot.eq(~g_slot)]
+            m.d.comb += set_full.eq(Mux(g_slot, 0b10, 0b01))
+            with m.If(g_tk == g_tiles - 1):
+                m.d.sync += g_tk.eq(0)
+                m.d.sync += g_ly.eq(Mux(g_ly == nl - 1, 0, g_ly + 1))
+            with m.Else():
+                m.d.sync += g_tk.eq(g_tk + 1)
+
+        tw = tile.write_port(granularity=G * wbits)
+        gen_err = Signal()
+        if plan.scheme == "asm":
+            self._gen_copy(m, plan, wmem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
+                           g_fill_done, wbits_inc, layer_const)
+        elif plan.scheme == "smartdeal":
+            self._gen_sd(m, plan, wmem, amem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
+                         g_fill_done, wbits_inc, layer_const, running, start, gen_err)
+        else:
+            self._gen_mlg(m, plan, wmem, amem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
+                          g_fill_done, wbits_inc, layer_const)
+
+        # ======================================================================================
+        # Controller: issue one term per cycle into stage S1 (memory reads) -> MAC input.
+        if plan.scheme == "asm":
+            fmt = AsmCodeFormat(plan.asm_weight_bits, parse_alphabet(plan.alphabet))
+            mac = AsmMacArray(alphabet=plan.alphabet, weight_bits=plan.asm_weight_bits,
+                              act_bits=8, act_signed=False, lanes=L, acc_len=plan.terms_max)
+        else:
+            mac = ExactMacArray(weight_bits=wbits, act_bits=8, act_signed=False, lanes=L,
+                                acc_len=plan.terms_max)
+        m.submodules.mac = mac
+
+        c_ly = Signal(range(nl))
+        c_tk = Signal(range(max(ly.tiles for ly in layers)))
+        c_slot = Signal(tile_parity_bits)
+        c_oy = Signal(range(max(ly.oh for ly in layers)))
+        c_ox = Signal(range(max(ly.ow for ly in layers)))
+        c_ci = Signal(range(max(ly.cin for ly in layers)))
+        c_kh = Signal(range(3))
+        c_kw = Signal(range(3))
+        c_row = Signal(range(rmax))
+        c_col = Signal(range(G))
+        c_ci_base = Signal(signed(24))
+        c_oy_base = Signal(signed(24))        # (oy - pad) * W
+        c_kh_w = Signal(signed(24))           # kh * W
+        c_phase = Signal(2)                   # 0 idle, 1 wait layer input ready, 2 issue
+        pending = Signal(range(1 << 16))      # accumulations issued, not yet written back
+        pend_inc, pend_dec = Signal(), Signal()
+        m.d.sync += pending.eq(pending + pend_inc - pend_dec)
+
+        cf = {name: layer_const(c_ly, f"c_{name}", fn, shape) for name, fn, shape in [
+            ("h", lambda ly: ly.h, range(4096)),
+            ("w", lambda ly: ly.w, range(4096)),
+            ("hw", lambda ly: ly.h * ly.w, range(1 << 22)),
+            ("k", lambda ly: ly.k, range(4)),
+            ("pad", lambda ly: ly.pad, range(2)),
+            ("cin", lambda ly: ly.cin, range(1 << 16)),
+            ("oh", lambda ly: ly.oh, range(4096)),
+            ("ow", lambda ly: ly.ow, range(4096)),
+            ("tiles", lambda ly: ly.tiles, range(1 << 16)),
+            ("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1)),
+        ]}
+        c_lanes = Mux(c_tk == cf["tiles"] - 1, cf["last_lanes"], L)
+
+        iy = Signal(signed(16))
+        ix = Signal(signed(16))
+        m.d.comb += [iy.eq(c_oy + c_kh - cf["pad"]), ix.eq(c_ox + c_kw - cf["pad"])]
+        inside = (iy >= 0) & (iy < cf["h"]) & (ix >= 0) & (ix < cf["w"])
+        x_addr = Signal(signed(26))
+        m.d.comb += x_addr.eq(c_ci_base + c_oy_base + c_kh_w + c_ox + c_kw - cf["pad"])
+        t_last_k = (c_kw == cf["k"] - 1) & (c_kh == cf["k"] - 1)
+        t_last = t_last_k & (c_ci == cf["cin"] - 1)
+        p_last = (c_ox == cf["ow"] - 1) & (c_oy == cf["oh"] - 1)
+        tile_last = cf["tiles"] - 1 == c_tk
+
+        s1_valid = Signal()
+        s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(G))
+        s1_lanes = Signal(range(L + 1))
+        adv = Signal()
+        m.d.comb += adv.eq(~s1_valid | mac.i.ready)
+
+        ar = [act0.read_port(), act1.read_port()]
+        tr = tile.read_port()
+        c_buf = Signal()                        # activation buffer this layer reads
+        m.d.comb += c_buf.eq(c_ly[0] if nl > 1 else 0)
+        for i, port in enumerate(ar):
+            m.d.comb += [port.addr.eq(x_addr), port.en.eq(adv)]
+        m.d.comb += [tr.addr.eq(c_slot * rmax + c_row), tr.en.eq(adv)]
+
+        can_issue = (c_phase == 2) & full.bit_select(c_slot, 1)
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(can_issue), s1_inside.eq(inside), s1_last.eq(t_last),
+                         s1_col.eq(c_col), s1_lanes.eq(c_lanes)]
+        m.d.comb += issuing.eq(c_phase == 2)
+        s1_buf = Signal()
+        m.d.sync += s1_buf.eq(c_buf)
+
+        # MAC input from the read data.
+        x_data = Mux(s1_buf, ar[1].data, ar[0].data)
+        row_words = data.ArrayLayout(data.ArrayLayout(unsigned(wbits), G), L)
+        trow = row_words(tr.data)
+        mp = mac.i.payload
+        m.d.comb += [mac.i.valid.eq(s1_valid), mp.x.eq(Mux(s1_inside, x_data, 0)),
+                     mp.last.eq(s1_last)]
+        for n in range(L):
+            m.d.comb += mp.w[n].eq(trow[n].as_value().word_select(s1_col, wbits) if G > 1
+                                   else trow[n][0])
+        m.d.comb += [mac_fire.eq(mac.i.valid & mac.i.ready), lanes_now.eq(s1_lanes)]
+
+        # Counter stepping.
+        with m.Switch(c_phase):
+            with m.Case(0):
+                with m.If(start):
+                    m.d.sync += [c_phase.eq(2), c_ly.eq(0)]
+            with m.Case(1):
+                with m.If(pending == 0):
+                    m.d.sync += c_phase.eq(2)
+            with m.Case(2):
+                with m.If(adv & full.bit_select(c_slot, 1)):
+                    # term counters
+                    with m.If(c_col == G - 1):
+                        m.d.sync += [c_col.eq(0), c_row.eq(c_row + 1)]
+                    with m.Else():
+                        m.d.sync += c_col.eq(c_col + 1)
+                    with m.If(c_kw == cf["k"] - 1):
+                        m.d.sync += c_kw.eq(0)
+                        with m.If(c_kh == cf["k"] - 1):
+                            m.d.sync += [c_kh.eq(0), c_kh_w.eq(0)]
+                            with m.If(c_ci == cf["cin"] - 1):
+                                m.d.sync += [c_ci.eq(0), c_ci_base.eq(0)]
+                            with m.Else():
+                                m.d.sync += [c_ci.eq(c_ci + 1), c_ci_base.eq(c_ci_base + cf["hw"])]
+                        with m.Else():
+                            m.d.sync += [c_kh.eq(c_kh + 1), c_kh_w.eq(c_kh_w + cf["w"])]
+                    with m.Else():
+                        m.d.sync += c_kw.eq(c_kw + 1)
+                    with m.If(t_last):
+                        m.d.comb += pend_inc.eq(1)
+                        m.d.sync += [c_row.eq(0), c_col.eq(0)]
+                        # pixel counters
+                        with m.If(c_ox == cf["ow"] - 1):
+                            m.d.sync += c_ox.eq(0)
+                            with m.If(c_oy == cf["oh"] - 1):
+                                m.d.sync += [c_oy.eq(0), c_oy_base.eq(-cf["pad"] * cf["w"])]
+                            with m.Else():
+                                m.d.sync += [c_oy.eq(c_oy + 1), c_oy_base.eq(c_oy_base + cf["w"])]
+                        with m.Else():
+                            m.d.sync += c_ox.eq(c_ox + 1)
+                        with m.If(p_last):
+                            m.d.comb += clr_full.eq(Mux(c_slot, 0b10, 0b01))
+                            m.d.sync += c_slot.eq(~c_slot)
+                            with m.If(tile_last):
+                                m.d.sync += c_tk.eq(0)
+                                with m.If(c_ly == nl - 1):
+                                    m.d.sync += [c_phase.eq(0), c_ly.eq(0)]
+                                with m.Else():
+                                    m.d.sync += [c_phase.eq(1), c_ly.eq(c_ly + 1)]
+                            with m.Else():
+                                m.d.sync += c_tk.eq(c_tk + 1)
+        # (oy - pad) * W of the layer about to run, set while not issuing.
+        pad_w = layer_const(c_ly, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16))
+        with m.If(c_phase != 2):
+            m.d.sync += c_oy_base.eq(pad_w)
+
+        # ======================================================================================
+        # Post-processor: mirrors (layer, tile, pixel) of the MAC results; one lane per cycle.
+        p_ly = Signal(range(nl))
+        p_tk = Signal(range(max(ly.tiles for ly in layers)))
+        p_pix = Signal(range(max(ly.oh * ly.ow for ly in layers)))
+        p_lane = Signal(range(L))
+        pf = {name: layer_const(p_ly, f"p_{name}", fn, shape) for name, fn, shape in [
+            ("pix", lambda ly: ly.oh * ly.ow, range(1 << 22)),
+            ("tiles", lambda ly: ly.tiles, range(1 << 16)),
+            ("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1)),
+            ("post_base", lambda ly: ly.post_base, range(1 << 20)),
+        ]}
+        p_lanes = Mux(p_tk == pf["tiles"] - 1, pf["last_lanes"], L)
+        p_final = p_ly == nl - 1
+        p_relu = layer_const(p_ly, "p_relu", lambda ly: int(ly.relu), 1)
+
+        o_full = self.o_y.valid & ~self.o_y.ready
+        padv = Signal()
+        m.d.comb += padv.eq(~o_full)
+        pr = pmem.read_port()
+        res = mac.o.payload
+        # stage Q1: lane select + post entry read
+        q1_valid, q1_final, q1_relu, q1_lastlane, q1_end = (Signal(name=f"q1_{n}") for n in
+                                                           ("valid", "final", "relu", "lastlane", "end"))
+        q1_acc = Signal(signed(mac.acc_bits), name="q1_acc")
+        q1_addr = Signal(range(max(1, act_depth)))
+        co = Signal(range(1 << 16))
+        m.d.comb += co.eq(p_tk * L + p_lane)
+        m.d.comb += [pr.addr.eq(pf["post_base"] + co), pr.en.eq(padv)]
+        take = mac.o.valid & padv
+        lane_last = p_lane == p_lanes - 1
+        m.d.comb += mac.o.ready.eq(take & lane_last)
+        with m.If(padv):
+            m.d.sync += [q1_valid.eq(take), q1_final.eq(p_final), q1_relu.eq(p_relu),
+                         q1_lastlane.eq(lane_last), q1_acc.eq(res.acc[p_lane]),
+                         q1_addr.eq(co * pf["pix"] + p_pix),
+                         q1_end.eq(lane_last & p_final & (p_tk == pf["tiles"] - 1)
+                                   & (p_pix == pf["pix"] - 1))]
+        with m.If(take):
+            with m.If(res.bad_code | res.overrun):
+                m.d.comb += err_now.eq(1)
+            with m.If(lane_last):
+                m.d.sync += p_lane.eq(0)
+                with m.If(p_pix == pf["pix"] - 1):
+                    m.d.sync += p_pix.eq(0)
+                    with m.If(p_tk == pf["tiles"] - 1):
+                        m.d.sync += [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1))]
+                    with m.Else():
+                        m.d.sync += p_tk.eq(p_tk + 1)
+                with m.Else():
+                    m.d.sync += p_pix.eq(p_pix + 1)
+            with m.Else():
+                m.d.sync += p_lane.eq(p_lane + 1)
+
+        # stage Q2: (acc + bias) * M
+        ent = post_layout()(pr.data)
+        vbits = max(mac.acc_bits, BIAS_BITS) + 1
+        q2 = {n: Signal(name=f"q2_{n}") for n in ("valid", "final", "relu", "lastlane", "end")}
+        q2_prod = Signal(signed(vbits + M_BITS + 1), name="q2_prod")
+        q2_s = Signal(S_BITS, name="q2_s")
+        q2_addr = Signal.like(q1_addr, name="q2_addr")
+        with m.If(padv):
+            m.d.sync += [q2["valid"].eq(q1_valid), q2["final"].eq(q1_final),
+                         q2["relu"].eq(q1_relu), q2["lastlane"].eq(q1_lastlane),
+                         q2["end"].eq(q1_end), q2_addr.eq(q1_addr), q2_s.eq(ent.s),
+                         q2_prod.eq((q1_acc + ent.bias) * ent.m)]
+
+        # stage Q3: round, shift, clamp, write back or emit.
+        half = Signal(signed(64))
+        m.d.comb += half.eq((Const(1, 64) << q2_s) >> 1)
+        rounded = Signal(signed(vbits + M_BITS + 2))
+        m.d.comb += rounded.eq((q2_prod + half) >> q2_s)
+        hi8 = Mux(rounded > 255, 255, rounded)
+        u8 = Mux(rounded < 0, 0, hi8)
+        lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
+        s32 = Mux(rounded > hi32, hi32, Mux(rounded < lo32, lo32, rounded))
+        # A hidden layer writes the buffer the next layer reads: layer i reads act[i % 2] and
+        # writes act[(i + 1) % 2].  act0's one write port is shared with the input loader.
+        q1_buf, q2_buf = Signal(), Signal()
+        with m.If(padv):
+            m.d.sync += [q1_buf.eq(~p_ly[0] if nl > 1 else 1), q2_buf.eq(q1_buf)]
+        wr_hidden = padv & q2["valid"] & ~q2["final"]
+        m.d.comb += [a1w.addr.eq(q2_addr), a1w.data.eq(u8), a1w.en.eq(wr_hidden & q2_buf)]
+        with m.If(wr_hidden & ~q2_buf):
+            m.d.comb += [a0w.addr.eq(q2_addr), a0w.data.eq(u8), a0w.en.eq(1)]
+        s32 = Mux(q2["relu"] & (rounded < 0), 0, s32)
+        with m.If(self.o_y.ready):
+            m.d.sync += self.o_y.valid.eq(0)
+        with m.If(padv & q2["valid"] & q2["final"]):
+            m.d.sync += [self.o_y.valid.eq(1), self.o_y.payload.value.eq(s32),
+                         self.o_y.payload.last.eq(q2["end"])]
+        with m.If(padv & q2["valid"] & q2["lastlane"]):
+            m.d.comb += pend_dec.eq(1)
+        with m.If(padv & q2["valid"] & q2["end"]):
+            m.d.comb += done.eq(1)
+        if gen_err is not None:
+            with m.If(gen_err):
+                m.d.comb += err_now.eq(1)
+        return m
+
+    # ------------------------------------------------------------------------------------------
+    def _gen_copy(self, m, plan, wmem, tw, g_ly, g_tk, g_slot, rmax, fill_start, fill_done,
+                  wbits_inc, layer_const):
+        """ASM: the tile's code words are copied from the weight memory (one word per term)."""
+        terms = layer_const(g_ly, "g_terms", lambda ly: ly.terms, range(1 << 16))
+        base = layer_const(g_ly, "g_wbase", lambda ly: ly.wbase, range(1 << 24))
+        rd = wmem.read_port()
+        r = Signal(range(rmax + 1))
+        addr = Signal(range(1 << 24))
+        active = Signal()
+        v1 = Signal()
+        r1 = Signal(range(rmax + 1))
+        m.d.comb += [rd.addr.eq(addr), rd.en.eq(1)]
+        with m.If(fill_start):
+            m.d.sync += [active.eq(1), r.eq(0), addr.eq(base + g_tk * terms)]
+        with m.Elif(active):
+            m.d.sync += [r.eq(r + 1), addr.eq(addr + 1)]
+            with m.If(r == terms - 1):
+                m.d.sync += active.eq(0)
+        m.d.sync += [v1.eq(active), r1.eq(r)]
+        m.d.comb += [tw.addr.eq(g_slot * rmax + r1), tw.data.eq(rd.data),
+                     tw.en.eq(Mux(v1, (1 << len(tw.en)) - 1, 0))]
+        m.d.comb += fill_done.eq(v1 & (r1 == terms - 1))
+        m.d.comb += wbits_inc.eq(Mux(active, plan.weight_word_bits, 0))
+
+    def _gen_sd(self, m, plan, wmem, amem, tw, g_ly, g_tk, g_slot, rmax, fill_start,
+                fill_done, wbits_inc, layer_const, running, start, gen_err):
+        """SmartDeal: the coefficient stream and the basis entries of every layer are read
+        once per inference, in (filter, chunk) order, through the power-of-2 decoder and the
+        rebuild engine; each rebuilt kernel row (3 int8 weights) is written into its lane."""
+        L = plan.lanes
+        gen = SdWeightGen(e_min=plan.e_min, e_max=plan.e_max, word_bits=plan.weight_word_bits,
+                          basis_bits=8, requant=True)
+        m.submodules.sdgen = gen
+        # Coefficient reader: words 0..n-1 of the weight memory, once per inference.
+        n_words = len(plan.weight_words)
+        n_basis = len(plan.aux_words)
+        takes = []
+        for mem, n, port, bits in ((wmem, n_words, gen.i_coef, plan.weight_word_bits),
+                                   (amem, n_basis, gen.i_basis, plan.aux_word_bits)):
+            rd = mem.read_port()
+            addr = Signal(range(n + 1))
+            go = Signal()
+            valid = Signal()
+            with m.If(start):
+                m.d.sync += go.eq(1)
+            # A read issued at `addr` lands in rd.data next cycle; `valid` holds it until taken.
+            can = ~valid | port.ready
+            m.d.comb += [rd.addr.eq(addr), rd.en.eq(can)]
+            with m.If(can):
+                m.d.sync += valid.eq(go & (addr < n))
+                with m.If(go & (addr < n)):
+                    m.d.sync += addr.eq(addr + 1)
+                with m.If(go & (addr == n)):
+                    m.d.sync += [addr.eq(0), go.eq(0)]
+            m.d.comb += [port.valid.eq(valid), port.payload.eq(rd.data)]
+            takes.append(Mux(port.valid & port.ready, bits, 0))
+        m.d.comb += wbits_inc.eq(takes[0] + takes[1])
+
+        chunks = layer_const(g_ly, "g_chunks", lambda ly: ly.sd_chunks, range(1 << 12))
+        last_lanes = layer_const(g_ly, "g_last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L,
+                                 range(L + 1))
+        tiles = layer_const(g_ly, "g_sd_tiles", lambda ly: ly.tiles, range(1 << 16))
+        lanes = Mux(g_tk == tiles - 1, last_lanes, L)
+        active = Signal()
+        lane = Signal(range(L))
+        chunk = Signal(range(1 << 12))
+        row = Signal(range(rmax + 1))
+        with m.If(fill_start):
+            m.d.sync += [active.eq(1), lane.eq(0), chunk.eq(0), row.eq(0)]
+        o = gen.o
+        m.d.comb += o.ready.eq(active)
+        take = o.valid & active
+        m.d.comb += [tw.addr.eq(g_slot * rmax + row),
+                     tw.data.eq(o.payload.w.as_value().replicate(L)),
+                     tw.en.eq(Mux(take, Const(1, L) << lane, 0))]
+        with m.If(take):
+            m.d.sync += row.eq(row + 1)
+            with m.If(o.payload.err):
+                m.d.comb += gen_err.eq(1)
+            with m.If(o.payload.last):
+                with m.If(chunk == chunks - 1):
+                    m.d.sync += [chunk.eq(0), row.eq(0), lane.eq(lane + 1)]
+                    with m.If(lane == lanes - 1):
+                        m.d.sync += active.eq(0)
+                        m.d.comb += fill_done.eq(1)
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+
+    def _gen_mlg(self, *args):
+        raise NotImplementedError("MLG engine generator")
