@@ -8,6 +8,7 @@ returns its Verilog text; bad names or values raise :class:`BlockError` with one
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,3 +166,19 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_AUTO_REG = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+)\s+= 0;$",
+                       re.MULTILINE)
+
+
+def time0_safe(text: str) -> str:
+    """Make Yosys' ``always @*`` blocks run at time 0 in event-driven simulators.
+
+    Yosys reads a dummy register in every ``always @*`` block so that the block runs once at
+    start-up, but Icarus applies a declaration initialiser before the blocks wait on it, so a
+    block whose real inputs never change (a per-layer constant selected by a register that
+    stays 0 for a whole layer) would keep ``x``.  An ``initial`` assignment of 1 to the dummy
+    register gives every such block its time-0 event.  Synthesis ignores the unused register.
+    """
+    return _AUTO_REG.sub(lambda mo: f"{mo.group(0)}\n{mo.group(1)}initial {mo.group(2)} = 1;", text)

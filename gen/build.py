@@ -1,0 +1,110 @@
+"""Write a compiled design folder: the engine's Verilog, memory images, manifest, golden vectors.
+
+Folder contents (``insitu compile ... -o DIR``):
+
+* ``engine.v``: the whole engine, top module ``insitu_engine``, memories initialised;
+* ``manifest.json``: the plan (layer table, scales, widths, memory words in hex);
+* ``weight.hex``, ``aux.hex``, ``post.hex``: the memory images, one word per line (hex, for
+  ``$readmemh`` or a loader over ``i_load``);
+* ``vectors.npz``: ``x`` (u8 inputs, ``[N, C*H*W]``) and ``y`` (golden final-layer values in
+  the engine's emission order), from ``gen.network.forward_int`` on the decoded images;
+* ``compile_report.json``: weights, weight-memory bits, bits per weight, ratios, MACs.
+
+The folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .compiler import Plan, golden_layers
+from .network import forward_int, output_order
+
+__all__ = ["write_design", "load_plan", "golden_vectors", "compile_report", "TOP"]
+
+TOP = "insitu_engine"
+
+
+def golden_vectors(plan: Plan, x_u8: np.ndarray) -> np.ndarray:
+    """Golden final-layer values ``[N, outputs]`` in emission order."""
+    x = np.asarray(x_u8, dtype=np.int64).reshape((len(x_u8),) + tuple(plan.input_shape))
+    y = forward_int(golden_layers(plan), x).reshape(len(x), -1)
+    ly = plan.layers[-1]
+    return y[:, output_order(ly.cout, ly.oh * ly.ow, plan.lanes)]
+
+
+def compile_report(plan: Plan) -> dict:
+    weights = plan.weights
+    bits = plan.weight_memory_bits
+    return {"scheme": plan.scheme, "lanes": plan.lanes, "layers": len(plan.layers),
+            "weights": weights, "weight_memory_bits": bits,
+            "bits_per_weight": bits / weights, "dense_int8_bits": 8 * weights,
+            "memory_ratio_vs_int8": 8 * weights / bits, "memory_ratio_vs_fp32": 32 * weights / bits,
+            "macs_per_inference": plan.macs,
+            "layer_table": [{"name": ly.name, "kind": ly.kind, "cin": ly.cin, "cout": ly.cout,
+                             "in": [ly.h, ly.w], "out": [ly.oh, ly.ow], "pad": ly.pad,
+                             "relu": ly.relu, "tiles": ly.tiles} for ly in plan.layers]}
+
+
+def _hex(words, bits) -> str:
+    digits = max(1, -(-bits // 4))
+    return "".join(f"{int(w):0{digits}x}\n" for w in words)
+
+
+def write_design(plan: Plan, out_dir, x_u8: np.ndarray | None = None, progress=None) -> dict:
+    """Elaborate the engine and write the folder atomically; returns the compile report."""
+    from amaranth.back import verilog
+
+    from ..rtl.engine import Engine
+    from .verilog import time0_safe
+
+    out_dir = Path(out_dir)
+    if progress:
+        progress("elaborate engine and write Verilog")
+    engine = Engine(plan)
+    text = time0_safe(verilog.convert(engine, name=TOP, emit_src=False))
+    if x_u8 is None:
+        x_u8 = np.random.default_rng(0).integers(0, 256, (8, int(np.prod(plan.input_shape))))
+    x_u8 = np.asarray(x_u8).reshape(len(x_u8), -1)
+    if progress:
+        progress(f"golden model on {len(x_u8)} vectors")
+    y = golden_vectors(plan, x_u8)
+    report = compile_report(plan)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        (tmp / "engine.v").write_text(text)
+        (tmp / "manifest.json").write_text(plan.to_json())
+        (tmp / "weight.hex").write_text(_hex(plan.weight_words, plan.weight_word_bits))
+        (tmp / "aux.hex").write_text(_hex(plan.aux_words, plan.aux_word_bits))
+        (tmp / "post.hex").write_text(_hex(plan.post_words, 54))
+        np.savez(tmp / "vectors.npz", x=x_u8.astype(np.uint8), y=y)
+        (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def load_plan(design_dir) -> Plan:
+    """The plan of a compiled folder, with one-line errors for a missing or broken manifest."""
+    from .model import ModelError
+    d = Path(design_dir)
+    man = d / "manifest.json"
+    if not d.is_dir():
+        raise ModelError(f"'{d}' is not a compiled design folder")
+    if not man.exists():
+        raise ModelError(f"'{d}' has no manifest.json: compile a model into it first")
+    try:
+        return Plan.from_json(man.read_text())
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"'{man}' is not a valid manifest ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,105 @@
+"""Simulate a compiled design folder in cocotb against the golden network model.
+
+``simulate(DIR)`` checks that the folder's Verilog and memory images agree with its manifest
+(the golden model is recomputed from the decoded images, not taken from the compiler), runs
+``insitu.sim.tb_engine`` on Icarus (or Verilator) over the inputs, and writes
+``DIR/sim_report.json`` with the keys of architecture.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..gen.build import TOP, golden_vectors, load_plan
+from ..gen.model import ModelError
+from .runner import run_cocotb
+
+__all__ = ["simulate", "summarize"]
+
+
+def summarize(plan, summary: dict) -> dict:
+    """Report keys from the testbench's ``engine.json``."""
+    per = summary.get("counters", [])
+    n = summary.get("vectors", 0)
+    first = per[0] if per else {}
+    L = plan.lanes
+    cyc = first.get("cycles", 0)
+    issue = first.get("issue_cycles", 0)
+    slots = first.get("mac_slots", 0)
+    return {
+        "bit_exact": bool(n) and summary.get("mismatches", 1) == 0 and len(per) == n,
+        "vectors": n,
+        "mismatches": summary.get("mismatches", n),
+        "cycles": cyc,
+        "cycles_max": max((c["cycles"] for c in per), default=0),
+        "mac_utilization": slots / (L * issue) if issue else 0.0,
+        "mac_utilization_overall": slots / (L * cyc) if cyc else 0.0,
+        "macs_per_inference": plan.macs,
+        "mac_slots": slots,
+        "weight_bits_read": first.get("weight_bits", 0),
+        "dense_int8_bits_read": 8 * plan.weights,
+        "read_ratio_vs_int8": 8 * plan.weights / first["weight_bits"] if first.get("weight_bits") else 0.0,
+        "weight_memory_bits": plan.weight_memory_bits,
+        "lanes": L,
+        "scheme": plan.scheme,
+        "first_mismatches": summary.get("first_mismatches", []),
+    }
+
+
+def cycle_budget(plan) -> int:
+    """A generous bound on one inference's cycles (terms + tile generation + post-processing)."""
+    total = 0
+    for ly in plan.layers:
+        total += ly.tiles * (ly.oh * ly.ow * (ly.terms + plan.lanes + 8) + ly.terms * plan.lanes + 64)
+    return total + 1000
+
+
+def simulate(design_dir, inputs=None, *, sim: str = "icarus", stalls: float = 0.0,
+             reset: bool = False, progress: bool = True, build_dir=None) -> dict:
+    """Run the folder's engine over ``inputs`` (u8 array, default ``vectors.npz``)."""
+    d = Path(design_dir)
+    plan = load_plan(d)
+    vfile = d / "engine.v"
+    if not vfile.exists():
+        raise ModelError(f"'{d}' has no engine.v: compile a model into it first")
+    if inputs is None:
+        vec = d / "vectors.npz"
+        if not vec.exists():
+            raise ModelError(f"'{d}' has no vectors.npz: give --inputs X.npy")
+        with np.load(vec) as z:
+            x = z["x"]
+    else:
+        x = np.asarray(inputs)
+    feat = int(np.prod(plan.input_shape))
+    if x.ndim < 1 or x.size % feat or x.size == 0:
+        raise ModelError(f"Inputs of shape {tuple(x.shape)} do not split into vectors of "
+                         f"{feat} values ({'x'.join(map(str, plan.input_shape))})")
+    if not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() > 255:
+        raise ModelError("Inputs must be unsigned 8-bit integers (0..255); quantise floats in "
+                         "[0, 1] as round(x * 255)")
+    x = x.reshape(-1, feat)
+    y = golden_vectors(plan, x)
+    work = Path(build_dir) if build_dir else d / "sim_build"
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(work / "vectors_in.npz", x=x, y=y)
+    res = run_cocotb(None, TOP, "insitu.sim.tb_engine", work / sim, sim=sim,
+                     sources=[vfile.resolve()],
+                     extra_env={"ENGINE_VECTORS": str((work / "vectors_in.npz").resolve()),
+                                "ENGINE_STALLS": str(stalls), "ENGINE_RESET": "1" if reset else "0",
+                                "ENGINE_PROGRESS": "1" if progress else "0",
+                                "ENGINE_BUDGET": str(cycle_budget(plan))})
+    summ_file = res.build_dir / "engine.json"
+    summary = json.loads(summ_file.read_text()) if summ_file.exists() else {"vectors": len(x)}
+    report = summarize(plan, summary)
+    report["simulator"] = sim
+    report["stalls"] = stalls
+    tmp = d / ".sim_report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, d / "sim_report.json")
+    return report
