@@ -98,6 +98,107 @@ def _cmd_compress(args) -> int:
     return 0
 
 
+def _load_array(path, what):
+    import numpy as np
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{what} '{path}' is not a readable .npy file ({exc})") from None
+
+
+def _cmd_compile(args) -> int:
+    import time
+
+    import numpy as np
+
+    from .build import write_design
+    from .compiler import compile_model
+    from .model import ModelError, load_model
+    t0 = time.monotonic()
+    try:
+        knobs = _parse_knobs(args.set)
+        layers = load_model(args.model)
+        shape = None
+        if args.input_shape:
+            try:
+                shape = tuple(int(v) for v in args.input_shape.replace("x", ",").split(","))
+            except ValueError:
+                raise UserError(f"--input-shape expects C,H,W, not {args.input_shape!r}") from None
+        calib = _load_array(args.calib, "Calibration file") if args.calib else None
+        inputs = _load_array(args.inputs, "Inputs file") if args.inputs else None
+        if inputs is not None and (not np.issubdtype(inputs.dtype, np.integer)
+                                   or inputs.min() < 0 or inputs.max() > 255):
+            raise UserError("Inputs must be unsigned 8-bit integers (0..255)")
+        plan = compile_model(layers, args.scheme, lanes=args.lanes, input_shape=shape,
+                             calib=calib, knobs=knobs,
+                             progress=lambda msg: print(msg, file=sys.stderr))
+        if inputs is not None:
+            feat = int(np.prod(plan.input_shape))
+            if inputs.size % feat:
+                raise UserError(f"Inputs of shape {inputs.shape} do not split into vectors of "
+                                f"{feat} values")
+            inputs = inputs.reshape(-1, feat)
+        rep = write_design(plan, Path(args.output), inputs,
+                           progress=lambda msg: print(msg, file=sys.stderr))
+    except (ModelError, TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"{'layer':10s} {'kind':8s} {'in':>10s} {'out':>10s} {'tiles':>5s}")
+    for ly in rep["layer_table"]:
+        print(f"{ly['name']:10s} {ly['kind']:8s} {ly['cin']:4d}x{ly['in'][0]}x{ly['in'][1]:<3d} "
+              f"{ly['cout']:4d}x{ly['out'][0]}x{ly['out'][1]:<3d} {ly['tiles']:5d}")
+    print(f"scheme {rep['scheme']}, {rep['lanes']} lanes: {rep['weights']} weights in "
+          f"{rep['weight_memory_bits']} bits ({rep['bits_per_weight']:.2f} bits/weight, "
+          f"x{rep['memory_ratio_vs_int8']:.2f} vs int8), {rep['macs_per_inference']} MACs/inference")
+    print(f"wrote {args.output}/ (engine.v, manifest.json, *.hex, vectors.npz) in "
+          f"{time.monotonic() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    from ..sim.engine_run import simulate
+    from ..sim.runner import SimulatorMissing
+    from .model import ModelError
+    if not 0 <= args.stalls < 1:
+        raise UserError(f"--stalls must be a probability in [0, 1), not {args.stalls}")
+    try:
+        inputs = _load_array(args.inputs, "Inputs file") if args.inputs else None
+        rep = simulate(args.design, inputs, sim=args.sim, stalls=args.stalls, reset=args.reset)
+    except (ModelError, SimulatorMissing) as exc:
+        raise UserError(str(exc)) from None
+    rep.pop("outputs", None)
+    print(f"bit_exact {str(rep['bit_exact']).lower()}: {rep['vectors']} vectors, "
+          f"{rep['mismatches']} mismatches; {rep['cycles']} cycles/inference, MAC utilisation "
+          f"{100 * rep['mac_utilization']:.1f}% (overall {100 * rep['mac_utilization_overall']:.1f}%),"
+          f" {rep['weight_bits_read']} weight bits read/inference "
+          f"(dense int8 {rep['dense_int8_bits_read']})")
+    for mm in rep["first_mismatches"][:3]:
+        print(f"  vector {mm['vector']}: outputs {mm['outputs']} RTL {mm['rtl']} golden {mm['golden']}")
+    print(f"wrote {Path(args.design) / 'sim_report.json'}", file=sys.stderr)
+    return 0 if rep["bit_exact"] else 1
+
+
+def _cmd_demo(args) -> int:
+    from ..sim.runner import SimulatorMissing
+    from .compiler import ENGINE_SCHEMES
+    from .demo import run_demo, table
+    schemes = ENGINE_SCHEMES if args.scheme == "all" else (args.scheme,)
+    if args.scheme not in ENGINE_SCHEMES + ("all",):
+        raise UserError(f"Scheme '{args.scheme}' has no engine weight generator yet "
+                        f"(demo schemes: {', '.join(ENGINE_SCHEMES)}, all)")
+    archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
+    try:
+        rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
+                       sim=args.sim)
+    except SimulatorMissing as exc:
+        raise UserError(str(exc)) from None
+    print(table(rep))
+    print(f"bit_exact: {str(rep['bit_exact']).lower()} over {rep['vectors']} simulated inferences "
+          f"({rep['seconds']:.0f} s); wrote {Path(args.output) / 'report.json'}")
+    return 0 if rep["bit_exact"] else 1
+
+
 def _cmd_prove(args) -> int:
     from ..sim.formal import prove, standard_proofs
     proofs = standard_proofs()
@@ -299,6 +400,46 @@ def build_parser() -> argparse.ArgumentParser:
                         "alphabet=A2 (asm); repeatable")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     c.set_defaults(func=_cmd_compress)
+
+    cp = sub.add_parser("compile", help="compile a model into the engine's Verilog, memory "
+                        "images, manifest and golden vectors")
+    cp.add_argument("model", metavar="MODEL", help=".npz model (see README: model files)")
+    cp.add_argument("--scheme", required=True, choices=["asm", "smartdeal", "mlg"],
+                    help="weight compression scheme")
+    cp.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="compressor knob (as for 'insitu compress')")
+    cp.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
+    cp.add_argument("--input-shape", metavar="C,H,W", help="input shape (needed when the first "
+                    "layer is a convolution)")
+    cp.add_argument("--calib", metavar="X.npy", help="float calibration inputs in [0, 1] "
+                    "(default: 64 uniform random inputs)")
+    cp.add_argument("--inputs", metavar="X.npy", help="u8 inputs for the golden vectors "
+                    "(default: 8 random inputs)")
+    cp.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    cp.set_defaults(func=_cmd_compile)
+
+    sm = sub.add_parser("simulate", help="simulate a compiled design in cocotb against the "
+                        "golden model")
+    sm.add_argument("design", metavar="DIR", help="folder written by 'insitu compile'")
+    sm.add_argument("--inputs", metavar="X.npy", help="u8 inputs (default: DIR/vectors.npz)")
+    sm.add_argument("--sim", default="icarus", choices=["icarus", "verilator"],
+                    help="simulator (default: %(default)s)")
+    sm.add_argument("--stalls", type=float, default=0.0, metavar="P",
+                    help="probability of input gaps and output stalls (default: 0)")
+    sm.add_argument("--reset", action="store_true", help="first interrupt an inference with a reset")
+    sm.set_defaults(func=_cmd_simulate)
+
+    dm = sub.add_parser("demo", help="train, compress, compile and simulate the digits models")
+    dm.add_argument("--scheme", default="all", help="asm, smartdeal or all (default: %(default)s)")
+    dm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
+                    help="which digits model (default: %(default)s)")
+    dm.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
+    dm.add_argument("--limit", type=int, help="simulate only the first N test images")
+    dm.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],
+                    help="simulator (default: %(default)s)")
+    dm.add_argument("-o", "--output", default="build/demo", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    dm.set_defaults(func=_cmd_demo)
 
     f = sub.add_parser("prove", help="run the formal equivalence proofs (Yosys SAT)")
     f.add_argument("names", nargs="*", metavar="NAME", help="proofs to run (default: all)")

@@ -187,39 +187,8 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
                 progress(f"[{i + 1}/{len(layers)}] compress {scheme}: {ly.name}")
             compressed.append(COMPRESSORS[scheme](ly, cfg))
 
-    # Calibration: float forward with the compressed weights.
     ints = [_int_weights(c, scheme) for c in compressed]
-    fl = []
-    for ly, (W, sw), (cin, h, w, k, pad, oh, ow) in zip(layers, ints, shapes):
-        fl.append({"W": W * sw[:, None], "bias": ly.bias if ly.bias is not None else np.zeros(ly.cout),
-                   "k": k, "pad": pad, "relu": ly.relu if ly.relu is not None else ly is not layers[-1],
-                   "in_shape": (cin, h, w)})
-    if calib is None:
-        calib = np.random.default_rng(0).random((64,) + input_shape)
-    calib = np.round(np.clip(np.asarray(calib, dtype=np.float64), 0, 1) * 255) / 255
-    _, outs = forward_float(fl, calib.reshape((calib.shape[0],) + input_shape))
-
-    plans = []
-    post_words = []
-    s_in = 1.0 / 255
-    for i, (ly, c, (W, sw), f, (cin, h, w, k, pad, oh, ow)) in enumerate(
-            zip(layers, compressed, ints, fl, shapes)):
-        final = i == len(layers) - 1
-        peak = float(np.max(np.abs(outs[i]))) if outs[i].size else 0.0
-        s_out = (peak or 1.0) / (2 ** 15 if final else 255)
-        lp = LayerPlan(ly.name, ly.kind, cin, ly.cout, h, w, k, pad, bool(f["relu"]), oh, ow,
-                       cin * k * k, -(-ly.cout // lanes), post_base=len(post_words),
-                       scale_w=[float(v) for v in sw], scale_in=s_in, scale_out=s_out)
-        bias = f["bias"]
-        for co in range(ly.cout):
-            b = int(round(bias[co] / (sw[co] * s_in))) if sw[co] > 0 else 0
-            if not -(1 << 31) <= b < (1 << 31):
-                raise ModelError(f"Layer '{ly.name}': bias {bias[co]:g} of channel {co} does not "
-                                 f"fit 32 bits at this weight scale")
-            M, S = requant_params(sw[co] * s_in / s_out)
-            post_words.append((b & 0xFFFFFFFF) | (M << 32) | (S << 48))
-        plans.append(lp)
-        s_in = s_out
+    plans, post_words = _quantize(layers, ints, shapes, calib, input_shape, lanes)
 
     terms_max = max(lp.terms for lp in plans)
     if scheme == "asm":
@@ -265,6 +234,69 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
                     post_words=post_words, e_min=cfg.e_min, e_max=cfg.e_max,
                     input_shape=input_shape, knobs=dict(knobs or {}))
     return plan
+
+
+def _quantize(layers, ints, shapes, calib, input_shape, lanes):
+    """Layer table and post-processing words (bias, M, S per output channel) for integer
+    weights ``ints`` = ``[(W_int [cout, terms], sw [cout])]``, calibrated on ``calib``."""
+    # Calibration: float forward with the compressed weights.
+    fl = []
+    for ly, (W, sw), (cin, h, w, k, pad, oh, ow) in zip(layers, ints, shapes):
+        fl.append({"W": W * sw[:, None], "bias": ly.bias if ly.bias is not None else np.zeros(ly.cout),
+                   "k": k, "pad": pad, "relu": ly.relu if ly.relu is not None else ly is not layers[-1],
+                   "in_shape": (cin, h, w)})
+    if calib is None:
+        calib = np.random.default_rng(0).random((64,) + input_shape)
+    calib = np.round(np.clip(np.asarray(calib, dtype=np.float64), 0, 1) * 255) / 255
+    _, outs = forward_float(fl, calib.reshape((calib.shape[0],) + input_shape))
+
+    plans = []
+    post_words = []
+    s_in = 1.0 / 255
+    for i, (ly, (W, sw), f, (cin, h, w, k, pad, oh, ow)) in enumerate(
+            zip(layers, ints, fl, shapes)):
+        final = i == len(layers) - 1
+        peak = float(np.max(np.abs(outs[i]))) if outs[i].size else 0.0
+        s_out = (peak or 1.0) / (2 ** 15 if final else 255)
+        lp = LayerPlan(ly.name, ly.kind, cin, ly.cout, h, w, k, pad, bool(f["relu"]), oh, ow,
+                       cin * k * k, -(-ly.cout // lanes), post_base=len(post_words),
+                       scale_w=[float(v) for v in sw], scale_in=s_in, scale_out=s_out)
+        bias = f["bias"]
+        for co in range(ly.cout):
+            b = int(round(bias[co] / (sw[co] * s_in))) if sw[co] > 0 else 0
+            if not -(1 << 31) <= b < (1 << 31):
+                raise ModelError(f"Layer '{ly.name}': bias {bias[co]:g} of channel {co} does not "
+                                 f"fit 32 bits at this weight scale")
+            M, S = requant_params(sw[co] * s_in / s_out)
+            post_words.append((b & 0xFFFFFFFF) | (M << 32) | (S << 48))
+        plans.append(lp)
+        s_in = s_out
+
+    return plans, post_words
+
+
+def dense_int8(layers: list[Layer], *, input_shape=None, calib=None) -> list[dict]:
+    """Golden integer layers of the dense int8 baseline (per-channel symmetric weights, the
+    same activation quantisation and post-processing as the engine)."""
+    input_shape = input_shape or (layers[0].cin, 1, 1)
+    shapes = _shapes(layers, input_shape)
+    ints = []
+    for ly in layers:
+        W = ly.weight.reshape(ly.cout, -1)
+        s = np.max(np.abs(W), axis=1) / 127
+        s = np.where(s > 0, s, 1.0)
+        ints.append((np.clip(np.rint(W / s[:, None]), -127, 127).astype(np.int64), s))
+    plans, post = _quantize(layers, ints, shapes, calib, tuple(input_shape), 1)
+    return [_golden_entry(lp, W, post) for lp, (W, _) in zip(plans, ints)]
+
+
+def _golden_entry(lp, W, posts) -> dict:
+    words = posts[lp.post_base:lp.post_base + lp.cout]
+    bias = np.array([((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000 for w in words], dtype=np.int64)
+    M = np.array([(w >> 32) & 0xFFFF for w in words], dtype=np.int64)
+    S = np.array([(w >> 48) & 0x3F for w in words], dtype=np.int64)
+    return {"W": W, "bias": bias, "M": M, "S": S, "k": lp.k, "pad": lp.pad, "relu": lp.relu,
+            "in_shape": (lp.cin, lp.h, lp.w)}
 
 
 def golden_layers(plan: Plan) -> list[dict]:
@@ -319,10 +351,5 @@ def golden_layers(plan: Plan) -> list[dict]:
                         sd_rebuild(B, mask[sl], sgn[sl], expu[sl]), int(shift))
                     start += r
             W = rows.reshape(lp.cout, -1)[:, :lp.terms]
-        bias = np.array([((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
-                         for w in posts[lp.post_base:lp.post_base + lp.cout]], dtype=np.int64)
-        M = np.array([(w >> 32) & 0xFFFF for w in posts[lp.post_base:lp.post_base + lp.cout]])
-        S = np.array([(w >> 48) & 0x3F for w in posts[lp.post_base:lp.post_base + lp.cout]])
-        out.append({"W": W, "bias": bias, "M": M, "S": S, "k": lp.k, "pad": lp.pad,
-                    "relu": lp.relu, "in_shape": (lp.cin, lp.h, lp.w)})
+        out.append(_golden_entry(lp, W, posts))
     return out

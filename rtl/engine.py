@@ -93,9 +93,9 @@ class Engine(wiring.Component):
         lanes = plan.lanes
         self._mem_widths = {MEM_WEIGHT: plan.weight_word_bits, MEM_AUX: plan.aux_word_bits,
                             MEM_POST: POST_BITS}
-        self._mem_depths = {MEM_WEIGHT: max(1, len(plan.weight_words)),
-                            MEM_AUX: max(1, len(plan.aux_words)),
-                            MEM_POST: max(1, len(plan.post_words))}
+        self._mem_depths = {MEM_WEIGHT: max(2, len(plan.weight_words)),
+                            MEM_AUX: max(2, len(plan.aux_words)),
+                            MEM_POST: max(2, len(plan.post_words))}
         self._load_bits = max(self._mem_widths.values())
         self._addr_bits = _bits(max(self._mem_depths.values()))
         super().__init__({
@@ -203,7 +203,7 @@ class Engine(wiring.Component):
             sig = Signal(shape, name=name)
             with m.Switch(sel):
                 for i, ly in enumerate(layers):
-                    with m.Case(i):
+                    with (m.Case(i) if i < len(layers) - 1 else m.Default()):
                         m.d.comb += sig.eq(fn(ly))
             return sig
 
@@ -216,8 +216,8 @@ class Engine(wiring.Component):
         clr_full = Signal(2)
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
-        g_ly = Signal(range(nl))
-        g_tk = Signal(range(max(ly.tiles for ly in layers)))
+        g_ly = Signal(range(max(2, nl)))
+        g_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
         g_slot = Signal(tile_parity_bits)
         g_go = Signal()                     # an inference started and its first tile is due
         g_active = Signal()                 # filling a tile
@@ -264,16 +264,16 @@ class Engine(wiring.Component):
                                 acc_len=plan.terms_max)
         m.submodules.mac = mac
 
-        c_ly = Signal(range(nl))
-        c_tk = Signal(range(max(ly.tiles for ly in layers)))
+        c_ly = Signal(range(max(2, nl)))
+        c_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
         c_slot = Signal(tile_parity_bits)
-        c_oy = Signal(range(max(ly.oh for ly in layers)))
-        c_ox = Signal(range(max(ly.ow for ly in layers)))
-        c_ci = Signal(range(max(ly.cin for ly in layers)))
-        c_kh = Signal(range(3))
-        c_kw = Signal(range(3))
-        c_row = Signal(range(rmax))
-        c_col = Signal(range(G))
+        c_oy = Signal(range(max(2, max(ly.oh for ly in layers))))
+        c_ox = Signal(range(max(2, max(ly.ow for ly in layers))))
+        c_ci = Signal(range(max(2, max(ly.cin for ly in layers))))
+        c_kh = Signal(range(max(2, 3)))
+        c_kw = Signal(range(max(2, 3)))
+        c_row = Signal(range(max(2, rmax)))
+        c_col = Signal(range(max(2, G)))
         c_ci_base = Signal(signed(24))
         c_oy_base = Signal(signed(24))        # (oy - pad) * W
         c_kh_w = Signal(signed(24))           # kh * W
@@ -308,7 +308,7 @@ class Engine(wiring.Component):
         tile_last = cf["tiles"] - 1 == c_tk
 
         s1_valid = Signal()
-        s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(G))
+        s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(max(2, G)))
         s1_lanes = Signal(range(L + 1))
         adv = Signal()
         m.d.comb += adv.eq(~s1_valid | mac.i.ready)
@@ -398,10 +398,10 @@ class Engine(wiring.Component):
 
         # ======================================================================================
         # Post-processor: mirrors (layer, tile, pixel) of the MAC results; one lane per cycle.
-        p_ly = Signal(range(nl))
-        p_tk = Signal(range(max(ly.tiles for ly in layers)))
-        p_pix = Signal(range(max(ly.oh * ly.ow for ly in layers)))
-        p_lane = Signal(range(L))
+        p_ly = Signal(range(max(2, nl)))
+        p_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
+        p_pix = Signal(range(max(2, max(ly.oh * ly.ow for ly in layers))))
+        p_lane = Signal(range(max(2, L)))
         pf = {name: layer_const(p_ly, f"p_{name}", fn, shape) for name, fn, shape in [
             ("pix", lambda ly: ly.oh * ly.ow, range(1 << 22)),
             ("tiles", lambda ly: ly.tiles, range(1 << 16)),
@@ -561,7 +561,7 @@ class Engine(wiring.Component):
         tiles = layer_const(g_ly, "g_sd_tiles", lambda ly: ly.tiles, range(1 << 16))
         lanes = Mux(g_tk == tiles - 1, last_lanes, L)
         active = Signal()
-        lane = Signal(range(L))
+        lane = Signal(range(max(2, L)))
         chunk = Signal(range(1 << 12))
         row = Signal(range(rmax + 1))
         with m.If(fill_start):

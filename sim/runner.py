@@ -23,8 +23,10 @@ from . import tools
 #: - UNUSEDSIGNAL: bits of flattened struct/array payload buses that a block does not read.
 #: - DECLFILENAME: the file name is the user's choice, not the module name.
 #: - PROCASSINIT: registers carry their reset value as a declaration initialiser.
+#: - CASEINCOMPLETE: an Amaranth ``Switch`` over a state register lists only the states that
+#:   do something; the other encodings hold the state, which is what an incomplete case means.
 VERILATOR_WAIVERS = ["WIDTHEXPAND", "WIDTHTRUNC", "UNUSEDSIGNAL", "DECLFILENAME",
-                     "PROCASSINIT"]
+                     "PROCASSINIT", "CASEINCOMPLETE"]
 
 
 class SimulatorMissing(RuntimeError):

@@ -89,7 +89,7 @@ async def engine_network(dut):
         await ClockCycles(dut.clk, 2)
         dut.rst.value = 0
         await RisingEdge(dut.clk)
-    mismatches, per = [], []
+    mismatches, per, outputs = [], [], []
     t0 = time.time()
     step = max(1, n // 20)
     for k in range(n):
@@ -97,6 +97,7 @@ async def engine_network(dut):
         got, last, counters = await with_timeout(infer(dut, X[k], n_out, rng, STALLS),
                                                  budget * 10, "ns")
         per.append(counters)
+        outputs.append(got)
         exp = [int(v) for v in Y[k]]
         if got != exp or last != [0] * (n_out - 1) + [1] or counters["err"]:
             bad = [i for i, (g, e) in enumerate(zip(got, exp)) if g != e]
@@ -110,7 +111,7 @@ async def engine_network(dut):
             print(f"\rsimulate [{bar:<30}] {k + 1}/{n} vectors, {len(mismatches)} mismatches, "
                   f"{el:.0f} s", end="" if k + 1 < n else "\n", file=sys.__stderr__, flush=True)
     summary = {"vectors": n, "mismatches": len(mismatches), "first_mismatches": mismatches[:5],
-               "counters": per}
+               "counters": per, "outputs": outputs}
     with open("engine.json", "w") as fh:
         json.dump(summary, fh)
     assert not mismatches, f"{len(mismatches)} of {n} inferences differ from the golden model"

@@ -1,0 +1,158 @@
+"""Small numpy trainer for the demo: the handwritten-digits set that ships with scikit-learn.
+
+Models are chains of Conv2d (3x3, stride 1, padding 0/1) / Linear layers with ReLU between
+them and an implied Flatten, trained with Adam on softmax cross-entropy, deterministic for a
+seed.  Quantisation-aware fine-tuning uses a straight-through estimator: the forward pass uses
+the scheme's rebuilt weights (``project``), the gradient updates the float weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import Layer
+from .network import im2col
+
+__all__ = ["ARCHS", "load_digits_split", "init_layers", "train", "accuracy", "predict"]
+
+# name, kind, cin, cout, pad
+ARCHS = {
+    "cnn": {"input_shape": (1, 8, 8),
+            "layers": [("conv1", "conv3x3", 1, 8, 1), ("conv2", "conv3x3", 8, 8, 0),
+                       ("fc", "linear", 8 * 6 * 6, 10, 0)]},
+    "mlp": {"input_shape": (64, 1, 1),
+            "layers": [("fc1", "linear", 64, 32, 0), ("fc2", "linear", 32, 10, 0)]},
+}
+
+
+def load_digits_split(test_frac: float = 0.2, seed: int = 0):
+    """``(x_train, y_train, x_test, y_test)``; pixels scaled to [0, 1] (0..16 / 16)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = d.data.astype(np.float64) / 16.0
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * test_frac))
+    te, tr = perm[:n_test], perm[n_test:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def init_layers(arch: str, seed: int = 0) -> list[Layer]:
+    rng = np.random.default_rng(seed)
+    out = []
+    spec = ARCHS[arch]
+    for i, (name, kind, cin, cout, pad) in enumerate(spec["layers"]):
+        k = 3 if kind == "conv3x3" else 1
+        fan_in = cin * k * k
+        shape = (cout, cin, k, k) if kind != "linear" else (cout, cin)
+        w = rng.normal(0, np.sqrt(2.0 / fan_in), size=shape)
+        out.append(Layer(name, kind, w, np.zeros(cout), pad, None))
+    return out
+
+
+def _shapes(layers: list[Layer], input_shape):
+    c, h, w = input_shape
+    out = []
+    for ly in layers:
+        if ly.kind == "linear":
+            out.append((c * h * w, 1, 1))
+            c, h, w = ly.cout, 1, 1
+        else:
+            out.append((c, h, w))
+            h, w = h + 2 * ly.pad - ly.k + 1, w + 2 * ly.pad - ly.k + 1
+            c = ly.cout
+    return out
+
+
+def _forward(layers, weights, x, shapes):
+    caches = []
+    n = len(x)
+    for i, (ly, W) in enumerate(zip(layers, weights)):
+        c, h, w = shapes[i]
+        x4 = x.reshape(n, c, h, w)
+        cols = im2col(x4, ly.k, ly.pad)                      # [N, P, T]
+        z = cols @ W.reshape(ly.cout, -1).T + ly.bias        # [N, P, Cout]
+        relu = i < len(layers) - 1
+        a = np.maximum(z, 0) if relu else z
+        caches.append((cols, z, relu, (c, h, w)))
+        oh, ow = h + 2 * ly.pad - ly.k + 1, w + 2 * ly.pad - ly.k + 1
+        x = a.transpose(0, 2, 1).reshape(n, ly.cout, oh, ow)
+    return x.reshape(n, -1), caches
+
+
+def _col2im(dcols, shape, k, pad):
+    n = dcols.shape[0]
+    c, h, w = shape
+    oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    d = dcols.reshape(n, oh, ow, c, k, k)
+    dx = np.zeros((n, c, h + 2 * pad, w + 2 * pad))
+    for kh in range(k):
+        for kw in range(k):
+            dx[:, :, kh:kh + oh, kw:kw + ow] += d[:, :, :, :, kh, kw].transpose(0, 3, 1, 2)
+    return dx[:, :, pad:pad + h, pad:pad + w] if pad else dx
+
+
+def _backward(layers, weights, caches, dout):
+    grads = [None] * len(layers)
+    n = dout.shape[0]
+    d = dout
+    for i in range(len(layers) - 1, -1, -1):
+        ly, W = layers[i], weights[i]
+        cols, z, relu, shape = caches[i]
+        P = cols.shape[1]
+        dz = d.reshape(n, ly.cout, P).transpose(0, 2, 1)     # [N, P, Cout]
+        if relu:
+            dz = dz * (z > 0)
+        gW = np.einsum("npo,npt->ot", dz, cols).reshape(W.shape)
+        gb = dz.sum(axis=(0, 1))
+        grads[i] = (gW, gb)
+        if i:
+            dcols = dz @ W.reshape(ly.cout, -1)
+            d = _col2im(dcols, shape, ly.k, ly.pad)
+    return grads
+
+
+def predict(layers, x, input_shape, weights=None) -> np.ndarray:
+    weights = weights if weights is not None else [ly.weight for ly in layers]
+    logits, _ = _forward(layers, weights, np.asarray(x, dtype=np.float64),
+                         _shapes(layers, input_shape))
+    return logits
+
+
+def accuracy(layers, x, y, input_shape, weights=None) -> float:
+    return float(np.mean(np.argmax(predict(layers, x, input_shape, weights), axis=1) == y))
+
+
+def train(layers: list[Layer], x, y, input_shape, *, epochs=30, lr=3e-3, batch=64, seed=0,
+          project=None, project_every=1, progress=None) -> list[Layer]:
+    """Adam on cross-entropy; ``project(layers) -> weights`` (QAT, straight-through)."""
+    rng = np.random.default_rng(seed)
+    shapes = _shapes(layers, input_shape)
+    params = [p for ly in layers for p in (ly.weight, ly.bias)]
+    m1 = [np.zeros_like(p) for p in params]
+    m2 = [np.zeros_like(p) for p in params]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    step = 0
+    weights = None
+    for ep in range(epochs):
+        if project is not None and ep % project_every == 0:
+            weights = project(layers)
+        perm = rng.permutation(len(x))
+        for s in range(0, len(x), batch):
+            idx = perm[s:s + batch]
+            ws = weights if weights is not None else [ly.weight for ly in layers]
+            logits, caches = _forward(layers, ws, x[idx], shapes)
+            logits = logits - logits.max(axis=1, keepdims=True)
+            prob = np.exp(logits)
+            prob /= prob.sum(axis=1, keepdims=True)
+            prob[np.arange(len(idx)), y[idx]] -= 1
+            grads = _backward(layers, ws, caches, prob / len(idx))
+            step += 1
+            flat = [g for pair in grads for g in pair]
+            for j, (p, g) in enumerate(zip(params, flat)):
+                m1[j] = b1 * m1[j] + (1 - b1) * g
+                m2[j] = b2 * m2[j] + (1 - b2) * g * g
+                p -= lr * (m1[j] / (1 - b1 ** step)) / (np.sqrt(m2[j] / (1 - b2 ** step)) + eps)
+        if progress:
+            progress(ep + 1, epochs)
+    return layers
