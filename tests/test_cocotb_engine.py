@@ -1,0 +1,108 @@
+# amaranth: UnusedElaboratable=no
+"""A compiled two-layer model through the CLI: compile, then simulate in cocotb (Icarus and
+Verilator) under random stalls and a reset mid-inference, bit-exact with the golden model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from insitu.gen.cli import main
+from insitu.gen.model import Layer, save_model
+from insitu.sim import tools
+
+pytestmark = pytest.mark.cocotb
+needs_icarus = pytest.mark.skipif(tools.iverilog() is None and tools.skips_allowed(),
+                                  reason="needs iverilog (make setup)")
+
+
+def two_layer_model(path, seed=0):
+    rng = np.random.default_rng(seed)
+    save_model(path, [
+        Layer("conv", "conv3x3", rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4) * 0.1, pad=1),
+        Layer("fc", "linear", rng.normal(size=(5, 4 * 4 * 4)), rng.normal(size=5) * 0.1)])
+
+
+def inputs(path, seed=1):
+    rng = np.random.default_rng(seed)
+    x = [np.zeros(32), np.full(32, 255), np.arange(32) % 2 * 255]
+    x += [rng.integers(0, 256, 32) for _ in range(9)]
+    np.save(path, np.array(x, dtype=np.uint8))
+
+
+@needs_icarus
+@pytest.mark.parametrize("scheme, sim", [("asm", "icarus"), ("smartdeal", "icarus"),
+                                         ("smartdeal", "verilator")])
+def test_compile_and_simulate_two_layer_model(build_dir, capsys, scheme, sim):
+    if sim == "verilator" and not tools.have_verilator() and tools.skips_allowed():
+        pytest.skip("needs verilator")
+    model, xs, design = build_dir / "m.npz", build_dir / "x.npy", build_dir / "design"
+    two_layer_model(model)
+    inputs(xs)
+    assert main(["compile", str(model), "--scheme", scheme, "--lanes", "3", "--input-shape",
+                 "2,4,4", "--inputs", str(xs), "-o", str(design)]) == 0
+    for f in ("engine.v", "manifest.json", "weight.hex", "post.hex", "vectors.npz",
+              "compile_report.json"):
+        assert (design / f).exists(), f
+    assert main(["simulate", str(design), "--sim", sim, "--stalls", "0.3", "--reset"]) == 0
+    rep = json.loads((design / "sim_report.json").read_text())
+    assert rep["bit_exact"] is True and rep["vectors"] == 12 and rep["mismatches"] == 0
+    man = json.loads((design / "manifest.json").read_text())
+    assert rep["weight_bits_read"] == rep["weight_memory_bits"] > 0
+    assert rep["mac_slots"] == rep["macs_per_inference"] == 4 * 18 * 16 + 5 * 64
+    assert 0 < rep["mac_utilization"] <= 1 and man["scheme"] == scheme
+    assert "bit_exact true" in capsys.readouterr().out
+
+
+@needs_icarus
+def test_simulate_catches_image_that_differs_from_the_verilog(build_dir):
+    """A flipped bit in the manifest's weight image: the golden model follows the manifest,
+    the Verilog still holds the old image, so the run must fail (the check can fail)."""
+    model, design = build_dir / "m.npz", build_dir / "design"
+    two_layer_model(model, seed=2)
+    assert main(["compile", str(model), "--scheme", "asm", "--lanes", "4", "--input-shape",
+                 "2,4,4", "-o", str(design)]) == 0
+    man = json.loads((design / "manifest.json").read_text())
+    man["weight_words"][3] = format(int(man["weight_words"][3], 16) ^ 0b10, "x")
+    (design / "manifest.json").write_text(json.dumps(man))
+    assert main(["simulate", str(design)]) == 1
+    rep = json.loads((design / "sim_report.json").read_text())
+    assert rep["bit_exact"] is False and rep["mismatches"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "missing.npz", "--scheme", "asm", "-o", "OUT"], "does not exist"),
+    (["compile", "MODEL", "--scheme", "asm", "-o", "OUT"], "input shape"),
+    (["compile", "MODEL", "--scheme", "asm", "--input-shape", "2,x,4", "-o", "OUT"], "C,H,W"),
+    (["compile", "MODEL", "--scheme", "asm", "--input-shape", "3,4,4", "-o", "OUT"],
+     "expects 2 input channels"),
+    (["compile", "MODEL", "--scheme", "mlg", "--input-shape", "2,4,4", "-o", "OUT"], "no engine"),
+    (["compile", "MODEL", "--scheme", "asm", "--lanes", "0", "--input-shape", "2,4,4", "-o", "OUT"],
+     "Lanes"),
+    (["simulate", "nowhere"], "not a compiled design folder"),
+    (["simulate", "EMPTY"], "no manifest.json"),
+    (["demo", "--scheme", "mlg"], "no engine weight generator"),
+    (["demo", "--limit", "0"], "positive number"),
+])
+def test_engine_cli_bad_input(build_dir, capsys, argv, message):
+    two_layer_model(build_dir / "m.npz")
+    (build_dir / "empty").mkdir(exist_ok=True)
+    subst = {"MODEL": str(build_dir / "m.npz"), "OUT": str(build_dir / "out"),
+             "EMPTY": str(build_dir / "empty")}
+    assert main([subst.get(a, a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and message in err[-1] and err[-1].startswith("insitu: error:")
+    assert not (build_dir / "out").exists()
+
+
+def test_simulate_rejects_bad_inputs_file(build_dir, capsys):
+    model, design = build_dir / "m.npz", build_dir / "design"
+    two_layer_model(model)
+    assert main(["compile", str(model), "--scheme", "asm", "--input-shape", "2,4,4",
+                 "-o", str(design)]) == 0
+    np.save(build_dir / "bad.npy", np.full((2, 32), 300))
+    np.save(build_dir / "short.npy", np.zeros((31,), dtype=np.uint8))
+    assert main(["simulate", str(design), "--inputs", str(build_dir / "bad.npy")]) == 2
+    assert "0..255" in capsys.readouterr().err
+    assert main(["simulate", str(design), "--inputs", str(build_dir / "short.npy")]) == 2
+    assert "do not split" in capsys.readouterr().err

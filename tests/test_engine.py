@@ -1,0 +1,162 @@
+# amaranth: UnusedElaboratable=no
+"""Layer engine in the Amaranth simulator: whole small networks against the golden model."""
+
+import copy
+import random
+
+import numpy as np
+import pytest
+
+from insitu.gen.compiler import Plan, compile_model, golden_layers
+from insitu.gen.build import golden_vectors
+from insitu.gen.model import Layer, ModelError
+from insitu.rtl.engine import MEM_WEIGHT, Engine
+from insitu.sim.amaranth_tb import CLK, stream_get_many, stream_put_many
+
+
+def small_net(rng, *, cin=2, hw=5):
+    """conv3x3 pad 1 -> conv3x3 pad 0 -> Linear: padding, partial tiles, 3 layers."""
+    return [Layer("c1", "conv3x3", rng.normal(size=(5, cin, 3, 3)), rng.normal(size=5) * 0.2, pad=1),
+            Layer("c2", "conv3x3", rng.normal(size=(4, 5, 3, 3)), rng.normal(size=4) * 0.2, pad=0),
+            Layer("fc", "linear", rng.normal(size=(7, 4 * (hw - 2) ** 2)), rng.normal(size=7) * 0.2)]
+
+
+def extreme_inputs(rng, feat, n_random=3):
+    xs = [np.zeros(feat), np.full(feat, 255), np.arange(feat) % 2 * 255,
+          (np.arange(feat) + 1) % 2 * 255]
+    xs += [rng.integers(0, 256, feat) for _ in range(n_random)]
+    return np.array(xs, dtype=np.int64)
+
+
+def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None):
+    """Outputs ``[N, n_out]`` (emission order) and the counters after each inference."""
+    from amaranth.sim import Simulator
+    dut = Engine(plan)
+    n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
+    rng = random.Random(seed)
+    got, counters = [], []
+    sim = Simulator(dut)
+    sim.add_clock(CLK)
+
+    async def producer(ctx):
+        for mem, addr, data in loads:
+            lay = dut.i_load.payload
+            ctx.set(lay.mem, mem)
+            ctx.set(lay.addr, addr)
+            ctx.set(lay.data, data)
+            ctx.set(dut.i_load.valid, 1)
+            await ctx.tick().until(dut.i_load.ready)
+            ctx.set(dut.i_load.valid, 0)
+        for k, vec in enumerate(x):
+            await stream_put_many(ctx, dut.i_x, [int(v) for v in vec], rng, p_gap)
+            out = []
+            await stream_get_many(ctx, dut.o_y, n_out, out, rng, p_stall)
+            got.append(out)
+            counters.append({c: ctx.get(getattr(dut, c)) for c in
+                             ("cycles", "mac_slots", "mac_terms", "weight_bits", "err")})
+    sim.add_testbench(producer)
+    cycles = budget or 20 * len(x) * (plan.macs // plan.lanes + 500)
+
+    async def watchdog(ctx):                      # a hang fails instead of blocking
+        for _ in range(0, cycles, 256):
+            if len(got) == len(x):
+                return
+            await ctx.tick().repeat(256)
+        raise AssertionError(f"engine did not finish {len(x)} inferences in {cycles} cycles")
+    sim.add_testbench(watchdog)
+    sim.run()
+    assert len(got) == len(x), f"only {len(got)}/{len(x)} inferences finished"
+    vals = np.array([[((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000 for w in o] for o in got])
+    lasts = np.array([[(w >> 32) & 1 for w in o] for o in got])
+    assert (lasts[:, -1] == 1).all() and (lasts[:, :-1] == 0).all()
+    return vals, counters
+
+
+@pytest.mark.parametrize("scheme", ["asm", "smartdeal"])
+@pytest.mark.parametrize("stalls", [False, True])
+def test_engine_network_bit_exact(scheme, stalls):
+    rng = np.random.default_rng(3)
+    plan = compile_model(small_net(rng), scheme, lanes=3, input_shape=(2, 5, 5))
+    x = extreme_inputs(rng, 50)
+    exp = golden_vectors(plan, x)
+    got, counters = run_engine(plan, x, seed=1, p_gap=0.3 if stalls else 0,
+                               p_stall=0.4 if stalls else 0)
+    assert (got == exp).all()
+    for c in counters:
+        assert c["weight_bits"] == plan.weight_memory_bits   # every stored bit read once
+        assert c["mac_slots"] == plan.macs                  # every MAC done once
+        assert c["err"] == 0
+    if not stalls:
+        assert len({c["cycles"] for c in counters}) == 1    # data-independent timing
+
+
+@pytest.mark.parametrize("scheme", ["asm", "smartdeal"])
+def test_engine_planted_weight_error_is_caught(scheme):
+    rng = np.random.default_rng(4)
+    plan = compile_model(small_net(rng), scheme, lanes=3, input_shape=(2, 5, 5))
+    x = extreme_inputs(rng, 50, n_random=2)
+    exp = golden_vectors(plan, x)
+    bad = copy.deepcopy(plan)
+    i = plan.layers[1].wbase + 5
+    bad.weight_words[i] ^= 1 << 2                              # one flipped bit in layer 2
+    got, _ = run_engine(bad, x)
+    assert not (got == exp).all()
+    assert (got == golden_vectors(bad, x)).all()               # and the RTL follows its image
+
+
+def test_engine_load_stream_changes_weights_without_rebuild():
+    rng = np.random.default_rng(5)
+    plan = compile_model(small_net(rng), "asm", lanes=3, input_shape=(2, 5, 5))
+    x = extreme_inputs(rng, 50, n_random=1)
+    new = copy.deepcopy(plan)
+    for i in range(plan.layers[2].wbase, plan.layers[2].wbase + 12):
+        new.weight_words[i] = plan.weight_words[i + 20]
+    loads = [(MEM_WEIGHT, i, new.weight_words[i]) for i in range(len(new.weight_words))
+             if new.weight_words[i] != plan.weight_words[i]]
+    assert loads
+    got, _ = run_engine(plan, x, loads=loads)
+    assert (got == golden_vectors(new, x)).all()
+    assert not (golden_vectors(new, x) == golden_vectors(plan, x)).all()
+
+
+def test_engine_single_linear_layer_and_one_lane():
+    rng = np.random.default_rng(6)
+    layers = [Layer("fc", "linear", rng.normal(size=(3, 10)), None)]
+    plan = compile_model(layers, "smartdeal", lanes=1)
+    x = extreme_inputs(rng, 10, n_random=2)
+    got, counters = run_engine(plan, x)
+    assert (got == golden_vectors(plan, x)).all()
+
+
+def test_plan_roundtrip_and_image_checks():
+    rng = np.random.default_rng(7)
+    plan = compile_model(small_net(rng), "smartdeal", lanes=4, input_shape=(2, 5, 5))
+    again = Plan.from_json(plan.to_json())
+    x = extreme_inputs(rng, 50, n_random=1)
+    assert (golden_vectors(again, x) == golden_vectors(plan, x)).all()
+    broken = copy.deepcopy(plan)
+    broken.weight_words[plan.layers[1].wbase] += 1            # header row count != manifest
+    with pytest.raises(ModelError, match="rows"):
+        golden_layers(broken)
+    short = copy.deepcopy(plan)
+    short.aux_words = short.aux_words[:-1]
+    with pytest.raises(ModelError, match="basis image"):
+        golden_layers(short)
+
+
+@pytest.mark.parametrize("layers, kwargs, match", [
+    (lambda r: [Layer("c", "conv3x3", r.normal(size=(2, 1, 3, 3)))], {}, "input shape"),
+    (lambda r: [Layer("a", "linear", r.normal(size=(4, 6)), relu=False),
+                Layer("b", "linear", r.normal(size=(2, 4)))], {}, "followed by ReLU"),
+    (lambda r: [Layer("a", "linear", r.normal(size=(4, 6))),
+                Layer("b", "linear", r.normal(size=(2, 5)))], {}, "expects 5 inputs"),
+    (lambda r: [Layer("c", "conv3x3", r.normal(size=(2, 1, 3, 3)))], {"input_shape": (1, 2, 2)},
+     "does not fit"),
+    (lambda r: [Layer("a", "linear", r.normal(size=(4, 6)))], {"lanes": 0}, "Lanes"),
+    (lambda r: [Layer("a", "linear", r.normal(size=(4, 6)))], {"scheme": "mlg"}, "no engine"),
+])
+def test_compile_rejects(layers, kwargs, match):
+    kwargs = dict(kwargs)
+    scheme = kwargs.pop("scheme", "asm")
+    with pytest.raises(ModelError, match=match):
+        compile_model(layers(np.random.default_rng(0)), scheme, **kwargs)
