@@ -44,6 +44,8 @@ def compile_report(plan: Plan) -> dict:
     bits = plan.weight_memory_bits
     return {"scheme": plan.scheme, "lanes": plan.lanes, "layers": len(plan.layers),
             "weights": weights, "weight_memory_bits": bits,
+            "weight_bits_read": plan.weight_bits_per_inference,
+            "read_ratio_vs_int8": 8 * weights / plan.weight_bits_per_inference,
             "bits_per_weight": bits / weights, "dense_int8_bits": 8 * weights,
             "memory_ratio_vs_int8": 8 * weights / bits, "memory_ratio_vs_fp32": 32 * weights / bits,
             "macs_per_inference": plan.macs,

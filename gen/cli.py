@@ -183,8 +183,8 @@ def _cmd_demo(args) -> int:
     from .demo import run_demo, table
     schemes = ENGINE_SCHEMES if args.scheme == "all" else (args.scheme,)
     if args.scheme not in ENGINE_SCHEMES + ("all",):
-        raise UserError(f"Scheme '{args.scheme}' has no engine weight generator yet "
-                        f"(demo schemes: {', '.join(ENGINE_SCHEMES)}, all)")
+        raise UserError(f"Unknown scheme '{args.scheme}' (demo schemes: "
+                        f"{', '.join(ENGINE_SCHEMES)}, all)")
     archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
@@ -266,6 +266,22 @@ def _cmd_bench_fuzz(args) -> int:
     print(f"{summary['cases']} cases, {summary['failures']} failures, {summary['seconds']} s; "
           f"wrote {out / 'fuzz_summary.json'}")
     return 1 if failures else 0
+
+
+def _cmd_bench_memory(args) -> int:
+    from .bench_memory import SWEEPS, run_bench_memory
+    archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
+    schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
+    bad = [s for s in schemes if s not in SWEEPS]
+    if bad or not schemes:
+        raise UserError(f"Unknown scheme '{bad[0] if bad else args.schemes}' "
+                        f"(schemes: {', '.join(SWEEPS)})")
+    rep = run_bench_memory(Path(args.output), archs, schemes, lanes=args.lanes)
+    from .bench_memory import markdown
+    print(markdown(rep))
+    print(f"wrote {Path(args.output)}/bench_memory.{{json,md,png}} ({rep['seconds']:.0f} s)",
+          file=sys.stderr)
+    return 0
 
 
 def _cmd_bench_hw(args) -> int:
@@ -430,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.set_defaults(func=_cmd_simulate)
 
     dm = sub.add_parser("demo", help="train, compress, compile and simulate the digits models")
-    dm.add_argument("--scheme", default="all", help="asm, smartdeal or all (default: %(default)s)")
+    dm.add_argument("--scheme", default="all", help="asm, smartdeal, mlg or all (default: %(default)s)")
     dm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
                     help="which digits model (default: %(default)s)")
     dm.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
@@ -457,6 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("-o", "--output", default="build/fuzz", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bf.set_defaults(func=_cmd_bench_fuzz)
+    bm = bsub.add_parser("memory", help="weight bits read per inference vs accuracy, per scheme "
+                         "and budget (digits models)")
+    bm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
+                    help="digits model (default: %(default)s)")
+    bm.add_argument("--schemes", default="asm,smartdeal,mlg",
+                    help="comma-separated schemes (default: %(default)s)")
+    bm.add_argument("--lanes", type=int, default=8, help="engine lanes (default: %(default)s)")
+    bm.add_argument("-o", "--output", default="build/bench_memory", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bm.set_defaults(func=_cmd_bench_memory)
+
     bh = bsub.add_parser("hw", help="MAC lanes through synthesis and place-and-route "
                          "(LUT4/FF/DSP, Fmax) against exact-multiplier baselines")
     bh.add_argument("--kinds", default="asm-A1,asm-A2,asm-A4,pow2,exact-lut,exact-dsp",

@@ -30,7 +30,7 @@ from .network import forward_float, requant_params
 __all__ = ["LayerPlan", "Plan", "compile_model", "golden_layers", "SCHEMES", "ENGINE_SCHEMES"]
 
 SCHEMES = ("asm", "smartdeal", "mlg")
-ENGINE_SCHEMES = ("asm", "smartdeal")
+ENGINE_SCHEMES = ("asm", "smartdeal", "mlg")
 MAX_LANES = 64
 
 
@@ -53,6 +53,11 @@ class LayerPlan:
     post_base: int = 0      # first post-processing entry of the layer
     sd_chunks: int = 0      # SmartDeal blocks per filter
     sd_rows: list = field(default_factory=list)
+    cbase: int = 0          # MLG: first coefficient (U) word
+    vbase: int = 0          # MLG: first V word (aux memory)
+    mlg_Bo: int = 0
+    mlg_level1: bool = False
+    mlg_level2: bool = False
     scale_w: list = field(default_factory=list)   # per output channel weight scale
     scale_in: float = 1.0
     scale_out: float = 1.0
@@ -72,25 +77,32 @@ class Plan:
     aux_word_bits: int = 1
     aux_words: list = field(default_factory=list)
     post_words: list = field(default_factory=list)
+    coef_word_bits: int = 1
+    coef_words: list = field(default_factory=list)
     alphabet: str = "A4"
     asm_weight_bits: int = 8
     e_min: int = -8
     e_max: int = 5
     input_shape: tuple = (1, 1, 1)
     knobs: dict = field(default_factory=dict)
+    mlg_Bi: int = 0
+    mlg_qb: int = 1
+    mlg_qu: int = 1
+    mlg_qv: int = 1
+    mlg_w1_bits: int = 2
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
         d = asdict(self)
-        for key in ("weight_words", "aux_words", "post_words"):
+        for key in ("weight_words", "aux_words", "post_words", "coef_words"):
             d[key] = [format(int(v), "x") for v in d[key]]
         return json.dumps(d, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         d = json.loads(text)
-        for key in ("weight_words", "aux_words", "post_words"):
-            d[key] = [int(v, 16) for v in d[key]]
+        for key in ("weight_words", "aux_words", "post_words", "coef_words"):
+            d[key] = [int(v, 16) for v in d.get(key, [])]
         d["layers"] = [LayerPlan(**ly) for ly in d["layers"]]
         d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
@@ -103,7 +115,26 @@ class Plan:
     @property
     def weight_memory_bits(self) -> int:
         return (len(self.weight_words) * self.weight_word_bits
-                + len(self.aux_words) * self.aux_word_bits)
+                + len(self.aux_words) * self.aux_word_bits
+                + len(self.coef_words) * self.coef_word_bits)
+
+    @property
+    def weight_bits_per_inference(self) -> int:
+        """Bits the engine reads from its weight memories per inference: the whole image once
+        (ASM, SmartDeal); MLG reads V once and the basis/coefficient words once per tile."""
+        if self.scheme != "mlg":
+            return self.weight_memory_bits
+        total = 0
+        for ly in self.layers:
+            for tk in range(ly.tiles):
+                lanes = min(self.lanes, ly.cout - tk * self.lanes)
+                if ly.mlg_level1 or ly.mlg_level2:
+                    total += ly.mlg_Bo * ((self.weight_word_bits if ly.mlg_level1 else 0)
+                                          + (self.aux_word_bits if ly.mlg_level2 else 0))
+                n_o = ly.mlg_Bo if ly.mlg_level2 else lanes
+                total += ly.cin * n_o * (self.coef_word_bits if ly.mlg_level1
+                                         else self.weight_word_bits)
+        return total
 
     @property
     def macs(self) -> int:
@@ -212,6 +243,8 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
                     ",".join(str(a) for a in cfg.alphabet),
                     asm_weight_bits=cfg.weight_bits, input_shape=input_shape,
                     knobs=dict(knobs or {}))
+    elif scheme == "mlg":
+        plan = _pack_mlg(plans, compressed, cfg, lanes, terms_max, post_words, input_shape, knobs)
     else:
         words, basis = [], []
         rows_max = 0
@@ -299,6 +332,91 @@ def _golden_entry(lp, W, posts) -> dict:
             "in_shape": (lp.cin, lp.h, lp.w)}
 
 
+def _pack_mlg(plans, compressed, cfg, lanes, terms_max, post_words, input_shape, knobs) -> Plan:
+    """MLG images: weight memory = basis words (``Wb[o]``: Bi x K2 codes, or, level 1
+    bypassed, ``Wb[o, ci]``: K2 codes, ``[ci][o]`` order), coefficient memory = ``U[o, ci]``
+    (Bi codes, ``[ci][o]``), aux memory = V per tile (``V[tile lanes, o]``, ``[tile][o]``)."""
+    from .golden import mlg_bits
+    K2 = 9 if any(lp.k == 3 for lp in plans) else 1
+    Bi = cfg.Bi
+    wbits = 1
+    w1_bits = 2
+    for lp, c in zip(plans, compressed):
+        b1, b = mlg_bits(max(c.Bi, 1), c.Bo, cfg.qb, cfg.qu, cfg.qv, c.level1, c.level2)
+        w1_bits, wbits = max(w1_bits, b1), max(wbits, b)
+    w_width = max(Bi * K2 * cfg.qb, K2 * cfg.qb)
+    words, coefs, vwords = [], [], []
+    for lp, c in zip(plans, compressed):
+        k2 = lp.k * lp.k
+        lp.mlg_Bo, lp.mlg_level1, lp.mlg_level2 = c.Bo, c.level1, c.level2
+        lp.wbase, lp.cbase, lp.vbase = len(words), len(coefs), len(vwords)
+        if c.level1:
+            for o in range(c.Bo):
+                word = 0
+                for b in range(c.Bi):
+                    for t in range(k2):
+                        word |= int(c.basis[o, b, t]) << ((b * K2 + t) * cfg.qb)
+                words.append(word)
+            for ci in range(lp.cin):
+                for o in range(c.Bo):
+                    coefs.append(sum(int(c.coeff_in[o, ci, b]) << (b * cfg.qu) for b in range(c.Bi)))
+        else:
+            bas = c.basis.reshape(c.Bo, lp.cin, k2)
+            for ci in range(lp.cin):
+                for o in range(c.Bo):
+                    words.append(sum(int(bas[o, ci, t]) << (t * cfg.qb) for t in range(k2)))
+        if c.level2:
+            for t0 in range(0, lp.cout, lanes):
+                for o in range(c.Bo):
+                    vwords.append(sum(int(c.coeff_out[t0 + n, o]) << (n * cfg.qv)
+                                      for n in range(lanes) if t0 + n < lp.cout))
+    rows_max = max(-(-lp.terms // K2) if lp.k == 1 else lp.cin for lp in plans)
+    return Plan("mlg", lanes, plans, K2, wbits, rows_max, terms_max, w_width, words,
+                aux_word_bits=lanes * cfg.qv, aux_words=vwords, post_words=post_words,
+                coef_word_bits=max(1, Bi * cfg.qu), coef_words=coefs, input_shape=input_shape,
+                knobs=dict(knobs or {}), mlg_Bi=Bi, mlg_qb=cfg.qb, mlg_qu=cfg.qu, mlg_qv=cfg.qv,
+                mlg_w1_bits=w1_bits)
+
+
+def _mlg_weights(plan: Plan, lp) -> np.ndarray:
+    """Integer weights of one MLG layer decoded from the images (golden ``mlg_generate``)."""
+    from .golden import mlg_generate
+    K2, k2 = plan.group, lp.k * lp.k
+    Bo, qb, qu, qv = lp.mlg_Bo, plan.mlg_qb, plan.mlg_qu, plan.mlg_qv
+    field_ = lambda word, i, q: (word >> (i * q)) & ((1 << q) - 1)
+    try:
+        if lp.mlg_level1:
+            Bi = plan.mlg_Bi
+            Bc = np.array([[[field_(plan.weight_words[lp.wbase + o], b * K2 + t, qb)
+                             for t in range(k2)] for b in range(Bi)] for o in range(Bo)])
+            Uc = np.zeros((Bo, lp.cin, Bi), dtype=np.int64)
+            for ci in range(lp.cin):
+                for o in range(Bo):
+                    word = plan.coef_words[lp.cbase + ci * Bo + o]
+                    Uc[o, ci] = [field_(word, b, qu) for b in range(Bi)]
+        else:
+            Bc = np.zeros((Bo, lp.cin, k2), dtype=np.int64)
+            for ci in range(lp.cin):
+                for o in range(Bo):
+                    word = plan.weight_words[lp.wbase + ci * Bo + o]
+                    Bc[o, ci] = [field_(word, t, qb) for t in range(k2)]
+            Bc = Bc.reshape(Bo, lp.cin * k2)
+            Uc = None
+        Vc = None
+        if lp.mlg_level2:
+            Vc = np.zeros((lp.cout, Bo), dtype=np.int64)
+            for tk in range(lp.tiles):
+                for o in range(Bo):
+                    word = plan.aux_words[lp.vbase + tk * Bo + o]
+                    for n in range(plan.lanes):
+                        if tk * plan.lanes + n < lp.cout:
+                            Vc[tk * plan.lanes + n, o] = field_(word, n, qv)
+    except IndexError:
+        raise ModelError(f"Layer '{lp.name}': MLG image is shorter than the manifest says") from None
+    W = mlg_generate(Bc, Uc, Vc, qb, qu, qv, lp.cout, lp.cin, k2)
+    return W.reshape(lp.cout, -1)
+
+
 def golden_layers(plan: Plan) -> list[dict]:
     """Integer layers (``gen.network.forward_int``) decoded from the plan's memory images."""
     out = []
@@ -310,7 +428,9 @@ def golden_layers(plan: Plan) -> list[dict]:
         ends = [lp.wbase for lp in plan.layers[1:]] + [len(words)]
         bpos = 0
     for i, lp in enumerate(plan.layers):
-        if plan.scheme == "asm":
+        if plan.scheme == "mlg":
+            W = _mlg_weights(plan, lp)
+        elif plan.scheme == "asm":
             fmt = AsmCodeFormat(plan.asm_weight_bits, parse_alphabet(plan.alphabet))
             W = np.zeros((lp.cout, lp.terms), dtype=np.int64)
             for tk in range(lp.tiles):

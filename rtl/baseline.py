@@ -36,8 +36,8 @@ class ExactMacArray(MacPipeline):
 
     def __init__(self, *, weight_bits=8, act_bits=8, act_signed=False, lanes=8, acc_len=1024):
         _check(lanes, act_bits, acc_len)
-        if not isinstance(weight_bits, int) or isinstance(weight_bits, bool) or not 2 <= weight_bits <= 18:
-            raise TypeError(f"Weight bits must be an integer in 2..18, not {weight_bits!r}")
+        if not isinstance(weight_bits, int) or isinstance(weight_bits, bool) or not 2 <= weight_bits <= 32:
+            raise TypeError(f"Weight bits must be an integer in 2..32, not {weight_bits!r}")
         lo, hi = act_range(act_bits, act_signed)
         bound = acc_len * max(-lo, hi) * (1 << (weight_bits - 1))
         self._lanes, self._acc_len = lanes, acc_len

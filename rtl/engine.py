@@ -37,20 +37,19 @@ cleared when an inference starts and hold their values after it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..gen.golden import AsmCodeFormat, SdFormat, parse_alphabet
 from .asm import AsmMacArray
 from .baseline import ExactMacArray
-from .weightgen import SdWeightGen, sd_basis_layout
+from .weightgen import SdWeightGen
 
 __all__ = ["Engine", "POST_BITS", "post_layout", "load_layout", "MEM_WEIGHT", "MEM_AUX",
-           "MEM_POST"]
+           "MEM_POST", "MEM_COEF"]
 
-MEM_WEIGHT, MEM_AUX, MEM_POST = 0, 1, 2
+MEM_WEIGHT, MEM_AUX, MEM_POST, MEM_COEF = 0, 1, 2, 3
 M_BITS, S_BITS, BIAS_BITS = 16, 6, 32
 OUT_BITS = 32
 
@@ -92,10 +91,11 @@ class Engine(wiring.Component):
         self._check(plan)
         lanes = plan.lanes
         self._mem_widths = {MEM_WEIGHT: plan.weight_word_bits, MEM_AUX: plan.aux_word_bits,
-                            MEM_POST: POST_BITS}
+                            MEM_POST: POST_BITS, MEM_COEF: plan.coef_word_bits}
         self._mem_depths = {MEM_WEIGHT: max(2, len(plan.weight_words)),
                             MEM_AUX: max(2, len(plan.aux_words)),
-                            MEM_POST: max(2, len(plan.post_words))}
+                            MEM_POST: max(2, len(plan.post_words)),
+                            MEM_COEF: max(2, len(plan.coef_words))}
         self._load_bits = max(self._mem_widths.values())
         self._addr_bits = _bits(max(self._mem_depths.values()))
         super().__init__({
@@ -150,12 +150,14 @@ class Engine(wiring.Component):
                                           depth=self._mem_depths[MEM_AUX], init=plan.aux_words)
         m.submodules.pmem = pmem = Memory(shape=unsigned(POST_BITS),
                                           depth=self._mem_depths[MEM_POST], init=plan.post_words)
+        m.submodules.cmem = cmem = Memory(shape=unsigned(plan.coef_word_bits),
+                                          depth=self._mem_depths[MEM_COEF], init=plan.coef_words)
 
         # -- load port (idle only) -----------------------------------------------------------
         idle = Signal()
         ld = self.i_load
         m.d.comb += ld.ready.eq(idle)
-        for sel, mem in ((MEM_WEIGHT, wmem), (MEM_AUX, amem), (MEM_POST, pmem)):
+        for sel, mem in ((MEM_WEIGHT, wmem), (MEM_AUX, amem), (MEM_POST, pmem), (MEM_COEF, cmem)):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(ld.payload.addr), wp.data.eq(ld.payload.data),
                          wp.en.eq(ld.valid & idle & (ld.payload.mem == sel))]
@@ -241,7 +243,7 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.sync += g_tk.eq(g_tk + 1)
 
-        tw = tile.write_port(granularity=G * wbits)
+        tw = tile.write_port(granularity=wbits)
         gen_err = Signal()
         if plan.scheme == "asm":
             self._gen_copy(m, plan, wmem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
@@ -250,13 +252,12 @@ class Engine(wiring.Component):
             self._gen_sd(m, plan, wmem, amem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
                          g_fill_done, wbits_inc, layer_const, running, start, gen_err)
         else:
-            self._gen_mlg(m, plan, wmem, amem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
+            self._gen_mlg(m, plan, wmem, amem, cmem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
                           g_fill_done, wbits_inc, layer_const)
 
         # ======================================================================================
         # Controller: issue one term per cycle into stage S1 (memory reads) -> MAC input.
         if plan.scheme == "asm":
-            fmt = AsmCodeFormat(plan.asm_weight_bits, parse_alphabet(plan.alphabet))
             mac = AsmMacArray(alphabet=plan.alphabet, weight_bits=plan.asm_weight_bits,
                               act_bits=8, act_signed=False, lanes=L, acc_len=plan.terms_max)
         else:
@@ -517,7 +518,7 @@ class Engine(wiring.Component):
                 m.d.sync += active.eq(0)
         m.d.sync += [v1.eq(active), r1.eq(r)]
         m.d.comb += [tw.addr.eq(g_slot * rmax + r1), tw.data.eq(rd.data),
-                     tw.en.eq(Mux(v1, (1 << len(tw.en)) - 1, 0))]
+                     tw.en.eq(Mux(v1, (1 << len(tw.en)) - 1, 0))]      # every lane
         m.d.comb += fill_done.eq(v1 & (r1 == terms - 1))
         m.d.comb += wbits_inc.eq(Mux(active, plan.weight_word_bits, 0))
 
@@ -571,7 +572,7 @@ class Engine(wiring.Component):
         take = o.valid & active
         m.d.comb += [tw.addr.eq(g_slot * rmax + row),
                      tw.data.eq(o.payload.w.as_value().replicate(L)),
-                     tw.en.eq(Mux(take, Const(1, L) << lane, 0))]
+                     tw.en.eq(Mux(take, Const(0b111, 3 * L) << (lane * 3), 0))]
         with m.If(take):
             m.d.sync += row.eq(row + 1)
             with m.If(o.payload.err):
@@ -585,5 +586,122 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.sync += chunk.eq(chunk + 1)
 
-    def _gen_mlg(self, *args):
-        raise NotImplementedError("MLG engine generator")
+    def _gen_mlg(self, m, plan, wmem, amem, cmem, tw, g_ly, g_tk, g_slot, rmax, fill_start,
+                 fill_done, wbits_inc, layer_const):
+        """MLG: per tile, V (one word per ``o``: the tile's lanes) and, with level 1, the basis
+        kernels ``Wb[o]`` are read once into small caches; then for each input channel ``ci``
+        and each ``o`` one coefficient word (``U[o, ci]``, or the level-1-bypassed basis row
+        ``Wb[o, ci]``) is read, ``w1 = sum_b odd(U_b) odd(Wb[o, b])`` and every lane
+        accumulates ``odd(V[lane, o]) * w1``; after the last ``o`` the lanes' kernels (``K2``
+        weights each) are written to the tile row of ``ci``.  Without level 2, ``o`` walks the
+        tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is."""
+        L, G, wb = plan.lanes, plan.group, plan.tile_weight_bits
+        Bi, qb, qu, qv = plan.mlg_Bi, plan.mlg_qb, plan.mlg_qu, plan.mlg_qv
+        K2 = G
+        bo_max = max(ly.mlg_Bo for ly in plan.layers)
+        lc = {name: layer_const(g_ly, f"g_mlg_{name}", fn, shape) for name, fn, shape in [
+            ("bo", lambda ly: ly.mlg_Bo, range(1 << 12)),
+            ("l1", lambda ly: int(ly.mlg_level1), 1),
+            ("l2", lambda ly: int(ly.mlg_level2), 1),
+            ("k9", lambda ly: int(ly.k == 3), 1),
+            ("cin", lambda ly: ly.cin, range(1 << 16)),
+            ("wbase", lambda ly: ly.wbase, range(1 << 24)),
+            ("cbase", lambda ly: ly.cbase, range(1 << 24)),
+            ("vbase", lambda ly: ly.vbase, range(1 << 24)),
+            ("tiles", lambda ly: ly.tiles, range(1 << 16)),
+            ("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1)),
+        ]}
+        lanes = Mux(g_tk == lc["tiles"] - 1, lc["last_lanes"], L)
+        n_o = Mux(lc["l2"], lc["bo"], lanes)            # o per input channel
+
+        m.submodules.wbc = wbc = Memory(shape=unsigned(max(1, Bi * K2 * qb)), depth=max(2, bo_max), init=[])
+        m.submodules.vc = vc = Memory(shape=unsigned(L * qv), depth=max(2, bo_max), init=[])
+        wr_, ar_, cr_ = wmem.read_port(), amem.read_port(), cmem.read_port()
+        wbc_w, vc_w = wbc.write_port(), vc.write_port()
+        wbc_r = wbc.read_port(transparent_for=(wbc_w,))
+        vc_r = vc.read_port(transparent_for=(vc_w,))
+
+        phase = Signal(2)                    # 0 idle, 1 load caches, 2 generate
+        o = Signal(range(max(2, bo_max + 1)))
+        ci = Signal(range(max(2, max(ly.cin for ly in plan.layers))))
+        # stage-1 flags (the reads issued last cycle)
+        s_load, s_gen, s_first, s_last = Signal(), Signal(), Signal(), Signal()
+        s_o, s_ci = Signal.like(o), Signal.like(ci)
+
+        m.d.comb += [
+            wr_.en.eq(1), ar_.en.eq(1), cr_.en.eq(1), wbc_r.en.eq(1), vc_r.en.eq(1),
+            vc_r.addr.eq(o),
+        ]
+        og = Signal(range(1 << 16), name="mlg_og")      # the global o (tile channel without level 2)
+        m.d.comb += [og.eq(Mux(lc["l2"], o, g_tk * L + o)), wbc_r.addr.eq(Mux(phase == 2, og, o))]
+        need_load = lc["l1"] | lc["l2"]
+        with m.If(fill_start):
+            m.d.sync += [o.eq(0), ci.eq(0), phase.eq(Mux(need_load, 1, 2))]
+        m.d.sync += [s_load.eq(0), s_gen.eq(0)]
+        with m.Switch(phase):
+            with m.Case(1):
+                # Wb[o] (level 1) from the weight memory, V[tile, o] from the aux memory.
+                m.d.comb += [wr_.addr.eq(lc["wbase"] + o), ar_.addr.eq(lc["vbase"] + g_tk * lc["bo"] + o)]
+                m.d.sync += [s_load.eq(1), s_o.eq(o)]
+                m.d.comb += wbits_inc.eq(Mux(lc["l1"], plan.weight_word_bits, 0)
+                                         + Mux(lc["l2"], plan.aux_word_bits, 0))
+                with m.If(o == lc["bo"] - 1):
+                    m.d.sync += [o.eq(0), phase.eq(2)]
+                with m.Else():
+                    m.d.sync += o.eq(o + 1)
+            with m.Case(2):
+                # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci].
+                m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og),
+                             wr_.addr.eq(lc["wbase"] + ci * lc["bo"] + og)]
+                m.d.comb += wbits_inc.eq(Mux(lc["l1"], plan.coef_word_bits, plan.weight_word_bits))
+                m.d.sync += [s_gen.eq(1), s_o.eq(o), s_ci.eq(ci), s_first.eq(o == 0),
+                             s_last.eq(o == n_o - 1)]
+                with m.If(o == n_o - 1):
+                    m.d.sync += o.eq(0)
+                    with m.If(ci == lc["cin"] - 1):
+                        m.d.sync += [ci.eq(0), phase.eq(0)]
+                    with m.Else():
+                        m.d.sync += ci.eq(ci + 1)
+                with m.Else():
+                    m.d.sync += o.eq(o + 1)
+        # cache writes (load phase, data of last cycle's reads)
+        m.d.comb += [wbc_w.addr.eq(s_o), wbc_w.data.eq(wr_.data), wbc_w.en.eq(s_load),
+                     vc_w.addr.eq(s_o), vc_w.data.eq(ar_.data), vc_w.en.eq(s_load)]
+
+        # stage 2: level 1, level 2 accumulate, tile write on the last o.
+        def odd(v, q):
+            """Stored code -> odd integer 2c - (2**q - 1)."""
+            return v * 2 - ((1 << q) - 1)
+
+        w1 = []
+        wbk = wbc_r.data
+        for t in range(K2):
+            l1 = sum(odd(cr_.data[b * qu:(b + 1) * qu], qu)
+                     * odd(wbk[(b * K2 + t) * qb:(b * K2 + t + 1) * qb], qb) for b in range(Bi))
+            l0 = odd(wr_.data[t * qb:(t + 1) * qb], qb)
+            w = Signal(signed(plan.mlg_w1_bits), name=f"mlg_w1_{t}")
+            m.d.comb += w.eq(Mux(lc["l1"], l1, l0))
+            w1.append(w)
+        acc = Signal(data.ArrayLayout(data.ArrayLayout(signed(wb), K2), L), name="mlg_acc")
+        new = Signal.like(acc, name="mlg_new")
+        for l in range(L):
+            v = odd(vc_r.data[l * qv:(l + 1) * qv], qv)
+            for t in range(K2):
+                term = Mux(lc["l2"], v * w1[t], Mux(s_o == l, w1[t], 0))
+                m.d.comb += new[l][t].eq(Mux(s_first, 0, acc[l][t]) + term)
+        with m.If(s_gen):
+            m.d.sync += acc.eq(new)
+        # write: 3x3 -> row ci, every lane and column; K2 = 1 -> row ci // G, column ci % G
+        row = Mux(lc["k9"], s_ci, s_ci // G if G > 1 else s_ci)
+        col = s_ci % G if G > 1 else 0
+        one_col = Const(0, L * G)
+        for l in range(L):
+            one_col = one_col | (Const(1, L * G) << (l * G))
+        lane_words = []
+        for l in range(L):
+            lane_words.append(Mux(lc["k9"], new[l].as_value(), new[l][0].replicate(G)))
+        m.d.comb += [tw.addr.eq(g_slot * rmax + row), tw.data.eq(Cat(*lane_words))]
+        with m.If(s_gen & s_last):
+            m.d.comb += tw.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))
+            with m.If((s_ci == lc["cin"] - 1)):
+                m.d.comb += fill_done.eq(1)

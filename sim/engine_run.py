@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +42,7 @@ def summarize(plan, summary: dict) -> dict:
         "macs_per_inference": plan.macs,
         "mac_slots": slots,
         "weight_bits_read": first.get("weight_bits", 0),
+        "weight_bits_planned": plan.weight_bits_per_inference,
         "dense_int8_bits_read": 8 * plan.weights,
         "read_ratio_vs_int8": 8 * plan.weights / first["weight_bits"] if first.get("weight_bits") else 0.0,
         "weight_memory_bits": plan.weight_memory_bits,

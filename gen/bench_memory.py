@@ -1,0 +1,161 @@
+"""``insitu bench memory``: weight bits per inference against accuracy, per scheme and budget.
+
+For each digits model and each scheme, a sweep of the scheme's budget knobs: the model is
+fine-tuned quantisation-aware for that budget (cached), compiled, and measured:
+
+* ``bits_per_weight`` / ``weight_bits_read``: the bits the engine reads from its weight
+  memories per inference (``Plan.weight_bits_per_inference``, equal to the engine's counter in
+  the tests): the compiled image once for asm and smartdeal; MLG reads its V words once and its
+  basis/coefficient words once per tile (``weight_bits_stored`` is the image size);
+* ``accuracy_hw``: accuracy of the integer golden network on the held-out split (the engine
+  is bit-exact with it: ``insitu demo`` / ``insitu simulate`` check that in RTL);
+* the dense baselines: int8 (per-channel weights, same activation path) and fp32.
+
+Writes ``bench_memory.json``, ``bench_memory.md`` and ``bench_memory.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .compiler import compile_model, dense_int8, golden_layers
+from .demo import trained_model
+from .network import forward_int
+from .train import ARCHS, accuracy, load_digits_split
+
+__all__ = ["SWEEPS", "run_bench_memory"]
+
+SWEEPS = {
+    "asm": [{"alphabet": a, "weight_bits": b} for b in (8, 4) for a in ("A4", "A2", "A1")],
+    "smartdeal": [{"threshold": t, "prune": p} for p in (0.0, 0.5)
+                  for t in (0.004, 0.03, 0.08)],
+    "mlg": [{"Bi": 2, "Bo": bo, "qb": 3, "qu": 6, "qv": 3} for bo in (2, 4, 6)]
+    + [{"Bi": 2, "Bo": 8, "qb": 4, "qu": 6, "qv": 4}, {"Bi": 1, "Bo": 4, "qb": 4, "qu": 4, "qv": 4}],
+}
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _int_accuracy(golden, x_u8, y, shape) -> float:
+    out = forward_int(golden, x_u8.reshape((-1,) + shape)).reshape(len(x_u8), -1)
+    return float(np.mean(np.argmax(out, axis=1) == y))
+
+
+def run_bench_memory(out_dir, archs=("cnn", "mlp"), schemes=("asm", "smartdeal", "mlg"),
+                     lanes=8) -> dict:
+    out_dir = Path(out_dir)
+    data = load_digits_split()
+    xtr, ytr, xte, yte = data
+    x_u8 = np.round(xte * 255).astype(np.uint8)
+    rows, base = [], {}
+    t0 = time.monotonic()
+    for arch in archs:
+        shape = ARCHS[arch]["input_shape"]
+        calib = xtr[:256].reshape((-1,) + shape)
+        model, _ = trained_model(arch, data)
+        weights = sum(ly.weight.size for ly in model)
+        acc8 = _int_accuracy(dense_int8(model, input_shape=shape, calib=calib), x_u8, yte, shape)
+        base[arch] = {"weights": weights, "accuracy_float": accuracy(model, xte, yte, shape),
+                      "accuracy_int8_dense": acc8, "dense_int8_bits": 8 * weights,
+                      "fp32_bits": 32 * weights}
+        for scheme in schemes:
+            for knobs in SWEEPS[scheme]:
+                t1 = time.monotonic()
+                layers, _ = trained_model(arch, data, scheme=scheme, knobs=knobs)
+                plan = compile_model(layers, scheme, lanes=lanes, input_shape=shape,
+                                     calib=calib, knobs=knobs)
+                bits, stored = plan.weight_bits_per_inference, plan.weight_memory_bits
+                acc = _int_accuracy(golden_layers(plan), x_u8, yte, shape)
+                row = {"model": arch, "scheme": scheme, "knobs": knobs,
+                       "weight_bits_read": bits,
+                       "weight_bits_stored": stored,
+                       "storage_ratio_vs_int8": 8 * weights / stored,
+                       "bits_per_weight": bits / weights,
+                       "memory_ratio_vs_int8": 8 * weights / bits,
+                       "memory_ratio_vs_fp32": 32 * weights / bits, "accuracy_hw": acc,
+                       "accuracy_drop_vs_float": base[arch]["accuracy_float"] - acc}
+                rows.append(row)
+                _log(f"[{arch}/{scheme}] {knobs}: {row['bits_per_weight']:.2f} bits/weight "
+                     f"(x{row['memory_ratio_vs_int8']:.2f} vs int8), accuracy {100 * acc:.1f}% "
+                     f"({time.monotonic() - t1:.1f} s)")
+    best = {}
+    for arch in archs:
+        ok = [r for r in rows if r["model"] == arch and r["accuracy_drop_vs_float"] <= 0.01]
+        if ok:
+            b = max(ok, key=lambda r: r["memory_ratio_vs_int8"])
+            best[arch] = {"scheme": b["scheme"], "knobs": b["knobs"],
+                          "memory_ratio_vs_int8": b["memory_ratio_vs_int8"],
+                          "accuracy_drop_vs_float": b["accuracy_drop_vs_float"]}
+    report = {"baselines": base, "runs": rows, "best_within_1_point": best,
+              "seconds": round(time.monotonic() - t0, 1)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write(out_dir / "bench_memory.json", json.dumps(report, indent=1))
+    _write(out_dir / "bench_memory.md", markdown(report))
+    _plot(report, out_dir / "bench_memory.png")
+    return report
+
+
+def _write(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Weight memory read per inference vs accuracy (digits, held-out split)", ""]
+    for arch, b in report["baselines"].items():
+        lines.append(f"**{arch}**: {b['weights']} weights; float {100 * b['accuracy_float']:.1f}%, "
+                     f"dense int8 {100 * b['accuracy_int8_dense']:.1f}% at 8 bits/weight "
+                     f"({b['dense_int8_bits']} bits), fp32 {b['fp32_bits']} bits.")
+    lines += ["", "| model | scheme | knobs | bits read/weight | x int8 | stored x int8 | accuracy | drop vs float |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        knobs = ", ".join(f"{k}={v}" for k, v in r["knobs"].items())
+        lines.append(f"| {r['model']} | {r['scheme']} | {knobs} | "
+                     f"{r['bits_per_weight']:.2f} | {r['memory_ratio_vs_int8']:.2f} | "
+                     f"{r['storage_ratio_vs_int8']:.2f} | {100 * r['accuracy_hw']:.1f}% | "
+                     f"{100 * r['accuracy_drop_vs_float']:+.1f} |")
+    lines += ["", "Best memory ratio within 1 point of float:"]
+    for arch, b in report["best_within_1_point"].items():
+        lines.append(f"- {arch}: {b['scheme']} {b['knobs']} x{b['memory_ratio_vs_int8']:.2f} vs "
+                     f"int8 (drop {100 * b['accuracy_drop_vs_float']:+.1f} points)")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    archs = list(report["baselines"])
+    fig, axes = plt.subplots(1, len(archs), figsize=(6 * len(archs), 4.2), squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        b = report["baselines"][arch]
+        for scheme, marker in (("asm", "o"), ("smartdeal", "s"), ("mlg", "^")):
+            pts = [r for r in report["runs"] if r["model"] == arch and r["scheme"] == scheme]
+            if pts:
+                pts.sort(key=lambda r: r["bits_per_weight"])
+                ax.plot([r["bits_per_weight"] for r in pts], [100 * r["accuracy_hw"] for r in pts],
+                        marker=marker, linestyle="-", label=scheme)
+        ax.scatter([8], [100 * b["accuracy_int8_dense"]], marker="*", s=120, color="k",
+                   label="dense int8", zorder=3)
+        ax.scatter([32], [100 * b["accuracy_float"]], marker="D", color="gray", label="fp32",
+                   zorder=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("weight bits read per weight (log2)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"digits {arch}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
