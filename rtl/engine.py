@@ -328,7 +328,8 @@ class Engine(wiring.Component):
                          s1_col.eq(c_col), s1_lanes.eq(c_lanes)]
         m.d.comb += issuing.eq(c_phase == 2)
         s1_buf = Signal()
-        m.d.sync += s1_buf.eq(c_buf)
+        with m.If(adv):                        # with the read data it selects, not before
+            m.d.sync += s1_buf.eq(c_buf)
 
         # MAC input from the read data.
         x_data = Mux(s1_buf, ar[1].data, ar[0].data)

@@ -63,3 +63,52 @@ def simulate_streams(dut, sends: dict, out, n_out: int, rng=None, p_gap: float =
     sim.run_until(CLK * budget)
     assert len(got) == n_out, f"only {len(got)}/{n_out} outputs arrived"
     return got
+
+
+def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None):
+    """Outputs ``[N, n_out]`` (emission order) and the counters after each inference."""
+    import random
+
+    import numpy as np
+    from amaranth.sim import Simulator
+
+    from ..rtl.engine import Engine
+    dut = Engine(plan)
+    n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
+    rng = random.Random(seed)
+    got, counters = [], []
+    sim = Simulator(dut)
+    sim.add_clock(CLK)
+
+    async def producer(ctx):
+        for mem, addr, data in loads:
+            lay = dut.i_load.payload
+            ctx.set(lay.mem, mem)
+            ctx.set(lay.addr, addr)
+            ctx.set(lay.data, data)
+            ctx.set(dut.i_load.valid, 1)
+            await ctx.tick().until(dut.i_load.ready)
+            ctx.set(dut.i_load.valid, 0)
+        for k, vec in enumerate(x):
+            await stream_put_many(ctx, dut.i_x, [int(v) for v in vec], rng, p_gap)
+            out = []
+            await stream_get_many(ctx, dut.o_y, n_out, out, rng, p_stall)
+            got.append(out)
+            counters.append({c: ctx.get(getattr(dut, c)) for c in
+                             ("cycles", "mac_slots", "mac_terms", "weight_bits", "err")})
+    sim.add_testbench(producer)
+    cycles = budget or 20 * len(x) * (plan.macs // plan.lanes + 500)
+
+    async def watchdog(ctx):                      # a hang fails instead of blocking
+        for _ in range(0, cycles, 256):
+            if len(got) == len(x):
+                return
+            await ctx.tick().repeat(256)
+        raise AssertionError(f"engine did not finish {len(x)} inferences in {cycles} cycles")
+    sim.add_testbench(watchdog)
+    sim.run()
+    assert len(got) == len(x), f"only {len(got)}/{len(x)} inferences finished"
+    vals = np.array([[((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000 for w in o] for o in got])
+    lasts = np.array([[(w >> 32) & 1 for w in o] for o in got])
+    assert (lasts[:, -1] == 1).all() and (lasts[:, :-1] == 0).all()
+    return vals, counters

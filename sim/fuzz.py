@@ -3,7 +3,8 @@
 
 Every case is a function of ``(kind, seed)`` alone, so a failure replays exactly:
 ``insitu bench fuzz --replay KIND:SEED``.  Kinds: ``asm`` (MAC array), ``smartdeal``
-(compressor -> decoder + rebuild generator), ``mlg`` (compressor -> two-level generator).
+(compressor -> decoder + rebuild generator), ``mlg`` (compressor -> two-level generator),
+``engine`` (random network, scheme, budget and lanes -> compiled engine).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .asm_vectors import encode_weights, expected
 from .wg_vectors import (mlg_input_words, mlg_terms, mlg_unpack_kernels, sd_basis_words,
                          sd_blocks_from_layer, sd_expected, sd_stream, sd_unpack_rows)
 
-KINDS = ("asm", "smartdeal", "mlg")
+KINDS = ("asm", "smartdeal", "mlg", "engine")
 
 
 def _random_weights(rng, shape):
@@ -134,7 +135,68 @@ def case_mlg(seed: int):
     return {**params, "shape": list(shape)}
 
 
-CASES = {"asm": case_asm, "smartdeal": case_smartdeal, "mlg": case_mlg}
+def case_engine(seed: int):
+    """A random small network (1-3 layers: conv3x3 / conv1x1 with padding 0/1, Linear), a random
+    scheme and budget, random lanes: compiled, run on the engine under random stalls, compared
+    with the golden network on extreme and random inputs."""
+    from ..gen.build import golden_vectors
+    from ..gen.compiler import compile_model
+    from .amaranth_tb import run_engine
+    rng = np.random.default_rng(seed)
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(2, 6)), int(rng.integers(2, 6))
+    linear = rng.random() < 0.25
+    shape = (c * h * w, 1, 1) if linear else (c, h, w)
+    if linear:
+        c, h, w = shape
+    layers = []
+    for i in range(int(rng.integers(1, 4))):
+        cout = int(rng.integers(1, 7))
+        if linear or (h * w > 1 and rng.random() < 0.3 and i):
+            if not linear:
+                c, h, w, linear = c * h * w, 1, 1, True
+            layers.append(Layer(f"l{i}", "linear", _random_weights(rng, (cout, c)),
+                                rng.normal(size=cout) * 0.3))
+        else:
+            k = 3 if rng.random() < 0.7 else 1
+            pad = int(rng.integers(0, 2)) if k == 3 else 0
+            if h + 2 * pad - k + 1 < 1 or w + 2 * pad - k + 1 < 1:
+                pad = 1
+            layers.append(Layer(f"l{i}", f"conv{k}x{k}", _random_weights(rng, (cout, c, k, k)),
+                                rng.normal(size=cout) * 0.3, pad=pad))
+            h, w = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        c = cout
+    scheme = str(rng.choice(["asm", "smartdeal", "mlg"]))
+    if scheme == "asm":
+        knobs = {"alphabet": str(rng.choice(list(ALPHABETS))), "weight_bits": int(rng.choice([4, 8]))}
+    elif scheme == "smartdeal":
+        e_min = int(rng.integers(-8, -2))
+        knobs = {"e_min": e_min, "e_max": e_min + int(rng.integers(3, 14)),
+                 "threshold": float(rng.uniform(0, 0.1)), "iters": 3}
+    else:
+        knobs = {"Bi": int(rng.integers(1, 3)), "Bo": int(rng.integers(1, 6)),
+                 "qb": int(rng.integers(1, 5)), "qu": int(rng.integers(1, 6)),
+                 "qv": int(rng.integers(1, 5))}
+    lanes = int(rng.integers(1, 6))
+    plan = compile_model(layers, scheme, lanes=lanes, input_shape=shape, knobs=knobs)
+    feat = int(np.prod(shape))
+    x = np.array([np.zeros(feat), np.full(feat, 255), rng.integers(0, 256, feat),
+                  rng.integers(0, 256, feat)], dtype=np.int64)
+    got, counters = run_engine(plan, x, seed=seed, p_gap=float(rng.uniform(0, 0.4)),
+                               p_stall=float(rng.uniform(0, 0.5)))
+    exp = golden_vectors(plan, x)
+    bad = np.argwhere(got != exp)
+    if len(bad):
+        v, i = bad[0]
+        raise AssertionError(f"vector {v} output {i}: RTL {got[v, i]} != golden {exp[v, i]}")
+    for cnt in counters:
+        if cnt["weight_bits"] != plan.weight_bits_per_inference or cnt["mac_slots"] != plan.macs:
+            raise AssertionError(f"counters {cnt} != planned bits {plan.weight_bits_per_inference}, "
+                                 f"MACs {plan.macs}")
+    return {"scheme": scheme, "knobs": knobs, "lanes": lanes, "input_shape": list(shape),
+            "layers": [[ly.kind, list(ly.weight.shape), ly.pad] for ly in layers]}
+
+
+CASES = {"asm": case_asm, "smartdeal": case_smartdeal, "mlg": case_mlg, "engine": case_engine}
 
 
 def run_case(kind: str, seed: int) -> dict:

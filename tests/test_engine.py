@@ -2,7 +2,6 @@
 """Layer engine in the Amaranth simulator: whole small networks against the golden model."""
 
 import copy
-import random
 
 import numpy as np
 import pytest
@@ -10,8 +9,8 @@ import pytest
 from insitu.gen.compiler import Plan, compile_model, golden_layers
 from insitu.gen.build import golden_vectors
 from insitu.gen.model import Layer, ModelError
-from insitu.rtl.engine import MEM_WEIGHT, Engine
-from insitu.sim.amaranth_tb import CLK, stream_get_many, stream_put_many
+from insitu.rtl.engine import MEM_WEIGHT
+from insitu.sim.amaranth_tb import run_engine
 
 
 def small_net(rng, *, cin=2, hw=5):
@@ -26,50 +25,6 @@ def extreme_inputs(rng, feat, n_random=3):
           (np.arange(feat) + 1) % 2 * 255]
     xs += [rng.integers(0, 256, feat) for _ in range(n_random)]
     return np.array(xs, dtype=np.int64)
-
-
-def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None):
-    """Outputs ``[N, n_out]`` (emission order) and the counters after each inference."""
-    from amaranth.sim import Simulator
-    dut = Engine(plan)
-    n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
-    rng = random.Random(seed)
-    got, counters = [], []
-    sim = Simulator(dut)
-    sim.add_clock(CLK)
-
-    async def producer(ctx):
-        for mem, addr, data in loads:
-            lay = dut.i_load.payload
-            ctx.set(lay.mem, mem)
-            ctx.set(lay.addr, addr)
-            ctx.set(lay.data, data)
-            ctx.set(dut.i_load.valid, 1)
-            await ctx.tick().until(dut.i_load.ready)
-            ctx.set(dut.i_load.valid, 0)
-        for k, vec in enumerate(x):
-            await stream_put_many(ctx, dut.i_x, [int(v) for v in vec], rng, p_gap)
-            out = []
-            await stream_get_many(ctx, dut.o_y, n_out, out, rng, p_stall)
-            got.append(out)
-            counters.append({c: ctx.get(getattr(dut, c)) for c in
-                             ("cycles", "mac_slots", "mac_terms", "weight_bits", "err")})
-    sim.add_testbench(producer)
-    cycles = budget or 20 * len(x) * (plan.macs // plan.lanes + 500)
-
-    async def watchdog(ctx):                      # a hang fails instead of blocking
-        for _ in range(0, cycles, 256):
-            if len(got) == len(x):
-                return
-            await ctx.tick().repeat(256)
-        raise AssertionError(f"engine did not finish {len(x)} inferences in {cycles} cycles")
-    sim.add_testbench(watchdog)
-    sim.run()
-    assert len(got) == len(x), f"only {len(got)}/{len(x)} inferences finished"
-    vals = np.array([[((w & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000 for w in o] for o in got])
-    lasts = np.array([[(w >> 32) & 1 for w in o] for o in got])
-    assert (lasts[:, -1] == 1).all() and (lasts[:, :-1] == 0).all()
-    return vals, counters
 
 
 @pytest.mark.parametrize("scheme", ["asm", "smartdeal", "mlg"])
@@ -137,6 +92,20 @@ def test_engine_mlg_levels_and_small_bases():
         assert counters[0]["mac_slots"] == plan.macs
         assert counters[0]["weight_bits"] == plan.weight_bits_per_inference
     assert (True, True) in levels or knobs
+
+
+@pytest.mark.parametrize("second", ["conv1x1", "conv3x3"])
+def test_engine_layer_switch_under_mac_stall(second):
+    """Found by the fuzzer: a one-term layer (1x1, one input channel) followed by a layer whose
+    last term meets a stalled MAC array; the activation buffer select must follow the data."""
+    rng = np.random.default_rng(9)
+    k = 1 if second == "conv1x1" else 3
+    layers = [Layer("a", "conv1x1", rng.normal(size=(3, 1, 1, 1))),
+              Layer("b", second, rng.normal(size=(3, 3, k, k)))]
+    plan = compile_model(layers, "asm", lanes=4, input_shape=(1, 4, 4))
+    x = extreme_inputs(rng, 16, n_random=2)
+    got, _ = run_engine(plan, x)
+    assert (got == golden_vectors(plan, x)).all()
 
 
 def test_engine_single_linear_layer_and_one_lane():
