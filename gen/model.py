@@ -85,8 +85,8 @@ def load_model(path) -> list[Layer]:
     if not path.exists():
         raise ModelError(f"Model file '{path}' does not exist")
     if path.suffix in (".pt", ".pth"):
-        raise ModelError(f"Model file '{path}': PyTorch files are not supported yet; save the "
-                         f"weights as .npz (<layer>.weight, <layer>.bias)")
+        from .torch_import import load_torch
+        return load_torch(path)
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             keys = list(npz.keys())

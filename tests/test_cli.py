@@ -127,4 +127,4 @@ def test_missing_yosys_is_one_line(monkeypatch, capsys):
 
 def test_stat_unknown_family(capsys):
     assert cli.main(["stat", "asm-mac", "--family", "xc7"]) == 2
-    assert "Unknown FPGA family 'xc7' (families: ice40, ice40-dsp, ecp5)" in capsys.readouterr().err
+    assert "Unknown FPGA family 'xc7' (families: ice40, ice40-dsp, ecp5, ecp5-nodsp)" in capsys.readouterr().err
