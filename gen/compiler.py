@@ -58,6 +58,8 @@ class LayerPlan:
     mlg_Bo: int = 0
     mlg_level1: bool = False
     mlg_level2: bool = False
+    mlg_per_word: int = 1   # MLG, level 1 bypassed: basis rows per weight-memory word
+    mlg_tile_words: int = 0  # MLG, neither level: words per tile
     scale_w: list = field(default_factory=list)   # per output channel weight scale
     scale_in: float = 1.0
     scale_out: float = 1.0
@@ -132,8 +134,10 @@ class Plan:
                     total += ly.mlg_Bo * ((self.weight_word_bits if ly.mlg_level1 else 0)
                                           + (self.aux_word_bits if ly.mlg_level2 else 0))
                 n_o = ly.mlg_Bo if ly.mlg_level2 else lanes
-                total += ly.cin * n_o * (self.coef_word_bits if ly.mlg_level1
-                                         else self.weight_word_bits)
+                if ly.mlg_level1:
+                    total += ly.cin * n_o * self.coef_word_bits
+                else:
+                    total += -(-ly.cin * n_o // ly.mlg_per_word) * self.weight_word_bits
         return total
 
     @property
@@ -361,10 +365,25 @@ def _pack_mlg(plans, compressed, cfg, lanes, terms_max, post_words, input_shape,
                 for o in range(c.Bo):
                     coefs.append(sum(int(c.coeff_in[o, ci, b]) << (b * cfg.qu) for b in range(c.Bi)))
         else:
+            # Rows in fill order ([ci][o], or per tile [tile][ci][o in tile] without level 2),
+            # per_word rows to a word; without level 2 each tile starts on a word.
             bas = c.basis.reshape(c.Bo, lp.cin, k2)
-            for ci in range(lp.cin):
-                for o in range(c.Bo):
-                    words.append(sum(int(bas[o, ci, t]) << (t * cfg.qb) for t in range(k2)))
+            lp.mlg_per_word = per = max(1, w_width // (k2 * cfg.qb))
+            groups = ([[(ci, o) for ci in range(lp.cin) for o in range(c.Bo)]] if c.level2 else
+                      [[(ci, o) for ci in range(lp.cin)
+                        for o in range(t0, min(lp.cout, t0 + lanes))]
+                       for t0 in range(0, lp.cout, lanes)])
+            lp.mlg_tile_words = 0 if c.level2 else -(-lp.cin * lanes // per)
+            for g, rows in enumerate(groups):
+                start = len(words)
+                for i in range(0, len(rows), per):
+                    word = 0
+                    for f, (ci, o) in enumerate(rows[i:i + per]):
+                        for t in range(k2):
+                            word |= int(bas[o, ci, t]) << ((f * k2 + t) * cfg.qb)
+                    words.append(word)
+                if not c.level2:
+                    words += [0] * (start + lp.mlg_tile_words - len(words))
         if c.level2:
             for t0 in range(0, lp.cout, lanes):
                 for o in range(c.Bo):
@@ -396,10 +415,19 @@ def _mlg_weights(plan: Plan, lp) -> np.ndarray:
                     Uc[o, ci] = [field_(word, b, qu) for b in range(Bi)]
         else:
             Bc = np.zeros((Bo, lp.cin, k2), dtype=np.int64)
-            for ci in range(lp.cin):
-                for o in range(Bo):
-                    word = plan.weight_words[lp.wbase + ci * Bo + o]
-                    Bc[o, ci] = [field_(word, t, qb) for t in range(k2)]
+            per = lp.mlg_per_word
+            if lp.mlg_level2:
+                groups = [(lp.wbase, [(ci, o) for ci in range(lp.cin) for o in range(Bo)])]
+            else:
+                groups = [(lp.wbase + tk * lp.mlg_tile_words,
+                           [(ci, o) for ci in range(lp.cin)
+                            for o in range(tk * plan.lanes, min(lp.cout, (tk + 1) * plan.lanes))])
+                          for tk in range(lp.tiles)]
+            for base, rows in groups:
+                for i, (ci, o) in enumerate(rows):
+                    word = plan.weight_words[base + i // per]
+                    f = i % per
+                    Bc[o, ci] = [field_(word, f * k2 + t, qb) for t in range(k2)]
             Bc = Bc.reshape(Bo, lp.cin * k2)
             Uc = None
         Vc = None

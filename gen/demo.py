@@ -164,12 +164,14 @@ def run_demo(out_dir, schemes=ENGINE_SCHEMES, archs=("cnn", "mlp"), *, lanes=8,
 
 def table(report: dict) -> str:
     head = (f"{'model':5s} {'scheme':9s} {'acc float':>9s} {'int8':>6s} {'hw':>6s} "
-            f"{'bits/w':>6s} {'x int8':>6s} {'cycles':>7s} {'MAC util':>8s} {'bit-exact':>9s}")
+            f"{'bits/w':>6s} {'x int8':>6s} {'read/w':>6s} {'cycles':>7s} {'MAC util':>8s} "
+            f"{'bit-exact':>9s}")
     lines = [head, "-" * len(head)]
     for r in report["runs"]:
         lines.append(f"{r['model']:5s} {r['scheme']:9s} {100 * r['accuracy_float']:8.1f}% "
                      f"{100 * r['accuracy_int8_dense']:5.1f}% {100 * r['accuracy_hw']:5.1f}% "
                      f"{r['bits_per_weight']:6.2f} {r['memory_ratio_vs_int8']:6.2f} "
+                     f"{8 * r['weight_bits_read'] / r['dense_int8_bits_read']:6.2f} "
                      f"{r['cycles']:7d} {100 * r['mac_utilization']:7.1f}% "
                      f"{'yes' if r['bit_exact'] else 'NO':>9s}")
     return "\n".join(lines)

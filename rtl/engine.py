@@ -611,9 +611,17 @@ class Engine(wiring.Component):
             ("vbase", lambda ly: ly.vbase, range(1 << 24)),
             ("tiles", lambda ly: ly.tiles, range(1 << 16)),
             ("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1)),
+            ("per_word", lambda ly: ly.mlg_per_word, range(1 << 12)),
+            ("k2qb", lambda ly: ly.k * ly.k * qb, range(1 << 12)),
+            ("tile_words", lambda ly: ly.mlg_tile_words, range(1 << 20)),
         ]}
         lanes = Mux(g_tk == lc["tiles"] - 1, lc["last_lanes"], L)
         n_o = Mux(lc["l2"], lc["bo"], lanes)            # o per input channel
+        # Level-1-bypassed basis rows are packed per_word to a weight-memory word, in the
+        # order the fill walks them; a word is fetched once, when its first row is due.
+        p_addr = Signal(range(1 << 24), name="mlg_row_word")
+        p_field = Signal(range(1 << 12), name="mlg_row_field")
+        s_field = Signal.like(p_field)
 
         m.submodules.wbc = wbc = Memory(shape=unsigned(max(1, Bi * K2 * qb)), depth=max(2, bo_max), init=[])
         m.submodules.vc = vc = Memory(shape=unsigned(L * qv), depth=max(2, bo_max), init=[])
@@ -630,14 +638,18 @@ class Engine(wiring.Component):
         s_o, s_ci = Signal.like(o), Signal.like(ci)
 
         m.d.comb += [
-            wr_.en.eq(1), ar_.en.eq(1), cr_.en.eq(1), wbc_r.en.eq(1), vc_r.en.eq(1),
+            ar_.en.eq(1), cr_.en.eq(1), wbc_r.en.eq(1), vc_r.en.eq(1),
             vc_r.addr.eq(o),
         ]
         og = Signal(range(1 << 16), name="mlg_og")      # the global o (tile channel without level 2)
         m.d.comb += [og.eq(Mux(lc["l2"], o, g_tk * L + o)), wbc_r.addr.eq(Mux(phase == 2, og, o))]
         need_load = lc["l1"] | lc["l2"]
+        with m.If(phase != 2):
+            m.d.comb += wr_.en.eq(1)
         with m.If(fill_start):
-            m.d.sync += [o.eq(0), ci.eq(0), phase.eq(Mux(need_load, 1, 2))]
+            m.d.sync += [o.eq(0), ci.eq(0), phase.eq(Mux(need_load, 1, 2)),
+                         p_addr.eq(lc["wbase"] + Mux(lc["l2"], 0, g_tk * lc["tile_words"])),
+                         p_field.eq(0)]
         m.d.sync += [s_load.eq(0), s_gen.eq(0)]
         with m.Switch(phase):
             with m.Case(1):
@@ -652,11 +664,17 @@ class Engine(wiring.Component):
                     m.d.sync += o.eq(o + 1)
             with m.Case(2):
                 # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci].
-                m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og),
-                             wr_.addr.eq(lc["wbase"] + ci * lc["bo"] + og)]
-                m.d.comb += wbits_inc.eq(Mux(lc["l1"], plan.coef_word_bits, plan.weight_word_bits))
+                m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og), wr_.addr.eq(p_addr)]
+                with m.If(~lc["l1"]):
+                    m.d.comb += wr_.en.eq(p_field == 0)
+                    with m.If(p_field == lc["per_word"] - 1):
+                        m.d.sync += [p_field.eq(0), p_addr.eq(p_addr + 1)]
+                    with m.Else():
+                        m.d.sync += p_field.eq(p_field + 1)
+                m.d.comb += wbits_inc.eq(Mux(lc["l1"], plan.coef_word_bits,
+                                             Mux(p_field == 0, plan.weight_word_bits, 0)))
                 m.d.sync += [s_gen.eq(1), s_o.eq(o), s_ci.eq(ci), s_first.eq(o == 0),
-                             s_last.eq(o == n_o - 1)]
+                             s_last.eq(o == n_o - 1), s_field.eq(p_field)]
                 with m.If(o == n_o - 1):
                     m.d.sync += o.eq(0)
                     with m.If(ci == lc["cin"] - 1):
@@ -676,10 +694,12 @@ class Engine(wiring.Component):
 
         w1 = []
         wbk = wbc_r.data
+        row_bits = Signal(plan.weight_word_bits, name="mlg_row_bits")
+        m.d.comb += row_bits.eq(wr_.data >> (s_field * lc["k2qb"]))
         for t in range(K2):
             l1 = sum(odd(cr_.data[b * qu:(b + 1) * qu], qu)
                      * odd(wbk[(b * K2 + t) * qb:(b * K2 + t + 1) * qb], qb) for b in range(Bi))
-            l0 = odd(wr_.data[t * qb:(t + 1) * qb], qb)
+            l0 = odd(row_bits[t * qb:(t + 1) * qb], qb)
             w = Signal(signed(plan.mlg_w1_bits), name=f"mlg_w1_{t}")
             m.d.comb += w.eq(Mux(lc["l1"], l1, l0))
             w1.append(w)
