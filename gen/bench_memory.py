@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .compiler import compile_model, dense_int8, golden_layers
-from .demo import trained_model
+from .demo import scheme_model, trained_model
 from .network import forward_int
 from .train import ARCHS, accuracy, load_digits_split
 
@@ -35,8 +35,9 @@ SWEEPS = {
     "asm": [{"alphabet": a, "weight_bits": b} for b in (8, 4) for a in ("A4", "A2", "A1")],
     "smartdeal": [{"threshold": t, "prune": p} for p in (0.0, 0.5)
                   for t in (0.004, 0.03, 0.08)],
-    "mlg": [{"Bi": 2, "Bo": bo, "qb": 3, "qu": 6, "qv": 3} for bo in (2, 4, 6)]
-    + [{"Bi": 2, "Bo": 8, "qb": 4, "qu": 6, "qv": 4}, {"Bi": 1, "Bo": 4, "qb": 4, "qu": 4, "qv": 4}],
+    "mlg": [{"Bi": 2, "Bo": bo, "qb": 3, "qu": 6, "qv": 3} for bo in (4, 6, 44)]
+    + [{"Bi": 2, "Bo": 44, "qb": 2, "qu": 6, "qv": 3}, {"Bi": 1, "Bo": 44, "qb": 3, "qu": 6, "qv": 3},
+       {"Bi": 2, "Bo": 8, "qb": 4, "qu": 6, "qv": 4}],
 }
 
 
@@ -69,9 +70,9 @@ def run_bench_memory(out_dir, archs=("cnn", "mlp"), schemes=("asm", "smartdeal",
         for scheme in schemes:
             for knobs in SWEEPS[scheme]:
                 t1 = time.monotonic()
-                layers, _ = trained_model(arch, data, scheme=scheme, knobs=knobs)
+                layers, compressed, _ = scheme_model(arch, data, scheme, knobs)
                 plan = compile_model(layers, scheme, lanes=lanes, input_shape=shape,
-                                     calib=calib, knobs=knobs)
+                                     calib=calib, knobs=knobs, compressed=compressed)
                 bits, stored = plan.weight_bits_per_inference, plan.weight_memory_bits
                 acc = _int_accuracy(golden_layers(plan), x_u8, yte, shape)
                 row = {"model": arch, "scheme": scheme, "knobs": knobs,

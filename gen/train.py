@@ -13,7 +13,8 @@ import numpy as np
 from .model import Layer
 from .network import im2col
 
-__all__ = ["ARCHS", "load_digits_split", "init_layers", "train", "accuracy", "predict"]
+__all__ = ["ARCHS", "load_digits_split", "init_layers", "train", "accuracy", "predict",
+           "train_mlg_factors"]
 
 # name, kind, cin, cout, pad
 ARCHS = {
@@ -156,3 +157,112 @@ def train(layers: list[Layer], x, y, input_shape, *, epochs=30, lr=3e-3, batch=6
         if progress:
             progress(ep + 1, epochs)
     return layers
+
+
+def _odd_q(x, q):
+    """Nearest odd integer in [-(2**q - 1), 2**q - 1] (MLG code values)."""
+    top = (1 << q) - 1
+    return np.clip(2 * np.round((x + top) / 2) - top, -top, top)
+
+
+def train_mlg_factors(layers: list[Layer], compressed, x, y, input_shape, *, epochs=20, lr=0.02,
+                      batch=64, seed=0, progress=None):
+    """Quantisation-aware training of MLG factors (not of the weights they approximate).
+
+    Each factor is kept as a float in code units (``odd(code)``), quantised to the odd grid in
+    the forward pass (straight-through in the backward pass); ``W = scale * V . (U . Wb)``
+    exactly as ``gen.golden.mlg_generate`` builds it.  Biases train along.  Returns new
+    ``MlgLayer`` objects (codes from the trained factors, scales unchanged) and the layers with
+    their trained biases.
+    """
+    import copy
+
+    from .golden import odd
+    rng = np.random.default_rng(seed)
+    shapes = _shapes(layers, input_shape)
+    layers = copy.deepcopy(layers)
+    facs = []
+    for c in compressed:
+        cfg = c.config
+        f = {"B": odd(c.basis, cfg.qb).astype(np.float64),
+             "U": None if c.coeff_in is None else odd(c.coeff_in, cfg.qu).astype(np.float64),
+             "V": None if c.coeff_out is None else odd(c.coeff_out, cfg.qv).astype(np.float64)}
+        facs.append(f)
+
+    def build(i):
+        c, f = compressed[i], facs[i]
+        cfg = c.config
+        cin, k2 = c.shape[1], c.k2
+        Bq = _odd_q(f["B"], cfg.qb)
+        Uq = None if f["U"] is None else _odd_q(f["U"], cfg.qu)
+        Vq = None if f["V"] is None else _odd_q(f["V"], cfg.qv)
+        W1 = (np.einsum("ocb,obt->oct", Uq, Bq) if Uq is not None
+              else Bq.reshape(Bq.shape[0], cin, k2)).reshape(-1, cin * k2)
+        W = Vq @ W1 if Vq is not None else W1
+        return (W * c.scale).reshape(c.shape), (Bq, Uq, Vq, W1)
+
+    def grads_of(i, gW, parts):
+        c = compressed[i]
+        Bq, Uq, Vq, W1 = parts
+        cin, k2 = c.shape[1], c.k2
+        gW = gW.reshape(c.shape[0], -1) * c.scale
+        g = {}
+        if Vq is not None:
+            g["V"] = gW @ W1.T
+            gW1 = Vq.T @ gW
+        else:
+            gW1 = gW
+        if Uq is not None:
+            gW1 = gW1.reshape(-1, cin, k2)
+            g["U"] = np.einsum("oct,obt->ocb", gW1, Bq)
+            g["B"] = np.einsum("oct,ocb->obt", gW1, Uq)
+        else:
+            g["B"] = gW1.reshape(Bq.shape)
+        return g
+
+    params = [(i, k) for i, f in enumerate(facs) for k in ("B", "U", "V") if f[k] is not None]
+    m1 = {p: np.zeros_like(facs[p[0]][p[1]]) for p in params}
+    m2 = {p: np.zeros_like(facs[p[0]][p[1]]) for p in params}
+    bm1 = [np.zeros_like(ly.bias) for ly in layers]
+    bm2 = [np.zeros_like(ly.bias) for ly in layers]
+    b1, b2, eps, step = 0.9, 0.999, 1e-8, 0
+    for ep in range(epochs):
+        perm = rng.permutation(len(x))
+        for s in range(0, len(x), batch):
+            idx = perm[s:s + batch]
+            built = [build(i) for i in range(len(layers))]
+            ws = [w for w, _ in built]
+            logits, caches = _forward(layers, ws, x[idx], shapes)
+            logits = logits - logits.max(axis=1, keepdims=True)
+            prob = np.exp(logits)
+            prob /= prob.sum(axis=1, keepdims=True)
+            prob[np.arange(len(idx)), y[idx]] -= 1
+            grads = _backward(layers, ws, caches, prob / len(idx))
+            step += 1
+            corr1, corr2 = 1 - b1 ** step, 1 - b2 ** step
+            for i, (gW, gb) in enumerate(grads):
+                for k, g in grads_of(i, gW, built[i][1]).items():
+                    p = (i, k)
+                    m1[p] = b1 * m1[p] + (1 - b1) * g
+                    m2[p] = b2 * m2[p] + (1 - b2) * g * g
+                    facs[i][k] -= lr * (m1[p] / corr1) / (np.sqrt(m2[p] / corr2) + eps)
+                bm1[i] = b1 * bm1[i] + (1 - b1) * gb
+                bm2[i] = b2 * bm2[i] + (1 - b2) * gb * gb
+                layers[i].bias -= 1e-3 * (bm1[i] / corr1) / (np.sqrt(bm2[i] / corr2) + eps)
+        if progress:
+            progress(ep + 1, epochs)
+    out = []
+    for i, c in enumerate(compressed):
+        Bq, Uq, Vq, _ = build(i)[1]
+        out.append(_with_codes(c, Bq, Uq, Vq))
+        layers[i].weight = build(i)[0]
+    return layers, out
+
+
+def _with_codes(c, Bq, Uq, Vq):
+    import dataclasses
+    cfg = c.config
+    code = lambda v, q: ((v + (1 << q) - 1) // 2).astype(np.int64)
+    return dataclasses.replace(c, basis=code(Bq, cfg.qb),
+                               coeff_in=None if Uq is None else code(Uq, cfg.qu),
+                               coeff_out=None if Vq is None else code(Vq, cfg.qv))
