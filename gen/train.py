@@ -113,6 +113,16 @@ def _backward(layers, weights, caches, dout):
     return grads
 
 
+def _ce_grads(layers, weights, xb, yb, shapes):
+    """``[(dW, db)]`` per layer of the mean softmax cross-entropy of a batch."""
+    logits, caches = _forward(layers, weights, xb, shapes)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(logits)
+    prob /= prob.sum(axis=1, keepdims=True)
+    prob[np.arange(len(yb)), yb] -= 1
+    return _backward(layers, weights, caches, prob / len(yb))
+
+
 def predict(layers, x, input_shape, weights=None) -> np.ndarray:
     weights = weights if weights is not None else [ly.weight for ly in layers]
     logits, _ = _forward(layers, weights, np.asarray(x, dtype=np.float64),
@@ -142,12 +152,7 @@ def train(layers: list[Layer], x, y, input_shape, *, epochs=30, lr=3e-3, batch=6
         for s in range(0, len(x), batch):
             idx = perm[s:s + batch]
             ws = weights if weights is not None else [ly.weight for ly in layers]
-            logits, caches = _forward(layers, ws, x[idx], shapes)
-            logits = logits - logits.max(axis=1, keepdims=True)
-            prob = np.exp(logits)
-            prob /= prob.sum(axis=1, keepdims=True)
-            prob[np.arange(len(idx)), y[idx]] -= 1
-            grads = _backward(layers, ws, caches, prob / len(idx))
+            grads = _ce_grads(layers, ws, x[idx], y[idx], shapes)
             step += 1
             flat = [g for pair in grads for g in pair]
             for j, (p, g) in enumerate(zip(params, flat)):
@@ -231,13 +236,7 @@ def train_mlg_factors(layers: list[Layer], compressed, x, y, input_shape, *, epo
         for s in range(0, len(x), batch):
             idx = perm[s:s + batch]
             built = [build(i) for i in range(len(layers))]
-            ws = [w for w, _ in built]
-            logits, caches = _forward(layers, ws, x[idx], shapes)
-            logits = logits - logits.max(axis=1, keepdims=True)
-            prob = np.exp(logits)
-            prob /= prob.sum(axis=1, keepdims=True)
-            prob[np.arange(len(idx)), y[idx]] -= 1
-            grads = _backward(layers, ws, caches, prob / len(idx))
+            grads = _ce_grads(layers, [w for w, _ in built], x[idx], y[idx], shapes)
             step += 1
             corr1, corr2 = 1 - b1 ** step, 1 - b2 ** step
             for i, (gW, gb) in enumerate(grads):
