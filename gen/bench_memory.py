@@ -36,7 +36,8 @@ SWEEPS = {
     "smartdeal": [{"threshold": t, "prune": p} for p in (0.0, 0.5)
                   for t in (0.004, 0.03, 0.08)],
     "mlg": [{"Bi": 2, "Bo": bo, "qb": 3, "qu": 6, "qv": 3} for bo in (4, 6, 44)]
-    + [{"Bi": 2, "Bo": 44, "qb": 2, "qu": 6, "qv": 3}, {"Bi": 1, "Bo": 44, "qb": 3, "qu": 6, "qv": 3},
+    + [{"Bi": 2, "Bo": 44, "qb": 2, "qu": 6, "qv": 3}, {"Bi": 2, "Bo": 44, "qb": 2, "qu": 8, "qv": 3},
+       {"Bi": 1, "Bo": 44, "qb": 3, "qu": 6, "qv": 3},
        {"Bi": 2, "Bo": 8, "qb": 4, "qu": 6, "qv": 4}],
 }
 

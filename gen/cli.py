@@ -189,8 +189,17 @@ def _cmd_demo(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
     try:
+        knobs = _parse_knobs(args.set)
+        if knobs and len(schemes) != 1:
+            raise UserError("--set needs one --scheme (knobs belong to a scheme)")
+        if knobs:
+            from .compress import make_config
+            try:
+                make_config(schemes[0], knobs)
+            except (TypeError, ValueError) as exc:
+                raise UserError(str(exc)) from None
         rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
-                       sim=args.sim)
+                       sim=args.sim, knobs=knobs or None)
     except SimulatorMissing as exc:
         raise UserError(str(exc)) from None
     print(table(rep))
@@ -450,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
                     help="which digits model (default: %(default)s)")
     dm.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
+    dm.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="compressor knob of the (single) scheme, e.g. qb=2")
     dm.add_argument("--limit", type=int, help="simulate only the first N test images")
     dm.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],
                     help="simulator (default: %(default)s)")

@@ -87,6 +87,8 @@ def test_simulate_catches_image_that_differs_from_the_verilog(build_dir):
     (["simulate", "EMPTY"], "no manifest.json"),
     (["demo", "--scheme", "nope"], "Unknown scheme 'nope'"),
     (["demo", "--limit", "0"], "positive number"),
+    (["demo", "--set", "qb=2"], "--set needs one --scheme"),
+    (["demo", "--scheme", "mlg", "--set", "Bx=1"], "has no knob 'Bx'"),
 ])
 def test_engine_cli_bad_input(build_dir, capsys, argv, message):
     two_layer_model(build_dir / "m.npz")
