@@ -424,8 +424,13 @@ class Engine(wiring.Component):
                                                            ("valid", "final", "relu", "lastlane", "end"))
         q1_acc = Signal(signed(mac.acc_bits), name="q1_acc")
         q1_addr = Signal(range(max(1, act_depth)))
-        co = Signal(range(1 << 16))
-        m.d.comb += co.eq(p_tk * L + p_lane)
+        # Output channel and activation address of the current lane, kept as counters (no
+        # multiplier): co = tile * L + lane, addr = co * pixels + pixel.
+        co = Signal(range(1 << 16), name="p_co")
+        co_base = Signal(range(1 << 16), name="p_co_base")
+        addr = Signal(range(max(2, act_depth)), name="p_addr")
+        addr_base = Signal(range(max(2, act_depth)), name="p_addr_base")   # tile * L * pixels
+        tile_step = layer_const(p_ly, "p_tile_step", lambda ly: L * ly.oh * ly.ow, range(1 << 24))
         m.d.comb += [pr.addr.eq(pf["post_base"] + co), pr.en.eq(padv)]
         take = mac.o.valid & padv
         lane_last = p_lane == p_lanes - 1
@@ -433,7 +438,7 @@ class Engine(wiring.Component):
         with m.If(padv):
             m.d.sync += [q1_valid.eq(take), q1_final.eq(p_final), q1_relu.eq(p_relu),
                          q1_lastlane.eq(lane_last), q1_acc.eq(res.acc[p_lane]),
-                         q1_addr.eq(co * pf["pix"] + p_pix),
+                         q1_addr.eq(addr),
                          q1_end.eq(lane_last & p_final & (p_tk == pf["tiles"] - 1)
                                    & (p_pix == pf["pix"] - 1))]
         with m.If(take):
@@ -444,13 +449,17 @@ class Engine(wiring.Component):
                 with m.If(p_pix == pf["pix"] - 1):
                     m.d.sync += p_pix.eq(0)
                     with m.If(p_tk == pf["tiles"] - 1):
-                        m.d.sync += [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1))]
+                        m.d.sync += [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1)),
+                                     co.eq(0), co_base.eq(0), addr.eq(0), addr_base.eq(0)]
                     with m.Else():
-                        m.d.sync += p_tk.eq(p_tk + 1)
+                        m.d.sync += [p_tk.eq(p_tk + 1), co.eq(co_base + L), co_base.eq(co_base + L),
+                                     addr.eq(addr_base + tile_step),
+                                     addr_base.eq(addr_base + tile_step)]
                 with m.Else():
-                    m.d.sync += p_pix.eq(p_pix + 1)
+                    m.d.sync += [p_pix.eq(p_pix + 1), co.eq(co_base),
+                                 addr.eq(addr_base + p_pix + 1)]
             with m.Else():
-                m.d.sync += p_lane.eq(p_lane + 1)
+                m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), addr.eq(addr + pf["pix"])]
 
         # stage Q2: (acc + bias) * M
         ent = post_layout()(pr.data)
