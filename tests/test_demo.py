@@ -1,0 +1,56 @@
+# amaranth: UnusedElaboratable=no
+"""The main job and the memory benchmark from the CLI, on the small MLP (the full runs are
+benchmarks: ``insitu demo``, ``insitu bench memory``)."""
+
+import json
+
+import pytest
+
+from insitu.gen.cli import main
+from insitu.sim import tools
+
+needs_icarus = pytest.mark.skipif(tools.iverilog() is None and tools.skips_allowed(),
+                                  reason="needs iverilog (make setup)")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSITU_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.cocotb
+@needs_icarus
+def test_demo_mlp_asm_limited(tmp_path, cache, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "mlp", "--scheme", "asm", "--limit", "12", "--sim", "icarus",
+                 "-o", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("bit_exact", "vectors", "mismatches", "cycles", "mac_utilization",
+                "weight_bits_read", "accuracy_float", "accuracy_int8_dense", "accuracy_hw"):
+        assert key in rep, key
+    assert rep["bit_exact"] is True and rep["vectors"] == 12 and rep["mismatches"] == 0
+    assert 0 <= rep["accuracy_hw"] <= 1 and rep["cycles"] > 0
+    run = rep["runs"][0]
+    assert run["weight_bits_read"] > 0 and run["dense_int8_bits_read"] == 8 * 2368
+    assert "bit-exact" in capsys.readouterr().out
+    assert any(p.name.startswith("digits-mlp-float") for p in cache.iterdir())   # cached model
+    # second run: from the cache
+    assert main(["demo", "--model", "mlp", "--scheme", "asm", "--limit", "2", "--sim", "icarus",
+                 "-o", str(out)]) == 0
+    assert "from cache" in capsys.readouterr().err
+
+
+def test_bench_memory_mlp_asm(tmp_path, cache):
+    out = tmp_path / "bm"
+    assert main(["bench", "memory", "--model", "mlp", "--schemes", "asm", "-o", str(out)]) == 0
+    rep = json.loads((out / "bench_memory.json").read_text())
+    assert len(rep["runs"]) == 6 and set(rep["baselines"]) == {"mlp"}
+    base = rep["baselines"]["mlp"]
+    for r in rep["runs"]:
+        assert r["weight_bits_read"] == r["weight_bits_stored"]        # ASM reads its image once
+        assert r["memory_ratio_vs_int8"] == pytest.approx(base["dense_int8_bits"] / r["weight_bits_read"])
+        assert 0.5 < r["accuracy_hw"] <= 1
+    assert (out / "bench_memory.md").read_text().startswith("# Weight memory")
+    assert (out / "bench_memory.png").stat().st_size > 1000
+    assert main(["bench", "memory", "--schemes", "nope", "-o", str(out)]) == 2
