@@ -179,12 +179,12 @@ def _cmd_simulate(args) -> int:
 
 def _cmd_demo(args) -> int:
     from ..sim.runner import SimulatorMissing
-    from .compiler import ENGINE_SCHEMES
+    from .compiler import SCHEMES
     from .demo import run_demo, table
-    schemes = ENGINE_SCHEMES if args.scheme == "all" else (args.scheme,)
-    if args.scheme not in ENGINE_SCHEMES + ("all",):
+    schemes = SCHEMES if args.scheme == "all" else (args.scheme,)
+    if args.scheme not in SCHEMES + ("all",):
         raise UserError(f"Unknown scheme '{args.scheme}' (demo schemes: "
-                        f"{', '.join(ENGINE_SCHEMES)}, all)")
+                        f"{', '.join(SCHEMES)}, all)")
     archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")

@@ -27,10 +27,9 @@ from .golden import AsmCodeFormat, SdFormat, parse_alphabet, requant_shift, sd_r
 from .model import Layer, ModelError
 from .network import forward_float, requant_params
 
-__all__ = ["LayerPlan", "Plan", "compile_model", "golden_layers", "SCHEMES", "ENGINE_SCHEMES"]
+__all__ = ["LayerPlan", "Plan", "compile_model", "golden_layers", "SCHEMES"]
 
 SCHEMES = ("asm", "smartdeal", "mlg")
-ENGINE_SCHEMES = ("asm", "smartdeal", "mlg")
 MAX_LANES = 64
 
 
@@ -153,7 +152,7 @@ def _shapes(layers: list[Layer], input_shape) -> list[tuple]:
     """``(cin, h, w, k, pad, oh, ow)`` per layer, checking that each layer fits the last."""
     c, h, w = input_shape
     out = []
-    for i, ly in enumerate(layers):
+    for ly in layers:
         if ly.kind == "linear":
             if ly.cin != c * h * w:
                 raise ModelError(f"Layer '{ly.name}': Linear expects {ly.cin} inputs but the "
@@ -176,14 +175,20 @@ def _shapes(layers: list[Layer], input_shape) -> list[tuple]:
 
 def _int_weights(c, scheme: str):
     """``(W_int [cout, cin*k*k], sw [cout])`` of a compressed layer (golden decoders)."""
-    if scheme == "asm":
-        W = c.weight_int().reshape(c.shape[0], -1)
-        return W, np.full(c.shape[0], c.scale)
-    if scheme == "smartdeal":
+    if scheme == "smartdeal":                  # int8 per filter: one shift each
         W = c.weight_int8().reshape(c.shape[0], -1)
         return W, c.scale * np.exp2(c.shifts.astype(np.float64))
-    W = c.weight_int().reshape(c.shape[0], -1)
+    W = c.weight_int().reshape(c.shape[0], -1)  # ASM, MLG: one scale per layer
     return W, np.full(c.shape[0], c.scale)
+
+
+def rebuilt_weights(layers: list[Layer], compressed, scheme: str) -> list[np.ndarray]:
+    """The float weights the hardware uses (integer weights times their scales)."""
+    out = []
+    for ly, c in zip(layers, compressed):
+        W, sw = _int_weights(c, scheme)
+        out.append((W * sw[:, None]).reshape(ly.weight.shape))
+    return out
 
 
 def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_shape=None,
@@ -192,9 +197,6 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     """Compress (unless ``compressed`` is given), quantise and pack ``layers`` for the engine."""
     if scheme not in SCHEMES:
         raise ModelError(f"Unknown scheme '{scheme}' (schemes: {', '.join(SCHEMES)})")
-    if scheme not in ENGINE_SCHEMES:
-        raise ModelError(f"Scheme '{scheme}' has no engine weight generator yet "
-                         f"(engine schemes: {', '.join(ENGINE_SCHEMES)})")
     if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= MAX_LANES:
         raise ModelError(f"Lanes must be an integer in 1..{MAX_LANES}, not {lanes!r}")
     if input_shape is None:
@@ -206,7 +208,7 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ModelError(f"Input shape must be C,H,W with positive sizes, not {input_shape}")
     shapes = _shapes(layers, input_shape)
-    for i, ly in enumerate(layers[:-1]):
+    for ly in layers[:-1]:
         if ly.relu is False:
             raise ModelError(f"Layer '{ly.name}': the engine's hidden activations are unsigned "
                              f"8-bit, so a hidden layer must be followed by ReLU")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import ENGINE_SCHEMES, _int_weights, compile_model, dense_int8
+from .compiler import SCHEMES, compile_model, dense_int8, rebuilt_weights
 from .compress import COMPRESSORS, make_config
 from .model import load_model, save_model
 from .network import forward_int
@@ -40,13 +40,25 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def _cache_stem(arch: str, tag: str, key: list) -> Path:
+    """Cache path stem of a trained model: readable tag plus a hash of what determines it."""
+    digest = hashlib.sha1(json.dumps([arch, tag, *key], sort_keys=True).encode()).hexdigest()
+    return cache_dir() / f"digits-{arch}-{tag}-{digest[:10]}"
+
+
+def _save_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def trained_model(arch: str, data, *, scheme: str | None = None, knobs=None):
     """Float model (``scheme=None``) or its quantisation-aware fine-tuned version, cached."""
     xtr, ytr, _, _ = data
     shape = ARCHS[arch]["input_shape"]
-    key = json.dumps([arch, EPOCHS, QAT_EPOCHS, SEED, scheme, knobs or {}], sort_keys=True)
-    name = f"digits-{arch}-{scheme or 'float'}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
-    path = cache_dir() / name
+    path = _cache_stem(arch, scheme or "float",
+                       [EPOCHS, QAT_EPOCHS, SEED, knobs or {}]).with_suffix(".npz")
     if path.exists():
         try:
             return load_model(path), True
@@ -63,10 +75,7 @@ def trained_model(arch: str, data, *, scheme: str | None = None, knobs=None):
         qat_acc = accuracy(tuned, xtr, ytr, shape, proj(tuned))
         # Fine-tuning only where plain rounding loses accuracy (judged on the training split).
         layers = tuned if qat_acc > ptq_acc else base
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    save_model(tmp, layers)
-    os.replace(tmp, path)
+    _save_atomic(path, lambda tmp: save_model(tmp, layers))
     return layers, False
 
 
@@ -81,9 +90,8 @@ def trained_mlg(arch: str, data, knobs=None):
     xtr, ytr, _, _ = data
     shape = ARCHS[arch]["input_shape"]
     cfg = make_config("mlg", knobs or {})
-    key = json.dumps([arch, EPOCHS, MLG_QAT_EPOCHS, SEED, "mlg-factors", knobs or {}], sort_keys=True)
-    stem = f"digits-{arch}-mlg-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-    path, cpath = cache_dir() / f"{stem}.npz", cache_dir() / f"{stem}.codes.npz"
+    stem = _cache_stem(arch, "mlg", [EPOCHS, MLG_QAT_EPOCHS, SEED, "factors", knobs or {}])
+    path, cpath = stem.with_suffix(".npz"), stem.with_suffix(".codes.npz")
     base, _ = trained_model(arch, data)
     if path.exists() and cpath.exists():
         try:
@@ -104,14 +112,11 @@ def trained_mlg(arch: str, data, knobs=None):
     comp = [COMPRESSORS["mlg"](ly, cfg) for ly in base]
 
     def acc_of(layers, cs):
-        ws = [(_int_weights(c, "mlg")[0] * c.scale).reshape(ly.weight.shape)
-              for ly, c in zip(layers, cs)]
-        return accuracy(layers, xtr, ytr, shape, ws)
+        return accuracy(layers, xtr, ytr, shape, rebuilt_weights(layers, cs, "mlg"))
     tuned, tcomp = train_mlg_factors(base, comp, xtr, ytr, shape, epochs=MLG_QAT_EPOCHS,
                                      seed=SEED + 1)
     if acc_of(tuned, tcomp) <= acc_of(base, comp):
         tuned, tcomp = copy.deepcopy(base), comp
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for i, c in enumerate(tcomp):
         arrays[f"{i}.basis"] = c.basis
@@ -121,11 +126,8 @@ def trained_mlg(arch: str, data, knobs=None):
             arrays[f"{i}.coeff_in"] = c.coeff_in
         if c.coeff_out is not None:
             arrays[f"{i}.coeff_out"] = c.coeff_out
-    tmp, ctmp = path.with_suffix(".tmp.npz"), cpath.with_suffix(".tmp.npz")
-    save_model(tmp, tuned)
-    np.savez(ctmp, **arrays)
-    os.replace(ctmp, cpath)
-    os.replace(tmp, path)
+    _save_atomic(cpath, lambda tmp: np.savez(tmp, **arrays))
+    _save_atomic(path, lambda tmp: save_model(tmp, tuned))
     return tuned, tcomp, False
 
 
@@ -142,15 +144,11 @@ def projector(scheme: str, knobs=None):
     cfg = make_config(scheme, knobs or {})
 
     def project(layers):
-        out = []
-        for ly in layers:
-            W, sw = _int_weights(COMPRESSORS[scheme](ly, cfg), scheme)
-            out.append((W * sw[:, None]).reshape(ly.weight.shape))
-        return out
+        return rebuilt_weights(layers, [COMPRESSORS[scheme](ly, cfg) for ly in layers], scheme)
     return project
 
 
-def run_demo(out_dir, schemes=ENGINE_SCHEMES, archs=("cnn", "mlp"), *, lanes=8,
+def run_demo(out_dir, schemes=SCHEMES, archs=("cnn", "mlp"), *, lanes=8,
              limit: int | None = None, sim="icarus", knobs=None) -> dict:
     from ..sim.engine_run import simulate
     from .build import write_design

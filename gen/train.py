@@ -52,17 +52,9 @@ def init_layers(arch: str, seed: int = 0) -> list[Layer]:
 
 
 def _shapes(layers: list[Layer], input_shape):
-    c, h, w = input_shape
-    out = []
-    for ly in layers:
-        if ly.kind == "linear":
-            out.append((c * h * w, 1, 1))
-            c, h, w = ly.cout, 1, 1
-        else:
-            out.append((c, h, w))
-            h, w = h + 2 * ly.pad - ly.k + 1, w + 2 * ly.pad - ly.k + 1
-            c = ly.cout
-    return out
+    """Each layer's input ``(C, H, W)`` (Linear: ``(features, 1, 1)``)."""
+    from .compiler import _shapes as layer_shapes
+    return [(cin, h, w) for cin, h, w, *_ in layer_shapes(layers, input_shape)]
 
 
 def _forward(layers, weights, x, shapes):

@@ -209,7 +209,12 @@ class Engine(wiring.Component):
                         m.d.comb += sig.eq(fn(ly))
             return sig
 
-        tile_parity_bits = 1
+        def tile_lanes(sel, tk, prefix):
+            """``(tiles, lanes of tile tk)`` of layer ``sel`` (the last tile may be partial)."""
+            tiles = layer_const(sel, f"{prefix}_tiles", lambda ly: ly.tiles, range(1 << 16))
+            last = layer_const(sel, f"{prefix}_last_lanes",
+                               lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1))
+            return tiles, Mux(tk == tiles - 1, last, L)
 
         # ======================================================================================
         # Weight generator side: (layer, tile) sequence, tile slots.
@@ -220,14 +225,14 @@ class Engine(wiring.Component):
 
         g_ly = Signal(range(max(2, nl)))
         g_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
-        g_slot = Signal(tile_parity_bits)
+        g_slot = Signal()
         g_go = Signal()                     # an inference started and its first tile is due
         g_active = Signal()                 # filling a tile
         g_fill_start = Signal()
         g_fill_done = Signal()
         with m.If(start):
             m.d.sync += g_go.eq(1)
-        g_tiles = layer_const(g_ly, "g_tiles", lambda ly: ly.tiles, range(1 << 16))
+        g_tiles, g_lanes = tile_lanes(g_ly, g_tk, "g")
         g_first = (g_ly == 0) & (g_tk == 0)
         with m.If(~g_active & (g_go | ~g_first) & ~full.bit_select(g_slot, 1)):
             m.d.comb += g_fill_start.eq(1)
@@ -249,11 +254,11 @@ class Engine(wiring.Component):
             self._gen_copy(m, plan, wmem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
                            g_fill_done, wbits_inc, layer_const)
         elif plan.scheme == "smartdeal":
-            self._gen_sd(m, plan, wmem, amem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
-                         g_fill_done, wbits_inc, layer_const, running, start, gen_err)
+            self._gen_sd(m, plan, wmem, amem, tw, g_ly, g_lanes, g_slot, rmax, g_fill_start,
+                         g_fill_done, wbits_inc, layer_const, start, gen_err)
         else:
-            self._gen_mlg(m, plan, wmem, amem, cmem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
-                          g_fill_done, wbits_inc, layer_const)
+            self._gen_mlg(m, plan, wmem, amem, cmem, tw, g_ly, g_tk, g_lanes, g_slot, rmax,
+                          g_fill_start, g_fill_done, wbits_inc, layer_const)
 
         # ======================================================================================
         # Controller: issue one term per cycle into stage S1 (memory reads) -> MAC input.
@@ -267,7 +272,7 @@ class Engine(wiring.Component):
 
         c_ly = Signal(range(max(2, nl)))
         c_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
-        c_slot = Signal(tile_parity_bits)
+        c_slot = Signal()
         c_oy = Signal(range(max(2, max(ly.oh for ly in layers))))
         c_ox = Signal(range(max(2, max(ly.ow for ly in layers))))
         c_ci = Signal(range(max(2, max(ly.cin for ly in layers))))
@@ -292,10 +297,8 @@ class Engine(wiring.Component):
             ("cin", lambda ly: ly.cin, range(1 << 16)),
             ("oh", lambda ly: ly.oh, range(4096)),
             ("ow", lambda ly: ly.ow, range(4096)),
-            ("tiles", lambda ly: ly.tiles, range(1 << 16)),
-            ("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1)),
         ]}
-        c_lanes = Mux(c_tk == cf["tiles"] - 1, cf["last_lanes"], L)
+        cf["tiles"], c_lanes = tile_lanes(c_ly, c_tk, "c")
 
         iy = Signal(signed(16))
         ix = Signal(signed(16))
@@ -307,6 +310,7 @@ class Engine(wiring.Component):
         t_last = t_last_k & (c_ci == cf["cin"] - 1)
         p_last = (c_ox == cf["ow"] - 1) & (c_oy == cf["oh"] - 1)
         tile_last = cf["tiles"] - 1 == c_tk
+        pad_w = layer_const(c_ly, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16))   # at oy = 0
 
         s1_valid = Signal()
         s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(max(2, G)))
@@ -318,7 +322,7 @@ class Engine(wiring.Component):
         tr = tile.read_port()
         c_buf = Signal()                        # activation buffer this layer reads
         m.d.comb += c_buf.eq(c_ly[0] if nl > 1 else 0)
-        for i, port in enumerate(ar):
+        for port in ar:
             m.d.comb += [port.addr.eq(x_addr), port.en.eq(adv)]
         m.d.comb += [tr.addr.eq(c_slot * rmax + c_row), tr.en.eq(adv)]
 
@@ -377,7 +381,7 @@ class Engine(wiring.Component):
                         with m.If(c_ox == cf["ow"] - 1):
                             m.d.sync += c_ox.eq(0)
                             with m.If(c_oy == cf["oh"] - 1):
-                                m.d.sync += [c_oy.eq(0), c_oy_base.eq(-cf["pad"] * cf["w"])]
+                                m.d.sync += [c_oy.eq(0), c_oy_base.eq(pad_w)]
                             with m.Else():
                                 m.d.sync += [c_oy.eq(c_oy + 1), c_oy_base.eq(c_oy_base + cf["w"])]
                         with m.Else():
@@ -394,7 +398,6 @@ class Engine(wiring.Component):
                             with m.Else():
                                 m.d.sync += c_tk.eq(c_tk + 1)
         # (oy - pad) * W of the layer about to run, set while not issuing.
-        pad_w = layer_const(c_ly, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16))
         with m.If(c_phase != 2):
             m.d.sync += c_oy_base.eq(pad_w)
 
@@ -406,11 +409,9 @@ class Engine(wiring.Component):
         p_lane = Signal(range(max(2, L)))
         pf = {name: layer_const(p_ly, f"p_{name}", fn, shape) for name, fn, shape in [
             ("pix", lambda ly: ly.oh * ly.ow, range(1 << 22)),
-            ("tiles", lambda ly: ly.tiles, range(1 << 16)),
-            ("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1)),
             ("post_base", lambda ly: ly.post_base, range(1 << 20)),
         ]}
-        p_lanes = Mux(p_tk == pf["tiles"] - 1, pf["last_lanes"], L)
+        pf["tiles"], p_lanes = tile_lanes(p_ly, p_tk, "p")
         p_final = p_ly == nl - 1
         p_relu = layer_const(p_ly, "p_relu", lambda ly: int(ly.relu), 1)
 
@@ -502,9 +503,8 @@ class Engine(wiring.Component):
             m.d.comb += pend_dec.eq(1)
         with m.If(padv & q2["valid"] & q2["end"]):
             m.d.comb += done.eq(1)
-        if gen_err is not None:
-            with m.If(gen_err):
-                m.d.comb += err_now.eq(1)
+        with m.If(gen_err):
+            m.d.comb += err_now.eq(1)
         return m
 
     # ------------------------------------------------------------------------------------------
@@ -532,8 +532,8 @@ class Engine(wiring.Component):
         m.d.comb += fill_done.eq(v1 & (r1 == terms - 1))
         m.d.comb += wbits_inc.eq(Mux(active, plan.weight_word_bits, 0))
 
-    def _gen_sd(self, m, plan, wmem, amem, tw, g_ly, g_tk, g_slot, rmax, fill_start,
-                fill_done, wbits_inc, layer_const, running, start, gen_err):
+    def _gen_sd(self, m, plan, wmem, amem, tw, g_ly, lanes, g_slot, rmax, fill_start,
+                fill_done, wbits_inc, layer_const, start, gen_err):
         """SmartDeal: the coefficient stream and the basis entries of every layer are read
         once per inference, in (filter, chunk) order, through the power-of-2 decoder and the
         rebuild engine; each rebuilt kernel row (3 int8 weights) is written into its lane."""
@@ -567,10 +567,6 @@ class Engine(wiring.Component):
         m.d.comb += wbits_inc.eq(takes[0] + takes[1])
 
         chunks = layer_const(g_ly, "g_chunks", lambda ly: ly.sd_chunks, range(1 << 12))
-        last_lanes = layer_const(g_ly, "g_last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L,
-                                 range(L + 1))
-        tiles = layer_const(g_ly, "g_sd_tiles", lambda ly: ly.tiles, range(1 << 16))
-        lanes = Mux(g_tk == tiles - 1, last_lanes, L)
         active = Signal()
         lane = Signal(range(max(2, L)))
         chunk = Signal(range(1 << 12))
@@ -596,8 +592,8 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.sync += chunk.eq(chunk + 1)
 
-    def _gen_mlg(self, m, plan, wmem, amem, cmem, tw, g_ly, g_tk, g_slot, rmax, fill_start,
-                 fill_done, wbits_inc, layer_const):
+    def _gen_mlg(self, m, plan, wmem, amem, cmem, tw, g_ly, g_tk, lanes, g_slot, rmax,
+                 fill_start, fill_done, wbits_inc, layer_const):
         """MLG: per tile, V (one word per ``o``: the tile's lanes) and, with level 1, the basis
         kernels ``Wb[o]`` are read once into small caches; then for each input channel ``ci``
         and each ``o`` one coefficient word (``U[o, ci]``, or the level-1-bypassed basis row
@@ -618,13 +614,10 @@ class Engine(wiring.Component):
             ("wbase", lambda ly: ly.wbase, range(1 << 24)),
             ("cbase", lambda ly: ly.cbase, range(1 << 24)),
             ("vbase", lambda ly: ly.vbase, range(1 << 24)),
-            ("tiles", lambda ly: ly.tiles, range(1 << 16)),
-            ("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1)),
             ("per_word", lambda ly: ly.mlg_per_word, range(1 << 12)),
             ("k2qb", lambda ly: ly.k * ly.k * qb, range(1 << 12)),
             ("tile_words", lambda ly: ly.mlg_tile_words, range(1 << 20)),
         ]}
-        lanes = Mux(g_tk == lc["tiles"] - 1, lc["last_lanes"], L)
         n_o = Mux(lc["l2"], lc["bo"], lanes)            # o per input channel
         # Level-1-bypassed basis rows are packed per_word to a weight-memory word, in the
         # order the fill walks them; a word is fetched once, when its first row is due.
@@ -645,6 +638,9 @@ class Engine(wiring.Component):
         # stage-1 flags (the reads issued last cycle)
         s_load, s_gen, s_first, s_last = Signal(), Signal(), Signal(), Signal()
         s_o, s_ci = Signal.like(o), Signal.like(ci)
+        # K2 = 1 layers keep G weights per tile row: ci's row and column, as counters.
+        ci_row, ci_col = Signal.like(ci), Signal(range(max(2, G)))
+        s_row, s_col = Signal.like(ci_row), Signal.like(ci_col)
 
         m.d.comb += [
             ar_.en.eq(1), cr_.en.eq(1), wbc_r.en.eq(1), vc_r.en.eq(1),
@@ -658,7 +654,7 @@ class Engine(wiring.Component):
         with m.If(fill_start):
             m.d.sync += [o.eq(0), ci.eq(0), phase.eq(Mux(need_load, 1, 2)),
                          p_addr.eq(lc["wbase"] + Mux(lc["l2"], 0, g_tk * lc["tile_words"])),
-                         p_field.eq(0)]
+                         p_field.eq(0), ci_row.eq(0), ci_col.eq(0)]
         m.d.sync += [s_load.eq(0), s_gen.eq(0)]
         with m.Switch(phase):
             with m.Case(1):
@@ -683,13 +679,18 @@ class Engine(wiring.Component):
                 m.d.comb += wbits_inc.eq(Mux(lc["l1"], plan.coef_word_bits,
                                              Mux(p_field == 0, plan.weight_word_bits, 0)))
                 m.d.sync += [s_gen.eq(1), s_o.eq(o), s_ci.eq(ci), s_first.eq(o == 0),
-                             s_last.eq(o == n_o - 1), s_field.eq(p_field)]
+                             s_last.eq(o == n_o - 1), s_field.eq(p_field),
+                             s_row.eq(ci_row), s_col.eq(ci_col)]
                 with m.If(o == n_o - 1):
                     m.d.sync += o.eq(0)
                     with m.If(ci == lc["cin"] - 1):
                         m.d.sync += [ci.eq(0), phase.eq(0)]
                     with m.Else():
                         m.d.sync += ci.eq(ci + 1)
+                        with m.If(ci_col == G - 1):
+                            m.d.sync += [ci_col.eq(0), ci_row.eq(ci_row + 1)]
+                        with m.Else():
+                            m.d.sync += ci_col.eq(ci_col + 1)
                 with m.Else():
                     m.d.sync += o.eq(o + 1)
         # cache writes (load phase, data of last cycle's reads)
@@ -722,11 +723,9 @@ class Engine(wiring.Component):
         with m.If(s_gen):
             m.d.sync += acc.eq(new)
         # write: 3x3 -> row ci, every lane and column; K2 = 1 -> row ci // G, column ci % G
-        row = Mux(lc["k9"], s_ci, s_ci // G if G > 1 else s_ci)
-        col = s_ci % G if G > 1 else 0
-        one_col = Const(0, L * G)
-        for l in range(L):
-            one_col = one_col | (Const(1, L * G) << (l * G))
+        row = Mux(lc["k9"], s_ci, s_row)
+        col = s_col
+        one_col = Const(sum(1 << (l * G) for l in range(L)), L * G)   # column 0 of every lane
         lane_words = []
         for l in range(L):
             lane_words.append(Mux(lc["k9"], new[l].as_value(), new[l][0].replicate(G)))

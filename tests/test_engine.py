@@ -83,15 +83,18 @@ def test_engine_mlg_levels_and_small_bases():
     layers = [Layer("c1", "conv3x3", rng.normal(size=(8, 1, 3, 3)), rng.normal(size=8) * 0.2, pad=1),
               Layer("c2", "conv3x3", rng.normal(size=(6, 8, 3, 3)), rng.normal(size=6) * 0.2),
               Layer("fc", "linear", rng.normal(size=(5, 6 * 2 * 2)), rng.normal(size=5) * 0.2)]
-    for knobs in ({"Bo": 3, "Bi": 2, "qb": 3, "qu": 4, "qv": 3}, {"Bo": 1, "Bi": 1}):
+    seen = set()
+    for knobs in ({"Bo": 3, "Bi": 2, "qb": 3, "qu": 4, "qv": 3}, {"Bo": 1, "Bi": 1}, {"Bo": 44}):
         plan = compile_model(layers, "mlg", lanes=4, input_shape=(1, 4, 4), knobs=knobs)
         levels = [(ly.mlg_level1, ly.mlg_level2) for ly in plan.layers]
+        seen.update(levels)
         x = extreme_inputs(rng, 16, n_random=2)
         got, counters = run_engine(plan, x)
         assert (got == golden_vectors(plan, x)).all(), (knobs, levels)
         assert counters[0]["mac_slots"] == plan.macs
         assert counters[0]["weight_bits"] == plan.weight_bits_per_inference
-    assert (True, True) in levels or knobs
+    # every combination of the two levels ran
+    assert seen == {(True, True), (False, True), (True, False), (False, False)}, seen
 
 
 @pytest.mark.parametrize("second", ["conv1x1", "conv3x3"])
