@@ -46,7 +46,7 @@ from .asm import AsmMacArray
 from .baseline import ExactMacArray
 from .weightgen import SdWeightGen
 
-__all__ = ["Engine", "POST_BITS", "post_layout", "load_layout", "MEM_WEIGHT", "MEM_AUX",
+__all__ = ["Engine", "load_data_bits", "POST_BITS", "post_layout", "load_layout", "MEM_WEIGHT", "MEM_AUX",
            "MEM_POST", "MEM_COEF"]
 
 MEM_WEIGHT, MEM_AUX, MEM_POST, MEM_COEF = 0, 1, 2, 3
@@ -66,6 +66,11 @@ POST_BITS = post_layout().size
 def load_layout(data_bits: int, addr_bits: int) -> data.StructLayout:
     """One word on ``i_load``: which memory, the word address, the data (LSB-aligned)."""
     return data.StructLayout({"mem": 2, "addr": addr_bits, "data": data_bits})
+
+
+def load_data_bits(plan) -> int:
+    """Width of ``i_load``'s data field: the widest memory word of ``plan``."""
+    return max(plan.weight_word_bits, plan.aux_word_bits, POST_BITS, plan.coef_word_bits)
 
 
 def _bits(n: int) -> int:
@@ -96,7 +101,7 @@ class Engine(wiring.Component):
                             MEM_AUX: max(2, len(plan.aux_words)),
                             MEM_POST: max(2, len(plan.post_words)),
                             MEM_COEF: max(2, len(plan.coef_words))}
-        self._load_bits = max(self._mem_widths.values())
+        self._load_bits = load_data_bits(plan)
         self._addr_bits = _bits(max(self._mem_depths.values()))
         super().__init__({
             "i_x": In(stream.Signature(8)),
