@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -89,11 +90,19 @@ class Engine(wiring.Component):
     busy : ``Out(1)``, an inference is running.
     err : ``Out(1)``, sticky until the next start: a bad weight code or an overrun was seen.
     cycles, issue_cycles, mac_terms, mac_slots, weight_bits : ``Out(48)`` counters.
+
+    ``weight_ram="huge"`` asks synthesis to put the weight memory (the coefficient stream) in
+    the large single-port RAM of the device (iCE40 UP5K SPRAM, 16 bits x 16K per block).
+    Such RAM is not initialised by the bitstream: the weight memory then starts empty and
+    the host writes it over ``i_load`` before the first inference.
     """
 
-    def __init__(self, plan):
+    def __init__(self, plan, weight_ram: str = "block"):
         self._plan = plan
         self._check(plan)
+        if weight_ram not in ("block", "huge"):
+            raise ValueError(f"weight_ram must be 'block' or 'huge', not {weight_ram!r}")
+        self.weight_ram = weight_ram
         lanes = plan.lanes
         self._mem_widths = {MEM_WEIGHT: plan.weight_word_bits, MEM_AUX: plan.aux_word_bits,
                             MEM_POST: POST_BITS, MEM_COEF: plan.coef_word_bits}
@@ -150,7 +159,11 @@ class Engine(wiring.Component):
         m.submodules.tile = tile = Memory(shape=unsigned(L * G * wbits), depth=2 * rmax, init=[])
         m.submodules.wmem = wmem = Memory(shape=unsigned(plan.weight_word_bits),
                                           depth=self._mem_depths[MEM_WEIGHT],
-                                          init=plan.weight_words)
+                                          attrs=({"ram_style": "huge"}
+                                                 if self.weight_ram == "huge" else None),
+                                          # SPRAM has no initial contents: the host loads it
+                                          init=[] if self.weight_ram == "huge"
+                                          else plan.weight_words)
         m.submodules.amem = amem = Memory(shape=unsigned(plan.aux_word_bits),
                                           depth=self._mem_depths[MEM_AUX], init=plan.aux_words)
         m.submodules.pmem = pmem = Memory(shape=unsigned(POST_BITS),
@@ -162,10 +175,17 @@ class Engine(wiring.Component):
         idle = Signal()
         ld = self.i_load
         m.d.comb += ld.ready.eq(idle)
+        # The weight memory has one address for its read and write ports (the generator's
+        # address, or the load address during a load), so it can map to single-port RAM
+        # (iCE40 SPRAM); its read is disabled while writing.
+        wrd = wmem.read_port()
         for sel, mem in ((MEM_WEIGHT, wmem), (MEM_AUX, amem), (MEM_POST, pmem), (MEM_COEF, cmem)):
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(ld.payload.addr), wp.data.eq(ld.payload.data),
+            m.d.comb += [wp.addr.eq(wrd.addr if sel == MEM_WEIGHT else ld.payload.addr),
+                         wp.data.eq(ld.payload.data),
                          wp.en.eq(ld.valid & idle & (ld.payload.mem == sel))]
+            if sel == MEM_WEIGHT:
+                w_loading = wp.en
 
         # -- run state, input loading, counters ---------------------------------------------
         running = Signal()
@@ -256,14 +276,17 @@ class Engine(wiring.Component):
         tw = tile.write_port(granularity=wbits)
         gen_err = Signal()
         if plan.scheme == "asm":
-            self._gen_copy(m, plan, wmem, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
+            self._gen_copy(m, plan, wrd, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
                            g_fill_done, wbits_inc, layer_const)
         elif plan.scheme == "smartdeal":
-            self._gen_sd(m, plan, wmem, amem, tw, g_ly, g_lanes, g_slot, rmax, g_fill_start,
+            self._gen_sd(m, plan, wrd, amem, tw, g_ly, g_lanes, g_slot, rmax, g_fill_start,
                          g_fill_done, wbits_inc, layer_const, start, gen_err)
         else:
-            self._gen_mlg(m, plan, wmem, amem, cmem, tw, g_ly, g_tk, g_lanes, g_slot, rmax,
+            self._gen_mlg(m, plan, wrd, amem, cmem, tw, g_ly, g_tk, g_lanes, g_slot, rmax,
                           g_fill_start, g_fill_done, wbits_inc, layer_const)
+
+        with m.If(w_loading):                   # after the generator: this assignment wins
+            m.d.comb += [wrd.addr.eq(ld.payload.addr), wrd.en.eq(0)]
 
         # ======================================================================================
         # Controller: issue one term per cycle into stage S1 (memory reads) -> MAC input.
@@ -420,7 +443,12 @@ class Engine(wiring.Component):
         p_final = p_ly == nl - 1
         p_relu = layer_const(p_ly, "p_relu", lambda ly: int(ly.relu), 1)
 
-        o_full = self.o_y.valid & ~self.o_y.ready
+        # Final outputs go through a small FIFO whose "full" is a registered level: the
+        # post-processor's stall no longer depends on o_y.ready combinationally (Fmax).
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=OUT_BITS + 1, depth=4)
+        m.d.comb += [self.o_y.payload.as_value().eq(ofifo.r_data), self.o_y.valid.eq(ofifo.r_rdy),
+                     ofifo.r_en.eq(self.o_y.ready)]
+        o_full = ~ofifo.w_rdy
         padv = Signal()
         m.d.comb += padv.eq(~o_full)
         pr = pmem.read_port()
@@ -467,58 +495,66 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), addr.eq(addr + pf["pix"])]
 
-        # stage Q2: (acc + bias) * M
+        # Stages Q2..Q6, one register level each so that no stage holds more than one adder,
+        # the multiplier or the shifter (Fmax): Q2 acc + bias, Q3 * M, Q4 + half, Q5 >> S,
+        # Q6 clamp; then the write-back / output register.  The tags ride along.
         ent = post_layout()(pr.data)
         vbits = max(mac.acc_bits, BIAS_BITS) + 1
-        q2 = {n: Signal(name=f"q2_{n}") for n in ("valid", "final", "relu", "lastlane", "end")}
-        q2_prod = Signal(signed(vbits + M_BITS + 1), name="q2_prod")
-        q2_s = Signal(S_BITS, name="q2_s")
-        q2_addr = Signal.like(q1_addr, name="q2_addr")
+        pbits = vbits + M_BITS + 2
+        q1_buf = Signal()
         with m.If(padv):
-            m.d.sync += [q2["valid"].eq(q1_valid), q2["final"].eq(q1_final),
-                         q2["relu"].eq(q1_relu), q2["lastlane"].eq(q1_lastlane),
-                         q2["end"].eq(q1_end), q2_addr.eq(q1_addr), q2_s.eq(ent.s),
-                         q2_prod.eq((q1_acc + ent.bias) * ent.m)]
-
-        # stage Q3: round, shift, clamp, write back or emit.
-        half = Signal(signed(64))
-        m.d.comb += half.eq((Const(1, 64) << q2_s) >> 1)
-        rounded = Signal(signed(vbits + M_BITS + 2))
-        m.d.comb += rounded.eq((q2_prod + half) >> q2_s)
-        hi8 = Mux(rounded > 255, 255, rounded)
-        u8 = Mux(rounded < 0, 0, hi8)
-        lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
-        s32 = Mux(rounded > hi32, hi32, Mux(rounded < lo32, lo32, rounded))
+            m.d.sync += q1_buf.eq(~p_ly[0] if nl > 1 else 1)
         # A hidden layer writes the buffer the next layer reads: layer i reads act[i % 2] and
         # writes act[(i + 1) % 2].  act0's one write port is shared with the input loader.
-        q1_buf, q2_buf = Signal(), Signal()
-        with m.If(padv):
-            m.d.sync += [q1_buf.eq(~p_ly[0] if nl > 1 else 1), q2_buf.eq(q1_buf)]
-        wr_hidden = padv & q2["valid"] & ~q2["final"]
-        m.d.comb += [a1w.addr.eq(q2_addr), a1w.data.eq(u8), a1w.en.eq(wr_hidden & q2_buf)]
-        with m.If(wr_hidden & ~q2_buf):
-            m.d.comb += [a0w.addr.eq(q2_addr), a0w.data.eq(u8), a0w.en.eq(1)]
-        s32 = Mux(q2["relu"] & (rounded < 0), 0, s32)
-        with m.If(self.o_y.ready):
-            m.d.sync += self.o_y.valid.eq(0)
-        with m.If(padv & q2["valid"] & q2["final"]):
-            m.d.sync += [self.o_y.valid.eq(1), self.o_y.payload.value.eq(s32),
-                         self.o_y.payload.last.eq(q2["end"])]
-        with m.If(padv & q2["valid"] & q2["lastlane"]):
+        tags = {"valid": q1_valid, "final": q1_final, "relu": q1_relu, "lastlane": q1_lastlane,
+                "end": q1_end, "addr": q1_addr, "buf": q1_buf}
+
+        def stage(name, prev, values):
+            """Register the tags of ``prev`` and ``values`` (name -> expression) on ``padv``."""
+            cur = {k: Signal.like(v, name=f"{name}_{k}") for k, v in prev.items()}
+            out = {}
+            for k, (shape, expr) in values.items():
+                out[k] = Signal(shape, name=f"{name}_{k}")
+            with m.If(padv):
+                m.d.sync += [cur[k].eq(v) for k, v in prev.items()]
+                m.d.sync += [out[k].eq(values[k][1]) for k in values]
+            return cur, out
+
+        t2, v2 = stage("q2", tags, {"sum": (signed(vbits), q1_acc + ent.bias),
+                                    "m": (unsigned(M_BITS), ent.m), "s": (unsigned(S_BITS), ent.s)})
+        t3, v3 = stage("q3", t2, {"prod": (signed(pbits), v2["sum"] * v2["m"]),
+                                  "s": (unsigned(S_BITS), v2["s"]),
+                                  "half": (unsigned(64), (Const(1, 65) << v2["s"]) >> 1)})
+        t4, v4 = stage("q4", t3, {"t": (signed(pbits), v3["prod"] + v3["half"]),
+                                  "s": (unsigned(S_BITS), v3["s"])})
+        t5, v5 = stage("q5", t4, {"r": (signed(pbits), v4["t"] >> v4["s"])})
+        rounded = v5["r"]
+        u8 = Mux(rounded < 0, 0, Mux(rounded > 255, 255, rounded))
+        lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
+        s32 = Mux(rounded > hi32, hi32, Mux(rounded < lo32, lo32, rounded))
+        s32 = Mux(t5["relu"] & (rounded < 0), 0, s32)
+        q, v6 = stage("q6", t5, {"u8": (unsigned(8), u8), "s32": (signed(OUT_BITS), s32)})
+
+        wr_hidden = padv & q["valid"] & ~q["final"]
+        m.d.comb += [a1w.addr.eq(q["addr"]), a1w.data.eq(v6["u8"]), a1w.en.eq(wr_hidden & q["buf"])]
+        with m.If(wr_hidden & ~q["buf"]):
+            m.d.comb += [a0w.addr.eq(q["addr"]), a0w.data.eq(v6["u8"]), a0w.en.eq(1)]
+        m.d.comb += [ofifo.w_data.eq(Cat(v6["s32"], q["end"])),
+                     ofifo.w_en.eq(padv & q["valid"] & q["final"])]
+        with m.If(padv & q["valid"] & q["lastlane"]):
             m.d.comb += pend_dec.eq(1)
-        with m.If(padv & q2["valid"] & q2["end"]):
+        with m.If(padv & q["valid"] & q["end"]):
             m.d.comb += done.eq(1)
         with m.If(gen_err):
             m.d.comb += err_now.eq(1)
         return m
 
     # ------------------------------------------------------------------------------------------
-    def _gen_copy(self, m, plan, wmem, tw, g_ly, g_tk, g_slot, rmax, fill_start, fill_done,
+    def _gen_copy(self, m, plan, rd, tw, g_ly, g_tk, g_slot, rmax, fill_start, fill_done,
                   wbits_inc, layer_const):
         """ASM: the tile's code words are copied from the weight memory (one word per term)."""
         terms = layer_const(g_ly, "g_terms", lambda ly: ly.terms, range(1 << 16))
         base = layer_const(g_ly, "g_wbase", lambda ly: ly.wbase, range(1 << 24))
-        rd = wmem.read_port()
         r = Signal(range(rmax + 1))
         addr = Signal(range(1 << 24))
         active = Signal()
@@ -537,7 +573,7 @@ class Engine(wiring.Component):
         m.d.comb += fill_done.eq(v1 & (r1 == terms - 1))
         m.d.comb += wbits_inc.eq(Mux(active, plan.weight_word_bits, 0))
 
-    def _gen_sd(self, m, plan, wmem, amem, tw, g_ly, lanes, g_slot, rmax, fill_start,
+    def _gen_sd(self, m, plan, wrd, amem, tw, g_ly, lanes, g_slot, rmax, fill_start,
                 fill_done, wbits_inc, layer_const, start, gen_err):
         """SmartDeal: the coefficient stream and the basis entries of every layer are read
         once per inference, in (filter, chunk) order, through the power-of-2 decoder and the
@@ -550,9 +586,8 @@ class Engine(wiring.Component):
         n_words = len(plan.weight_words)
         n_basis = len(plan.aux_words)
         takes = []
-        for mem, n, port, bits in ((wmem, n_words, gen.i_coef, plan.weight_word_bits),
-                                   (amem, n_basis, gen.i_basis, plan.aux_word_bits)):
-            rd = mem.read_port()
+        for rd, n, port, bits in ((wrd, n_words, gen.i_coef, plan.weight_word_bits),
+                                  (amem.read_port(), n_basis, gen.i_basis, plan.aux_word_bits)):
             addr = Signal(range(n + 1))
             go = Signal()
             valid = Signal()
@@ -597,7 +632,7 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.sync += chunk.eq(chunk + 1)
 
-    def _gen_mlg(self, m, plan, wmem, amem, cmem, tw, g_ly, g_tk, lanes, g_slot, rmax,
+    def _gen_mlg(self, m, plan, wrd, amem, cmem, tw, g_ly, g_tk, lanes, g_slot, rmax,
                  fill_start, fill_done, wbits_inc, layer_const):
         """MLG: per tile, V (one word per ``o``: the tile's lanes) and, with level 1, the basis
         kernels ``Wb[o]`` are read once into small caches; then for each input channel ``ci``
@@ -632,7 +667,7 @@ class Engine(wiring.Component):
 
         m.submodules.wbc = wbc = Memory(shape=unsigned(max(1, Bi * K2 * qb)), depth=max(2, bo_max), init=[])
         m.submodules.vc = vc = Memory(shape=unsigned(L * qv), depth=max(2, bo_max), init=[])
-        wr_, ar_, cr_ = wmem.read_port(), amem.read_port(), cmem.read_port()
+        wr_, ar_, cr_ = wrd, amem.read_port(), cmem.read_port()
         wbc_w, vc_w = wbc.write_port(), vc.write_port()
         wbc_r = wbc.read_port(transparent_for=(wbc_w,))
         vc_r = vc.read_port(transparent_for=(vc_w,))

