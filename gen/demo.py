@@ -148,6 +148,17 @@ def projector(scheme: str, knobs=None):
     return project
 
 
+def demo_plan(arch: str = "cnn", scheme: str = "asm", lanes: int = 8, knobs=None):
+    """The compiled plan of a digits demo model (trained, or from the cache)."""
+    data = load_digits_split()
+    shape = ARCHS[arch]["input_shape"]
+    layers, compressed, cached = scheme_model(arch, data, scheme, knobs)
+    _log(f"[{arch}/{scheme}] demo model {'from cache' if cached else 'trained'}")
+    return compile_model(layers, scheme, lanes=lanes, input_shape=shape,
+                         calib=data[0][:256].reshape((-1,) + shape), knobs=knobs,
+                         compressed=compressed)
+
+
 def run_demo(out_dir, schemes=SCHEMES, archs=("cnn", "mlp"), *, lanes=8,
              limit: int | None = None, sim="icarus", knobs=None) -> dict:
     from ..sim.engine_run import simulate

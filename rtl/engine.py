@@ -314,7 +314,10 @@ class Engine(wiring.Component):
         c_phase = Signal(2)                   # 0 idle, 1 wait layer input ready, 2 issue
         pending = Signal(range(1 << 16))      # accumulations issued, not yet written back
         pend_inc, pend_dec = Signal(), Signal()
-        m.d.sync += pending.eq(pending + pend_inc - pend_dec)
+        # The increment is registered first (it sits at the end of the issue logic's path);
+        # the layer switch waits for it as well as for pending == 0.
+        pend_inc_r = Signal()
+        m.d.sync += [pend_inc_r.eq(pend_inc), pending.eq(pending + pend_inc_r - pend_dec)]
 
         cf = {name: layer_const(c_ly, f"c_{name}", fn, shape) for name, fn, shape in [
             ("h", lambda ly: ly.h, range(4096)),
@@ -350,18 +353,34 @@ class Engine(wiring.Component):
         tr = tile.read_port()
         c_buf = Signal()                        # activation buffer this layer reads
         m.d.comb += c_buf.eq(c_ly[0] if nl > 1 else 0)
-        for port in ar:
-            m.d.comb += [port.addr.eq(x_addr), port.en.eq(adv)]
-        m.d.comb += [tr.addr.eq(c_slot * rmax + c_row), tr.en.eq(adv)]
 
+        # Stage S0 registers the term's addresses (the counters' sums and compares stay out
+        # of the memory-address path); S0 issues the reads; S1 holds what the data needs.
         can_issue = (c_phase == 2) & full.bit_select(c_slot, 1)
+        s0_valid, s0_inside, s0_last, s0_buf = Signal(), Signal(), Signal(), Signal()
+        s0_col = Signal.like(s1_col)
+        s0_lanes = Signal.like(s1_lanes)
+        s0_xaddr = Signal(range(max(2, act_depth)))
+        s0_taddr = Signal(range(2 * rmax))
+        s0_free = Signal(2)                     # the tile slot this (last) read frees
+        c_free = Signal(2)
         with m.If(adv):
-            m.d.sync += [s1_valid.eq(can_issue), s1_inside.eq(inside), s1_last.eq(t_last),
-                         s1_col.eq(c_col), s1_lanes.eq(c_lanes)]
+            m.d.sync += [s0_valid.eq(can_issue), s0_inside.eq(inside), s0_last.eq(t_last),
+                         s0_col.eq(c_col), s0_lanes.eq(c_lanes), s0_buf.eq(c_buf),
+                         s0_xaddr.eq(Mux(inside, x_addr, 0)),
+                         s0_taddr.eq(c_slot * rmax + c_row), s0_free.eq(c_free)]
+        m.d.comb += clr_full.eq(Mux(adv, s0_free, 0))
+        for port in ar:
+            m.d.comb += [port.addr.eq(s0_xaddr), port.en.eq(adv)]
+        m.d.comb += [tr.addr.eq(s0_taddr), tr.en.eq(adv)]
+
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(s0_valid), s1_inside.eq(s0_inside), s1_last.eq(s0_last),
+                         s1_col.eq(s0_col), s1_lanes.eq(s0_lanes)]
         m.d.comb += issuing.eq(c_phase == 2)
         s1_buf = Signal()
         with m.If(adv):                        # with the read data it selects, not before
-            m.d.sync += s1_buf.eq(c_buf)
+            m.d.sync += s1_buf.eq(s0_buf)
 
         # MAC input from the read data.
         x_data = Mux(s1_buf, ar[1].data, ar[0].data)
@@ -381,7 +400,7 @@ class Engine(wiring.Component):
                 with m.If(start):
                     m.d.sync += [c_phase.eq(2), c_ly.eq(0)]
             with m.Case(1):
-                with m.If(pending == 0):
+                with m.If((pending == 0) & ~pend_inc_r):
                     m.d.sync += c_phase.eq(2)
             with m.Case(2):
                 with m.If(adv & full.bit_select(c_slot, 1)):
@@ -415,7 +434,7 @@ class Engine(wiring.Component):
                         with m.Else():
                             m.d.sync += c_ox.eq(c_ox + 1)
                         with m.If(p_last):
-                            m.d.comb += clr_full.eq(Mux(c_slot, 0b10, 0b01))
+                            m.d.comb += c_free.eq(Mux(c_slot, 0b10, 0b01))
                             m.d.sync += c_slot.eq(~c_slot)
                             with m.If(tile_last):
                                 m.d.sync += c_tk.eq(0)
@@ -452,7 +471,15 @@ class Engine(wiring.Component):
         padv = Signal()
         m.d.comb += padv.eq(~o_full)
         pr = pmem.read_port()
-        res = mac.o.payload
+        # The MAC result is copied into the post-processor's own register, so the MAC's
+        # output ready is a register (~pb_valid) and the post-processor's stall does not reach
+        # the MAC array and the issue counters combinationally (Fmax).  Costs one cycle per
+        # result word.
+        res = Signal.like(mac.o.payload, name="pb")
+        pb_valid = Signal()
+        m.d.comb += mac.o.ready.eq(~pb_valid)
+        with m.If(mac.o.valid & ~pb_valid):
+            m.d.sync += [res.eq(mac.o.payload), pb_valid.eq(1)]
         # stage Q1: lane select + post entry read
         q1_valid, q1_final, q1_relu, q1_lastlane, q1_end = (Signal(name=f"q1_{n}") for n in
                                                            ("valid", "final", "relu", "lastlane", "end"))
@@ -466,9 +493,10 @@ class Engine(wiring.Component):
         addr_base = Signal(range(max(2, act_depth)), name="p_addr_base")   # tile * L * pixels
         tile_step = layer_const(p_ly, "p_tile_step", lambda ly: L * ly.oh * ly.ow, range(1 << 24))
         m.d.comb += [pr.addr.eq(pf["post_base"] + co), pr.en.eq(padv)]
-        take = mac.o.valid & padv
+        take = pb_valid & padv
         lane_last = p_lane == p_lanes - 1
-        m.d.comb += mac.o.ready.eq(take & lane_last)
+        with m.If(take & lane_last):
+            m.d.sync += pb_valid.eq(0)
         with m.If(padv):
             m.d.sync += [q1_valid.eq(take), q1_final.eq(p_final), q1_relu.eq(p_relu),
                          q1_lastlane.eq(lane_last), q1_acc.eq(res.acc[p_lane]),
