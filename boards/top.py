@@ -122,7 +122,6 @@ class BoardTop(Elaboratable):
             raise ValueError(f"baud rate {baud} is not reachable from a {self.clock_mhz:.3f} MHz "
                              f"clock within 2%")
         self.weight_ram = weight_ram_for(board, plan)
-        self.link = HostLink(plan, self.divisor, {"weight_ram": self.weight_ram})
 
     def elaborate(self, platform):
         m = Module()
@@ -164,7 +163,8 @@ class BoardTop(Elaboratable):
                     o_LOCK=locked)
         m.submodules.rst = ResetSynchronizer(~locked, domain="sync")
 
-        m.submodules.link = link = self.link
+        m.submodules.link = link = HostLink(self.plan, self.divisor,
+                                            {"weight_ram": self.weight_ram})
         uart = platform.request("uart", 0)
         m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]
         if self.board == "ulx3s":                       # the FTDI TX line is shared with the ESP32

@@ -1,0 +1,244 @@
+# amaranth: UnusedElaboratable=no
+"""Board tops: UART, host protocol, PLL settings, the board-level cocotb test through the UART
+pins, the host driver against a board model, and the synth command's errors."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from insitu.boards import protocol as P
+from insitu.boards.host import Board, run_board
+from insitu.boards.top import BOARDS, BoardTop, ecp5_pll, ice40_pll
+from insitu.gen import cli
+from insitu.gen.build import golden_vectors, write_design
+from insitu.gen.compiler import compile_model
+from insitu.rtl.uart import UartRx, UartTx
+
+from test_engine import extreme_inputs, small_net
+
+
+def small_plan(scheme="asm", lanes=3):
+    rng = np.random.default_rng(3)
+    return compile_model(small_net(rng), scheme, lanes=lanes, input_shape=(2, 5, 5)), rng
+
+
+# -- UART ------------------------------------------------------------------------------------
+def _uart_loop(data, divisor, glitch=False, bad_stop=False):
+    """Bytes through UartTx -> pin -> UartRx; returns (received, rx error)."""
+    from amaranth.hdl import Module
+    m = Module()
+    m.submodules.tx = tx = UartTx(divisor)
+    m.submodules.rx = rx = UartRx(divisor)
+    got, err = [], []
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+
+    async def line(ctx):
+        if glitch:                                   # a 1-cycle low pulse is not a start bit
+            ctx.set(rx.rx, 0)
+            await ctx.tick()
+            ctx.set(rx.rx, 1)
+            await ctx.tick().repeat(divisor * 2)
+        if bad_stop:                                 # a byte whose stop bit is low
+            for bit in [0] + [1, 0] * 4 + [0]:
+                ctx.set(rx.rx, bit)
+                await ctx.tick().repeat(divisor)
+            ctx.set(rx.rx, 1)
+            await ctx.tick().repeat(divisor * 2)
+        for b in data:
+            ctx.set(tx.i.payload, b)
+            ctx.set(tx.i.valid, 1)
+            await ctx.tick().until(tx.i.ready)
+            ctx.set(tx.i.valid, 0)
+        await ctx.tick().repeat(divisor * 12)
+        err.append(ctx.get(rx.error))
+
+    async def wire(ctx):
+        async for (v,) in ctx.changed(tx.tx):
+            ctx.set(rx.rx, v)
+
+    async def sink(ctx):
+        ctx.set(rx.o.ready, 1)
+        async for _, _, valid, payload in ctx.tick().sample(rx.o.valid, rx.o.payload):
+            if valid:
+                got.append(payload)
+
+    sim.add_testbench(line)
+    if not glitch and not bad_stop:
+        sim.add_process(wire)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    return got, bool(err and err[0])
+
+
+@pytest.mark.parametrize("divisor", [4, 7, 16])
+def test_uart_loopback_all_byte_values(divisor):
+    data = [0x00, 0xFF, 0x55, 0xAA, 0x01, 0x80] + list(range(2, 256, 37))
+    got, err = _uart_loop(data, divisor)
+    assert got == data and not err
+
+
+def test_uart_rx_ignores_glitch_and_flags_bad_stop_bit():
+    got, err = _uart_loop([], 8, glitch=True)
+    assert got == [] and not err
+    got, err = _uart_loop([], 8, bad_stop=True)
+    assert got == [] and err
+
+
+def test_uart_divisor_checked():
+    with pytest.raises(ValueError, match="UART divisor"):
+        UartRx(3)
+
+
+# -- PLL settings (checked against yowasp-icepll / yowasp-ecppll outputs) ----------------------
+def test_pll_settings_match_vendor_tools():
+    assert {k: ice40_pll(12, 36)[k] for k in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")} == \
+        {"DIVR": 0, "DIVF": 47, "DIVQ": 4, "FILTER_RANGE": 1}
+    assert {k: ice40_pll(12, 24)[k] for k in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")} == \
+        {"DIVR": 0, "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1}
+    p = ecp5_pll(25, 50)
+    assert (p["CLKI_DIV"], p["CLKFB_DIV"], p["CLKOP_DIV"], p["vco_mhz"]) == (1, 2, 12, 600)
+    for f in (18, 30, 42.5):
+        assert abs(ice40_pll(12, f)["mhz"] - f) / f < 0.02
+        assert abs(ecp5_pll(25, f)["mhz"] - f) / f < 0.02
+
+
+def test_board_top_checks():
+    plan, _ = small_plan()
+    with pytest.raises(ValueError, match="Unknown board 'de0'"):
+        BoardTop(plan, "de0")
+    with pytest.raises(ValueError, match="baud rate 1300000 is not reachable"):
+        BoardTop(plan, "icebreaker", clock_mhz=12, baud=1_300_000)
+    top = BoardTop(plan, "icebreaker")
+    assert top.weight_ram == "huge" and top.pll and top.divisor == round(24e6 / 115200)
+    assert BoardTop(plan, "ulx3s", clock_mhz=25).pll is None
+    assert set(BOARDS) == {"icebreaker", "ulx3s", "versa"}
+
+
+# -- board-level cocotb test -----------------------------------------------------------------
+@pytest.mark.parametrize("scheme", ["asm", "smartdeal"])
+def test_board_uart_bit_exact(tmp_path, scheme):
+    """The host link in cocotb through its UART pins: identify, load every weight word into
+    the (empty) SPRAM memory, infer extreme and random inputs, read counters; bit-exact."""
+    from insitu.boards.board_sim import simulate_board
+    plan, rng = small_plan(scheme)
+    x = extreme_inputs(rng, 50, n_random=1)
+    r = simulate_board(plan, x, tmp_path, gaps=0.2)
+    assert r["passed"], {k: r.get(k) for k in ("mismatches", "ident_ok", "counters_ok", "errors")}
+    assert r["mismatches"] == 0 and r["vectors"] == len(x) and r["loads"] == len(list(P.load_words(plan)))
+    assert r["outputs"] == golden_vectors(plan, x).tolist()
+    assert all(c["weight_bits"] == plan.weight_bits_per_inference for c in r["counters"])
+
+
+def test_board_uart_planted_error_fails(tmp_path):
+    """One flipped bit in one loaded weight word makes the board test fail."""
+    from insitu.boards.board_sim import simulate_board
+    plan, rng = small_plan()
+    x = extreme_inputs(rng, 50, n_random=2)
+    i = plan.layers[2].wbase + 3                    # a final-layer code word
+
+    def corrupt(loads):
+        return [(mm, a, v ^ 4 if a == i and mm == 0 else v) for mm, a, v in loads]
+    r = simulate_board(plan, x, tmp_path, corrupt=corrupt)
+    assert not r["passed"] and r["mismatches"] > 0
+
+
+# -- host driver against a board model --------------------------------------------------------
+class FakeBoard:
+    """A board in Python: the protocol's answers from the golden model and a memory image."""
+
+    def __init__(self, plan, flip=False):
+        self.plan, self.flip = plan, flip
+        self.rx, self.tx = bytearray(), bytearray()
+        self.lb = P.load_bytes(plan)
+        self.mem = {}
+        ly = plan.layers[0]
+        self.n_in = ly.cin * ly.h * ly.w
+
+    def write(self, data):
+        self.rx += data
+        while self.rx:
+            c = self.rx[:1]
+            if c == b"I":
+                self.tx += P.ident(self.plan)
+                del self.rx[:1]
+            elif c == b"L":
+                if len(self.rx) < 4 + self.lb:
+                    return
+                mem, addr = self.rx[1], int.from_bytes(self.rx[2:4], "little")
+                self.mem[(mem, addr)] = int.from_bytes(self.rx[4:4 + self.lb], "little")
+                self.tx += b"K"
+                del self.rx[:4 + self.lb]
+            elif c == b"X":
+                if len(self.rx) < 1 + self.n_in:
+                    return
+                x = np.frombuffer(bytes(self.rx[1:1 + self.n_in]), dtype=np.uint8)
+                y = golden_vectors(self.plan, x[None].astype(np.int64))[0]
+                if self.flip:
+                    y[0] += 1
+                self.tx += b"Y" + b"".join(int(v).to_bytes(4, "little", signed=True) for v in y)
+                del self.rx[:1 + self.n_in]
+            elif c == b"C":
+                self.tx += b"C" + bytes(P.STATUS_BYTES - 1)
+                del self.rx[:1]
+            else:
+                self.tx += b"?"
+                del self.rx[:1]
+
+    def read(self, n):
+        out = bytes(self.tx[:n])
+        del self.tx[:n]
+        return out
+
+
+def test_host_driver_loads_and_runs():
+    plan, rng = small_plan()
+    x = extreme_inputs(rng, 50, n_random=2)
+    fb = FakeBoard(plan)
+    rep = run_board(Board(fb), plan, x)
+    assert rep["bit_exact"] and rep["vectors"] == len(x)
+    assert rep["loaded_words"] == sum(1 for _ in P.load_words(plan))
+    assert fb.mem[(0, 5)] == plan.weight_words[5]
+    bad = run_board(Board(FakeBoard(plan, flip=True)), plan, x)
+    assert not bad["bit_exact"] and bad["mismatches"] == len(x)
+
+
+def test_host_driver_refuses_other_design_and_silence():
+    plan, rng = small_plan()
+    other, _ = small_plan(lanes=2)
+    with pytest.raises(P.ProtocolError, match="the board runs another design"):
+        run_board(Board(FakeBoard(other)), plan, extreme_inputs(rng, 50, 0))
+
+    class Silent:
+        def write(self, data):
+            pass
+
+        def read(self, n):
+            return b""
+    with pytest.raises(P.ProtocolError, match="no answer from the board"):
+        Board(Silent()).identify()
+
+
+def test_cli_run_bad_port(tmp_path, capsys):
+    plan, rng = small_plan()
+    write_design(plan, tmp_path / "d", extreme_inputs(rng, 50, 0))
+    assert cli.main(["run", str(tmp_path / "d"), "--port", "/dev/does-not-exist"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open serial port '/dev/does-not-exist'" in err and err.count("\n") == 1
+    assert not (tmp_path / "d" / "run_report.json").exists()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--board", "de0"], "Unknown board 'de0' (boards: icebreaker, ulx3s, versa)"),
+    (["--board", "icebreaker", "--lanes", "0"], "--lanes must be in 1..64, not 0"),
+    (["--board", "icebreaker", "--scheme", "fp8"], "Unknown scheme 'fp8'"),
+    (["--board", "icebreaker", "missing_dir"], "missing_dir"),
+])
+def test_cli_synth_bad_input(tmp_path, capsys, args, msg):
+    assert cli.main(["synth", *args, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.startswith("insitu: error:")
+    assert not (tmp_path / "out").exists()
