@@ -11,6 +11,7 @@ LED 0 shows ``busy``, LED 1 an engine or UART error.
 from __future__ import annotations
 
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .hostlink import HostLink
@@ -129,7 +130,9 @@ class BoardTop(Elaboratable):
         m.domains.sync = ClockDomain("sync")
         # The iCE40 PLL takes the clock straight from its pad (SB_PLL40_PAD): raw pin then.
         raw = self.pll is not None and b["family"] == "ice40"
-        clk_in = platform.request(platform.default_clk, 0, dir="-" if raw else "i")
+        clk_pin = platform.request(platform.default_clk, 0, dir="-")
+        if not raw:
+            m.submodules.clk_buf = clk_in = io.Buffer("i", clk_pin)
         if self.pll is None:
             m.d.comb += ClockSignal("sync").eq(clk_in.i)
             locked = Signal(init=1)
@@ -144,7 +147,7 @@ class BoardTop(Elaboratable):
                     "SB_PLL40_PAD",
                     p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"],
                     p_DIVQ=p["DIVQ"], p_FILTER_RANGE=p["FILTER_RANGE"],
-                    i_PACKAGEPIN=clk_in.io, i_RESETB=1, i_BYPASS=0,
+                    i_PACKAGEPIN=clk_pin.io, i_RESETB=1, i_BYPASS=0,
                     o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
             else:
                 m.submodules.pll = Instance(
@@ -165,10 +168,15 @@ class BoardTop(Elaboratable):
 
         m.submodules.link = link = HostLink(self.plan, self.divisor,
                                             {"weight_ram": self.weight_ram})
-        uart = platform.request("uart", 0)
-        m.d.comb += [link.rx.eq(uart.rx.i), uart.tx.o.eq(link.tx)]
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [link.rx.eq(rx.i), tx.o.eq(link.tx)]
+        outs = [(platform.request("led", i, dir="-"), v)
+                for i, v in enumerate((link.busy, link.err | link.uart_err))]
         if self.board == "ulx3s":                       # the FTDI TX line is shared with the ESP32
-            m.d.comb += platform.request("uart_tx_enable", 0).o.eq(1)
-        leds = [platform.request("led", i) for i in range(2)]
-        m.d.comb += [leds[0].o.eq(link.busy), leds[1].o.eq(link.err | link.uart_err)]
+            outs.append((platform.request("uart_tx_enable", 0, dir="-"), 1))
+        for i, (pin, value) in enumerate(outs):
+            m.submodules[f"out_buf{i}"] = buf = io.Buffer("o", pin)
+            m.d.comb += buf.o.eq(value)
         return m

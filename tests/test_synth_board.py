@@ -1,0 +1,59 @@
+# amaranth: UnusedElaboratable=no
+"""One small UP5K synthesis, place-and-route and bitstream of a board top (the full
+benchmark is `insitu bench hw --engine`)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from insitu.boards import synth
+from insitu.gen import cli
+from insitu.gen.build import write_design
+from insitu.gen.compiler import compile_model
+
+from test_engine import extreme_inputs, small_net
+
+pytestmark = pytest.mark.synth
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    plan = compile_model(small_net(rng), "asm", lanes=3, input_shape=(2, 5, 5))
+    d = tmp_path_factory.mktemp("board") / "d"
+    write_design(plan, d, extreme_inputs(rng, 50, 0))
+    return d
+
+
+def test_synth_icebreaker_small(design, tmp_path, capsys):
+    out = tmp_path / "ice"
+    assert cli.main(["synth", "--board", "icebreaker", str(design), "-o", str(out)]) == 0
+    rep = json.loads((out / "synth_report.json").read_text())
+    for key in ("board", "device", "lanes", "luts", "ffs", "brams", "sprams", "dsps", "fmax_mhz",
+                "seconds"):
+        assert key in rep
+    assert rep["board"] == "icebreaker" and rep["lanes"] == 3
+    assert 0 < rep["luts"] <= 5280 and rep["brams"] <= 30
+    assert rep["sprams"] >= 1 and rep["weight_ram"] == "spram"     # the code stream in SPRAM
+    assert rep["fmax_mhz"] > 12 and rep["pll"]["DIVF"] == 63
+    assert set(rep["seconds"]) == {"generate", "synth", "pnr", "pack", "total"}
+    assert (out / "top.bin").stat().st_size > 100_000            # a UP5K bitstream
+    printed = capsys.readouterr()
+    assert "[3/4] pnr" in printed.err and "icebreaker (iCE40UP5K-SG48)" in printed.out
+    assert not (tmp_path / "ice.partial").exists()
+
+
+def test_synth_tool_error_is_shown(design, tmp_path, capsys, monkeypatch):
+    """A failing tool step prints the tool's own error line, exits 1, writes no OUT."""
+    real = synth._commands
+
+    def broken(script):
+        cmds = real(script)
+        return [(v, ["-p", "read_verilog no_such_file.v"] if v == "YOSYS" else a) for v, a in cmds]
+    monkeypatch.setattr(synth, "_commands", broken)
+    out = tmp_path / "bad"
+    assert cli.main(["synth", "--board", "icebreaker", str(design), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "synth failed (exit 1): ERROR: File `no_such_file.v' not found" in err
+    assert not out.exists() and (tmp_path / "bad.failed" / "synth.out").exists()
