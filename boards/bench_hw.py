@@ -229,3 +229,61 @@ def plot(rows: list[dict], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+# -- whole engine on boards -------------------------------------------------------------------
+#: Weight-memory read ceiling per cycle: UP5K 4 SPRAM x 16 bit; ECP5 36 bit per DP16KD used.
+def _weight_ceiling_bits(board: str, report: dict) -> int:
+    return 64 if board == "icebreaker" else 36 * max(1, report.get("brams") or 1)
+
+
+def engine_build(board: str, lanes: int, scheme: str = "asm", workdir: Path | None = None,
+                 progress=None) -> dict:
+    """The digits CNN demo engine behind the board top, synthesized and placed on ``board``
+    (clocked at the board default); one inference simulated for its cycle count.  Returns
+    resources, Fmax and the derived rates (at Fmax)."""
+    import numpy as np
+
+    from ..gen.demo import demo_plan
+    from ..sim.amaranth_tb import run_engine
+    from .synth import synth_board
+    plan = demo_plan("cnn", scheme, lanes)
+    row = {"board": board, "scheme": scheme, "lanes": lanes, "macs": plan.macs,
+           "weight_bits_per_inference": plan.weight_bits_per_inference}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        try:
+            rep = synth_board(board, plan, Path(tmp) / "out", progress=progress)
+        except ToolError as exc:
+            row.update({"fits": False, "error": str(exc)})
+            return row
+    x = np.random.default_rng(0).integers(0, 256, (1, int(np.prod(plan.input_shape))))
+    _, counters = run_engine(plan, x)
+    cycles = counters[0]["cycles"]
+    f = rep["fmax_mhz"] * 1e6
+    inf_s = f / cycles
+    row.update({k: rep[k] for k in ("device", "luts", "ffs", "brams", "sprams", "dsps",
+                                    "fmax_mhz", "seconds", "weight_ram")})
+    row.update({"fits": True, "cycles": cycles, "mac_utilization": round(plan.macs / (cycles * lanes), 3),
+                "peak_macs_per_second": lanes * f, "macs_per_second": plan.macs * inf_s,
+                "inferences_per_second": round(inf_s, 1),
+                "weight_bits_per_second": plan.weight_bits_per_inference * inf_s,
+                "weight_bits_ceiling_per_second": _weight_ceiling_bits(board, rep) * f})
+    return row
+
+
+def engine_markdown(rows: list[dict]) -> str:
+    head = ("| board | scheme | lanes | LUT4 | FF | BRAM | SPRAM | DSP | Fmax MHz | cycles/inf | "
+            "MAC util | GMAC/s (peak) | GMAC/s (model) | weight Mbit/s read | ceiling Mbit/s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        if not r.get("fits"):
+            lines.append(f"| {r['board']} | {r['scheme']} | {r['lanes']} | does not fit / tool "
+                         f"failed: {r.get('error', '')[:60]} |" + " |" * 11)
+            continue
+        lines.append(f"| {r['board']} | {r['scheme']} | {r['lanes']} | {r['luts']} | {r['ffs']} | "
+                     f"{r['brams']} | {r['sprams']} | {r['dsps']} | {r['fmax_mhz']} | {r['cycles']} | "
+                     f"{100 * r['mac_utilization']:.1f}% | {r['peak_macs_per_second'] / 1e9:.3f} | "
+                     f"{r['macs_per_second'] / 1e9:.3f} | {r['weight_bits_per_second'] / 1e6:.1f} | "
+                     f"{r['weight_bits_ceiling_per_second'] / 1e6:.0f} |")
+    return head + "\n".join(lines) + "\n"

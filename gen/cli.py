@@ -315,6 +315,22 @@ def _cmd_bench_hw(args) -> int:
         raise UserError(f"--lanes expects comma-separated integers (and 'max'), not {args.lanes!r}") from None
     if any(n < 1 for n in lanes):
         raise UserError(f"--lanes must be positive, not {args.lanes!r}")
+    engine_lanes = []
+    if args.engine_lanes:
+        try:
+            engine_lanes = [int(v) for v in args.engine_lanes.split(",")]
+        except ValueError:
+            raise UserError(f"--engine-lanes expects comma-separated integers, not "
+                            f"{args.engine_lanes!r}") from None
+        if any(not 1 <= n <= 64 for n in engine_lanes):
+            raise UserError(f"--engine-lanes must be in 1..64, not {args.engine_lanes!r}")
+    from ..boards.top import BOARDS
+    engine_boards = args.engine_boards.split(",")
+    for b in engine_boards:
+        if b not in BOARDS:
+            raise UserError(f"Unknown board '{b}' (boards: {', '.join(BOARDS)})")
+    if args.no_lanes:
+        lanes, search = [], False
     jobs = [(d, k, n) for d in devices for k in kinds for n in lanes]
     results = []
     t0 = time.monotonic()
@@ -344,13 +360,24 @@ def _cmd_bench_hw(args) -> int:
                 except ToolError as exc:
                     print(f"insitu: error: {exc}", file=sys.stderr)
                     return 1
+    engines = []
+    for b in engine_boards if engine_lanes else []:
+        for n in engine_lanes:
+            print(f"engine on {b}, {n} lanes ...", file=sys.stderr, flush=True)
+            r = bench_hw.engine_build(b, n, progress=lambda msg: print(msg, file=sys.stderr,
+                                                                       flush=True))
+            engines.append(r)
     rows = bench_hw.derive(results)
     out = Path(args.output)
     write_atomic(out / "bench_hw.json", json.dumps({"seconds": round(time.monotonic() - t0, 1),
-                                                    "results": rows}, indent=2) + "\n")
-    table = bench_hw.markdown(rows)
+                                                    "results": rows, "engines": engines},
+                                                   indent=2) + "\n")
+    table = bench_hw.markdown(rows) if rows else ""
+    if engines:
+        table += "\nWhole engine (digits CNN demo model, board top with UART):\n\n"
+        table += bench_hw.engine_markdown(engines)
     write_atomic(out / "bench_hw.md", table)
-    plotted = bench_hw.plot(rows, out / "bench_hw.png")
+    plotted = bench_hw.plot(rows, out / "bench_hw.png") if rows else False
     print(table)
     print(f"wrote {out / 'bench_hw.json'}, bench_hw.md" + (", bench_hw.png" if plotted else ""),
           file=sys.stderr)
@@ -593,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     bh.add_argument("--devices", default="up5k", help="up5k, ecp5-85f (default: %(default)s)")
     bh.add_argument("--weight-bits", type=int, default=8, choices=[4, 8, 12],
                     help="weight magnitude bits (default: %(default)s)")
+    bh.add_argument("--engine-lanes", default="", metavar="LIST", help="also build the whole "
+                    "engine (digits CNN, ASM) on the boards with these lane counts, e.g. 4,8,16")
+    bh.add_argument("--engine-boards", default="icebreaker,ulx3s",
+                    help="boards for --engine-lanes (default: %(default)s)")
+    bh.add_argument("--no-lanes", action="store_true", help="skip the MAC-lane sweep "
+                    "(engine rows only)")
     bh.add_argument("-o", "--output", default="build/bench_hw", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bh.set_defaults(func=_cmd_bench_hw)
