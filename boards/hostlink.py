@@ -46,7 +46,7 @@ class HostLink(wiring.Component):
                      self.err.eq(eng.err), self.uart_err.eq(urx.error)]
         rx, tx = urx.o, utx.i
 
-        ly0, lyn = plan.layers[0], plan.layers[-1]
+        ly0 = plan.layers[0]
         n_in = ly0.cin * ly0.h * ly0.w
         lb = (eng.load_data_bits + 7) // 8
         arg_bytes = 3 + lb                               # mem, addr(2), data

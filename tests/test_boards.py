@@ -2,8 +2,6 @@
 """Board tops: UART, host protocol, PLL settings, the board-level cocotb test through the UART
 pins, the host driver against a board model, and the synth command's errors."""
 
-import json
-import random
 
 import numpy as np
 import pytest
