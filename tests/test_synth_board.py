@@ -57,3 +57,15 @@ def test_synth_tool_error_is_shown(design, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "synth failed (exit 1): ERROR: File `no_such_file.v' not found" in err
     assert not out.exists() and (tmp_path / "bad.failed" / "synth.out").exists()
+
+
+def test_abc9_crash_fallback_scripts():
+    """YoWASP's ABC9 sometimes dies without a message; the retry maps LUTs without it."""
+    from insitu.boards.yosys import abc_crashed, without_abc9
+    assert abc_crashed("2.44.67.5. Executing ABC9.\nRunning ABC command: yosys-abc -s\n")
+    assert not abc_crashed("Running ABC command\nERROR: something else\n")
+    assert without_abc9("read_verilog a.v; synth_ice40 -dsp -top top; stat") == \
+        "read_verilog a.v; synth_ice40 -dsp -top top -noabc; stat"
+    assert without_abc9("read_rtlil t.il\nsynth_ecp5 -top top\nwrite_json t.json") == \
+        ("read_rtlil t.il\nsynth_ecp5 -top top -run :map_luts; abc -lut 4; clean; "
+         "synth_ecp5 -top top -run map_cells:\nwrite_json t.json")
