@@ -465,7 +465,8 @@ class Engine(wiring.Component):
 
         # Final outputs go through a small FIFO whose "full" is a registered level: the
         # post-processor's stall no longer depends on o_y.ready combinationally (Fmax).
-        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=OUT_BITS + 1, depth=2)
+        # (depth 3: a depth-2 buffered FIFO has a zero-width inner address, bad Verilog)
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=OUT_BITS + 1, depth=3)
         m.d.comb += [self.o_y.payload.as_value().eq(ofifo.r_data), self.o_y.valid.eq(ofifo.r_rdy),
                      ofifo.r_en.eq(self.o_y.ready)]
         o_full = ~ofifo.w_rdy
