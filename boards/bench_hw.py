@@ -37,7 +37,9 @@ def make_block(kind: str, lanes: int, weight_bits: int = 8, acc_len: int = 1024)
     if kind.startswith("asm-"):
         return AsmMacArray(alphabet=kind[4:], weight_bits=weight_bits, lanes=lanes, acc_len=acc_len)
     if kind == "pow2":
-        return Pow2MacArray(exp_bits=3, lanes=lanes, acc_len=acc_len)
+        # The code as wide as the weight: sign, zero flag and the exponent (4-bit: 2**0..2**3,
+        # 8-bit: 2**0..2**7), i.e. the same magnitude range as the exact weight.
+        return Pow2MacArray(exp_bits=2 if weight_bits <= 4 else 3, lanes=lanes, acc_len=acc_len)
     if kind in ("exact-lut", "exact-dsp"):
         return ExactMacArray(weight_bits=weight_bits, lanes=lanes, acc_len=acc_len)
     raise ValueError(f"Unknown benchmark kind '{kind}' (kinds: {', '.join(KINDS)})")
