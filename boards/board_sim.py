@@ -49,3 +49,79 @@ def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
     summary = json.loads(f.read_text()) if f.exists() else {}
     summary["passed"] = res.passed
     return summary
+
+
+HARNESS = """
+module insitu_board_pins(input clk, input rx, output tx, output led0, output led1);
+  top u_top(.clk12_0__io(clk), .uart_0__rx__io(rx), .uart_0__tx__io(tx),
+            .led_0__io(led0), .led_1__io(led1));
+endmodule
+"""
+
+#: The iCE40 PLL's simulation model in Yosys is a black box: a pass-through stand-in (the
+#: design then runs at the oscillator's clock; UART timing is counted in cycles, unchanged).
+PLL_STANDIN = """
+module SB_PLL40_PAD(input PACKAGEPIN, output PLLOUTCORE, output PLLOUTGLOBAL,
+  input EXTFEEDBACK, input [7:0] DYNAMICDELAY, output LOCK, input BYPASS, input RESETB,
+  input LATCHINPUTVALUE, output SDO, input SDI, input SCLK);
+  parameter FEEDBACK_PATH = "SIMPLE";
+  parameter DIVR = 0;
+  parameter DIVF = 0;
+  parameter DIVQ = 0;
+  parameter FILTER_RANGE = 0;
+  assign PLLOUTCORE = PACKAGEPIN;
+  assign PLLOUTGLOBAL = PACKAGEPIN;
+  assign LOCK = 1'b1;
+endmodule
+"""
+
+
+def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
+                       gaps: float = 0.0) -> dict:
+    """The complete iCEBreaker top (PLL, reset synchroniser, SB_IO pads, LEDs, host link,
+    engine with its SPRAM-style weight memory) from amaranth-boards' own build files, as
+    Verilog with Yosys' iCE40 cell models, driven only through its clock, UART and LED pins.
+    The top is built for a baud rate of clock / ``divisor`` so the run stays short."""
+    import re
+    import subprocess
+
+    from ..gen.build import golden_vectors
+    from ..gen.verilog import time0_safe
+    from ..sim.engine_run import cycle_budget
+    from ..sim.runner import run_cocotb
+    from .top import BoardTop, board_platform
+    from .yosys import CELL_DEFINES, cell_models, yosys_command
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    top = BoardTop(plan, "icebreaker", baud=round(24e6 / divisor))
+    if top.divisor != divisor:
+        raise ValueError(f"divisor {divisor} is not reachable")
+    bp = board_platform("icebreaker").prepare(top, name="top")
+    (build_dir / "top.il").write_text(bp.files["top.il"])
+    proc = subprocess.run([yosys_command(), "-q", "-p",
+                           "read_rtlil top.il; proc; opt_clean; write_verilog -noattr top_sim.v"],
+                          cwd=build_dir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Yosys could not convert the board top: {proc.stderr[-400:]}")
+    text = time0_safe((build_dir / "top_sim.v").read_text())
+    (build_dir / "board_top.v").write_text(text + HARNESS + PLL_STANDIN)
+    models = cell_models("ice40", build_dir)
+    models.write_text(re.sub(r"module SB_PLL40_PAD\b.*?endmodule", "", models.read_text(),
+                             flags=re.S))
+    x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
+    y = golden_vectors(plan, x)
+    loads = list(P.load_words(plan))
+    vec = build_dir / "board_vectors.npz"
+    np.savez(vec, x=x, y=y, ident=np.frombuffer(P.ident(plan), dtype=np.uint8),
+             loads=np.array([[str(a) for a in t] for t in loads], dtype=str),
+             load_bytes=P.load_bytes(plan), divisor=divisor, budget=cycle_budget(plan),
+             wbits=plan.weight_bits_per_inference, macs=plan.macs)
+    res = run_cocotb(None, "insitu_board_pins", "insitu.sim.tb_board", build_dir / sim, sim=sim,
+                     sources=[build_dir / "board_top.v", models],
+                     defines=CELL_DEFINES["ice40"],
+                     extra_env={"BOARD_VECTORS": str(vec.resolve()), "BOARD_GAPS": str(gaps)})
+    f = res.build_dir / "board.json"
+    summary = json.loads(f.read_text()) if f.exists() else {}
+    summary["passed"] = res.passed
+    return summary
+

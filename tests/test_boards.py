@@ -131,6 +131,18 @@ def test_board_uart_bit_exact(tmp_path, scheme):
     assert all(c["weight_bits"] == plan.weight_bits_per_inference for c in r["counters"])
 
 
+def test_complete_icebreaker_top_through_its_pins(tmp_path):
+    """The whole iCEBreaker top as amaranth-boards builds it (PLL, reset synchroniser, SB_IO
+    pads, LEDs), with Yosys' iCE40 cell models, driven only through its clock and UART pins."""
+    from insitu.boards.board_sim import simulate_board_top
+    plan, rng = small_plan()
+    x = extreme_inputs(rng, 50, n_random=1)
+    r = simulate_board_top(plan, x, tmp_path, gaps=0.2)
+    assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == len(x)
+    assert r["counters_ok"] and r["load_acks_ok"] and r["ident_ok"]
+    assert r["leds"] == [1, 1]                  # active-low LEDs: not busy, no error
+
+
 def test_board_uart_planted_error_fails(tmp_path):
     """One flipped bit in one loaded weight word makes the board test fail."""
     from insitu.boards.board_sim import simulate_board
