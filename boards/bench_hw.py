@@ -240,7 +240,7 @@ def _weight_ceiling_bits(board: str, report: dict) -> int:
 
 
 def engine_build(board: str, lanes: int, scheme: str = "asm", workdir: Path | None = None,
-                 progress=None) -> dict:
+                 progress=None, knobs=None) -> dict:
     """The digits CNN demo engine behind the board top, synthesized and placed on ``board``
     (clocked at the board default); one inference simulated for its cycle count.  Returns
     resources, Fmax and the derived rates (at Fmax)."""
@@ -249,8 +249,8 @@ def engine_build(board: str, lanes: int, scheme: str = "asm", workdir: Path | No
     from ..gen.demo import demo_plan
     from ..sim.amaranth_tb import run_engine
     from .synth import synth_board
-    plan = demo_plan("cnn", scheme, lanes)
-    row = {"board": board, "scheme": scheme, "lanes": lanes, "macs": plan.macs,
+    plan = demo_plan("cnn", scheme, lanes, knobs)
+    row = {"board": board, "scheme": scheme, "knobs": knobs or {}, "lanes": lanes, "macs": plan.macs,
            "weight_bits_per_inference": plan.weight_bits_per_inference}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         try:
@@ -283,7 +283,8 @@ def engine_markdown(rows: list[dict]) -> str:
             lines.append(f"| {r['board']} | {r['scheme']} | {r['lanes']} | does not fit / tool "
                          f"failed: {r.get('error', '')[:60]} |" + " |" * 11)
             continue
-        lines.append(f"| {r['board']} | {r['scheme']} | {r['lanes']} | {r['luts']} | {r['ffs']} | "
+        sch = r["scheme"] + "".join(f" {k}={v}" for k, v in r.get("knobs", {}).items())
+        lines.append(f"| {r['board']} | {sch} | {r['lanes']} | {r['luts']} | {r['ffs']} | "
                      f"{r['brams']} | {r['sprams']} | {r['dsps']} | {r['fmax_mhz']} | {r['cycles']} | "
                      f"{100 * r['mac_utilization']:.1f}% | {r['peak_macs_per_second'] / 1e9:.3f} | "
                      f"{r['macs_per_second'] / 1e9:.3f} | {r['weight_bits_per_second'] / 1e6:.1f} | "

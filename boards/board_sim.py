@@ -89,11 +89,12 @@ def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int 
     from ..gen.verilog import time0_safe
     from ..sim.engine_run import cycle_budget
     from ..sim.runner import run_cocotb
-    from .top import BoardTop, board_platform
+    from .top import BOARDS, BoardTop, board_platform
     from .yosys import CELL_DEFINES, cell_models, yosys_command
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    top = BoardTop(plan, "icebreaker", baud=round(24e6 / divisor))
+    clock = BOARDS["icebreaker"]["clock_mhz"] * 1e6
+    top = BoardTop(plan, "icebreaker", baud=round(clock / divisor))
     if top.divisor != divisor:
         raise ValueError(f"divisor {divisor} is not reachable")
     bp = board_platform("icebreaker").prepare(top, name="top")

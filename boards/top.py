@@ -21,14 +21,14 @@ __all__ = ["BOARDS", "BoardTop", "ice40_pll", "ecp5_pll", "board_platform"]
 #: board -> platform class (module, name), FPGA family, device label, nextpnr/packer facts.
 BOARDS = {
     "icebreaker": {"module": "icebreaker", "cls": "ICEBreakerPlatform", "family": "ice40",
-                   "device": "iCE40UP5K-SG48", "osc_mhz": 12.0, "clock_mhz": 24.0,
-                   "demo_lanes": 7},
+                   "device": "iCE40UP5K-SG48", "osc_mhz": 12.0, "clock_mhz": 30.0,
+                   "demo_lanes": 8, "demo_knobs": {"alphabet": "A2", "weight_bits": 4}},
     "ulx3s": {"module": "ulx3s", "cls": "ULX3S_85F_Platform", "family": "ecp5",
-              "device": "LFE5U-85F-6BG381", "osc_mhz": 25.0, "clock_mhz": 50.0,
-              "demo_lanes": 8},
+              "device": "LFE5U-85F-6BG381", "osc_mhz": 25.0, "clock_mhz": 75.0,
+              "demo_lanes": 8, "demo_knobs": {}},
     "versa": {"module": "versa_ecp5", "cls": "VersaECP5Platform", "family": "ecp5",
-              "device": "LFE5UM-45F-8BG381", "osc_mhz": 100.0, "clock_mhz": 50.0,
-              "demo_lanes": 8},
+              "device": "LFE5UM-45F-8BG381", "osc_mhz": 100.0, "clock_mhz": 75.0,
+              "demo_lanes": 8, "demo_knobs": {}},
 }
 
 #: SPRAM on the UP5K: 4 blocks of 16 bits x 16K words.

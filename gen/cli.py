@@ -364,8 +364,8 @@ def _cmd_bench_hw(args) -> int:
     for b in engine_boards if engine_lanes else []:
         for n in engine_lanes:
             print(f"engine on {b}, {n} lanes ...", file=sys.stderr, flush=True)
-            r = bench_hw.engine_build(b, n, progress=lambda msg: print(msg, file=sys.stderr,
-                                                                       flush=True))
+            r = bench_hw.engine_build(b, n, knobs=_parse_knobs(args.engine_set) or None,
+                                      progress=lambda msg: print(msg, file=sys.stderr, flush=True))
             engines.append(r)
     rows = bench_hw.derive(results)
     out = Path(args.output)
@@ -403,7 +403,14 @@ def _board_plan(args):
         raise UserError(f"Unknown scheme '{args.scheme}' (schemes: asm, smartdeal, mlg)")
     if not 1 <= args.lanes <= 64:
         raise UserError(f"--lanes must be in 1..64, not {args.lanes}")
-    return demo_plan("cnn", args.scheme, args.lanes)
+    knobs = _parse_knobs(args.set) or None
+    if knobs:
+        from .compress import make_config
+        try:
+            make_config(args.scheme, knobs)
+        except (TypeError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+    return demo_plan("cnn", args.scheme, args.lanes, knobs)
 
 
 def _cmd_synth(args) -> int:
@@ -414,6 +421,8 @@ def _cmd_synth(args) -> int:
         raise UserError(f"Unknown board '{args.board}' (boards: {', '.join(BOARDS)})")
     if args.lanes is None:
         args.lanes = BOARDS[args.board]["demo_lanes"]
+    if not args.design and not args.set and args.scheme == "asm":
+        args.set = [f"{k}={v}" for k, v in BOARDS[args.board]["demo_knobs"].items()]
     plan = _board_plan(args)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
     try:
@@ -624,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "engine (digits CNN, ASM) on the boards with these lane counts, e.g. 4,8,16")
     bh.add_argument("--engine-boards", default="icebreaker,ulx3s",
                     help="boards for --engine-lanes (default: %(default)s)")
+    bh.add_argument("--engine-set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="ASM knob of the engine's demo model, e.g. alphabet=A2, weight_bits=4")
     bh.add_argument("--no-lanes", action="store_true", help="skip the MAC-lane sweep "
                     "(engine rows only)")
     bh.add_argument("-o", "--output", default="build/bench_hw", metavar="DIR",
@@ -638,9 +649,13 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--scheme", default="asm", help="demo model scheme when no DIR is given "
                     "(default: %(default)s)")
     sy.add_argument("--lanes", type=int, help="demo model lanes when no DIR is given "
-                    "(default: the board's, 7 on the UP5K, 8 on ECP5)")
+                    "(default: 8)")
+    sy.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="demo model compressor knob when no DIR is given (default ASM knobs: "
+                    "iCEBreaker alphabet=A2 weight_bits=4, 4-bit codes so 16 lanes fit the "
+                    "SPRAM word; ECP5 the demo's A4, 8-bit)")
     sy.add_argument("--clock", type=float, metavar="MHZ", help="engine clock (default: the "
-                    "board's: 24 MHz iCEBreaker, 50 MHz ECP5; the oscillator's uses no PLL)")
+                    "board's: 30 MHz iCEBreaker, 75 MHz ECP5; the oscillator's uses no PLL)")
     sy.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: %(default)s)")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: %(default)s)")
     sy.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")

@@ -111,7 +111,7 @@ def test_board_top_checks():
     with pytest.raises(ValueError, match="baud rate 1300000 is not reachable"):
         BoardTop(plan, "icebreaker", clock_mhz=12, baud=1_300_000)
     top = BoardTop(plan, "icebreaker")
-    assert top.weight_ram == "huge" and top.pll and top.divisor == round(24e6 / 115200)
+    assert top.weight_ram == "huge" and top.pll and top.divisor == round(30e6 / 115200)
     assert BoardTop(plan, "ulx3s", clock_mhz=25).pll is None
     assert set(BOARDS) == {"icebreaker", "ulx3s", "versa"}
 
