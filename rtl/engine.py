@@ -227,13 +227,19 @@ class Engine(wiring.Component):
                 m.d.sync += self.err.eq(1)
 
         # -- per-layer constants ---------------------------------------------------------------
-        def layer_const(sel, name, fn, shape):
+        def layer_const(sel, name, fn, shape, registered=False):
+            """A per-layer constant selected by ``sel``; ``registered``: one cycle later (for
+            the controller, whose layer only changes while it is not issuing)."""
             sig = Signal(shape, name=name)
             with m.Switch(sel):
                 for i, ly in enumerate(layers):
                     with (m.Case(i) if i < len(layers) - 1 else m.Default()):
                         m.d.comb += sig.eq(fn(ly))
-            return sig
+            if not registered:
+                return sig
+            reg = Signal(shape, name=f"{name}_r", init=fn(layers[0]))
+            m.d.sync += reg.eq(sig)
+            return reg
 
         def tile_lanes(sel, tk, prefix):
             """``(tiles, lanes of tile tk)`` of layer ``sel`` (the last tile may be partial)."""
@@ -320,7 +326,10 @@ class Engine(wiring.Component):
         pend_inc_r = Signal()
         m.d.sync += [pend_inc_r.eq(pend_inc), pending.eq(pending + pend_inc_r - pend_dec)]
 
-        cf = {name: layer_const(c_ly, f"c_{name}", fn, shape) for name, fn, shape in [
+        # Registered: c_ly changes only at a start (to 0, long before the first term) or on
+        # a layer switch, which waits at least two cycles for the previous layer's results.
+        cf = {name: layer_const(c_ly, f"c_{name}", fn, shape, registered=True)
+              for name, fn, shape in [
             ("h", lambda ly: ly.h, range(4096)),
             ("w", lambda ly: ly.w, range(4096)),
             ("hw", lambda ly: ly.h * ly.w, range(1 << 22)),
@@ -342,7 +351,8 @@ class Engine(wiring.Component):
         t_last = t_last_k & (c_ci == cf["cin"] - 1)
         p_last = (c_ox == cf["ow"] - 1) & (c_oy == cf["oh"] - 1)
         tile_last = cf["tiles"] - 1 == c_tk
-        pad_w = layer_const(c_ly, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16))   # at oy = 0
+        pad_w = layer_const(c_ly, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16),
+                            registered=True)                                 # at oy = 0
 
         s1_valid = Signal()
         s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(max(2, G)))
