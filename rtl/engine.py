@@ -567,11 +567,15 @@ class Engine(wiring.Component):
                                   "sh": (unsigned(S_BITS), Mux(v2["s"] == 0, 0, v2["s"] - 1))})
         t4, v4 = stage("q4", t3, {"t": (signed(pbits), v3["prod"] >> v3["sh"]), "s0": (1, v3["s0"])})
         t5, v5 = stage("q5", t4, {"r": (signed(pbits), Mux(v4["s0"], v4["t"], (v4["t"] + 1) >> 1))})
+        # Saturation by bit tests (OR/AND trees) instead of carry-chain compares (Fmax).
         rounded = v5["r"]
-        u8 = Mux(rounded < 0, 0, Mux(rounded > 255, 255, rounded))
+        neg = rounded[-1]
+        u8 = Mux(neg, 0, Mux(rounded[8:].any(), 255, rounded[:8]))
         lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
-        s32 = Mux(rounded > hi32, hi32, Mux(rounded < lo32, lo32, rounded))
-        s32 = Mux(t5["relu"] & (rounded < 0), 0, s32)
+        top = rounded[OUT_BITS - 1:]
+        fits = top.all() | ~top.any()
+        s32 = Mux(fits, rounded[:OUT_BITS].as_signed(), Mux(neg, lo32, hi32))
+        s32 = Mux(t5["relu"] & neg, 0, s32)
         q, v6 = stage("q6", t5, {"u8": (unsigned(8), u8), "s32": (signed(OUT_BITS), s32)})
 
         wr_hidden = padv & q["valid"] & ~q["final"]
