@@ -338,6 +338,11 @@ class Engine(wiring.Component):
             ("cin", lambda ly: ly.cin, range(1 << 16)),
             ("oh", lambda ly: ly.oh, range(4096)),
             ("ow", lambda ly: ly.ow, range(4096)),
+            # last index of each counter, so that "is last" is one equality test
+            ("k_m1", lambda ly: ly.k - 1, range(4)),
+            ("cin_m1", lambda ly: ly.cin - 1, range(1 << 16)),
+            ("oh_m1", lambda ly: ly.oh - 1, range(4096)),
+            ("ow_m1", lambda ly: ly.ow - 1, range(4096)),
         ]}
         cf["tiles"], c_lanes = tile_lanes(c_ly, c_tk, "c")
 
@@ -347,9 +352,9 @@ class Engine(wiring.Component):
         inside = (iy >= 0) & (iy < cf["h"]) & (ix >= 0) & (ix < cf["w"])
         x_addr = Signal(signed(26))
         m.d.comb += x_addr.eq(c_ci_base + c_oy_base + c_kh_w + c_ox + c_kw - cf["pad"])
-        t_last_k = (c_kw == cf["k"] - 1) & (c_kh == cf["k"] - 1)
-        t_last = t_last_k & (c_ci == cf["cin"] - 1)
-        p_last = (c_ox == cf["ow"] - 1) & (c_oy == cf["oh"] - 1)
+        t_last_k = (c_kw == cf["k_m1"]) & (c_kh == cf["k_m1"])
+        t_last = t_last_k & (c_ci == cf["cin_m1"])
+        p_last = (c_ox == cf["ow_m1"]) & (c_oy == cf["oh_m1"])
         tile_last = cf["tiles"] - 1 == c_tk
         pad_w = layer_const(c_ly, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16),
                             registered=True)                                 # at oy = 0
@@ -420,11 +425,11 @@ class Engine(wiring.Component):
                         m.d.sync += [c_col.eq(0), c_row.eq(c_row + 1)]
                     with m.Else():
                         m.d.sync += c_col.eq(c_col + 1)
-                    with m.If(c_kw == cf["k"] - 1):
+                    with m.If(c_kw == cf["k_m1"]):
                         m.d.sync += c_kw.eq(0)
-                        with m.If(c_kh == cf["k"] - 1):
+                        with m.If(c_kh == cf["k_m1"]):
                             m.d.sync += [c_kh.eq(0), c_kh_w.eq(0)]
-                            with m.If(c_ci == cf["cin"] - 1):
+                            with m.If(c_ci == cf["cin_m1"]):
                                 m.d.sync += [c_ci.eq(0), c_ci_base.eq(0)]
                             with m.Else():
                                 m.d.sync += [c_ci.eq(c_ci + 1), c_ci_base.eq(c_ci_base + cf["hw"])]
@@ -436,9 +441,9 @@ class Engine(wiring.Component):
                         m.d.comb += pend_inc.eq(1)
                         m.d.sync += [c_row.eq(0), c_col.eq(0)]
                         # pixel counters
-                        with m.If(c_ox == cf["ow"] - 1):
+                        with m.If(c_ox == cf["ow_m1"]):
                             m.d.sync += c_ox.eq(0)
-                            with m.If(c_oy == cf["oh"] - 1):
+                            with m.If(c_oy == cf["oh_m1"]):
                                 m.d.sync += [c_oy.eq(0), c_oy_base.eq(pad_w)]
                             with m.Else():
                                 m.d.sync += [c_oy.eq(c_oy + 1), c_oy_base.eq(c_oy_base + cf["w"])]
