@@ -176,6 +176,14 @@ def derive(results: list[dict]) -> list[dict]:
     marginal = {}
     for key, rs in by.items():
         fitted = sorted((r for r in rs if r.get("fits")), key=lambda r: r["lanes"])
+        # A slope between an ABC9-mapped and a fallback-mapped build compares two mapping
+        # flows: use the largest pair from one flow.
+        flows = {}
+        for r in fitted:
+            flows.setdefault(bool(r.get("yosys_noabc_fallback")), []).append(r)
+        pairs = [f for f in flows.values() if len(f) >= 2]
+        if pairs:
+            fitted = max(pairs, key=lambda f: f[-1]["lanes"])
         if len(fitted) >= 2:
             a, b = fitted[-2], fitted[-1]
             marginal[key] = {k: (b[k] - a[k]) / (b["lanes"] - a["lanes"]) for k in ("luts", "ffs", "carries")}
@@ -202,6 +210,8 @@ def markdown(rows: list[dict]) -> str:
         def f(v, fmt="{}"):
             return "-" if v is None else fmt.format(v)
         fits = "yes" if r.get("fits") else ("tool failed" if r.get("error") and r.get("luts") is None else "no")
+        if r.get("yosys_noabc_fallback"):
+            fits += " (abc)"                   # mapped without ABC9 (YoWASP crash fallback)
         lines.append(f"| {r['device']} | {r['kind']} | {r['weight_bits']} | {r['lanes']} | {f(r.get('luts'))} | "
                      f"{f(r.get('carries'))} | {f(r.get('ffs'))} | {f(r.get('dsps'))} | {fits} | "
                      f"{f(r.get('fmax_mhz'))} | {f(r.get('luts_per_lane'))} | {f(r.get('marginal_luts_per_lane'))} | "
