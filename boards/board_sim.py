@@ -18,37 +18,46 @@ from . import protocol as P
 TOP = "insitu_board"
 
 
+def _run_bench(plan, x, build_dir, loads, *, divisor, gaps, sim, toplevel, verilog_text=None,
+               sources=(), defines=None) -> dict:
+    """Write the bench's vectors (inputs, golden outputs, identify answer, memory words to
+    load) and run ``insitu.sim.tb_board`` on ``toplevel``; the bench summary plus ``passed``."""
+    from ..gen.build import golden_vectors
+    from ..sim.engine_run import cycle_budget
+    from ..sim.runner import run_cocotb
+    x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
+    vec = build_dir / "board_vectors.npz"
+    np.savez(vec, x=x, y=golden_vectors(plan, x),
+             ident=np.frombuffer(P.ident(plan), dtype=np.uint8),
+             loads=np.array([[str(a) for a in t] for t in loads] or np.zeros((0, 3)), dtype=str),
+             load_bytes=P.load_bytes(plan), divisor=divisor, budget=cycle_budget(plan),
+             wbits=plan.weight_bits_per_inference, macs=plan.macs)
+    res = run_cocotb(verilog_text, toplevel, "insitu.sim.tb_board", build_dir / sim, sim=sim,
+                     sources=sources, defines=defines,
+                     extra_env={"BOARD_VECTORS": str(vec.resolve()), "BOARD_GAPS": str(gaps)})
+    f = res.build_dir / "board.json"
+    summary = json.loads(f.read_text()) if f.exists() else {}
+    summary["passed"] = res.passed
+    return summary
+
+
 def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
                    gaps: float = 0.0, weight_ram: str = "huge", corrupt=None) -> dict:
     """Run ``x`` (u8 vectors) through the board top's UART; returns the bench's summary plus
     ``passed``.  ``corrupt(loads)`` may change the load list (a planted error)."""
     from amaranth.back import verilog
 
-    from ..gen.build import golden_vectors
     from ..gen.verilog import time0_safe
-    from ..sim.engine_run import cycle_budget
-    from ..sim.runner import run_cocotb
     from .hostlink import HostLink
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     link = HostLink(plan, divisor, {"weight_ram": weight_ram})
     text = time0_safe(verilog.convert(link, name=TOP, emit_src=False))
-    x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
-    y = golden_vectors(plan, x)
     loads = list(P.load_words(plan)) if weight_ram == "huge" else []
     if corrupt is not None:
         loads = corrupt(loads)
-    vec = build_dir / "board_vectors.npz"
-    np.savez(vec, x=x, y=y, ident=np.frombuffer(P.ident(plan), dtype=np.uint8),
-             loads=np.array([[str(a) for a in t] for t in loads] or np.zeros((0, 3)), dtype=str),
-             load_bytes=P.load_bytes(plan), divisor=divisor, budget=cycle_budget(plan),
-             wbits=plan.weight_bits_per_inference, macs=plan.macs)
-    res = run_cocotb(text, TOP, "insitu.sim.tb_board", build_dir / sim, sim=sim,
-                     extra_env={"BOARD_VECTORS": str(vec.resolve()), "BOARD_GAPS": str(gaps)})
-    f = res.build_dir / "board.json"
-    summary = json.loads(f.read_text()) if f.exists() else {}
-    summary["passed"] = res.passed
-    return summary
+    return _run_bench(plan, x, build_dir, loads, divisor=divisor, gaps=gaps, sim=sim,
+                      toplevel=TOP, verilog_text=text)
 
 
 HARNESS = """
@@ -85,10 +94,7 @@ def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int 
     import re
     import subprocess
 
-    from ..gen.build import golden_vectors
     from ..gen.verilog import time0_safe
-    from ..sim.engine_run import cycle_budget
-    from ..sim.runner import run_cocotb
     from .top import BOARDS, BoardTop, board_platform
     from .yosys import CELL_DEFINES, cell_models, yosys_command
     build_dir = Path(build_dir)
@@ -109,20 +115,7 @@ def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int 
     models = cell_models("ice40", build_dir)
     models.write_text(re.sub(r"module SB_PLL40_PAD\b.*?endmodule", "", models.read_text(),
                              flags=re.S))
-    x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
-    y = golden_vectors(plan, x)
-    loads = list(P.load_words(plan))
-    vec = build_dir / "board_vectors.npz"
-    np.savez(vec, x=x, y=y, ident=np.frombuffer(P.ident(plan), dtype=np.uint8),
-             loads=np.array([[str(a) for a in t] for t in loads], dtype=str),
-             load_bytes=P.load_bytes(plan), divisor=divisor, budget=cycle_budget(plan),
-             wbits=plan.weight_bits_per_inference, macs=plan.macs)
-    res = run_cocotb(None, "insitu_board_pins", "insitu.sim.tb_board", build_dir / sim, sim=sim,
-                     sources=[build_dir / "board_top.v", models],
-                     defines=CELL_DEFINES["ice40"],
-                     extra_env={"BOARD_VECTORS": str(vec.resolve()), "BOARD_GAPS": str(gaps)})
-    f = res.build_dir / "board.json"
-    summary = json.loads(f.read_text()) if f.exists() else {}
-    summary["passed"] = res.passed
-    return summary
-
+    return _run_bench(plan, x, build_dir, list(P.load_words(plan)), divisor=divisor, gaps=gaps,
+                      sim=sim, toplevel="insitu_board_pins",
+                      sources=[build_dir / "board_top.v", models],
+                      defines=CELL_DEFINES["ice40"])

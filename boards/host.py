@@ -77,8 +77,7 @@ class Board:
 def run_board(board: Board, plan, x, *, load: bool = True, progress=None) -> dict:
     """Check, load and run ``x`` (u8 vectors) on ``board``; returns a report with the
     outputs in the canonical (channel, pixel) order and a golden-model comparison."""
-    from ..gen.build import golden_vectors
-    from ..gen.network import output_order
+    from ..gen.build import canonical_outputs, golden_vectors
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
     info = board.identify()
@@ -107,12 +106,9 @@ def run_board(board: Board, plan, x, *, load: bool = True, progress=None) -> dic
             say(f"  {i + 1}/{len(x)} inferences")
     outs_arr = np.asarray(outs, dtype=np.int64)
     bad = [i for i in range(len(x)) if not (outs_arr[i] == gold[i]).all()]
-    ly = plan.layers[-1]
-    canon = np.zeros_like(outs_arr)
-    canon[:, output_order(ly.cout, ly.oh * ly.ow, plan.lanes)] = outs_arr
     return {"board": info, "vectors": len(x), "loaded_words": loaded,
             "bit_exact": not bad, "mismatches": len(bad), "first_mismatches": bad[:5],
             "cycles": counters[-1]["cycles"] if counters else 0,
             "weight_bits_read": counters[-1]["weight_bits"] if counters else 0,
             "engine_errors": sum(c["err"] for c in counters),
-            "seconds": round(time.monotonic() - t0, 2), "outputs": canon}
+            "seconds": round(time.monotonic() - t0, 2), "outputs": canonical_outputs(plan, outs_arr)}

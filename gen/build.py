@@ -26,7 +26,8 @@ import numpy as np
 from .compiler import Plan, golden_layers
 from .network import forward_int, output_order
 
-__all__ = ["write_design", "load_plan", "golden_vectors", "compile_report", "TOP"]
+__all__ = ["write_design", "load_plan", "golden_vectors", "canonical_outputs", "compile_report",
+           "TOP"]
 
 TOP = "insitu_engine"
 
@@ -37,6 +38,16 @@ def golden_vectors(plan: Plan, x_u8: np.ndarray) -> np.ndarray:
     y = forward_int(golden_layers(plan), x).reshape(len(x), -1)
     ly = plan.layers[-1]
     return y[:, output_order(ly.cout, ly.oh * ly.ow, plan.lanes)]
+
+
+def canonical_outputs(plan: Plan, outs) -> np.ndarray:
+    """Final-layer values in emission order (as the engine sends them) back in the model's
+    ``[channel, pixel]`` order: the inverse of :func:`golden_vectors`' reordering."""
+    outs = np.asarray(outs, dtype=np.int64)
+    ly = plan.layers[-1]
+    canon = np.zeros_like(outs)
+    canon[:, output_order(ly.cout, ly.oh * ly.ow, plan.lanes)] = outs
+    return canon
 
 
 def compile_report(plan: Plan) -> dict:

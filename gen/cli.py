@@ -69,6 +69,18 @@ def _parse_knobs(items) -> dict:
     return knobs
 
 
+def _scheme_knobs(scheme: str, items) -> dict:
+    """``--set`` items parsed and checked against ``scheme``'s compressor (one-line errors)."""
+    from .compress import make_config
+    knobs = _parse_knobs(items)
+    if knobs:
+        try:
+            make_config(scheme, knobs)
+        except (TypeError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+    return knobs
+
+
 def _cmd_compress(args) -> int:
     import time
 
@@ -189,15 +201,9 @@ def _cmd_demo(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
     try:
-        knobs = _parse_knobs(args.set)
-        if knobs and len(schemes) != 1:
+        if args.set and len(schemes) != 1:
             raise UserError("--set needs one --scheme (knobs belong to a scheme)")
-        if knobs:
-            from .compress import make_config
-            try:
-                make_config(schemes[0], knobs)
-            except (TypeError, ValueError) as exc:
-                raise UserError(str(exc)) from None
+        knobs = _scheme_knobs(schemes[0], args.set)
         rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
                        sim=args.sim, knobs=knobs or None)
     except SimulatorMissing as exc:
@@ -324,6 +330,7 @@ def _cmd_bench_hw(args) -> int:
                             f"{args.engine_lanes!r}") from None
         if any(not 1 <= n <= 64 for n in engine_lanes):
             raise UserError(f"--engine-lanes must be in 1..64, not {args.engine_lanes!r}")
+    engine_knobs = _scheme_knobs("asm", args.engine_set) or None
     from ..boards.top import BOARDS
     engine_boards = args.engine_boards.split(",")
     for b in engine_boards:
@@ -364,7 +371,7 @@ def _cmd_bench_hw(args) -> int:
     for b in engine_boards if engine_lanes else []:
         for n in engine_lanes:
             print(f"engine on {b}, {n} lanes ...", file=sys.stderr, flush=True)
-            r = bench_hw.engine_build(b, n, knobs=_parse_knobs(args.engine_set) or None,
+            r = bench_hw.engine_build(b, n, knobs=engine_knobs,
                                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
             engines.append(r)
     rows = bench_hw.derive(results)
@@ -403,14 +410,7 @@ def _board_plan(args):
         raise UserError(f"Unknown scheme '{args.scheme}' (schemes: asm, smartdeal, mlg)")
     if not 1 <= args.lanes <= 64:
         raise UserError(f"--lanes must be in 1..64, not {args.lanes}")
-    knobs = _parse_knobs(args.set) or None
-    if knobs:
-        from .compress import make_config
-        try:
-            make_config(args.scheme, knobs)
-        except (TypeError, ValueError) as exc:
-            raise UserError(str(exc)) from None
-    return demo_plan("cnn", args.scheme, args.lanes, knobs)
+    return demo_plan("cnn", args.scheme, args.lanes, _scheme_knobs(args.scheme, args.set) or None)
 
 
 def _cmd_synth(args) -> int:

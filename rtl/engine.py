@@ -47,8 +47,8 @@ from .asm import AsmMacArray
 from .baseline import ExactMacArray
 from .weightgen import SdWeightGen
 
-__all__ = ["Engine", "load_data_bits", "POST_BITS", "post_layout", "load_layout", "MEM_WEIGHT", "MEM_AUX",
-           "MEM_POST", "MEM_COEF"]
+__all__ = ["Engine", "load_data_bits", "POST_BITS", "post_layout", "load_layout", "MEM_WEIGHT",
+           "MEM_AUX", "MEM_POST", "MEM_COEF"]
 
 MEM_WEIGHT, MEM_AUX, MEM_POST, MEM_COEF = 0, 1, 2, 3
 M_BITS, S_BITS, BIAS_BITS = 16, 6, 32
@@ -333,11 +333,7 @@ class Engine(wiring.Component):
             ("h", lambda ly: ly.h, range(4096)),
             ("w", lambda ly: ly.w, range(4096)),
             ("hw", lambda ly: ly.h * ly.w, range(1 << 22)),
-            ("k", lambda ly: ly.k, range(4)),
             ("pad", lambda ly: ly.pad, range(2)),
-            ("cin", lambda ly: ly.cin, range(1 << 16)),
-            ("oh", lambda ly: ly.oh, range(4096)),
-            ("ow", lambda ly: ly.ow, range(4096)),
             # last index of each counter, so that "is last" is one equality test
             ("k_m1", lambda ly: ly.k - 1, range(4)),
             ("cin_m1", lambda ly: ly.cin - 1, range(1 << 16)),
@@ -539,8 +535,9 @@ class Engine(wiring.Component):
                 m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), addr.eq(addr + pf["pix"])]
 
         # Stages Q2..Q6, one register level each so that no stage holds more than one adder,
-        # the multiplier or the shifter (Fmax): Q2 acc + bias, Q3 * M, Q4 + half, Q5 >> S,
-        # Q6 clamp; then the write-back / output register.  The tags ride along.
+        # the multiplier or the shifter (Fmax): Q2 acc + bias, Q3 * M, Q4 >> (S - 1),
+        # Q5 + 1 >> 1 (rounding), Q6 clamp; then the write-back / output FIFO.  The tags
+        # ride along.
         ent = post_layout()(pr.data)
         vbits = max(mac.acc_bits, BIAS_BITS) + 1
         pbits = vbits + M_BITS + 2

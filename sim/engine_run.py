@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gen.build import TOP, golden_vectors, load_plan
+from ..gen.build import TOP, canonical_outputs, golden_vectors, load_plan
 from ..gen.model import ModelError
-from ..gen.network import output_order
 from .runner import run_cocotb
 
 __all__ = ["simulate", "summarize"]
@@ -104,9 +103,7 @@ def simulate(design_dir, inputs=None, *, sim: str = "icarus", stalls: float = 0.
     os.replace(tmp, d / "sim_report.json")
     outs = summary.get("outputs")
     if outs and len(outs) == len(x) and all(len(o) == y.shape[1] for o in outs):
-        ly = plan.layers[-1]
-        canon = np.zeros((len(x), y.shape[1]), dtype=np.int64)
-        canon[:, output_order(ly.cout, ly.oh * ly.ow, plan.lanes)] = np.asarray(outs)
+        canon = canonical_outputs(plan, outs)
         np.save(d / "outputs.npy", canon)
         report["outputs"] = canon
     return report
