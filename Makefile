@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 
 help:
 	@echo "make setup   virtual environment, package (editable), Icarus Verilog, pip toolchain"
-	@echo "make test    the whole test suite"
+	@echo "make test    import-layer contracts, then the whole test suite"
 	@echo "make clean   remove build/"
 
 setup: venv simulator
@@ -33,6 +33,7 @@ simulator:
 	fi
 
 test:
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --durations=15
 
 clean:

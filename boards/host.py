@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from ..gen.design import canonical_outputs, golden_vectors
 from . import protocol as P
 
 __all__ = ["Board", "open_port", "run_board"]
@@ -77,7 +78,6 @@ class Board:
 def run_board(board: Board, plan, x, *, load: bool = True, progress=None) -> dict:
     """Check, load and run ``x`` (u8 vectors) on ``board``; returns a report with the
     outputs in the canonical (channel, pixel) order and a golden-model comparison."""
-    from ..gen.build import canonical_outputs, golden_vectors
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
     info = board.identify()

@@ -26,6 +26,8 @@ from __future__ import annotations
 import struct
 import zlib
 
+from ..rtl.engine import MEM_AUX, MEM_COEF, MEM_POST, MEM_WEIGHT, load_data_bits
+
 VERSION = 1
 SCHEME_IDS = {"asm": 0, "smartdeal": 1, "mlg": 2}
 COUNTERS = ("cycles", "issue_cycles", "mac_terms", "mac_slots", "weight_bits")
@@ -44,7 +46,6 @@ def plan_id(plan) -> int:
 
 
 def load_bytes(plan) -> int:
-    from ..rtl.engine import load_data_bits
     return (load_data_bits(plan) + 7) // 8
 
 
@@ -95,7 +96,6 @@ def parse_status(data: bytes) -> dict:
 
 def load_words(plan):
     """Every memory word of ``plan`` as ``(mem, addr, value)`` (what ``insitu run --load`` sends)."""
-    from ..rtl.engine import MEM_AUX, MEM_COEF, MEM_POST, MEM_WEIGHT
     for mem, words in ((MEM_WEIGHT, plan.weight_words), (MEM_AUX, plan.aux_words),
                        (MEM_POST, plan.post_words), (MEM_COEF, plan.coef_words)):
         for addr, value in enumerate(words):

@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..gen import tools
 from .top import BOARDS, BoardTop, board_platform
 from .yosys import ToolError, abc_crashed, parse_stat, summarize, without_abc9
 
@@ -75,7 +76,6 @@ def _run_step(argv, cwd: Path, what: str, log: Path | None, progress, every: flo
 def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 baud: int = 115200, seed: int = 1, progress=None) -> dict:
     """Build the bitstream of ``plan`` on ``board`` into ``out``; returns the report."""
-    from ..sim.tools import find_tool
     t_all = time.monotonic()
     out = Path(out)
     say = progress or (lambda msg: None)
@@ -108,7 +108,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         raise ToolError(f"unexpected amaranth build script for {board}: {[v for v, _ in cmds]}")
     try:
         for i, (var, argv) in enumerate(cmds, 2):
-            exe = find_tool(YOWASP[var])
+            exe = tools.find_tool(YOWASP[var])
             if exe is None:
                 raise ToolError(f"{YOWASP[var]} is missing: run 'make setup'")
             step = STEP_NAMES[var]

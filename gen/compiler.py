@@ -23,7 +23,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .compress import COMPRESSORS, make_config
-from .golden import AsmCodeFormat, SdFormat, parse_alphabet, requant_shift, sd_rebuild, sd_unpack
+from .golden import (
+    AsmCodeFormat,
+    SdFormat,
+    mlg_bits,
+    mlg_generate,
+    parse_alphabet,
+    requant_shift,
+    sd_rebuild,
+    sd_unpack,
+)
 from .model import Layer, ModelError
 from .network import forward_float, requant_params
 
@@ -342,7 +351,6 @@ def _pack_mlg(plans, compressed, cfg, lanes, terms_max, post_words, input_shape,
     """MLG images: weight memory = basis words (``Wb[o]``: Bi x K2 codes, or, level 1
     bypassed, ``Wb[o, ci]``: K2 codes, ``[ci][o]`` order), coefficient memory = ``U[o, ci]``
     (Bi codes, ``[ci][o]``), aux memory = V per tile (``V[tile lanes, o]``, ``[tile][o]``)."""
-    from .golden import mlg_bits
     K2 = 9 if any(lp.k == 3 for lp in plans) else 1
     Bi = cfg.Bi
     wbits = 1
@@ -401,7 +409,6 @@ def _pack_mlg(plans, compressed, cfg, lanes, terms_max, post_words, input_shape,
 
 def _mlg_weights(plan: Plan, lp) -> np.ndarray:
     """Integer weights of one MLG layer decoded from the images (golden ``mlg_generate``)."""
-    from .golden import mlg_generate
     K2, k2 = plan.group, lp.k * lp.k
     Bo, qb, qu, qv = lp.mlg_Bo, plan.mlg_qb, plan.mlg_qu, plan.mlg_qv
     field_ = lambda word, i, q: (word >> (i * q)) & ((1 << q) - 1)

@@ -12,71 +12,14 @@ Anything else is rejected up front with the layer's name.
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .layer import KINDS, Layer, ModelError, check_layer, kind_of
+from .torch_import import load_torch
 
-class ModelError(ValueError):
-    """A model file that cannot be used; the message is one sentence naming the problem."""
-
-
-KINDS = ("linear", "conv3x3", "conv1x1")
-
-
-@dataclass
-class Layer:
-    name: str
-    kind: str
-    weight: np.ndarray            # float64: [out, in] or [out, in, k, k]
-    bias: np.ndarray | None = None
-    pad: int = 0
-    relu: bool | None = None       # None: the default (ReLU after every layer but the last)
-
-    @property
-    def cout(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def cin(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def k(self) -> int:
-        return 1 if self.kind == "linear" else self.weight.shape[2]
-
-
-def _kind_of(name: str, w: np.ndarray, given: str | None) -> str:
-    if w.ndim == 2:
-        kind = "linear"
-    elif w.ndim == 4 and w.shape[2] == w.shape[3] and w.shape[2] in (1, 3):
-        kind = f"conv{w.shape[2]}x{w.shape[2]}"
-    elif w.ndim == 4:
-        raise ModelError(f"Layer '{name}': only 3x3 and 1x1 convolutions are supported, "
-                         f"not kernel {w.shape[2]}x{w.shape[3]}")
-    else:
-        raise ModelError(f"Layer '{name}': weight must be 2-D (Linear) or 4-D (Conv2d), "
-                         f"not shape {tuple(w.shape)}")
-    if given is not None and given != kind:
-        raise ModelError(f"Layer '{name}': kind '{given}' does not match weight shape "
-                         f"{tuple(w.shape)}")
-    return kind
-
-
-def check_layer(layer: Layer) -> Layer:
-    w = layer.weight
-    if not np.all(np.isfinite(w)):
-        raise ModelError(f"Layer '{layer.name}': weight contains NaN or inf")
-    if min(w.shape) == 0:
-        raise ModelError(f"Layer '{layer.name}': weight has an empty dimension {tuple(w.shape)}")
-    if layer.bias is not None:
-        if layer.bias.shape != (w.shape[0],):
-            raise ModelError(f"Layer '{layer.name}': bias shape {tuple(layer.bias.shape)} does not "
-                             f"match {w.shape[0]} outputs")
-        if not np.all(np.isfinite(layer.bias)):
-            raise ModelError(f"Layer '{layer.name}': bias contains NaN or inf")
-    return layer
+__all__ = ["ModelError", "KINDS", "Layer", "check_layer", "load_model", "save_model"]
 
 
 def load_model(path) -> list[Layer]:
@@ -85,7 +28,6 @@ def load_model(path) -> list[Layer]:
     if not path.exists():
         raise ModelError(f"Model file '{path}' does not exist")
     if path.suffix in (".pt", ".pth"):
-        from .torch_import import load_torch
         return load_torch(path)
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
@@ -125,7 +67,7 @@ def load_model(path) -> list[Layer]:
             raise ModelError(f"Layer '{name}': pad and relu must be integers") from None
         if pad not in (0, 1):
             raise ModelError(f"Layer '{name}': padding must be 0 or 1, not {pad}")
-        layer = Layer(name, _kind_of(name, w, kind), w.astype(np.float64),
+        layer = Layer(name, kind_of(name, w, kind), w.astype(np.float64),
                       None if b is None else np.asarray(b, dtype=np.float64), pad, relu)
         if layer.kind == "linear" and pad:
             raise ModelError(f"Layer '{name}': a Linear layer has no padding")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import Layer, ModelError, check_layer
+from .layer import Layer, ModelError, check_layer, kind_of
 
 __all__ = ["load_torch"]
 
@@ -145,8 +145,7 @@ def _from_state_dict(sd: dict, path: Path) -> list[Layer]:
             raise ModelError(f"Layer '{name}' has no weight")
         w = _as_float(name, sd[f"{name}.weight"])
         b = sd.get(f"{name}.bias")
-        from .model import _kind_of
-        kind = _kind_of(name, w, None)
+        kind = kind_of(name, w, None)
         layers.append(check_layer(Layer(name, kind, w, None if b is None else _as_float(name, b))))
     return layers
 
@@ -196,8 +195,7 @@ def _from_sequential(seq: _Module, path: Path) -> list[Layer]:
                 raise ModelError(f"Layer '{name}' (Conv2d): padding mode "
                                  f"'{mod.padding_mode}' is not supported")
             pad = padding[0]
-        from .model import _kind_of
-        layer = Layer(name, _kind_of(name, w, None), w,
+        layer = Layer(name, kind_of(name, w, None), w,
                       None if b is None else _as_float(name, b), pad, False)
         layers.append(check_layer(layer))
     if not layers:

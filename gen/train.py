@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .compiler import _shapes as layer_shapes
+from .golden import odd
 from .model import Layer
 from .network import im2col
 
@@ -53,7 +55,6 @@ def init_layers(arch: str, seed: int = 0) -> list[Layer]:
 
 def _shapes(layers: list[Layer], input_shape):
     """Each layer's input ``(C, H, W)`` (Linear: ``(features, 1, 1)``)."""
-    from .compiler import _shapes as layer_shapes
     return [(cin, h, w) for cin, h, w, *_ in layer_shapes(layers, input_shape)]
 
 
@@ -174,7 +175,6 @@ def train_mlg_factors(layers: list[Layer], compressed, x, y, input_shape, *, epo
     """
     import copy
 
-    from .golden import odd
     rng = np.random.default_rng(seed)
     shapes = _shapes(layers, input_shape)
     layers = copy.deepcopy(layers)

@@ -13,8 +13,15 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..gen.golden import (AsmCodeFormat, act_range, alphabet_name, asm_acc_bits,
-                          asm_product_bound, parse_alphabet, signed_bits_for)
+from ..gen.golden import (
+    AsmCodeFormat,
+    act_range,
+    alphabet_name,
+    asm_acc_bits,
+    asm_product_bound,
+    parse_alphabet,
+    signed_bits_for,
+)
 from .mac import MacPipeline, _any, mac_output_layout
 
 __all__ = ["asm_code_layout", "bank_mult_shape", "AsmMacIO", "PrecomputeBank", "AsmProduct", "AsmMacArray"]

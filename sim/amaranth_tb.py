@@ -6,6 +6,8 @@ variants insert valid gaps and ready stalls from a seeded generator.
 
 from __future__ import annotations
 
+from ..rtl.engine import Engine
+
 CLK = 1e-8
 
 
@@ -72,7 +74,6 @@ def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None
     import numpy as np
     from amaranth.sim import Simulator
 
-    from ..rtl.engine import Engine
     dut = Engine(plan)
     n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
     rng = random.Random(seed)

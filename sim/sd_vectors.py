@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..gen.golden import SdFormat, sd_layer_stream, sd_unpack
+from ..rtl.pow2 import pow2_row_layout
 
 __all__ = ["random_rows", "adversarial_layers", "decoder_words", "decoder_expected",
            "unpack_decoded_row"]
@@ -66,7 +67,6 @@ def decoder_expected(layers, fmt: SdFormat) -> list[dict]:
 def unpack_decoded_row(fmt: SdFormat, word: int) -> dict:
     """A decoder output word (``rtl.pow2.pow2_row_layout``) as the dict :func:`decoder_expected`
     gives."""
-    from ..rtl.pow2 import pow2_row_layout
     lay = pow2_row_layout(fmt)
     eb = fmt.exp_bits
 

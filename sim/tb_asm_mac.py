@@ -17,7 +17,12 @@ import random
 import cocotb
 
 from insitu.rtl.asm import AsmMacIO
-from insitu.sim.asm_vectors import bad_code_case, encode_weights, expected, make_accumulations
+from insitu.sim.asm_vectors import (
+    bad_code_case,
+    encode_weights,
+    expected,
+    make_accumulations,
+)
 from insitu.sim.cocotb_util import interrupt_with_reset, report, start, transfer
 
 P = json.loads(os.environ["DUT_PARAMS"])

@@ -17,8 +17,13 @@ from insitu.gen.golden import SdFormat
 from insitu.gen.model import Layer
 from insitu.gen.smartdeal import SdConfig, compress_layer
 from insitu.sim.cocotb_util import interrupt_with_reset, report, start, transfer
-from insitu.sim.sd_vectors import (adversarial_layers, decoder_expected, decoder_words, random_rows,
-                                   unpack_decoded_row)
+from insitu.sim.sd_vectors import (
+    adversarial_layers,
+    decoder_expected,
+    decoder_words,
+    random_rows,
+    unpack_decoded_row,
+)
 
 P = json.loads(os.environ["DUT_PARAMS"])
 FMT = SdFormat(P["e_min"], P["e_max"], P["word_bits"])

@@ -21,9 +21,18 @@ from insitu.gen.model import Layer
 from insitu.gen.smartdeal import SdConfig
 from insitu.gen.smartdeal import compress_layer as sd_compress
 from insitu.sim.cocotb_util import interrupt_with_reset, report, start, transfer
-from insitu.sim.wg_vectors import (mlg_input_words, mlg_terms, mlg_unpack_kernels, sd_adversarial_blocks,
-                                   sd_basis_words, sd_blocks_from_layer, sd_expected, sd_stream,
-                                   sd_unpack_rows, trained_like)
+from insitu.sim.wg_vectors import (
+    mlg_input_words,
+    mlg_terms,
+    mlg_unpack_kernels,
+    sd_adversarial_blocks,
+    sd_basis_words,
+    sd_blocks_from_layer,
+    sd_expected,
+    sd_stream,
+    sd_unpack_rows,
+    trained_like,
+)
 
 P = json.loads(os.environ["DUT_PARAMS"])
 PLANT = os.environ.get("PLANT", "")

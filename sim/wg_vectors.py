@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..gen.golden import SdFormat, requant_shift, sd_layer_stream, sd_rebuild, sd_unpack
+from ..rtl.weightgen import MlgWeightGen, SdWeightGen, mlg_input_layout, sd_basis_layout
+from .sd_vectors import random_rows
 
 __all__ = ["trained_like", "sd_blocks_from_layer", "sd_stream", "sd_expected",
            "sd_adversarial_blocks", "sd_basis_words", "sd_unpack_rows", "mlg_terms",
@@ -51,7 +53,6 @@ def sd_adversarial_blocks(rng, fmt: SdFormat, basis_bits: int = 8):
         (np.zeros((3, 3), dtype=np.int64), 0, (one[:9], zero[:9], top[:9])),
         (rng.integers(lo, hi + 1, (3, 3)), 1, (one[:1], one[:1], zero[:1])),
     ]
-    from .sd_vectors import random_rows
     for shift in (0, 5, 11):
         m, s, e = random_rows(rng, 30, fmt, 0.6, bad=0.15)
         blocks.append((rng.integers(lo, hi + 1, (3, 3)), shift, (m, s, e)))
@@ -119,14 +120,12 @@ def mlg_terms(mlg):
 
 def sd_basis_words(basis, basis_bits: int) -> list[int]:
     """``i_basis`` words of ``SdWeightGen`` for ``sd_stream``'s basis entries."""
-    from ..rtl.weightgen import sd_basis_layout
     lay = sd_basis_layout(basis_bits)
     return [lay.const({"b": b, "shift": sh, "rows": r}).as_bits() for b, sh, r in basis]
 
 
 def sd_unpack_rows(words, out_bits: int) -> list[dict]:
     """``SdWeightGen`` output words as the dicts :func:`sd_expected` gives."""
-    from ..rtl.weightgen import SdWeightGen
     lay = SdWeightGen.output_layout(out_bits)
     mask = (1 << out_bits) - 1
     return [{"w": [_signed((w >> (lay["w"].offset + k * out_bits)) & mask, out_bits) for k in range(3)],
@@ -136,7 +135,6 @@ def sd_unpack_rows(words, out_bits: int) -> list[dict]:
 
 def mlg_input_words(terms, Bi, K2, qb, qu, qv, level1, level2) -> list[int]:
     """``MlgWeightGen`` input words of :func:`mlg_terms`' terms."""
-    from ..rtl.weightgen import mlg_input_layout
     lay = mlg_input_layout(Bi, K2, qb, qu, qv, level1, level2)
     words = []
     for t in terms:
@@ -151,7 +149,6 @@ def mlg_input_words(terms, Bi, K2, qb, qu, qv, level1, level2) -> list[int]:
 
 def mlg_unpack_kernels(words, K2: int, w_bits: int) -> list[list[int]]:
     """``MlgWeightGen`` output words as kernels; raises if a word has ``overrun`` set."""
-    from ..rtl.weightgen import MlgWeightGen
     lay = MlgWeightGen.output_layout(K2, w_bits)
     mask = (1 << w_bits) - 1
     out = []

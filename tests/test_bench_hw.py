@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from insitu.gen import cli
+import insitu.cli as cli
 
 pytestmark = pytest.mark.synth
 
@@ -38,7 +38,7 @@ def test_bench_hw_bad_input(tmp_path, capsys, args, msg):
 
 def test_largest_fit_search(monkeypatch):
     """The search brackets the largest lane count that fits to within ~12%, then stops."""
-    from insitu.boards import bench_hw
+    from insitu.cli import bench_hw
     tried = []
 
     def fake_build(kind, lanes, device, weight_bits):
@@ -55,8 +55,8 @@ def test_largest_fit_search(monkeypatch):
 
 def test_tool_failure_is_recorded_not_fatal(monkeypatch):
     """A Yosys crash in one configuration is a 'tool failed' row, not a lost sweep."""
-    from insitu.boards import bench_hw
     from insitu.boards.yosys import ToolError
+    from insitu.cli import bench_hw
 
     def boom(cmd, cwd, what):
         raise ToolError(f"{what} failed: exit 1")

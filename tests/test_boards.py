@@ -6,16 +6,16 @@ pins, the host driver against a board model, and the synth command's errors."""
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from test_engine import extreme_inputs, small_net
 
+import insitu.cli as cli
 from insitu.boards import protocol as P
 from insitu.boards.host import Board, run_board
 from insitu.boards.top import BOARDS, BoardTop, ecp5_pll, ice40_pll
-from insitu.gen import cli
-from insitu.gen.build import golden_vectors, write_design
 from insitu.gen.compiler import compile_model
+from insitu.gen.design import golden_vectors
+from insitu.rtl.emit import write_design
 from insitu.rtl.uart import UartRx, UartTx
-
-from test_engine import extreme_inputs, small_net
 
 
 def small_plan(scheme="asm", lanes=3):
@@ -121,7 +121,7 @@ def test_board_top_checks():
 def test_board_uart_bit_exact(tmp_path, scheme):
     """The host link in cocotb through its UART pins: identify, load every weight word into
     the (empty) SPRAM memory, infer extreme and random inputs, read counters; bit-exact."""
-    from insitu.boards.board_sim import simulate_board
+    from insitu.sim.board_sim import simulate_board
     plan, rng = small_plan(scheme)
     x = extreme_inputs(rng, 50, n_random=1)
     r = simulate_board(plan, x, tmp_path, gaps=0.2)
@@ -134,7 +134,7 @@ def test_board_uart_bit_exact(tmp_path, scheme):
 def test_complete_icebreaker_top_through_its_pins(tmp_path):
     """The whole iCEBreaker top as amaranth-boards builds it (PLL, reset synchroniser, SB_IO
     pads, LEDs), with Yosys' iCE40 cell models, driven only through its clock and UART pins."""
-    from insitu.boards.board_sim import simulate_board_top
+    from insitu.sim.board_sim import simulate_board_top
     plan, rng = small_plan()
     x = extreme_inputs(rng, 50, n_random=1)
     r = simulate_board_top(plan, x, tmp_path, gaps=0.2)
@@ -145,7 +145,7 @@ def test_complete_icebreaker_top_through_its_pins(tmp_path):
 
 def test_board_uart_planted_error_fails(tmp_path):
     """One flipped bit in one loaded weight word makes the board test fail."""
-    from insitu.boards.board_sim import simulate_board
+    from insitu.sim.board_sim import simulate_board
     plan, rng = small_plan()
     x = extreme_inputs(rng, 50, n_random=2)
     i = plan.layers[2].wbase + 3                    # a final-layer code word

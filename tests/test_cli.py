@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from insitu.gen import cli
-from insitu.gen.verilog import BLOCKS
+import insitu.cli as cli
+from insitu.rtl.emit import BLOCKS
 from insitu.sim.runner import compile_icarus, lint_verilator
 
 
@@ -107,8 +107,8 @@ def test_bad_parameter_subprocess_prints_one_line(tmp_path):
 
 def test_missing_simulator_is_one_sentence(monkeypatch, tmp_path):
     """A missing simulator gives a clear error, not a traceback from deep inside the runner."""
+    from insitu.gen import tools as sim_tools
     from insitu.sim import runner
-    from insitu.sim import tools as sim_tools
     monkeypatch.setattr(sim_tools, "iverilog", lambda: None)
     with pytest.raises(runner.SimulatorMissing, match=r"^Icarus Verilog \(iverilog\) is missing: run 'make setup'"):
         runner.run_cocotb("module m; endmodule", "m", "x", tmp_path, sim="icarus")
@@ -118,7 +118,7 @@ def test_missing_simulator_is_one_sentence(monkeypatch, tmp_path):
 
 
 def test_missing_yosys_is_one_line(monkeypatch, capsys):
-    from insitu.sim import tools as sim_tools
+    from insitu.gen import tools as sim_tools
     monkeypatch.setattr(sim_tools, "find_tool", lambda name: None)
     assert cli.main(["stat", "asm-mac", "--set", "lanes=1"]) == 1
     assert capsys.readouterr().err.strip().endswith(

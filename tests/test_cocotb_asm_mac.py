@@ -10,9 +10,9 @@ import itertools
 
 import pytest
 
-from insitu.gen.verilog import to_verilog
+from insitu.gen import tools
 from insitu.rtl.asm import AsmMacArray
-from insitu.sim import tools
+from insitu.rtl.emit import to_verilog
 from insitu.sim.runner import read_summary, run_cocotb
 
 pytestmark = pytest.mark.cocotb

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from insitu.gen.cli import main
+from insitu.cli import main
+from insitu.gen import tools
 from insitu.gen.model import Layer, save_model
-from insitu.sim import tools
 
 pytestmark = pytest.mark.cocotb
 needs_icarus = pytest.mark.skipif(tools.iverilog() is None and tools.skips_allowed(),

@@ -3,10 +3,10 @@
 
 import pytest
 
-from insitu.gen.verilog import to_verilog
+from insitu.gen import tools
+from insitu.rtl.emit import to_verilog
 from insitu.rtl.pow2 import Pow2Decoder
 from insitu.rtl.weightgen import MlgWeightGen, SdWeightGen
-from insitu.sim import tools
 from insitu.sim.runner import read_summary, run_cocotb
 
 pytestmark = pytest.mark.cocotb

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from insitu.gen.cli import main
-from insitu.sim import tools
+from insitu.cli import main
+from insitu.gen import tools
 
 needs_icarus = pytest.mark.skipif(tools.iverilog() is None and tools.skips_allowed(),
                                   reason="needs iverilog (make setup)")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from insitu.gen.compiler import Plan, compile_model, golden_layers
-from insitu.gen.build import golden_vectors
+from insitu.gen.design import golden_vectors
 from insitu.gen.model import Layer, ModelError
 from insitu.rtl.engine import MEM_WEIGHT
 from insitu.sim.amaranth_tb import run_engine

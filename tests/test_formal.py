@@ -3,8 +3,14 @@
 import pytest
 
 from insitu.gen.golden import SdFormat, asm_acc_bits
-from insitu.sim.formal import (AsmAccBoundMiter, AsmLaneMiter, Pow2RowMiter, SdRebuildMiter, prove,
-                               standard_proofs)
+from insitu.sim.formal import (
+    AsmAccBoundMiter,
+    AsmLaneMiter,
+    Pow2RowMiter,
+    SdRebuildMiter,
+    prove,
+    standard_proofs,
+)
 
 PROOFS = standard_proofs()
 
@@ -29,7 +35,7 @@ def test_proof_can_fail(name, factory):
 
 
 def test_cli_prove(capsys):
-    from insitu.gen import cli
+    import insitu.cli as cli
     assert cli.main(["prove", "pow2_row[e-8..5]", "asm_lane[A2,w8,x4s]"]) == 0
     assert capsys.readouterr().out.strip().endswith("2 proven, 0 failed")
     assert cli.main(["prove", "nope"]) == 2

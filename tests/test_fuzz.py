@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from insitu.gen import cli
+import insitu.cli as cli
 from insitu.sim import fuzz
 
 

@@ -5,8 +5,8 @@ simulated with the cell models shipped with Yosys, bit-exact with the golden mod
 import pytest
 
 from insitu.boards.yosys import CELL_DEFINES, cell_models, synth_netlist
-from insitu.gen.verilog import to_verilog
 from insitu.rtl.asm import AsmMacArray
+from insitu.rtl.emit import to_verilog
 from insitu.rtl.pow2 import Pow2Decoder
 from insitu.rtl.weightgen import MlgWeightGen, SdWeightGen
 from insitu.sim.runner import read_summary, run_cocotb
@@ -83,8 +83,8 @@ def test_engine_netlist(build_dir, scheme, family):
     import numpy as np
     from amaranth.back import verilog
 
-    from insitu.gen.build import TOP, golden_vectors
-    from insitu.gen.verilog import time0_safe
+    from insitu.gen.design import TOP, golden_vectors
+    from insitu.rtl.emit import time0_safe
     from insitu.rtl.engine import Engine
     plan = _engine_plan(scheme)
     x = np.array([np.zeros(9), np.full(9, 255), [0, 255] * 4 + [0]] +

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from insitu.gen import cli, golden
+import insitu.cli as cli
+from insitu.gen import golden
 from insitu.gen.compress import compress_model, make_config
 from insitu.gen.golden import SdFormat
 from insitu.gen.mlg import MlgConfig, quantize_odd

@@ -8,7 +8,6 @@ import pytest
 from insitu.gen import golden
 from insitu.gen.golden import AsmCodeFormat
 
-
 # -- alphabet sets ------------------------------------------------------------------------
 
 def test_named_alphabets():

@@ -12,7 +12,12 @@ from insitu.gen import golden
 from insitu.gen.golden import AsmCodeFormat
 from insitu.rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank, asm_code_layout
 from insitu.sim.amaranth_tb import simulate_streams
-from insitu.sim.asm_vectors import bad_code_case, encode_weights, expected, make_accumulations
+from insitu.sim.asm_vectors import (
+    bad_code_case,
+    encode_weights,
+    expected,
+    make_accumulations,
+)
 
 CLK = 1e-8
 

@@ -8,8 +8,13 @@ from amaranth.sim import Simulator
 from insitu.gen.golden import SdFormat
 from insitu.rtl.pow2 import Pow2Decoder
 from insitu.sim.amaranth_tb import simulate_streams, stream_put_many
-from insitu.sim.sd_vectors import (adversarial_layers, decoder_expected, decoder_words, random_rows,
-                                   unpack_decoded_row)
+from insitu.sim.sd_vectors import (
+    adversarial_layers,
+    decoder_expected,
+    decoder_words,
+    random_rows,
+    unpack_decoded_row,
+)
 
 CLK = 1e-8
 

@@ -13,9 +13,18 @@ from insitu.gen.smartdeal import SdConfig
 from insitu.gen.smartdeal import compress_layer as sd_compress
 from insitu.rtl.weightgen import MlgWeightGen, SdWeightGen
 from insitu.sim.amaranth_tb import simulate_streams, stream_put_many
-from insitu.sim.wg_vectors import (mlg_input_words, mlg_terms, mlg_unpack_kernels, sd_adversarial_blocks,
-                                   sd_basis_words, sd_blocks_from_layer, sd_expected, sd_stream,
-                                   sd_unpack_rows, trained_like)
+from insitu.sim.wg_vectors import (
+    mlg_input_words,
+    mlg_terms,
+    mlg_unpack_kernels,
+    sd_adversarial_blocks,
+    sd_basis_words,
+    sd_blocks_from_layer,
+    sd_expected,
+    sd_stream,
+    sd_unpack_rows,
+    trained_like,
+)
 
 CLK = 1e-8
 

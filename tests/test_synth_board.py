@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-
-from insitu.boards import synth
-from insitu.gen import cli
-from insitu.gen.build import write_design
-from insitu.gen.compiler import compile_model
-
 from test_engine import extreme_inputs, small_net
+
+import insitu.cli as cli
+from insitu.boards import synth
+from insitu.gen.compiler import compile_model
+from insitu.rtl.emit import write_design
 
 pytestmark = pytest.mark.synth
 

@@ -18,7 +18,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from insitu.gen.cli import main
+from insitu.cli import main
 from insitu.gen.model import ModelError, load_model
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from insitu.gen.cli import main
+from insitu.cli import main
 
 sys.exit(main())

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import compile_model, dense_int8, golden_layers
+from ..gen.compiler import compile_model, dense_int8, golden_layers
+from ..gen.network import forward_int
+from ..gen.train import ARCHS, accuracy, load_digits_split
 from .demo import scheme_model, trained_model
-from .network import forward_int
-from .train import ARCHS, accuracy, load_digits_split
 
 __all__ = ["SWEEPS", "run_bench_memory"]
 

