@@ -10,9 +10,6 @@ counted from each format and equal to the images' sizes.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import numpy as np
 from . import mlg, smartdeal
 from .golden import AsmCodeFormat, asm_quantize, parse_alphabet, representable
 from .model import Layer
+from .util import atomic_dir
 
 SCHEMES = ("asm", "smartdeal", "mlg")
 
@@ -149,10 +147,7 @@ def compress_model(layers: list[Layer], scheme: str, config=None, progress=None)
 def write_output(out_dir: Path, compressed, report: dict) -> None:
     """Write images, integer codes and the report into ``out_dir`` all at once: everything goes
     to a temporary sibling folder first, which replaces ``out_dir`` only when complete."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         codes = {}
         for c in compressed:
             for part, blob in c.image().items():
@@ -162,14 +157,3 @@ def write_output(out_dir: Path, compressed, report: dict) -> None:
                     codes[f"{c.name}.{key}"] = value
         np.savez(tmp / "codes.npz", **codes)
         (tmp / "compress_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

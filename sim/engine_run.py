@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..gen.design import TOP, canonical_outputs, golden_vectors, load_plan
 from ..gen.model import ModelError
+from ..gen.util import write_atomic
 from .runner import run_cocotb
 
 __all__ = ["simulate", "summarize"]
@@ -98,9 +98,7 @@ def simulate(design_dir, inputs=None, *, sim: str = "icarus", stalls: float = 0.
     report = summarize(plan, summary)
     report["simulator"] = sim
     report["stalls"] = stalls
-    tmp = d / ".sim_report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, d / "sim_report.json")
+    write_atomic(d / "sim_report.json", json.dumps(report, indent=1))
     outs = summary.get("outputs")
     if outs and len(outs) == len(x) and all(len(o) == y.shape[1] for o in outs):
         canon = canonical_outputs(plan, outs)

@@ -61,3 +61,21 @@ def test_a_planted_upward_import_breaks_the_contract(tmp_path):
     assert exe.exists()
     assert out.returncode != 0
     assert "insitu.gen.util -> insitu.rtl.engine" in out.stdout
+
+
+def test_atomic_writes_get_the_users_permissions(tmp_path):
+    """Output files and folders get 0666/0777 less the umask, not mkstemp's 0600/0700."""
+    import os
+
+    from insitu.gen.util import atomic_dir, write_atomic
+    old = os.umask(0o022)
+    try:
+        f = write_atomic(tmp_path / "a" / "x.json", "{}\n")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "inner.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert f.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "d" / "inner.txt").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d"]     # no temporaries left

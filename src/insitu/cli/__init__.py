@@ -464,8 +464,8 @@ def _cmd_run(args) -> int:
     except (ModelError, ProtocolError) as exc:
         raise UserError(str(exc)) from None
     out = rep.pop("outputs")
-    np.save(Path(args.design) / "board_outputs.npy", out)
-    (Path(args.design) / "run_report.json").write_text(json.dumps(rep, indent=1) + "\n")
+    write_atomic(Path(args.design) / "board_outputs.npy", lambda tmp: np.save(tmp, out))
+    write_atomic(Path(args.design) / "run_report.json", json.dumps(rep, indent=1) + "\n")
     print(f"bit_exact {str(rep['bit_exact']).lower()}: {rep['vectors']} vectors on the board, "
           f"{rep['mismatches']} mismatches; {rep['cycles']} cycles/inference, "
           f"{rep['weight_bits_read']} weight bits read/inference ({rep['seconds']:.1f} s)")

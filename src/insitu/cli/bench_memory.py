@@ -17,7 +17,6 @@ Writes ``bench_memory.json``, ``bench_memory.md`` and ``bench_memory.png``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from ..gen.compiler import compile_model, dense_int8, golden_layers
 from ..gen.network import forward_int
 from ..gen.train import ARCHS, accuracy, load_digits_split
+from ..gen.util import write_atomic
 from .demo import scheme_model, trained_model
 
 __all__ = ["SWEEPS", "run_bench_memory"]
@@ -99,16 +99,12 @@ def run_bench_memory(out_dir, archs=("cnn", "mlp"), schemes=("asm", "smartdeal",
     report = {"baselines": base, "runs": rows, "best_within_1_point": best,
               "seconds": round(time.monotonic() - t0, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write(out_dir / "bench_memory.json", json.dumps(report, indent=1))
-    _write(out_dir / "bench_memory.md", markdown(report))
+    write_atomic(out_dir / "bench_memory.json", json.dumps(report, indent=1))
+    write_atomic(out_dir / "bench_memory.md", markdown(report))
     _plot(report, out_dir / "bench_memory.png")
     return report
 
 
-def _write(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def markdown(report: dict) -> str:
@@ -157,7 +153,5 @@ def _plot(report: dict, path: Path):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)

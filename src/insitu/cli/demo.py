@@ -32,6 +32,7 @@ from ..gen.train import (
     train,
     train_mlg_factors,
 )
+from ..gen.util import write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
 
@@ -56,11 +57,6 @@ def _cache_stem(arch: str, tag: str, key: list) -> Path:
     return cache_dir() / f"digits-{arch}-{tag}-{digest[:10]}"
 
 
-def _save_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def trained_model(arch: str, data, *, scheme: str | None = None, knobs=None):
@@ -85,7 +81,7 @@ def trained_model(arch: str, data, *, scheme: str | None = None, knobs=None):
         qat_acc = accuracy(tuned, xtr, ytr, shape, proj(tuned))
         # Fine-tuning only where plain rounding loses accuracy (judged on the training split).
         layers = tuned if qat_acc > ptq_acc else base
-    _save_atomic(path, lambda tmp: save_model(tmp, layers))
+    write_atomic(path, lambda tmp: save_model(tmp, layers))
     return layers, False
 
 
@@ -135,8 +131,8 @@ def trained_mlg(arch: str, data, knobs=None):
             arrays[f"{i}.coeff_in"] = c.coeff_in
         if c.coeff_out is not None:
             arrays[f"{i}.coeff_out"] = c.coeff_out
-    _save_atomic(cpath, lambda tmp: np.savez(tmp, **arrays))
-    _save_atomic(path, lambda tmp: save_model(tmp, tuned))
+    write_atomic(cpath, lambda tmp: np.savez(tmp, **arrays))
+    write_atomic(path, lambda tmp: save_model(tmp, tuned))
     return tuned, tcomp, False
 
 
@@ -239,10 +235,7 @@ def run_demo(out_dir, schemes=SCHEMES, archs=("cnn", "mlp"), *, lanes=8,
         "runs": rows,
         "seconds": round(time.monotonic() - t_all, 1),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, out_dir / "report.json")
+    write_atomic(out_dir / "report.json", json.dumps(report, indent=1))
     return report
 
 
