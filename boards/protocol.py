@@ -26,10 +26,11 @@ from __future__ import annotations
 import struct
 import zlib
 
-from ..rtl.engine import MEM_AUX, MEM_COEF, MEM_POST, MEM_WEIGHT, load_data_bits
+from ..gen import schemes
+from ..gen.memmap import MEM_AUX, MEM_COEF, MEM_POST, MEM_WEIGHT, load_data_bits
 
 VERSION = 1
-SCHEME_IDS = {"asm": 0, "smartdeal": 1, "mlg": 2}
+SCHEME_IDS = {name: i for i, name in enumerate(schemes.NAMES)}    # registry order
 COUNTERS = ("cycles", "issue_cycles", "mac_terms", "mac_slots", "weight_bits")
 COUNTER_BYTES = 6
 IDENT_BYTES = 13

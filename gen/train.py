@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compiler import _shapes as layer_shapes
 from .golden import odd
 from .model import Layer
 from .network import im2col
+from .plan import layer_shapes
 
 __all__ = ["ARCHS", "load_digits_split", "init_layers", "train", "accuracy", "predict",
            "train_mlg_factors"]

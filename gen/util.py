@@ -97,8 +97,13 @@ def parse_sets(items, *, what: str = "--set") -> dict:
 
 
 def unknown(what: str, name, choices) -> str:
-    """The one-line message for a name that is not one of ``choices``."""
-    plural = what + ("es" if what.endswith(("s", "sh", "ch", "x")) else "s")
-    if what.endswith("y") and not what.endswith(("ay", "ey", "oy", "uy")):
-        plural = what[:-1] + "ies"
+    """The one-line message for a name that is not one of ``choices``:
+    ``Unknown board 'x' (boards: a, b)``; the list is named by ``what``'s last word."""
+    word = what.split()[-1]
+    if word.endswith("y") and not word.endswith(("ay", "ey", "oy", "uy")):
+        plural = word[:-1] + "ies"
+    elif word.endswith(("s", "sh", "ch", "x")):
+        plural = word + "es"
+    else:
+        plural = word + "s"
     return f"Unknown {what} '{name}' ({plural}: {', '.join(str(c) for c in choices)})"

@@ -37,41 +37,48 @@ cleared when an inference starts and hold their values after it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..gen import schemes
+from ..gen.compiler import MAX_LANES
+from ..gen.fields import Fields
+from ..gen.memmap import (
+    BIAS_BITS,
+    M_BITS,
+    MEM_AUX,
+    MEM_COEF,
+    MEM_POST,
+    MEM_WEIGHT,
+    OUT_BITS,
+    POST,
+    POST_BITS,
+    S_BITS,
+    load_data_bits,
+)
 from .asm import AsmMacArray
 from .baseline import ExactMacArray
-from .weightgen import SdWeightGen
+from .fill import FILLS
+from .layouts import struct_layout
+from .util import layer_const as _layer_const
 
-__all__ = ["Engine", "load_data_bits", "POST_BITS", "post_layout", "load_layout", "MEM_WEIGHT",
-           "MEM_AUX", "MEM_POST", "MEM_COEF"]
+__all__ = ["Engine", "load_layout", "post_layout", "MACS"]
 
-MEM_WEIGHT, MEM_AUX, MEM_POST, MEM_COEF = 0, 1, 2, 3
-M_BITS, S_BITS, BIAS_BITS = 16, 6, 32
-OUT_BITS = 32
+#: MAC array by ``Scheme.mac`` name.
+MACS = {"asm": AsmMacArray, "exact": ExactMacArray}
 
 
 def post_layout() -> data.StructLayout:
-    """One output channel's post-processing entry."""
-    return data.StructLayout({"bias": signed(BIAS_BITS), "m": unsigned(M_BITS),
-                              "s": unsigned(S_BITS)})
-
-
-POST_BITS = post_layout().size
+    """One output channel's post-processing entry (``gen.memmap.POST``)."""
+    return struct_layout(POST)
 
 
 def load_layout(data_bits: int, addr_bits: int) -> data.StructLayout:
     """One word on ``i_load``: which memory, the word address, the data (LSB-aligned)."""
-    return data.StructLayout({"mem": 2, "addr": addr_bits, "data": data_bits})
-
-
-def load_data_bits(plan) -> int:
-    """Width of ``i_load``'s data field: the widest memory word of ``plan``."""
-    return max(plan.weight_word_bits, plan.aux_word_bits, POST_BITS, plan.coef_word_bits)
+    return struct_layout(Fields(("mem", 2), ("addr", addr_bits), ("data", data_bits)))
 
 
 def _bits(n: int) -> int:
@@ -98,11 +105,14 @@ class Engine(wiring.Component):
     the host writes it over ``i_load`` before the first inference.
     """
 
-    def __init__(self, plan, weight_ram: str = "block", counter_bits: int = 48):
+    def __init__(self, plan, *, weight_ram: str = "block", counter_bits: int = 48):
         self._plan = plan
         self._check(plan)
+        self._scheme = schemes.get(plan.scheme)
         if weight_ram not in ("block", "huge"):
             raise ValueError(f"weight_ram must be 'block' or 'huge', not {weight_ram!r}")
+        if not isinstance(counter_bits, int) or isinstance(counter_bits, bool) or not 16 <= counter_bits <= 64:
+            raise ValueError(f"counter_bits must be an integer in 16..64, not {counter_bits!r}")
         self.weight_ram = weight_ram
         lanes = plan.lanes
         self._mem_widths = {MEM_WEIGHT: plan.weight_word_bits, MEM_AUX: plan.aux_word_bits,
@@ -134,10 +144,10 @@ class Engine(wiring.Component):
 
     @staticmethod
     def _check(plan):
-        if plan.scheme not in ("asm", "smartdeal", "mlg"):
-            raise ValueError(f"Engine scheme must be asm, smartdeal or mlg, not {plan.scheme!r}")
-        if not isinstance(plan.lanes, int) or not 1 <= plan.lanes <= 256:
-            raise ValueError(f"Engine lanes must be an integer in 1..256, not {plan.lanes!r}")
+        if plan.scheme not in schemes.NAMES:
+            raise ValueError(f"Engine scheme must be one of {', '.join(schemes.NAMES)}, not {plan.scheme!r}")
+        if not isinstance(plan.lanes, int) or isinstance(plan.lanes, bool) or not 1 <= plan.lanes <= MAX_LANES:
+            raise ValueError(f"Engine lanes must be an integer in 1..{MAX_LANES}, not {plan.lanes!r}")
         if not plan.layers:
             raise ValueError("Engine plan has no layers")
 
@@ -228,18 +238,7 @@ class Engine(wiring.Component):
 
         # -- per-layer constants ---------------------------------------------------------------
         def layer_const(sel, name, fn, shape, registered=False):
-            """A per-layer constant selected by ``sel``; ``registered``: one cycle later (for
-            the controller, whose layer only changes while it is not issuing)."""
-            sig = Signal(shape, name=name)
-            with m.Switch(sel):
-                for i, ly in enumerate(layers):
-                    with (m.Case(i) if i < len(layers) - 1 else m.Default()):
-                        m.d.comb += sig.eq(fn(ly))
-            if not registered:
-                return sig
-            reg = Signal(shape, name=f"{name}_r", init=fn(layers[0]))
-            m.d.sync += reg.eq(sig)
-            return reg
+            return _layer_const(m, sel, layers, name, fn, shape, registered)
 
         def tile_lanes(sel, tk, prefix):
             """``(tiles, lanes of tile tk)`` of layer ``sel`` (the last tile may be partial)."""
@@ -282,27 +281,23 @@ class Engine(wiring.Component):
 
         tw = tile.write_port(granularity=wbits)
         gen_err = Signal()
-        if plan.scheme == "asm":
-            self._gen_copy(m, plan, wrd, tw, g_ly, g_tk, g_slot, rmax, g_fill_start,
-                           g_fill_done, wbits_inc, layer_const)
-        elif plan.scheme == "smartdeal":
-            self._gen_sd(m, plan, wrd, amem, tw, g_ly, g_lanes, g_slot, rmax, g_fill_start,
-                         g_fill_done, wbits_inc, layer_const, start, gen_err)
-        else:
-            self._gen_mlg(m, plan, wrd, amem, cmem, tw, g_ly, g_tk, g_lanes, g_slot, rmax,
-                          g_fill_start, g_fill_done, wbits_inc, layer_const)
+        # The scheme's tile fill (rtl/fill.py), behind the one interface all fills share.
+        m.submodules.fill = fill = FILLS[self._scheme.fill](plan, rmax=rmax, depths=self._mem_depths)
+        wiring.connect(m, fill.t_wr, tw)
+        wiring.connect(m, fill.w_rd, wrd)
+        wiring.connect(m, fill.a_rd, amem.read_port())
+        wiring.connect(m, fill.c_rd, cmem.read_port())
+        m.d.comb += [fill.start.eq(start), fill.go.eq(g_fill_start), fill.layer.eq(g_ly),
+                     fill.tile.eq(g_tk), fill.lanes.eq(g_lanes), fill.slot.eq(g_slot),
+                     g_fill_done.eq(fill.done), wbits_inc.eq(fill.wbits), gen_err.eq(fill.err)]
 
         with m.If(w_loading):                   # after the generator: this assignment wins
             m.d.comb += [wrd.addr.eq(ld.payload.addr), wrd.en.eq(0)]
 
         # ======================================================================================
         # Controller: issue one term per cycle into stage S1 (memory reads) -> MAC input.
-        if plan.scheme == "asm":
-            mac = AsmMacArray(alphabet=plan.alphabet, weight_bits=plan.asm_weight_bits,
-                              act_bits=8, act_signed=False, lanes=L, acc_len=plan.terms_max)
-        else:
-            mac = ExactMacArray(weight_bits=wbits, act_bits=8, act_signed=False, lanes=L,
-                                acc_len=plan.terms_max)
+        mac = MACS[self._scheme.mac](act_bits=8, act_signed=False, lanes=L, acc_len=plan.terms_max,
+                                     **self._scheme.mac_params(plan))
         m.submodules.mac = mac
 
         c_ly = Signal(range(max(2, nl)))
@@ -593,229 +588,3 @@ class Engine(wiring.Component):
         with m.If(gen_err):
             m.d.comb += err_now.eq(1)
         return m
-
-    # ------------------------------------------------------------------------------------------
-    def _gen_copy(self, m, plan, rd, tw, g_ly, g_tk, g_slot, rmax, fill_start, fill_done,
-                  wbits_inc, layer_const):
-        """ASM: the tile's code words are copied from the weight memory (one word per term)."""
-        terms = layer_const(g_ly, "g_terms", lambda ly: ly.terms, range(1 << 16))
-        base = layer_const(g_ly, "g_wbase", lambda ly: ly.wbase, range(1 << 24))
-        r = Signal(range(rmax + 1))
-        addr = Signal(range(1 << 24))
-        active = Signal()
-        v1 = Signal()
-        r1 = Signal(range(rmax + 1))
-        m.d.comb += [rd.addr.eq(addr), rd.en.eq(1)]
-        with m.If(fill_start):
-            m.d.sync += [active.eq(1), r.eq(0), addr.eq(base + g_tk * terms)]
-        with m.Elif(active):
-            m.d.sync += [r.eq(r + 1), addr.eq(addr + 1)]
-            with m.If(r == terms - 1):
-                m.d.sync += active.eq(0)
-        m.d.sync += [v1.eq(active), r1.eq(r)]
-        m.d.comb += [tw.addr.eq(g_slot * rmax + r1), tw.data.eq(rd.data),
-                     tw.en.eq(Mux(v1, (1 << len(tw.en)) - 1, 0))]      # every lane
-        m.d.comb += fill_done.eq(v1 & (r1 == terms - 1))
-        m.d.comb += wbits_inc.eq(Mux(active, plan.weight_word_bits, 0))
-
-    def _gen_sd(self, m, plan, wrd, amem, tw, g_ly, lanes, g_slot, rmax, fill_start,
-                fill_done, wbits_inc, layer_const, start, gen_err):
-        """SmartDeal: the coefficient stream and the basis entries of every layer are read
-        once per inference, in (filter, chunk) order, through the power-of-2 decoder and the
-        rebuild engine; each rebuilt kernel row (3 int8 weights) is written into its lane."""
-        L = plan.lanes
-        gen = SdWeightGen(e_min=plan.e_min, e_max=plan.e_max, word_bits=plan.weight_word_bits,
-                          basis_bits=8, requant=True)
-        m.submodules.sdgen = gen
-        # Coefficient reader: words 0..n-1 of the weight memory, once per inference.
-        n_words = len(plan.weight_words)
-        n_basis = len(plan.aux_words)
-        takes = []
-        for rd, n, port, bits in ((wrd, n_words, gen.i_coef, plan.weight_word_bits),
-                                  (amem.read_port(), n_basis, gen.i_basis, plan.aux_word_bits)):
-            addr = Signal(range(n + 1))
-            go = Signal()
-            valid = Signal()
-            with m.If(start):
-                m.d.sync += go.eq(1)
-            # A read issued at `addr` lands in rd.data next cycle; `valid` holds it until taken.
-            can = ~valid | port.ready
-            m.d.comb += [rd.addr.eq(addr), rd.en.eq(can)]
-            with m.If(can):
-                m.d.sync += valid.eq(go & (addr < n))
-                with m.If(go & (addr < n)):
-                    m.d.sync += addr.eq(addr + 1)
-                with m.If(go & (addr == n)):
-                    m.d.sync += [addr.eq(0), go.eq(0)]
-            m.d.comb += [port.valid.eq(valid), port.payload.eq(rd.data)]
-            takes.append(Mux(port.valid & port.ready, bits, 0))
-        m.d.comb += wbits_inc.eq(takes[0] + takes[1])
-
-        chunks = layer_const(g_ly, "g_chunks", lambda ly: ly.sd_chunks, range(1 << 12))
-        active = Signal()
-        lane = Signal(range(max(2, L)))
-        chunk = Signal(range(1 << 12))
-        row = Signal(range(rmax + 1))
-        with m.If(fill_start):
-            m.d.sync += [active.eq(1), lane.eq(0), chunk.eq(0), row.eq(0)]
-        o = gen.o
-        m.d.comb += o.ready.eq(active)
-        take = o.valid & active
-        m.d.comb += [tw.addr.eq(g_slot * rmax + row),
-                     tw.data.eq(o.payload.w.as_value().replicate(L)),
-                     tw.en.eq(Mux(take, Const(0b111, 3 * L) << (lane * 3), 0))]
-        with m.If(take):
-            m.d.sync += row.eq(row + 1)
-            with m.If(o.payload.err):
-                m.d.comb += gen_err.eq(1)
-            with m.If(o.payload.last):
-                with m.If(chunk == chunks - 1):
-                    m.d.sync += [chunk.eq(0), row.eq(0), lane.eq(lane + 1)]
-                    with m.If(lane == lanes - 1):
-                        m.d.sync += active.eq(0)
-                        m.d.comb += fill_done.eq(1)
-                with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
-
-    def _gen_mlg(self, m, plan, wrd, amem, cmem, tw, g_ly, g_tk, lanes, g_slot, rmax,
-                 fill_start, fill_done, wbits_inc, layer_const):
-        """MLG: per tile, V (one word per ``o``: the tile's lanes) and, with level 1, the basis
-        kernels ``Wb[o]`` are read once into small caches; then for each input channel ``ci``
-        and each ``o`` one coefficient word (``U[o, ci]``, or the level-1-bypassed basis row
-        ``Wb[o, ci]``) is read, ``w1 = sum_b odd(U_b) odd(Wb[o, b])`` and every lane
-        accumulates ``odd(V[lane, o]) * w1``; after the last ``o`` the lanes' kernels (``K2``
-        weights each) are written to the tile row of ``ci``.  Without level 2, ``o`` walks the
-        tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is."""
-        L, G, wb = plan.lanes, plan.group, plan.tile_weight_bits
-        Bi, qb, qu, qv = plan.mlg_Bi, plan.mlg_qb, plan.mlg_qu, plan.mlg_qv
-        K2 = G
-        bo_max = max(ly.mlg_Bo for ly in plan.layers)
-        lc = {name: layer_const(g_ly, f"g_mlg_{name}", fn, shape) for name, fn, shape in [
-            ("bo", lambda ly: ly.mlg_Bo, range(1 << 12)),
-            ("l1", lambda ly: int(ly.mlg_level1), 1),
-            ("l2", lambda ly: int(ly.mlg_level2), 1),
-            ("k9", lambda ly: int(ly.k == 3), 1),
-            ("cin", lambda ly: ly.cin, range(1 << 16)),
-            ("wbase", lambda ly: ly.wbase, range(1 << 24)),
-            ("cbase", lambda ly: ly.cbase, range(1 << 24)),
-            ("vbase", lambda ly: ly.vbase, range(1 << 24)),
-            ("per_word", lambda ly: ly.mlg_per_word, range(1 << 12)),
-            ("k2qb", lambda ly: ly.k * ly.k * qb, range(1 << 12)),
-            ("tile_words", lambda ly: ly.mlg_tile_words, range(1 << 20)),
-        ]}
-        n_o = Mux(lc["l2"], lc["bo"], lanes)            # o per input channel
-        # Level-1-bypassed basis rows are packed per_word to a weight-memory word, in the
-        # order the fill walks them; a word is fetched once, when its first row is due.
-        p_addr = Signal(range(1 << 24), name="mlg_row_word")
-        p_field = Signal(range(1 << 12), name="mlg_row_field")
-        s_field = Signal.like(p_field)
-
-        m.submodules.wbc = wbc = Memory(shape=unsigned(max(1, Bi * K2 * qb)), depth=max(2, bo_max), init=[])
-        m.submodules.vc = vc = Memory(shape=unsigned(L * qv), depth=max(2, bo_max), init=[])
-        wr_, ar_, cr_ = wrd, amem.read_port(), cmem.read_port()
-        wbc_w, vc_w = wbc.write_port(), vc.write_port()
-        wbc_r = wbc.read_port(transparent_for=(wbc_w,))
-        vc_r = vc.read_port(transparent_for=(vc_w,))
-
-        phase = Signal(2)                    # 0 idle, 1 load caches, 2 generate
-        o = Signal(range(max(2, bo_max + 1)))
-        ci = Signal(range(max(2, max(ly.cin for ly in plan.layers))))
-        # stage-1 flags (the reads issued last cycle)
-        s_load, s_gen, s_first, s_last = Signal(), Signal(), Signal(), Signal()
-        s_o, s_ci = Signal.like(o), Signal.like(ci)
-        # K2 = 1 layers keep G weights per tile row: ci's row and column, as counters.
-        ci_row, ci_col = Signal.like(ci), Signal(range(max(2, G)))
-        s_row, s_col = Signal.like(ci_row), Signal.like(ci_col)
-
-        m.d.comb += [
-            ar_.en.eq(1), cr_.en.eq(1), wbc_r.en.eq(1), vc_r.en.eq(1),
-            vc_r.addr.eq(o),
-        ]
-        og = Signal(range(1 << 16), name="mlg_og")      # the global o (tile channel without level 2)
-        m.d.comb += [og.eq(Mux(lc["l2"], o, g_tk * L + o)), wbc_r.addr.eq(Mux(phase == 2, og, o))]
-        need_load = lc["l1"] | lc["l2"]
-        with m.If(phase != 2):
-            m.d.comb += wr_.en.eq(1)
-        with m.If(fill_start):
-            m.d.sync += [o.eq(0), ci.eq(0), phase.eq(Mux(need_load, 1, 2)),
-                         p_addr.eq(lc["wbase"] + Mux(lc["l2"], 0, g_tk * lc["tile_words"])),
-                         p_field.eq(0), ci_row.eq(0), ci_col.eq(0)]
-        m.d.sync += [s_load.eq(0), s_gen.eq(0)]
-        with m.Switch(phase):
-            with m.Case(1):
-                # Wb[o] (level 1) from the weight memory, V[tile, o] from the aux memory.
-                m.d.comb += [wr_.addr.eq(lc["wbase"] + o), ar_.addr.eq(lc["vbase"] + g_tk * lc["bo"] + o)]
-                m.d.sync += [s_load.eq(1), s_o.eq(o)]
-                m.d.comb += wbits_inc.eq(Mux(lc["l1"], plan.weight_word_bits, 0)
-                                         + Mux(lc["l2"], plan.aux_word_bits, 0))
-                with m.If(o == lc["bo"] - 1):
-                    m.d.sync += [o.eq(0), phase.eq(2)]
-                with m.Else():
-                    m.d.sync += o.eq(o + 1)
-            with m.Case(2):
-                # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci].
-                m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og), wr_.addr.eq(p_addr)]
-                with m.If(~lc["l1"]):
-                    m.d.comb += wr_.en.eq(p_field == 0)
-                    with m.If(p_field == lc["per_word"] - 1):
-                        m.d.sync += [p_field.eq(0), p_addr.eq(p_addr + 1)]
-                    with m.Else():
-                        m.d.sync += p_field.eq(p_field + 1)
-                m.d.comb += wbits_inc.eq(Mux(lc["l1"], plan.coef_word_bits,
-                                             Mux(p_field == 0, plan.weight_word_bits, 0)))
-                m.d.sync += [s_gen.eq(1), s_o.eq(o), s_ci.eq(ci), s_first.eq(o == 0),
-                             s_last.eq(o == n_o - 1), s_field.eq(p_field),
-                             s_row.eq(ci_row), s_col.eq(ci_col)]
-                with m.If(o == n_o - 1):
-                    m.d.sync += o.eq(0)
-                    with m.If(ci == lc["cin"] - 1):
-                        m.d.sync += [ci.eq(0), phase.eq(0)]
-                    with m.Else():
-                        m.d.sync += ci.eq(ci + 1)
-                        with m.If(ci_col == G - 1):
-                            m.d.sync += [ci_col.eq(0), ci_row.eq(ci_row + 1)]
-                        with m.Else():
-                            m.d.sync += ci_col.eq(ci_col + 1)
-                with m.Else():
-                    m.d.sync += o.eq(o + 1)
-        # cache writes (load phase, data of last cycle's reads)
-        m.d.comb += [wbc_w.addr.eq(s_o), wbc_w.data.eq(wr_.data), wbc_w.en.eq(s_load),
-                     vc_w.addr.eq(s_o), vc_w.data.eq(ar_.data), vc_w.en.eq(s_load)]
-
-        # stage 2: level 1, level 2 accumulate, tile write on the last o.
-        def odd(v, q):
-            """Stored code -> odd integer 2c - (2**q - 1)."""
-            return v * 2 - ((1 << q) - 1)
-
-        w1 = []
-        wbk = wbc_r.data
-        row_bits = Signal(plan.weight_word_bits, name="mlg_row_bits")
-        m.d.comb += row_bits.eq(wr_.data >> (s_field * lc["k2qb"]))
-        for t in range(K2):
-            l1 = sum(odd(cr_.data[b * qu:(b + 1) * qu], qu)
-                     * odd(wbk[(b * K2 + t) * qb:(b * K2 + t + 1) * qb], qb) for b in range(Bi))
-            l0 = odd(row_bits[t * qb:(t + 1) * qb], qb)
-            w = Signal(signed(plan.mlg_w1_bits), name=f"mlg_w1_{t}")
-            m.d.comb += w.eq(Mux(lc["l1"], l1, l0))
-            w1.append(w)
-        acc = Signal(data.ArrayLayout(data.ArrayLayout(signed(wb), K2), L), name="mlg_acc")
-        new = Signal.like(acc, name="mlg_new")
-        for l in range(L):
-            v = odd(vc_r.data[l * qv:(l + 1) * qv], qv)
-            for t in range(K2):
-                term = Mux(lc["l2"], v * w1[t], Mux(s_o == l, w1[t], 0))
-                m.d.comb += new[l][t].eq(Mux(s_first, 0, acc[l][t]) + term)
-        with m.If(s_gen):
-            m.d.sync += acc.eq(new)
-        # write: 3x3 -> row ci, every lane and column; K2 = 1 -> row ci // G, column ci % G
-        row = Mux(lc["k9"], s_ci, s_row)
-        col = s_col
-        one_col = Const(sum(1 << (l * G) for l in range(L)), L * G)   # column 0 of every lane
-        lane_words = []
-        for l in range(L):
-            lane_words.append(Mux(lc["k9"], new[l].as_value(), new[l][0].replicate(G)))
-        m.d.comb += [tw.addr.eq(g_slot * rmax + row), tw.data.eq(Cat(*lane_words))]
-        with m.If(s_gen & s_last):
-            m.d.comb += tw.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))
-            with m.If((s_ci == lc["cin"] - 1)):
-                m.d.comb += fill_done.eq(1)

@@ -16,6 +16,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.golden import SdFormat, mlg_bits, sd_weight_bits
+from ..gen.schemes.smartdeal import basis_fields
+from .layouts import struct_layout
 from .pow2 import Pow2Decoder, pow2_row_layout
 
 __all__ = ["sd_basis_layout", "SdWeightGen", "SdRebuildRow", "mlg_input_layout", "MlgWeightGen"]
@@ -25,12 +27,9 @@ MAX_BLOCK_ROWS = 255
 
 def sd_basis_layout(basis_bits: int) -> data.StructLayout:
     """One block's entry on ``i_basis``: the 3x3 basis (row-major ``b[j*3 + k]``), the rounding
-    shift of its filter (int8 mode) and the number of kernel rows in the block."""
-    return data.StructLayout({
-        "b": data.ArrayLayout(signed(basis_bits), 9),
-        "shift": 5,
-        "rows": 8,
-    })
+    shift of its filter (int8 mode) and the number of kernel rows in the block; the same
+    layout the packer uses (``gen.schemes.smartdeal.basis_fields``)."""
+    return struct_layout(basis_fields(basis_bits))
 
 
 class SdWeightGen(wiring.Component):

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from ..gen import schemes
 from ..gen.compiler import compile_model
 from ..gen.design import golden_vectors
 from ..gen.golden import ALPHABETS, representable
@@ -23,6 +24,7 @@ from ..gen.mlg import compress_layer as mlg_compress
 from ..gen.model import Layer
 from ..gen.smartdeal import SdConfig
 from ..gen.smartdeal import compress_layer as sd_compress
+from ..gen.util import conv_out
 from ..rtl.asm import AsmMacArray
 from ..rtl.weightgen import MlgWeightGen, SdWeightGen
 from .amaranth_tb import run_engine, simulate_streams
@@ -165,23 +167,14 @@ def case_engine(seed: int):
         else:
             k = 3 if rng.random() < 0.7 else 1
             pad = int(rng.integers(0, 2)) if k == 3 else 0
-            if h + 2 * pad - k + 1 < 1 or w + 2 * pad - k + 1 < 1:
+            if conv_out(h, k, pad) < 1 or conv_out(w, k, pad) < 1:
                 pad = 1
             layers.append(Layer(f"l{i}", f"conv{k}x{k}", _random_weights(rng, (cout, c, k, k)),
                                 rng.normal(size=cout) * 0.3, pad=pad))
-            h, w = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+            h, w = conv_out(h, k, pad), conv_out(w, k, pad)
         c = cout
-    scheme = str(rng.choice(["asm", "smartdeal", "mlg"]))
-    if scheme == "asm":
-        knobs = {"alphabet": str(rng.choice(list(ALPHABETS))), "weight_bits": int(rng.choice([4, 8]))}
-    elif scheme == "smartdeal":
-        e_min = int(rng.integers(-8, -2))
-        knobs = {"e_min": e_min, "e_max": e_min + int(rng.integers(3, 14)),
-                 "threshold": float(rng.uniform(0, 0.1)), "iters": 3}
-    else:
-        knobs = {"Bi": int(rng.integers(1, 3)), "Bo": int(rng.integers(1, 6)),
-                 "qb": int(rng.integers(1, 5)), "qu": int(rng.integers(1, 6)),
-                 "qv": int(rng.integers(1, 5))}
+    scheme = str(rng.choice(list(schemes.NAMES)))
+    knobs = schemes.get(scheme).random_knobs(rng)
     lanes = int(rng.integers(1, 6))
     plan = compile_model(layers, scheme, lanes=lanes, input_shape=shape, knobs=knobs)
     feat = int(np.prod(shape))

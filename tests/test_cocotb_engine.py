@@ -32,7 +32,8 @@ def inputs(path, seed=1):
 
 @needs_icarus
 @pytest.mark.parametrize("scheme, sim", [("asm", "icarus"), ("smartdeal", "icarus"),
-                                         ("mlg", "icarus"), ("smartdeal", "verilator")])
+                                         ("mlg", "icarus"), ("smartdeal", "verilator"),
+                                         ("int8", "verilator")])
 def test_compile_and_simulate_two_layer_model(build_dir, capsys, scheme, sim):
     if sim == "verilator" and not tools.have_verilator() and tools.skips_allowed():
         pytest.skip("needs verilator")

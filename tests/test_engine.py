@@ -6,10 +6,12 @@ import copy
 import numpy as np
 import pytest
 
+from insitu.gen import schemes
 from insitu.gen.compiler import Plan, compile_model, golden_layers
 from insitu.gen.design import golden_vectors
+from insitu.gen.memmap import MEM_WEIGHT
 from insitu.gen.model import Layer, ModelError
-from insitu.rtl.engine import MEM_WEIGHT
+from insitu.gen.schemes import Scheme
 from insitu.sim.amaranth_tb import run_engine
 
 
@@ -27,7 +29,7 @@ def extreme_inputs(rng, feat, n_random=3):
     return np.array(xs, dtype=np.int64)
 
 
-@pytest.mark.parametrize("scheme", ["asm", "smartdeal", "mlg"])
+@pytest.mark.parametrize("scheme", schemes.NAMES)
 @pytest.mark.parametrize("stalls", [False, True])
 def test_engine_network_bit_exact(scheme, stalls):
     rng = np.random.default_rng(3)
@@ -39,7 +41,7 @@ def test_engine_network_bit_exact(scheme, stalls):
     assert (got == exp).all()
     for c in counters:
         assert c["weight_bits"] == plan.weight_bits_per_inference   # every word read as planned
-        if scheme != "mlg":
+        if type(schemes.get(scheme)).bits_read is Scheme.bits_read:
             assert c["weight_bits"] == plan.weight_memory_bits      # every stored bit once
         assert c["mac_slots"] == plan.macs                  # every MAC done once
         assert c["err"] == 0
@@ -47,7 +49,7 @@ def test_engine_network_bit_exact(scheme, stalls):
         assert len({c["cycles"] for c in counters}) == 1    # data-independent timing
 
 
-@pytest.mark.parametrize("scheme", ["asm", "smartdeal", "mlg"])
+@pytest.mark.parametrize("scheme", schemes.NAMES)
 def test_engine_planted_weight_error_is_caught(scheme):
     rng = np.random.default_rng(4)
     plan = compile_model(small_net(rng), scheme, lanes=3, input_shape=(2, 5, 5))
@@ -86,7 +88,7 @@ def test_engine_mlg_levels_and_small_bases():
     seen = set()
     for knobs in ({"Bo": 3, "Bi": 2, "qb": 3, "qu": 4, "qv": 3}, {"Bo": 1, "Bi": 1}, {"Bo": 44}):
         plan = compile_model(layers, "mlg", lanes=4, input_shape=(1, 4, 4), knobs=knobs)
-        levels = [(ly.mlg_level1, ly.mlg_level2) for ly in plan.layers]
+        levels = [(ly.extra["level1"], ly.extra["level2"]) for ly in plan.layers]
         seen.update(levels)
         x = extreme_inputs(rng, 16, n_random=2)
         got, counters = run_engine(plan, x)

@@ -251,7 +251,7 @@ def test_make_config_errors():
         make_config("mlg", {"Bx": "1"})
     with pytest.raises(ValueError, match=r"^Knob 'Bo' must be a int, not 'many'$"):
         make_config("mlg", {"Bo": "many"})
-    with pytest.raises(ValueError, match=r"^Unknown scheme 'zip' \(schemes: asm, smartdeal, mlg\)$"):
+    with pytest.raises(ValueError, match=r"^Unknown scheme 'zip' \(schemes: asm, smartdeal, mlg, int8\)$"):
         make_config("zip")
 
 

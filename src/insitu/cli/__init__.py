@@ -17,12 +17,14 @@ from ..boards.protocol import ProtocolError
 from ..boards.synth import synth_board
 from ..boards.top import BOARDS
 from ..boards.yosys import FAMILIES, ToolError, synth_stat
+from ..gen import schemes as registry
 from ..gen import tools
-from ..gen.compiler import SCHEMES, compile_model
+from ..gen.compiler import MAX_LANES, compile_model
 from ..gen.compress import compress_model, make_config, write_output
 from ..gen.design import load_plan
 from ..gen.model import ModelError, load_model
-from ..gen.util import write_atomic
+from ..gen.util import parse_sets, write_atomic
+from ..gen.util import unknown as unknown_name
 from ..rtl.emit import BLOCKS, BlockError, generate, write_design
 from ..sim import fuzz
 from ..sim.engine_run import simulate
@@ -31,6 +33,8 @@ from ..sim.runner import SimulatorMissing
 from . import bench_hw
 from .bench_memory import SWEEPS, markdown, run_bench_memory
 from .demo import demo_plan, run_demo, table
+
+SCHEME_HELP = "; ".join(f"{s.name}: {s.summary}" for s in registry.SCHEMES.values())
 
 
 class UserError(Exception):
@@ -58,7 +62,7 @@ def _cmd_verilog(args) -> int:
 
 def _cmd_stat(args) -> int:
     if args.family not in FAMILIES:
-        raise UserError(f"Unknown FPGA family '{args.family}' (families: {', '.join(FAMILIES)})")
+        raise UserError(unknown_name("FPGA family", args.family, FAMILIES))
     try:
         text, component = generate(args.block, args.set)
     except BlockError as exc:
@@ -76,13 +80,10 @@ def _cmd_stat(args) -> int:
 
 
 def _parse_knobs(items) -> dict:
-    knobs = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UserError(f"--set expects KEY=VALUE, not {item!r}")
-        key, value = item.split("=", 1)
-        knobs[key.strip()] = value.strip()
-    return knobs
+    try:
+        return parse_sets(items)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _scheme_knobs(scheme: str, items) -> dict:
@@ -197,10 +198,9 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    schemes = SCHEMES if args.scheme == "all" else (args.scheme,)
-    if args.scheme not in SCHEMES + ("all",):
-        raise UserError(f"Unknown scheme '{args.scheme}' (demo schemes: "
-                        f"{', '.join(SCHEMES)}, all)")
+    schemes = registry.NAMES if args.scheme == "all" else (args.scheme,)
+    if args.scheme not in registry.NAMES + ("all",):
+        raise UserError(unknown_name("scheme", args.scheme, registry.NAMES + ("all",)))
     archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
@@ -254,7 +254,7 @@ def _cmd_bench_fuzz(args) -> int:
     kinds = args.kinds.split(",") if args.kinds else list(fuzz.KINDS)
     bad = [k for k in kinds if k not in fuzz.KINDS]
     if bad:
-        raise UserError(f"Unknown fuzz kind '{bad[0]}' (kinds: {', '.join(fuzz.KINDS)})")
+        raise UserError(unknown_name("fuzz kind", bad[0], fuzz.KINDS))
     if args.cases < 1:
         raise UserError(f"--cases must be a positive integer, not {args.cases}")
     results = []
@@ -305,10 +305,10 @@ def _cmd_bench_hw(args) -> int:
     devices = args.devices.split(",")
     for k in kinds:
         if k not in bench_hw.KINDS:
-            raise UserError(f"Unknown benchmark kind '{k}' (kinds: {', '.join(bench_hw.KINDS)})")
+            raise UserError(unknown_name("benchmark kind", k, bench_hw.KINDS))
     for d in devices:
         if d not in bench_hw.DEVICES:
-            raise UserError(f"Unknown device '{d}' (devices: {', '.join(bench_hw.DEVICES)})")
+            raise UserError(unknown_name("device", d, bench_hw.DEVICES))
     items = args.lanes.split(",")
     search = "max" in items
     try:
@@ -324,13 +324,13 @@ def _cmd_bench_hw(args) -> int:
         except ValueError:
             raise UserError(f"--engine-lanes expects comma-separated integers, not "
                             f"{args.engine_lanes!r}") from None
-        if any(not 1 <= n <= 64 for n in engine_lanes):
-            raise UserError(f"--engine-lanes must be in 1..64, not {args.engine_lanes!r}")
-    engine_knobs = _scheme_knobs("asm", args.engine_set) or None
+        if any(not 1 <= n <= MAX_LANES for n in engine_lanes):
+            raise UserError(f"--engine-lanes must be in 1..{MAX_LANES}, not {args.engine_lanes!r}")
+    engine_knobs = _scheme_knobs(registry.BOARD_DEFAULT, args.engine_set) or None
     engine_boards = args.engine_boards.split(",")
     for b in engine_boards:
         if b not in BOARDS:
-            raise UserError(f"Unknown board '{b}' (boards: {', '.join(BOARDS)})")
+            raise UserError(unknown_name("board", b, BOARDS))
     if args.no_lanes:
         lanes, search = [], False
     jobs = [(d, k, n) for d in devices for k in kinds for n in lanes]
@@ -398,19 +398,19 @@ def _board_plan(args):
             return load_plan(args.design)
         except ModelError as exc:
             raise UserError(str(exc)) from None
-    if args.scheme not in ("asm", "smartdeal", "mlg"):
-        raise UserError(f"Unknown scheme '{args.scheme}' (schemes: asm, smartdeal, mlg)")
-    if not 1 <= args.lanes <= 64:
-        raise UserError(f"--lanes must be in 1..64, not {args.lanes}")
+    if args.scheme not in registry.NAMES:
+        raise UserError(unknown_name("scheme", args.scheme, registry.NAMES))
+    if not 1 <= args.lanes <= MAX_LANES:
+        raise UserError(f"--lanes must be in 1..{MAX_LANES}, not {args.lanes}")
     return demo_plan("cnn", args.scheme, args.lanes, _scheme_knobs(args.scheme, args.set) or None)
 
 
 def _cmd_synth(args) -> int:
     if args.board not in BOARDS:
-        raise UserError(f"Unknown board '{args.board}' (boards: {', '.join(BOARDS)})")
+        raise UserError(unknown_name("board", args.board, BOARDS))
     if args.lanes is None:
         args.lanes = BOARDS[args.board]["demo_lanes"]
-    if not args.design and not args.set and args.scheme == "asm":
+    if not args.design and not args.set and args.scheme == registry.BOARD_DEFAULT:
         args.set = [f"{k}={v}" for k, v in BOARDS[args.board]["demo_knobs"].items()]
     plan = _board_plan(args)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
@@ -527,8 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compress", help="compress a model's weights and report memory and error")
     c.add_argument("model", metavar="MODEL", help=".npz model (<layer>.weight, <layer>.bias)")
-    c.add_argument("--scheme", required=True, choices=["asm", "smartdeal", "mlg"],
-                   help="compression scheme")
+    c.add_argument("--scheme", required=True, choices=registry.NAMES,
+                   help="weight scheme: " + SCHEME_HELP)
     c.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                    help="scheme knob, e.g. threshold=0.03 (smartdeal), Bo=32 (mlg), "
                         "alphabet=A2 (asm); repeatable")
@@ -538,8 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compile", help="compile a model into the engine's Verilog, memory "
                         "images, manifest and golden vectors")
     cp.add_argument("model", metavar="MODEL", help=".npz model (see README: model files)")
-    cp.add_argument("--scheme", required=True, choices=["asm", "smartdeal", "mlg"],
-                    help="weight compression scheme")
+    cp.add_argument("--scheme", required=True, choices=registry.NAMES,
+                    help="weight scheme: " + SCHEME_HELP)
     cp.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="compressor knob (as for 'insitu compress')")
     cp.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
@@ -564,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.set_defaults(func=_cmd_simulate)
 
     dm = sub.add_parser("demo", help="train, compress, compile and simulate the digits models")
-    dm.add_argument("--scheme", default="all", help="asm, smartdeal, mlg or all (default: %(default)s)")
+    dm.add_argument("--scheme", default="all", help=f"{', '.join(registry.NAMES)} or all "
+                    "(default: %(default)s)")
     dm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
                     help="which digits model (default: %(default)s)")
     dm.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
@@ -597,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "and budget (digits models)")
     bm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
                     help="digits model (default: %(default)s)")
-    bm.add_argument("--schemes", default="asm,smartdeal,mlg",
+    bm.add_argument("--schemes", default=",".join(registry.NAMES),
                     help="comma-separated schemes (default: %(default)s)")
     bm.add_argument("--lanes", type=int, default=8, help="engine lanes (default: %(default)s)")
     bm.add_argument("-o", "--output", default="build/bench_memory", metavar="DIR",
@@ -630,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("design", nargs="?", metavar="DIR", help="folder written by 'insitu compile' "
                     "(default: the digits CNN demo model)")
     sy.add_argument("--board", required=True, help="icebreaker, ulx3s or versa")
-    sy.add_argument("--scheme", default="asm", help="demo model scheme when no DIR is given "
+    sy.add_argument("--scheme", default=registry.BOARD_DEFAULT, help="demo model scheme when no DIR is given "
                     "(default: %(default)s)")
     sy.add_argument("--lanes", type=int, help="demo model lanes when no DIR is given "
                     "(default: 8)")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gen import schemes as registry
 from ..gen.compiler import compile_model, dense_int8, golden_layers
 from ..gen.network import forward_int
 from ..gen.train import ARCHS, accuracy, load_digits_split
@@ -31,15 +32,7 @@ from .demo import scheme_model, trained_model
 
 __all__ = ["SWEEPS", "run_bench_memory"]
 
-SWEEPS = {
-    "asm": [{"alphabet": a, "weight_bits": b} for b in (8, 4) for a in ("A4", "A2", "A1")],
-    "smartdeal": [{"threshold": t, "prune": p} for p in (0.0, 0.5)
-                  for t in (0.004, 0.03, 0.08)],
-    "mlg": [{"Bi": 2, "Bo": bo, "qb": 3, "qu": 6, "qv": 3} for bo in (4, 6, 44)]
-    + [{"Bi": 2, "Bo": 44, "qb": 2, "qu": 6, "qv": 3}, {"Bi": 2, "Bo": 44, "qb": 2, "qu": 8, "qv": 3},
-       {"Bi": 1, "Bo": 44, "qb": 3, "qu": 6, "qv": 3},
-       {"Bi": 2, "Bo": 8, "qb": 4, "qu": 6, "qv": 4}],
-}
+SWEEPS = {name: list(s.sweep) for name, s in registry.SCHEMES.items()}
 
 
 def _log(msg):
@@ -51,7 +44,7 @@ def _int_accuracy(golden, x_u8, y, shape) -> float:
     return float(np.mean(np.argmax(out, axis=1) == y))
 
 
-def run_bench_memory(out_dir, archs=("cnn", "mlp"), schemes=("asm", "smartdeal", "mlg"),
+def run_bench_memory(out_dir, archs=("cnn", "mlp"), schemes=registry.NAMES,
                      lanes=8) -> dict:
     out_dir = Path(out_dir)
     data = load_digits_split()
@@ -136,7 +129,7 @@ def _plot(report: dict, path: Path):
     fig, axes = plt.subplots(1, len(archs), figsize=(6 * len(archs), 4.2), squeeze=False)
     for ax, arch in zip(axes[0], archs):
         b = report["baselines"][arch]
-        for scheme, marker in (("asm", "o"), ("smartdeal", "s"), ("mlg", "^")):
+        for scheme, marker in ((s.name, s.marker) for s in registry.SCHEMES.values()):
             pts = [r for r in report["runs"] if r["model"] == arch and r["scheme"] == scheme]
             if pts:
                 pts.sort(key=lambda r: r["bits_per_weight"])

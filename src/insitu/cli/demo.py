@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gen.compiler import SCHEMES, compile_model, dense_int8, rebuilt_weights
-from ..gen.compress import COMPRESSORS, make_config
-from ..gen.mlg import MlgLayer
+from ..gen import schemes as registry
+from ..gen.compiler import compile_model, dense_int8, rebuilt_weights
 from ..gen.model import load_model, save_model
 from ..gen.network import forward_int
 from ..gen.train import (
@@ -30,7 +29,6 @@ from ..gen.train import (
     init_layers,
     load_digits_split,
     train,
-    train_mlg_factors,
 )
 from ..gen.util import write_atomic
 from ..rtl.emit import write_design
@@ -85,17 +83,18 @@ def trained_model(arch: str, data, *, scheme: str | None = None, knobs=None):
     return layers, False
 
 
-MLG_QAT_EPOCHS = 40
+FACTOR_QAT_EPOCHS = 40
 
 
-def trained_mlg(arch: str, data, knobs=None):
-    """``(layers, compressed, cached)``: MLG codes trained quantisation-aware at the factor
-    level (``gen.train.train_mlg_factors``) when that beats plain compression on the training
-    split; codes and biases cached next to the float model."""
+def trained_factors(arch: str, data, scheme: str, knobs=None):
+    """``(layers, compressed, cached)``: a scheme's codes trained quantisation-aware at the
+    factor level (``Scheme.train_factors``, e.g. MLG's V, U and Wb) when that beats plain
+    compression on the training split; codes and biases cached next to the float model."""
     xtr, ytr, _, _ = data
     shape = ARCHS[arch]["input_shape"]
-    cfg = make_config("mlg", knobs or {})
-    stem = _cache_stem(arch, "mlg", [EPOCHS, MLG_QAT_EPOCHS, SEED, "factors", knobs or {}])
+    sch = registry.get(scheme)
+    cfg = sch.config(knobs or {})
+    stem = _cache_stem(arch, scheme, [EPOCHS, FACTOR_QAT_EPOCHS, SEED, "factors", knobs or {}])
     path, cpath = stem.with_suffix(".npz"), stem.with_suffix(".codes.npz")
     base, _ = trained_model(arch, data)
     if path.exists() and cpath.exists():
@@ -104,33 +103,21 @@ def trained_mlg(arch: str, data, knobs=None):
             with np.load(cpath) as z:
                 comp = []
                 for i, ly in enumerate(base):
-                    Bo, Bi = (int(v) for v in z[f"{i}.dims"])
-                    comp.append(MlgLayer(ly.name, ly.kind, tuple(ly.weight.shape), cfg, Bo, Bi,
-                                         z[f"{i}.basis"],
-                                         z[f"{i}.coeff_in"] if f"{i}.coeff_in" in z else None,
-                                         z[f"{i}.coeff_out"] if f"{i}.coeff_out" in z else None,
-                                         float(z[f"{i}.scale"])))
+                    arrays = {k.split(".", 1)[1]: z[k] for k in z.files if k.startswith(f"{i}.")}
+                    comp.append(sch.codes_from_arrays(ly, cfg, arrays))
             return layers, comp, True
         except (ValueError, KeyError, OSError):
             path.unlink(missing_ok=True)
             cpath.unlink(missing_ok=True)
-    comp = [COMPRESSORS["mlg"](ly, cfg) for ly in base]
+    comp = [sch.compress(ly, cfg) for ly in base]
 
     def acc_of(layers, cs):
-        return accuracy(layers, xtr, ytr, shape, rebuilt_weights(layers, cs, "mlg"))
-    tuned, tcomp = train_mlg_factors(base, comp, xtr, ytr, shape, epochs=MLG_QAT_EPOCHS,
+        return accuracy(layers, xtr, ytr, shape, rebuilt_weights(layers, cs, scheme))
+    tuned, tcomp = sch.train_factors(base, comp, xtr, ytr, shape, epochs=FACTOR_QAT_EPOCHS,
                                      seed=SEED + 1)
     if acc_of(tuned, tcomp) <= acc_of(base, comp):
         tuned, tcomp = copy.deepcopy(base), comp
-    arrays = {}
-    for i, c in enumerate(tcomp):
-        arrays[f"{i}.basis"] = c.basis
-        arrays[f"{i}.dims"] = np.array([c.Bo, c.Bi])
-        arrays[f"{i}.scale"] = np.array(c.scale)
-        if c.coeff_in is not None:
-            arrays[f"{i}.coeff_in"] = c.coeff_in
-        if c.coeff_out is not None:
-            arrays[f"{i}.coeff_out"] = c.coeff_out
+    arrays = {f"{i}.{k}": v for i, c in enumerate(tcomp) for k, v in sch.codes_arrays(c).items()}
     write_atomic(cpath, lambda tmp: np.savez(tmp, **arrays))
     write_atomic(path, lambda tmp: save_model(tmp, tuned))
     return tuned, tcomp, False
@@ -138,22 +125,23 @@ def trained_mlg(arch: str, data, knobs=None):
 
 def scheme_model(arch: str, data, scheme: str, knobs=None):
     """``(layers, compressed or None, cached)`` of a scheme: what the compiler is given."""
-    if scheme == "mlg":
-        return trained_mlg(arch, data, knobs)
+    if registry.get(scheme).factor_qat:
+        return trained_factors(arch, data, scheme, knobs)
     layers, cached = trained_model(arch, data, scheme=scheme, knobs=knobs)
     return layers, None, cached
 
 
 def projector(scheme: str, knobs=None):
     """``layers -> rebuilt float weights`` of a scheme (what the hardware will use)."""
-    cfg = make_config(scheme, knobs or {})
+    sch = registry.get(scheme)
+    cfg = sch.config(knobs or {})
 
     def project(layers):
-        return rebuilt_weights(layers, [COMPRESSORS[scheme](ly, cfg) for ly in layers], scheme)
+        return rebuilt_weights(layers, [sch.compress(ly, cfg) for ly in layers], scheme)
     return project
 
 
-def demo_plan(arch: str = "cnn", scheme: str = "asm", lanes: int = 8, knobs=None):
+def demo_plan(arch: str = "cnn", scheme: str = registry.BOARD_DEFAULT, lanes: int = 8, knobs=None):
     """The compiled plan of a digits demo model (trained, or from the cache)."""
     data = load_digits_split()
     shape = ARCHS[arch]["input_shape"]
@@ -164,7 +152,7 @@ def demo_plan(arch: str = "cnn", scheme: str = "asm", lanes: int = 8, knobs=None
                          compressed=compressed)
 
 
-def run_demo(out_dir, schemes=SCHEMES, archs=("cnn", "mlp"), *, lanes=8,
+def run_demo(out_dir, schemes=registry.NAMES, archs=("cnn", "mlp"), *, lanes=8,
              limit: int | None = None, sim="icarus", knobs=None) -> dict:
 
     out_dir = Path(out_dir)

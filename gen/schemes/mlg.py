@@ -1,0 +1,194 @@
+"""MLG, multi-level in situ generation: low-bit basis kernels ``Wb``, intra-kernel
+coefficients ``U`` (level 1) and cross-kernel coefficients ``V`` (level 2), all odd integer
+codes; the hardware builds ``W1 = U . Wb`` and ``W = V . W1`` per tile.
+
+Images: weight memory = basis words (``Wb[o]``: ``Bi x K2`` codes, or, level 1 bypassed,
+``Wb[o, ci]`` rows of ``K2`` codes, several to a word, in the order the fill walks them);
+coefficient memory = ``U[o, ci]`` (``Bi`` codes, ``[ci][o]`` order); aux memory = ``V`` per
+tile (``V[tile lanes, o]``, ``[tile][o]``).  The compressor is :mod:`insitu.gen.mlg`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import mlg
+from ..fields import Fields
+from ..golden import mlg_bits, mlg_generate
+from ..layer import ModelError
+from ..train import train_mlg_factors
+from .base import Scheme
+
+__all__ = ["SCHEME"]
+
+
+def _codes(q: int, n: int) -> Fields:
+    return Fields(("c", q, False, n))
+
+
+class Mlg(Scheme):
+    name = "mlg"
+    summary = "multi-level in situ generation: W = V.(U.Wb) from low-bit odd codes"
+    Config = mlg.MlgConfig
+    fill = "generate"
+    mac = "exact"
+    factor_qat = True
+    marker = "^"
+    sweep = tuple([{"Bi": 2, "Bo": bo, "qb": 3, "qu": 6, "qv": 3} for bo in (4, 6, 44)]
+                  + [{"Bi": 2, "Bo": 44, "qb": 2, "qu": 6, "qv": 3},
+                     {"Bi": 2, "Bo": 44, "qb": 2, "qu": 8, "qv": 3},
+                     {"Bi": 1, "Bo": 44, "qb": 3, "qu": 6, "qv": 3},
+                     {"Bi": 2, "Bo": 8, "qb": 4, "qu": 6, "qv": 4}])
+
+    def random_knobs(self, rng) -> dict:
+        return {"Bi": int(rng.integers(1, 3)), "Bo": int(rng.integers(1, 6)),
+                "qb": int(rng.integers(1, 5)), "qu": int(rng.integers(1, 6)),
+                "qv": int(rng.integers(1, 5))}
+
+    def train_factors(self, layers, compressed, x, y, input_shape, **kw):
+        return train_mlg_factors(layers, compressed, x, y, input_shape, **kw)
+
+    def compress(self, layer, cfg):
+        return mlg.compress_layer(layer, cfg)
+
+    # factor-level training and its cache (the demo)
+    def codes_arrays(self, c) -> dict:
+        out = {"basis": c.basis, "dims": np.array([c.Bo, c.Bi]), "scale": np.array(c.scale)}
+        if c.coeff_in is not None:
+            out["coeff_in"] = c.coeff_in
+        if c.coeff_out is not None:
+            out["coeff_out"] = c.coeff_out
+        return out
+
+    def codes_from_arrays(self, layer, cfg, z: dict):
+        Bo, Bi = (int(v) for v in z["dims"])
+        return mlg.MlgLayer(layer.name, layer.kind, tuple(layer.weight.shape), cfg, Bo, Bi,
+                            z["basis"], z.get("coeff_in"), z.get("coeff_out"), float(z["scale"]))
+
+    def pack(self, plans, compressed, cfg, lanes) -> dict:
+        K2 = 9 if any(lp.k == 3 for lp in plans) else 1
+        Bi = cfg.Bi
+        wbits, w1_bits = 1, 2
+        for c in compressed:
+            b1, b = mlg_bits(max(c.Bi, 1), c.Bo, cfg.qb, cfg.qu, cfg.qv, c.level1, c.level2)
+            w1_bits, wbits = max(w1_bits, b1), max(wbits, b)
+        w_width = max(Bi * K2 * cfg.qb, K2 * cfg.qb)
+        words, coefs, vwords = [], [], []
+        for lp, c in zip(plans, compressed):
+            k2 = lp.k * lp.k
+            lp.wbase = len(words)
+            ex = lp.extra = {"Bo": c.Bo, "level1": c.level1, "level2": c.level2,
+                             "per_word": 1, "tile_words": 0, "cbase": len(coefs),
+                             "vbase": len(vwords)}
+            if c.level1:
+                basis = _codes(cfg.qb, Bi * K2)
+                for o in range(c.Bo):
+                    words.append(basis.pack(c=[int(c.basis[o, b, t]) if t < k2 else 0
+                                               for b in range(c.Bi) for t in range(K2)]))
+                ucodes = _codes(cfg.qu, c.Bi)
+                for ci in range(lp.cin):
+                    for o in range(c.Bo):
+                        coefs.append(ucodes.pack(c=c.coeff_in[o, ci, :c.Bi]))
+            else:
+                # Rows in fill order ([ci][o], or per tile [tile][ci][o in tile] without
+                # level 2), per_word rows to a word; without level 2 each tile starts on a word.
+                bas = c.basis.reshape(c.Bo, lp.cin, k2)
+                ex["per_word"] = per = max(1, w_width // (k2 * cfg.qb))
+                row_word = _codes(cfg.qb, per * k2)
+                groups = ([[(ci, o) for ci in range(lp.cin) for o in range(c.Bo)]] if c.level2 else
+                          [[(ci, o) for ci in range(lp.cin)
+                            for o in range(t0, min(lp.cout, t0 + lanes))]
+                           for t0 in range(0, lp.cout, lanes)])
+                ex["tile_words"] = 0 if c.level2 else -(-lp.cin * lanes // per)
+                for rows in groups:
+                    start = len(words)
+                    for i in range(0, len(rows), per):
+                        words.append(row_word.pack(c=[int(bas[o, ci, t]) for ci, o in
+                                                      rows[i:i + per] for t in range(k2)]))
+                    if not c.level2:
+                        words += [0] * (start + ex["tile_words"] - len(words))
+            if c.level2:
+                vcodes = _codes(cfg.qv, lanes)
+                for t0 in range(0, lp.cout, lanes):
+                    for o in range(c.Bo):
+                        vwords.append(vcodes.pack(c=[int(c.coeff_out[t0 + n, o])
+                                                     for n in range(lanes) if t0 + n < lp.cout]))
+        rows_max = max(-(-lp.terms // K2) if lp.k == 1 else lp.cin for lp in plans)
+        return {"group": K2, "tile_weight_bits": wbits, "tile_rows_max": rows_max,
+                "weight_word_bits": w_width, "weight_words": words,
+                "aux_word_bits": lanes * cfg.qv, "aux_words": vwords,
+                "coef_word_bits": max(1, Bi * cfg.qu), "coef_words": coefs,
+                "params": {"Bi": Bi, "qb": cfg.qb, "qu": cfg.qu, "qv": cfg.qv,
+                           "w1_bits": w1_bits}}
+
+    def unpack(self, plan, lp) -> np.ndarray:
+        """Integer weights decoded from the images (golden ``mlg_generate``)."""
+        K2, k2 = plan.group, lp.k * lp.k
+        p, ex = plan.params, lp.extra
+        Bo, qb, qu, qv = ex["Bo"], p["qb"], p["qu"], p["qv"]
+        try:
+            if ex["level1"]:
+                Bi = p["Bi"]
+                basis = _codes(qb, Bi * K2)
+                Bc = np.array([np.array(basis.unpack(plan.weight_words[lp.wbase + o])["c"])
+                               .reshape(Bi, K2)[:, :k2] for o in range(Bo)])
+                ucodes = _codes(qu, Bi)
+                Uc = np.zeros((Bo, lp.cin, Bi), dtype=np.int64)
+                for ci in range(lp.cin):
+                    for o in range(Bo):
+                        Uc[o, ci] = ucodes.unpack(plan.coef_words[ex["cbase"] + ci * Bo + o])["c"]
+            else:
+                Bc = np.zeros((Bo, lp.cin, k2), dtype=np.int64)
+                per = ex["per_word"]
+                row_word = _codes(qb, per * k2)
+                if ex["level2"]:
+                    groups = [(lp.wbase, [(ci, o) for ci in range(lp.cin) for o in range(Bo)])]
+                else:
+                    groups = [(lp.wbase + tk * ex["tile_words"],
+                               [(ci, o) for ci in range(lp.cin)
+                                for o in range(tk * plan.lanes, min(lp.cout, (tk + 1) * plan.lanes))])
+                              for tk in range(lp.tiles)]
+                for base, rows in groups:
+                    for i, (ci, o) in enumerate(rows):
+                        f = i % per
+                        codes = row_word.unpack(plan.weight_words[base + i // per])["c"]
+                        Bc[o, ci] = codes[f * k2:(f + 1) * k2]
+                Bc = Bc.reshape(Bo, lp.cin * k2)
+                Uc = None
+            Vc = None
+            if ex["level2"]:
+                vcodes = _codes(qv, plan.lanes)
+                Vc = np.zeros((lp.cout, Bo), dtype=np.int64)
+                for tk in range(lp.tiles):
+                    for o in range(Bo):
+                        v = vcodes.unpack(plan.aux_words[ex["vbase"] + tk * Bo + o])["c"]
+                        for n in range(plan.lanes):
+                            if tk * plan.lanes + n < lp.cout:
+                                Vc[tk * plan.lanes + n, o] = v[n]
+        except IndexError:
+            raise ModelError(f"Layer '{lp.name}': MLG image is shorter than the manifest says") from None
+        W = mlg_generate(Bc, Uc, Vc, qb, qu, qv, lp.cout, lp.cin, k2)
+        return W.reshape(lp.cout, -1)
+
+    def bits_read(self, plan) -> int:
+        """V once and the basis / coefficient words once per tile."""
+        total = 0
+        for ly in plan.layers:
+            ex = ly.extra
+            for tk in range(ly.tiles):
+                lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
+                if ex["level1"] or ex["level2"]:
+                    total += ex["Bo"] * ((plan.weight_word_bits if ex["level1"] else 0)
+                                         + (plan.aux_word_bits if ex["level2"] else 0))
+                n_o = ex["Bo"] if ex["level2"] else lanes
+                if ex["level1"]:
+                    total += ly.cin * n_o * plan.coef_word_bits
+                else:
+                    total += -(-ly.cin * n_o // ex["per_word"]) * plan.weight_word_bits
+        return total
+
+    def mac_params(self, plan) -> dict:
+        return {"weight_bits": plan.tile_weight_bits}
+
+
+SCHEME = Mlg()

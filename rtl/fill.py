@@ -1,0 +1,341 @@
+"""Tile fills: the per-scheme front end of the engine, one component per way of turning the
+weight memory into one tile (``lanes`` output channels of one layer) of MAC-ready weights.
+
+All fills share :class:`Fill`'s signature, so the engine builds whichever the scheme names
+(``Scheme.fill``, looked up in :data:`FILLS`) and connects it the same way:
+
+* command in: ``go`` (one cycle: fill tile ``tile`` of layer ``layer``, ``lanes`` lanes wide,
+  into tile-buffer slot ``slot``) and ``start`` (an inference starts);
+* out: ``t_wr``, the tile-buffer write port (rows of ``lanes x group`` weights, with a write
+  enable per weight), ``done`` (the tile is complete), ``wbits`` (weight-memory bits read this
+  cycle) and ``err`` (a bad code was seen);
+* ``w_rd``, ``a_rd``, ``c_rd``: read ports of the weight, aux and coefficient memories.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..gen.memmap import MEM_AUX, MEM_COEF, MEM_WEIGHT
+from .util import layer_const
+from .weightgen import SdWeightGen
+
+__all__ = ["Fill", "CopyFill", "RebuildFill", "GenerateFill", "FILLS"]
+
+
+class Fill(wiring.Component):
+    """The shared tile-fill interface (see the module docstring).
+
+    Parameters
+    ----------
+    plan : ``gen.plan.Plan``
+        The compiled plan (layer table, image widths, the scheme's parameters).
+    rmax : int
+        Rows per tile-buffer slot (slot ``s`` holds rows ``s * rmax ..``).
+    depths : dict
+        Depth of each memory (``gen.memmap`` id -> words), for the read-port address widths.
+
+    Members
+    -------
+    start, go : ``In(1)``
+    layer, tile, lanes, slot : ``In(...)``, the tile to fill
+    done, err : ``Out(1)``
+    wbits : ``Out(16)``
+    t_wr : ``In(WritePort.Signature(...))``, the tile-buffer write port (driven by the fill)
+    w_rd, a_rd, c_rd : ``In(ReadPort.Signature(...))``, memory read ports (driven by the fill)
+
+    Raises
+    ------
+    ValueError
+        If ``rmax`` is not a positive integer.
+    """
+
+    def __init__(self, plan, *, rmax: int, depths: dict):
+        if not isinstance(rmax, int) or rmax < 1:
+            raise ValueError(f"Tile rows must be a positive integer, not {rmax!r}")
+        self._plan, self._rmax = plan, rmax
+        L, G, wb = plan.lanes, plan.group, plan.tile_weight_bits
+        nl = len(plan.layers)
+        super().__init__({
+            "start": In(1),
+            "go": In(1),
+            "layer": In(range(max(2, nl))),
+            "tile": In(range(max(2, max(ly.tiles for ly in plan.layers)))),
+            "lanes": In(range(L + 1)),
+            "slot": In(1),
+            "done": Out(1),
+            "wbits": Out(16),
+            "err": Out(1),
+            "t_wr": In(WritePort.Signature(addr_width=ceil_log2(2 * rmax),
+                                           shape=unsigned(L * G * wb), granularity=wb)),
+            "w_rd": In(ReadPort.Signature(addr_width=ceil_log2(depths[MEM_WEIGHT]),
+                                          shape=unsigned(plan.weight_word_bits))),
+            "a_rd": In(ReadPort.Signature(addr_width=ceil_log2(depths[MEM_AUX]),
+                                          shape=unsigned(plan.aux_word_bits))),
+            "c_rd": In(ReadPort.Signature(addr_width=ceil_log2(depths[MEM_COEF]),
+                                          shape=unsigned(plan.coef_word_bits))),
+        })
+
+
+class CopyFill(Fill):
+    """ASM: the tile's code words are copied from the weight memory (one word per term).
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, rmax = self._plan, self._rmax
+
+        def lc_(name, fn, shape):
+            return layer_const(m, self.layer, plan.layers, name, fn, shape)
+
+        terms = lc_("g_terms", lambda ly: ly.terms, range(1 << 16))
+        base = lc_("g_wbase", lambda ly: ly.wbase, range(1 << 24))
+        r = Signal(range(rmax + 1))
+        addr = Signal(range(1 << 24))
+        active = Signal()
+        v1 = Signal()
+        r1 = Signal(range(rmax + 1))
+        m.d.comb += [self.w_rd.addr.eq(addr), self.w_rd.en.eq(1)]
+        with m.If(self.go):
+            m.d.sync += [active.eq(1), r.eq(0), addr.eq(base + self.tile * terms)]
+        with m.Elif(active):
+            m.d.sync += [r.eq(r + 1), addr.eq(addr + 1)]
+            with m.If(r == terms - 1):
+                m.d.sync += active.eq(0)
+        m.d.sync += [v1.eq(active), r1.eq(r)]
+        m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + r1), self.t_wr.data.eq(self.w_rd.data),
+                     self.t_wr.en.eq(Mux(v1, (1 << len(self.t_wr.en)) - 1, 0))]      # every lane
+        m.d.comb += self.done.eq(v1 & (r1 == terms - 1))
+        m.d.comb += self.wbits.eq(Mux(active, plan.weight_word_bits, 0))
+        return m
+
+
+class RebuildFill(Fill):
+    """SmartDeal: the coefficient stream and the basis entries of every layer are read
+once per inference, in (filter, chunk) order, through the power-of-2 decoder and the
+rebuild engine; each rebuilt kernel row (3 int8 weights) is written into its lane.
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, rmax = self._plan, self._rmax
+
+        def lc_(name, fn, shape):
+            return layer_const(m, self.layer, plan.layers, name, fn, shape)
+
+        L = plan.lanes
+        gen = SdWeightGen(e_min=plan.params["e_min"], e_max=plan.params["e_max"], word_bits=plan.weight_word_bits,
+                          basis_bits=8, requant=True)
+        m.submodules.sdgen = gen
+        # Coefficient reader: words 0..n-1 of the weight memory, once per inference.
+        n_words = len(plan.weight_words)
+        n_basis = len(plan.aux_words)
+        takes = []
+        for rd, n, port, bits in ((self.w_rd, n_words, gen.i_coef, plan.weight_word_bits),
+                                  (self.a_rd, n_basis, gen.i_basis, plan.aux_word_bits)):
+            addr = Signal(range(n + 1))
+            go = Signal()
+            valid = Signal()
+            with m.If(self.start):
+                m.d.sync += go.eq(1)
+            # A read issued at `addr` lands in rd.data next cycle; `valid` holds it until taken.
+            can = ~valid | port.ready
+            m.d.comb += [rd.addr.eq(addr), rd.en.eq(can)]
+            with m.If(can):
+                m.d.sync += valid.eq(go & (addr < n))
+                with m.If(go & (addr < n)):
+                    m.d.sync += addr.eq(addr + 1)
+                with m.If(go & (addr == n)):
+                    m.d.sync += [addr.eq(0), go.eq(0)]
+            m.d.comb += [port.valid.eq(valid), port.payload.eq(rd.data)]
+            takes.append(Mux(port.valid & port.ready, bits, 0))
+        m.d.comb += self.wbits.eq(takes[0] + takes[1])
+
+        chunks = lc_("g_chunks", lambda ly: ly.extra["chunks"], range(1 << 12))
+        active = Signal()
+        lane = Signal(range(max(2, L)))
+        chunk = Signal(range(1 << 12))
+        row = Signal(range(rmax + 1))
+        with m.If(self.go):
+            m.d.sync += [active.eq(1), lane.eq(0), chunk.eq(0), row.eq(0)]
+        o = gen.o
+        m.d.comb += o.ready.eq(active)
+        take = o.valid & active
+        m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + row),
+                     self.t_wr.data.eq(o.payload.w.as_value().replicate(L)),
+                     self.t_wr.en.eq(Mux(take, Const(0b111, 3 * L) << (lane * 3), 0))]
+        with m.If(take):
+            m.d.sync += row.eq(row + 1)
+            with m.If(o.payload.err):
+                m.d.comb += self.err.eq(1)
+            with m.If(o.payload.last):
+                with m.If(chunk == chunks - 1):
+                    m.d.sync += [chunk.eq(0), row.eq(0), lane.eq(lane + 1)]
+                    with m.If(lane == self.lanes - 1):
+                        m.d.sync += active.eq(0)
+                        m.d.comb += self.done.eq(1)
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+        return m
+
+
+class GenerateFill(Fill):
+    """MLG: per tile, V (one word per ``o``: the tile's self.lanes) and, with level 1, the basis
+kernels ``Wb[o]`` are read once into small caches; then for each input channel ``ci``
+and each ``o`` one coefficient word (``U[o, ci]``, or the level-1-bypassed basis row
+``Wb[o, ci]``) is read, ``w1 = sum_b odd(U_b) odd(Wb[o, b])`` and every lane
+accumulates ``odd(V[lane, o]) * w1``; after the last ``o`` the self.lanes' kernels (``K2``
+weights each) are written to the tile row of ``ci``.  Without level 2, ``o`` walks the
+tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, rmax = self._plan, self._rmax
+
+        def lc_(name, fn, shape):
+            return layer_const(m, self.layer, plan.layers, name, fn, shape)
+
+        L, G, wb = plan.lanes, plan.group, plan.tile_weight_bits
+        p = plan.params
+        Bi, qb, qu, qv = p["Bi"], p["qb"], p["qu"], p["qv"]
+        K2 = G
+        bo_max = max(ly.extra["Bo"] for ly in plan.layers)
+        lc = {name: lc_(f"g_mlg_{name}", fn, shape) for name, fn, shape in [
+            ("bo", lambda ly: ly.extra["Bo"], range(1 << 12)),
+            ("l1", lambda ly: int(ly.extra["level1"]), 1),
+            ("l2", lambda ly: int(ly.extra["level2"]), 1),
+            ("k9", lambda ly: int(ly.k == 3), 1),
+            ("cin", lambda ly: ly.cin, range(1 << 16)),
+            ("wbase", lambda ly: ly.wbase, range(1 << 24)),
+            ("cbase", lambda ly: ly.extra["cbase"], range(1 << 24)),
+            ("vbase", lambda ly: ly.extra["vbase"], range(1 << 24)),
+            ("per_word", lambda ly: ly.extra["per_word"], range(1 << 12)),
+            ("k2qb", lambda ly: ly.k * ly.k * qb, range(1 << 12)),
+            ("tile_words", lambda ly: ly.extra["tile_words"], range(1 << 20)),
+        ]}
+        n_o = Mux(lc["l2"], lc["bo"], self.lanes)            # o per input channel
+        # Level-1-bypassed basis rows are packed per_word to a weight-memory word, in the
+        # order the fill walks them; a word is fetched once, when its first row is due.
+        p_addr = Signal(range(1 << 24), name="mlg_row_word")
+        p_field = Signal(range(1 << 12), name="mlg_row_field")
+        s_field = Signal.like(p_field)
+
+        m.submodules.wbc = wbc = Memory(shape=unsigned(max(1, Bi * K2 * qb)), depth=max(2, bo_max), init=[])
+        m.submodules.vc = vc = Memory(shape=unsigned(L * qv), depth=max(2, bo_max), init=[])
+        wr_, ar_, cr_ = self.w_rd, self.a_rd, self.c_rd
+        wbc_w, vc_w = wbc.write_port(), vc.write_port()
+        wbc_r = wbc.read_port(transparent_for=(wbc_w,))
+        vc_r = vc.read_port(transparent_for=(vc_w,))
+
+        phase = Signal(2)                    # 0 idle, 1 load caches, 2 generate
+        o = Signal(range(max(2, bo_max + 1)))
+        ci = Signal(range(max(2, max(ly.cin for ly in plan.layers))))
+        # stage-1 flags (the reads issued last cycle)
+        s_load, s_gen, s_first, s_last = Signal(), Signal(), Signal(), Signal()
+        s_o, s_ci = Signal.like(o), Signal.like(ci)
+        # K2 = 1 layers keep G weights per tile row: ci's row and column, as counters.
+        ci_row, ci_col = Signal.like(ci), Signal(range(max(2, G)))
+        s_row, s_col = Signal.like(ci_row), Signal.like(ci_col)
+
+        m.d.comb += [
+            ar_.en.eq(1), cr_.en.eq(1), wbc_r.en.eq(1), vc_r.en.eq(1),
+            vc_r.addr.eq(o),
+        ]
+        og = Signal(range(1 << 16), name="mlg_og")      # the global o (tile channel without level 2)
+        m.d.comb += [og.eq(Mux(lc["l2"], o, self.tile * L + o)), wbc_r.addr.eq(Mux(phase == 2, og, o))]
+        need_load = lc["l1"] | lc["l2"]
+        with m.If(phase != 2):
+            m.d.comb += wr_.en.eq(1)
+        with m.If(self.go):
+            m.d.sync += [o.eq(0), ci.eq(0), phase.eq(Mux(need_load, 1, 2)),
+                         p_addr.eq(lc["wbase"] + Mux(lc["l2"], 0, self.tile * lc["tile_words"])),
+                         p_field.eq(0), ci_row.eq(0), ci_col.eq(0)]
+        m.d.sync += [s_load.eq(0), s_gen.eq(0)]
+        with m.Switch(phase):
+            with m.Case(1):
+                # Wb[o] (level 1) from the weight memory, V[tile, o] from the aux memory.
+                m.d.comb += [wr_.addr.eq(lc["wbase"] + o), ar_.addr.eq(lc["vbase"] + self.tile * lc["bo"] + o)]
+                m.d.sync += [s_load.eq(1), s_o.eq(o)]
+                m.d.comb += self.wbits.eq(Mux(lc["l1"], plan.weight_word_bits, 0)
+                                         + Mux(lc["l2"], plan.aux_word_bits, 0))
+                with m.If(o == lc["bo"] - 1):
+                    m.d.sync += [o.eq(0), phase.eq(2)]
+                with m.Else():
+                    m.d.sync += o.eq(o + 1)
+            with m.Case(2):
+                # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci].
+                m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og), wr_.addr.eq(p_addr)]
+                with m.If(~lc["l1"]):
+                    m.d.comb += wr_.en.eq(p_field == 0)
+                    with m.If(p_field == lc["per_word"] - 1):
+                        m.d.sync += [p_field.eq(0), p_addr.eq(p_addr + 1)]
+                    with m.Else():
+                        m.d.sync += p_field.eq(p_field + 1)
+                m.d.comb += self.wbits.eq(Mux(lc["l1"], plan.coef_word_bits,
+                                             Mux(p_field == 0, plan.weight_word_bits, 0)))
+                m.d.sync += [s_gen.eq(1), s_o.eq(o), s_ci.eq(ci), s_first.eq(o == 0),
+                             s_last.eq(o == n_o - 1), s_field.eq(p_field),
+                             s_row.eq(ci_row), s_col.eq(ci_col)]
+                with m.If(o == n_o - 1):
+                    m.d.sync += o.eq(0)
+                    with m.If(ci == lc["cin"] - 1):
+                        m.d.sync += [ci.eq(0), phase.eq(0)]
+                    with m.Else():
+                        m.d.sync += ci.eq(ci + 1)
+                        with m.If(ci_col == G - 1):
+                            m.d.sync += [ci_col.eq(0), ci_row.eq(ci_row + 1)]
+                        with m.Else():
+                            m.d.sync += ci_col.eq(ci_col + 1)
+                with m.Else():
+                    m.d.sync += o.eq(o + 1)
+        # cache writes (load phase, data of last cycle's reads)
+        m.d.comb += [wbc_w.addr.eq(s_o), wbc_w.data.eq(wr_.data), wbc_w.en.eq(s_load),
+                     vc_w.addr.eq(s_o), vc_w.data.eq(ar_.data), vc_w.en.eq(s_load)]
+
+        # stage 2: level 1, level 2 accumulate, tile write on the last o.
+        def odd(v, q):
+            """Stored code -> odd integer 2c - (2**q - 1)."""
+            return v * 2 - ((1 << q) - 1)
+
+        w1 = []
+        wbk = wbc_r.data
+        row_bits = Signal(plan.weight_word_bits, name="mlg_row_bits")
+        m.d.comb += row_bits.eq(wr_.data >> (s_field * lc["k2qb"]))
+        for t in range(K2):
+            l1 = sum(odd(cr_.data[b * qu:(b + 1) * qu], qu)
+                     * odd(wbk[(b * K2 + t) * qb:(b * K2 + t + 1) * qb], qb) for b in range(Bi))
+            l0 = odd(row_bits[t * qb:(t + 1) * qb], qb)
+            w = Signal(signed(p["w1_bits"]), name=f"mlg_w1_{t}")
+            m.d.comb += w.eq(Mux(lc["l1"], l1, l0))
+            w1.append(w)
+        acc = Signal(data.ArrayLayout(data.ArrayLayout(signed(wb), K2), L), name="mlg_acc")
+        new = Signal.like(acc, name="mlg_new")
+        for l in range(L):
+            v = odd(vc_r.data[l * qv:(l + 1) * qv], qv)
+            for t in range(K2):
+                term = Mux(lc["l2"], v * w1[t], Mux(s_o == l, w1[t], 0))
+                m.d.comb += new[l][t].eq(Mux(s_first, 0, acc[l][t]) + term)
+        with m.If(s_gen):
+            m.d.sync += acc.eq(new)
+        # write: 3x3 -> row ci, every lane and column; K2 = 1 -> row ci // G, column ci % G
+        row = Mux(lc["k9"], s_ci, s_row)
+        col = s_col
+        one_col = Const(sum(1 << (l * G) for l in range(L)), L * G)   # column 0 of every lane
+        lane_words = []
+        for l in range(L):
+            lane_words.append(Mux(lc["k9"], new[l].as_value(), new[l][0].replicate(G)))
+        m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + row), self.t_wr.data.eq(Cat(*lane_words))]
+        with m.If(s_gen & s_last):
+            m.d.comb += self.t_wr.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))
+            with m.If((s_ci == lc["cin"] - 1)):
+                m.d.comb += self.done.eq(1)
+        return m
+
+
+#: Fill component by ``Scheme.fill`` name.
+FILLS = {"copy": CopyFill, "rebuild": RebuildFill, "generate": GenerateFill}
