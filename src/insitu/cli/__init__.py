@@ -503,6 +503,15 @@ def _cmd_doctor(args) -> int:
     return 0
 
 
+def _scheme_args(parser) -> None:
+    """``--scheme`` (the registry's names) and its ``--set`` knobs."""
+    parser.add_argument("--scheme", required=True, choices=registry.NAMES,
+                        help="weight scheme: " + SCHEME_HELP)
+    parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                        help="scheme knob, e.g. threshold=0.03 (smartdeal), Bo=32 (mlg), "
+                             "alphabet=A2 (asm); repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="insitu", description="Generator of memory-efficient DNN "
                                 "inference hardware (SmartDeal, MLG, ASM).")
@@ -527,21 +536,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compress", help="compress a model's weights and report memory and error")
     c.add_argument("model", metavar="MODEL", help=".npz model (<layer>.weight, <layer>.bias)")
-    c.add_argument("--scheme", required=True, choices=registry.NAMES,
-                   help="weight scheme: " + SCHEME_HELP)
-    c.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                   help="scheme knob, e.g. threshold=0.03 (smartdeal), Bo=32 (mlg), "
-                        "alphabet=A2 (asm); repeatable")
+    _scheme_args(c)
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     c.set_defaults(func=_cmd_compress)
 
     cp = sub.add_parser("compile", help="compile a model into the engine's Verilog, memory "
                         "images, manifest and golden vectors")
     cp.add_argument("model", metavar="MODEL", help=".npz model (see README: model files)")
-    cp.add_argument("--scheme", required=True, choices=registry.NAMES,
-                    help="weight scheme: " + SCHEME_HELP)
-    cp.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
-                    help="compressor knob (as for 'insitu compress')")
+    _scheme_args(cp)
     cp.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
     cp.add_argument("--input-shape", metavar="C,H,W", help="input shape (needed when the first "
                     "layer is a convolution)")
