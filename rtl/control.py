@@ -1,0 +1,327 @@
+"""The engine's sequencers: which tile the fill builds next, and which term the MAC array
+takes next (address generation / im2col)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .util import layer_const
+
+__all__ = ["TileScheduler", "Controller"]
+
+
+def _tile_lanes(m, sel, tk, layers, lanes, prefix):
+    """``(tiles, lanes of tile tk)`` of layer ``sel`` (the last tile may be partial)."""
+    tiles = layer_const(m, sel, layers, f"{prefix}_tiles", lambda ly: ly.tiles, range(1 << 16))
+    last = layer_const(m, sel, layers, f"{prefix}_last_lanes",
+                       lambda ly: ly.cout - (ly.tiles - 1) * lanes, range(lanes + 1))
+    return tiles, Mux(tk == tiles - 1, last, lanes)
+
+
+def _check_layers(layers, lanes):
+    if not layers:
+        raise ValueError("layers must not be empty")
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+        raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+
+
+class TileScheduler(wiring.Component):
+    """Walks (layer, tile) for the tile fill and tracks which of the two tile slots is full.
+
+    The fill builds tile ``k + 1`` into one slot while the MAC array reads tile ``k`` from
+    the other.  The first tile of an inference waits for ``start``; after that, a slot is
+    filled as soon as the controller frees it.
+
+    Parameters
+    ----------
+    layers : list of ``gen.plan.LayerPlan``
+    lanes : int
+
+    Members
+    -------
+    start : ``In(1)``
+        An inference starts.
+    fill_done : ``In(1)``
+        The fill completed the tile it was given.
+    clr : ``In(2)``
+        Slots the controller has finished reading.
+    go : ``Out(1)``
+        Fill tile ``tile`` of layer ``layer`` (``lanes`` lanes) into ``slot``.
+    layer, tile, lanes, slot : ``Out(...)``
+    full : ``Out(2)``
+        Slots holding a complete tile.
+
+    Raises
+    ------
+    ValueError
+        If ``layers`` is empty or ``lanes`` is not a positive integer.
+    """
+
+    def __init__(self, *, layers, lanes: int):
+        _check_layers(layers, lanes)
+        self._layers, self._lanes = list(layers), lanes
+        super().__init__({
+            "start": In(1), "fill_done": In(1), "clr": In(2),
+            "go": Out(1),
+            "layer": Out(range(max(2, len(layers)))),
+            "tile": Out(range(max(2, max(ly.tiles for ly in layers)))),
+            "lanes": Out(range(lanes + 1)),
+            "slot": Out(1),
+            "full": Out(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nl = len(self._layers)
+        set_full = Signal(2)
+        m.d.sync += self.full.eq((self.full | set_full) & ~self.clr)
+        pending = Signal()                  # an inference started and its first tile is due
+        active = Signal()                   # filling a tile
+        with m.If(self.start):
+            m.d.sync += pending.eq(1)
+        tiles, lanes = _tile_lanes(m, self.layer, self.tile, self._layers, self._lanes, "g")
+        m.d.comb += self.lanes.eq(lanes)
+        first = (self.layer == 0) & (self.tile == 0)
+        with m.If(~active & (pending | ~first) & ~self.full.bit_select(self.slot, 1)):
+            m.d.comb += self.go.eq(1)
+            m.d.sync += active.eq(1)
+            with m.If(first):
+                m.d.sync += pending.eq(0)
+        with m.If(active & self.fill_done):
+            m.d.sync += [active.eq(0), self.slot.eq(~self.slot)]
+            m.d.comb += set_full.eq(Mux(self.slot, 0b10, 0b01))
+            with m.If(self.tile == tiles - 1):
+                m.d.sync += self.tile.eq(0)
+                m.d.sync += self.layer.eq(Mux(self.layer == nl - 1, 0, self.layer + 1))
+            with m.Else():
+                m.d.sync += self.tile.eq(self.tile + 1)
+        return m
+
+
+class Controller(wiring.Component):
+    """Issues one term ``(ci, kh, kw)`` per cycle to the MAC array, per layer, tile and pixel.
+
+    Stage S0 registers the term's addresses (activation address, zero outside the image:
+    padding; tile-buffer row) and issues the reads; S1 holds what the read data needs
+    (inside, column, ``last`` on the pixel's final term) and drives the MAC input.  A layer
+    starts only when every result of the previous one has been written back.
+
+    Parameters
+    ----------
+    layers : list of ``gen.plan.LayerPlan``
+    lanes : int
+    group : int
+        Terms per tile-buffer row.
+    wbits : int
+        Bits per weight (or code) in the tile buffer.
+    rmax : int
+        Rows per tile-buffer slot.
+    act_depth : int
+        Words per activation buffer.
+    mac_in : ``stream.Signature``
+        The MAC array's input stream signature (``x``, ``w[lanes]``, ``last``).
+
+    Members
+    -------
+    start : ``In(1)``
+    full : ``In(2)``
+        Tile slots holding a complete tile.
+    clr : ``Out(2)``
+        Tile slots this cycle's read finished with.
+    act_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8))``
+        Activation read port (driven); ``act_buf`` (with the data) picks the buffer.
+    act_buf : ``Out(1)``
+    t_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(2 * rmax), shape=lanes*group*wbits))``
+        Tile-buffer read port (driven).
+    o : ``Out(mac_in)``
+        Terms to the MAC array.
+    row_done : ``In(1)``
+        One result word was written back (from the post-processor).
+    issuing : ``Out(1)``
+        In the issue phase.
+    lanes_used : ``Out(range(lanes + 1))``
+        Lanes of the term on ``o``.
+
+    Raises
+    ------
+    ValueError
+        If ``layers`` is empty or ``lanes`` is not a positive integer.
+    """
+
+    def __init__(self, *, layers, lanes: int, group: int, wbits: int, rmax: int,
+                 act_depth: int, mac_in):
+        _check_layers(layers, lanes)
+        self._layers, self._lanes, self._group, self._wbits = list(layers), lanes, group, wbits
+        self._rmax, self._act_depth = rmax, act_depth
+        super().__init__({
+            "start": In(1), "full": In(2), "clr": Out(2),
+            "act_rd": In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8)),
+            "act_buf": Out(1),
+            "t_rd": In(ReadPort.Signature(addr_width=ceil_log2(2 * rmax),
+                                          shape=unsigned(lanes * group * wbits))),
+            "o": Out(mac_in),
+            "row_done": In(1),
+            "issuing": Out(1),
+            "lanes_used": Out(range(lanes + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        layers, L, G, wbits = self._layers, self._lanes, self._group, self._wbits
+        rmax, act_depth, nl = self._rmax, self._act_depth, len(layers)
+        full = self.full
+
+        c_ly = Signal(range(max(2, nl)))
+        c_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
+        c_slot = Signal()
+        c_oy = Signal(range(max(2, max(ly.oh for ly in layers))))
+        c_ox = Signal(range(max(2, max(ly.ow for ly in layers))))
+        c_ci = Signal(range(max(2, max(ly.cin for ly in layers))))
+        c_kh = Signal(range(max(2, 3)))
+        c_kw = Signal(range(max(2, 3)))
+        c_row = Signal(range(max(2, rmax)))
+        c_col = Signal(range(max(2, G)))
+        c_ci_base = Signal(signed(24))
+        c_oy_base = Signal(signed(24))        # (oy - pad) * W
+        c_kh_w = Signal(signed(24))           # kh * W
+        c_phase = Signal(2)                   # 0 idle, 1 wait layer input ready, 2 issue
+        pending = Signal(range(1 << 16))      # accumulations issued, not yet written back
+        pend_inc = Signal()
+        # The increment is registered first (it sits at the end of the issue logic's path);
+        # the layer switch waits for it as well as for pending == 0.
+        pend_inc_r = Signal()
+        m.d.sync += [pend_inc_r.eq(pend_inc),
+                     pending.eq(pending + pend_inc_r - self.row_done)]
+
+        # Registered: c_ly changes only at a start (to 0, long before the first term) or on
+        # a layer switch, which waits at least two cycles for the previous layer's results.
+        cf = {name: layer_const(m, c_ly, layers, f"c_{name}", fn, shape, registered=True)
+              for name, fn, shape in [
+            ("h", lambda ly: ly.h, range(4096)),
+            ("w", lambda ly: ly.w, range(4096)),
+            ("hw", lambda ly: ly.h * ly.w, range(1 << 22)),
+            ("pad", lambda ly: ly.pad, range(2)),
+            # last index of each counter, so that "is last" is one equality test
+            ("k_m1", lambda ly: ly.k - 1, range(4)),
+            ("cin_m1", lambda ly: ly.cin - 1, range(1 << 16)),
+            ("oh_m1", lambda ly: ly.oh - 1, range(4096)),
+            ("ow_m1", lambda ly: ly.ow - 1, range(4096)),
+        ]}
+        cf["tiles"], c_lanes = _tile_lanes(m, c_ly, c_tk, layers, L, "c")
+
+        iy = Signal(signed(16))
+        ix = Signal(signed(16))
+        m.d.comb += [iy.eq(c_oy + c_kh - cf["pad"]), ix.eq(c_ox + c_kw - cf["pad"])]
+        inside = (iy >= 0) & (iy < cf["h"]) & (ix >= 0) & (ix < cf["w"])
+        x_addr = Signal(signed(26))
+        m.d.comb += x_addr.eq(c_ci_base + c_oy_base + c_kh_w + c_ox + c_kw - cf["pad"])
+        t_last_k = (c_kw == cf["k_m1"]) & (c_kh == cf["k_m1"])
+        t_last = t_last_k & (c_ci == cf["cin_m1"])
+        p_last = (c_ox == cf["ow_m1"]) & (c_oy == cf["oh_m1"])
+        tile_last = cf["tiles"] - 1 == c_tk
+        pad_w = layer_const(m, c_ly, layers, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16),
+                            registered=True)                                 # at oy = 0
+
+        s1_valid = Signal()
+        s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(max(2, G)))
+        s1_lanes = Signal(range(L + 1))
+        adv = Signal()
+        m.d.comb += adv.eq(~s1_valid | self.o.ready)
+
+        c_buf = Signal()                        # activation buffer this layer reads
+        m.d.comb += c_buf.eq(c_ly[0] if nl > 1 else 0)
+
+        # Stage S0 registers the term's addresses (the counters' sums and compares stay out
+        # of the memory-address path); S0 issues the reads; S1 holds what the data needs.
+        can_issue = (c_phase == 2) & full.bit_select(c_slot, 1)
+        s0_valid, s0_inside, s0_last, s0_buf = Signal(), Signal(), Signal(), Signal()
+        s0_col = Signal.like(s1_col)
+        s0_lanes = Signal.like(s1_lanes)
+        s0_xaddr = Signal(range(max(2, act_depth)))
+        s0_taddr = Signal(range(2 * rmax))
+        s0_free = Signal(2)                     # the tile slot this (last) read frees
+        c_free = Signal(2)
+        with m.If(adv):
+            m.d.sync += [s0_valid.eq(can_issue), s0_inside.eq(inside), s0_last.eq(t_last),
+                         s0_col.eq(c_col), s0_lanes.eq(c_lanes), s0_buf.eq(c_buf),
+                         s0_xaddr.eq(Mux(inside, x_addr, 0)),
+                         s0_taddr.eq(c_slot * rmax + c_row), s0_free.eq(c_free)]
+        m.d.comb += self.clr.eq(Mux(adv, s0_free, 0))
+        m.d.comb += [self.act_rd.addr.eq(s0_xaddr), self.act_rd.en.eq(adv),
+                     self.t_rd.addr.eq(s0_taddr), self.t_rd.en.eq(adv)]
+
+        with m.If(adv):
+            m.d.sync += [s1_valid.eq(s0_valid), s1_inside.eq(s0_inside), s1_last.eq(s0_last),
+                         s1_col.eq(s0_col), s1_lanes.eq(s0_lanes)]
+        m.d.comb += self.issuing.eq(c_phase == 2)
+        with m.If(adv):                        # with the read data it selects, not before
+            m.d.sync += self.act_buf.eq(s0_buf)
+
+        # MAC input from the read data.
+        row_words = data.ArrayLayout(data.ArrayLayout(unsigned(wbits), G), L)
+        trow = row_words(self.t_rd.data)
+        mp = self.o.payload
+        m.d.comb += [self.o.valid.eq(s1_valid), mp.x.eq(Mux(s1_inside, self.act_rd.data, 0)),
+                     mp.last.eq(s1_last), self.lanes_used.eq(s1_lanes)]
+        for n in range(L):
+            m.d.comb += mp.w[n].eq(trow[n].as_value().word_select(s1_col, wbits) if G > 1
+                                   else trow[n][0])
+
+        # Counter stepping.
+        with m.Switch(c_phase):
+            with m.Case(0):
+                with m.If(self.start):
+                    m.d.sync += [c_phase.eq(2), c_ly.eq(0)]
+            with m.Case(1):
+                with m.If((pending == 0) & ~pend_inc_r):
+                    m.d.sync += c_phase.eq(2)
+            with m.Case(2):
+                with m.If(adv & full.bit_select(c_slot, 1)):
+                    # term counters
+                    with m.If(c_col == G - 1):
+                        m.d.sync += [c_col.eq(0), c_row.eq(c_row + 1)]
+                    with m.Else():
+                        m.d.sync += c_col.eq(c_col + 1)
+                    with m.If(c_kw == cf["k_m1"]):
+                        m.d.sync += c_kw.eq(0)
+                        with m.If(c_kh == cf["k_m1"]):
+                            m.d.sync += [c_kh.eq(0), c_kh_w.eq(0)]
+                            with m.If(c_ci == cf["cin_m1"]):
+                                m.d.sync += [c_ci.eq(0), c_ci_base.eq(0)]
+                            with m.Else():
+                                m.d.sync += [c_ci.eq(c_ci + 1), c_ci_base.eq(c_ci_base + cf["hw"])]
+                        with m.Else():
+                            m.d.sync += [c_kh.eq(c_kh + 1), c_kh_w.eq(c_kh_w + cf["w"])]
+                    with m.Else():
+                        m.d.sync += c_kw.eq(c_kw + 1)
+                    with m.If(t_last):
+                        m.d.comb += pend_inc.eq(1)
+                        m.d.sync += [c_row.eq(0), c_col.eq(0)]
+                        # pixel counters
+                        with m.If(c_ox == cf["ow_m1"]):
+                            m.d.sync += c_ox.eq(0)
+                            with m.If(c_oy == cf["oh_m1"]):
+                                m.d.sync += [c_oy.eq(0), c_oy_base.eq(pad_w)]
+                            with m.Else():
+                                m.d.sync += [c_oy.eq(c_oy + 1), c_oy_base.eq(c_oy_base + cf["w"])]
+                        with m.Else():
+                            m.d.sync += c_ox.eq(c_ox + 1)
+                        with m.If(p_last):
+                            m.d.comb += c_free.eq(Mux(c_slot, 0b10, 0b01))
+                            m.d.sync += c_slot.eq(~c_slot)
+                            with m.If(tile_last):
+                                m.d.sync += c_tk.eq(0)
+                                with m.If(c_ly == nl - 1):
+                                    m.d.sync += [c_phase.eq(0), c_ly.eq(0)]
+                                with m.Else():
+                                    m.d.sync += [c_phase.eq(1), c_ly.eq(c_ly + 1)]
+                            with m.Else():
+                                m.d.sync += c_tk.eq(c_tk + 1)
+        # (oy - pad) * W of the layer about to run, set while not issuing.
+        with m.If(c_phase != 2):
+            m.d.sync += c_oy_base.eq(pad_w)
+        return m

@@ -1,0 +1,215 @@
+"""Benchmark commands: ``bench fuzz``, ``bench memory`` and ``bench hw``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..boards.fpga import BOARDS, DEVICES
+from ..boards.yosys import ToolError
+from ..gen import schemes as registry
+from ..gen.compiler import MAX_LANES
+from ..gen.util import unknown as unknown_name
+from ..gen.util import write_atomic
+from ..sim import fuzz
+from . import bench_hw
+from .bench_memory import SWEEPS, markdown, run_bench_memory
+from .common import UserError, scheme_knobs
+
+
+def _cmd_bench_fuzz(args) -> int:
+    if args.replay:
+        kind, _, seed = args.replay.partition(":")
+        if kind not in fuzz.KINDS or not seed.isdigit():
+            raise UserError(f"--replay expects KIND:SEED with KIND in {', '.join(fuzz.KINDS)}, "
+                            f"not {args.replay!r}")
+        r = fuzz.run_case(kind, int(seed))
+        print(json.dumps({k: v for k, v in r.items() if k != "traceback"}, indent=2))
+        if not r["ok"]:
+            print(r["traceback"], file=sys.stderr)
+        return 0 if r["ok"] else 1
+    kinds = args.kinds.split(",") if args.kinds else list(fuzz.KINDS)
+    bad = [k for k in kinds if k not in fuzz.KINDS]
+    if bad:
+        raise UserError(unknown_name("fuzz kind", bad[0], fuzz.KINDS))
+    if args.cases < 1:
+        raise UserError(f"--cases must be a positive integer, not {args.cases}")
+    results = []
+    t0 = time.monotonic()
+    total = args.cases * len(kinds)
+    for kind in kinds:
+        for i in range(args.cases):
+            seed = args.seed + i
+            r = fuzz.run_case(kind, seed)
+            results.append(r)
+            status = "ok" if r["ok"] else f"FAIL: {r['error']}"
+            print(f"[{len(results)}/{total}] {kind}:{seed} {status}", file=sys.stderr, flush=True)
+    failures = [r for r in results if not r["ok"]]
+    summary = {"cases": len(results), "failures": len(failures),
+               "seconds": round(time.monotonic() - t0, 2),
+               "per_kind": {k: {"cases": sum(r["kind"] == k for r in results),
+                                "failures": sum(r["kind"] == k and not r["ok"] for r in results)}
+                            for k in kinds},
+               "failed_cases": [{"kind": r["kind"], "seed": r["seed"], "error": r["error"],
+                                 "replay": f"insitu bench fuzz --replay {r['kind']}:{r['seed']}"}
+                                for r in failures],
+               "results": [{k: v for k, v in r.items() if k != "traceback"} for r in results]}
+    out = Path(args.output)
+    write_atomic(out / "fuzz_summary.json", json.dumps(summary, indent=2) + "\n")
+    print(f"{summary['cases']} cases, {summary['failures']} failures, {summary['seconds']} s; "
+          f"wrote {out / 'fuzz_summary.json'}")
+    return 1 if failures else 0
+
+
+def _cmd_bench_memory(args) -> int:
+    archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
+    schemes = tuple(s.strip() for s in args.schemes.split(",") if s.strip())
+    bad = [s for s in schemes if s not in SWEEPS]
+    if bad or not schemes:
+        raise UserError(f"Unknown scheme '{bad[0] if bad else args.schemes}' "
+                        f"(schemes: {', '.join(SWEEPS)})")
+    rep = run_bench_memory(Path(args.output), archs, schemes, lanes=args.lanes)
+    print(markdown(rep))
+    print(f"wrote {Path(args.output)}/bench_memory.{{json,md,png}} ({rep['seconds']:.0f} s)",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_bench_hw(args) -> int:
+    kinds = args.kinds.split(",")
+    devices = args.devices.split(",")
+    for k in kinds:
+        if k not in bench_hw.KINDS:
+            raise UserError(unknown_name("benchmark kind", k, bench_hw.KINDS))
+    for d in devices:
+        if d not in DEVICES:
+            raise UserError(unknown_name("device", d, DEVICES))
+    items = args.lanes.split(",")
+    search = "max" in items
+    try:
+        lanes = [int(v) for v in items if v != "max"]
+    except ValueError:
+        raise UserError(f"--lanes expects comma-separated integers (and 'max'), not {args.lanes!r}") from None
+    if any(n < 1 for n in lanes):
+        raise UserError(f"--lanes must be positive, not {args.lanes!r}")
+    engine_lanes = []
+    if args.engine_lanes:
+        try:
+            engine_lanes = [int(v) for v in args.engine_lanes.split(",")]
+        except ValueError:
+            raise UserError(f"--engine-lanes expects comma-separated integers, not "
+                            f"{args.engine_lanes!r}") from None
+        if any(not 1 <= n <= MAX_LANES for n in engine_lanes):
+            raise UserError(f"--engine-lanes must be in 1..{MAX_LANES}, not {args.engine_lanes!r}")
+    engine_knobs = scheme_knobs(registry.BOARD_DEFAULT, args.engine_set) or None
+    engine_boards = args.engine_boards.split(",")
+    for b in engine_boards:
+        if b not in BOARDS:
+            raise UserError(unknown_name("board", b, BOARDS))
+    if args.no_lanes:
+        lanes, search = [], False
+    jobs = [(d, k, n) for d in devices for k in kinds for n in lanes]
+    results = []
+    t0 = time.monotonic()
+    for i, (d, k, n) in enumerate(jobs):
+        print(f"[{i + 1}/{len(jobs)}] {d} {k} lanes={n} ...", end=" ", file=sys.stderr, flush=True)
+        try:
+            r = bench_hw.build(k, n, d, args.weight_bits)
+        except ToolError as exc:
+            print(f"insitu: error: {exc}", file=sys.stderr)
+            return 1
+        results.append(r)
+        if r.get("luts") is None:
+            print(f"tool failed: {r.get('error')}", file=sys.stderr, flush=True)
+        else:
+            print(f"{r['luts']} LUT4, {'Fmax %.1f MHz' % r['fmax_mhz'] if r.get('fits') else 'does not fit'}",
+                  file=sys.stderr, flush=True)
+    if search:
+        def show(r):
+            print(f"  search {r['device']} {r['kind']} lanes={r['lanes']}: "
+                  f"{'fits, Fmax %.1f MHz' % r['fmax_mhz'] if r.get('fits') else 'does not fit'}",
+                  file=sys.stderr, flush=True)
+        for d in devices:
+            for k in kinds:
+                known = [r for r in results if (r["device"], r["kind"]) == (d, k)]
+                try:
+                    results += bench_hw.largest_fit(k, d, args.weight_bits, known, show)
+                except ToolError as exc:
+                    print(f"insitu: error: {exc}", file=sys.stderr)
+                    return 1
+    engines = []
+    for b in engine_boards if engine_lanes else []:
+        for n in engine_lanes:
+            print(f"engine on {b}, {n} lanes ...", file=sys.stderr, flush=True)
+            r = bench_hw.engine_build(b, n, knobs=engine_knobs,
+                                      progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+            engines.append(r)
+    rows = bench_hw.derive(results)
+    out = Path(args.output)
+    write_atomic(out / "bench_hw.json", json.dumps({"seconds": round(time.monotonic() - t0, 1),
+                                                    "results": rows, "engines": engines},
+                                                   indent=2) + "\n")
+    table = bench_hw.markdown(rows) if rows else ""
+    if engines:
+        table += "\nWhole engine (digits CNN demo model, board top with UART):\n\n"
+        table += bench_hw.engine_markdown(engines)
+    write_atomic(out / "bench_hw.md", table)
+    plotted = bench_hw.plot(rows, out / "bench_hw.png") if rows else False
+    print(table)
+    print(f"wrote {out / 'bench_hw.json'}, bench_hw.md" + (", bench_hw.png" if plotted else ""),
+          file=sys.stderr)
+    failed = [r for r in results if r.get("luts") is None]
+    if failed:
+        print(f"insitu: error: {len(failed)} of {len(results)} builds failed in a tool step "
+              f"(see the 'tool failed' rows)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    """``bench fuzz``, ``bench memory``, ``bench hw``."""
+    b = sub.add_parser("bench", help="benchmarks and long sweeps")
+    bsub = b.add_subparsers(dest="bench", metavar="BENCH")
+    bf = bsub.add_parser("fuzz", help="fuzzed generator configurations against the golden model")
+    bf.add_argument("--cases", type=int, default=50, help="cases per kind (default: %(default)s)")
+    bf.add_argument("--kinds", default="", help="comma-separated kinds (default: all of "
+                    "asm, smartdeal, mlg)")
+    bf.add_argument("--seed", type=int, default=0, help="first seed (default: %(default)s)")
+    bf.add_argument("--replay", metavar="KIND:SEED", help="run one case again and print it")
+    bf.add_argument("-o", "--output", default="build/fuzz", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bf.set_defaults(func=_cmd_bench_fuzz)
+    bm = bsub.add_parser("memory", help="weight bits read per inference vs accuracy, per scheme "
+                         "and budget (digits models)")
+    bm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
+                    help="digits model (default: %(default)s)")
+    bm.add_argument("--schemes", default=",".join(registry.NAMES),
+                    help="comma-separated schemes (default: %(default)s)")
+    bm.add_argument("--lanes", type=int, default=8, help="engine lanes (default: %(default)s)")
+    bm.add_argument("-o", "--output", default="build/bench_memory", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bm.set_defaults(func=_cmd_bench_memory)
+
+    bh = bsub.add_parser("hw", help="MAC lanes through synthesis and place-and-route "
+                         "(LUT4/FF/DSP, Fmax) against exact-multiplier baselines")
+    bh.add_argument("--kinds", default="asm-A1,asm-A2,asm-A4,pow2,exact-lut,exact-dsp",
+                    help="designs (default: %(default)s)")
+    bh.add_argument("--lanes", default="1,8,32", help="lane counts; 'max' adds a search for the "
+                    "largest count that places and routes (default: %(default)s)")
+    bh.add_argument("--devices", default="up5k", help=f"comma-separated: {', '.join(DEVICES)} (default: %(default)s)")
+    bh.add_argument("--weight-bits", type=int, default=8, choices=[4, 8, 12],
+                    help="weight magnitude bits (default: %(default)s)")
+    bh.add_argument("--engine-lanes", default="", metavar="LIST", help="also build the whole "
+                    "engine (digits CNN, ASM) on the boards with these lane counts, e.g. 4,8,16")
+    bh.add_argument("--engine-boards", default="icebreaker,ulx3s",
+                    help="boards for --engine-lanes (default: %(default)s)")
+    bh.add_argument("--engine-set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="ASM knob of the engine's demo model, e.g. alphabet=A2, weight_bits=4")
+    bh.add_argument("--no-lanes", action="store_true", help="skip the MAC-lane sweep "
+                    "(engine rows only)")
+    bh.add_argument("-o", "--output", default="build/bench_hw", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bh.set_defaults(func=_cmd_bench_hw)
+    b.set_defaults(func=lambda args: (b.print_help(sys.stderr), 2)[1])

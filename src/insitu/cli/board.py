@@ -1,0 +1,134 @@
+"""Board commands: ``synth`` (bitstream) and ``run`` (a compiled design over the UART)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..boards.fpga import BOARDS
+from ..boards.host import Board, open_port, run_board
+from ..boards.protocol import ProtocolError
+from ..boards.synth import synth_board
+from ..boards.yosys import ToolError
+from ..gen import schemes as registry
+from ..gen.compiler import MAX_LANES
+from ..gen.design import load_plan
+from ..gen.model import ModelError
+from ..gen.util import unknown as unknown_name
+from ..gen.util import write_atomic
+from .common import UserError, load_array, scheme_knobs
+from .demo import demo_plan
+
+
+def _board_plan(args):
+    """The compiled folder's plan, or the digits demo model's (trained or cached)."""
+    if args.design:
+        try:
+            return load_plan(args.design)
+        except ModelError as exc:
+            raise UserError(str(exc)) from None
+    if args.scheme not in registry.NAMES:
+        raise UserError(unknown_name("scheme", args.scheme, registry.NAMES))
+    if not 1 <= args.lanes <= MAX_LANES:
+        raise UserError(f"--lanes must be in 1..{MAX_LANES}, not {args.lanes}")
+    return demo_plan("cnn", args.scheme, args.lanes, scheme_knobs(args.scheme, args.set) or None)
+
+
+def _cmd_synth(args) -> int:
+    if args.board not in BOARDS:
+        raise UserError(unknown_name("board", args.board, BOARDS))
+    if args.lanes is None:
+        args.lanes = BOARDS[args.board].demo_lanes
+    if not args.design and not args.set and args.scheme == registry.BOARD_DEFAULT:
+        args.set = [f"{k}={v}" for k, v in BOARDS[args.board].demo_knobs.items()]
+    plan = _board_plan(args)
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
+    try:
+        rep = synth_board(args.board, plan, Path(args.output), clock_mhz=args.clock,
+                          baud=args.baud, seed=args.seed, progress=say)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    except ToolError as exc:
+        print(f"insitu: error: {exc}", file=sys.stderr)
+        print(f"insitu: logs kept in {args.output}.failed/", file=sys.stderr)
+        return 1
+    cap = rep["capacity"]
+    print(f"{rep['board']} ({rep['device']}): {rep['scheme']} engine, {rep['lanes']} lanes; "
+          f"{rep['luts']}/{cap['luts']} LUT4, {rep['ffs']} FF, {rep['brams']}/{cap['brams']} BRAM, "
+          f"{rep['sprams']}/{cap['sprams']} SPRAM, {rep['dsps']}/{cap['dsps']} DSP; "
+          f"Fmax {rep['fmax_mhz']} MHz at a {rep['clock_mhz']} MHz clock "
+          f"({'met' if rep['timing_met'] else 'NOT met'})")
+    sec = rep["seconds"]
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in sec.items()))
+    print(f"wrote {args.output}/{rep['bitstream']} and synth_report.json", file=sys.stderr)
+    if not rep["timing_met"]:
+        print(f"insitu: warning: timing not met: Fmax {rep['fmax_mhz']} MHz < clock "
+              f"{rep['clock_mhz']} MHz; rebuild with --clock {int(rep['fmax_mhz'] or 1)}",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    try:
+        plan = load_plan(args.design)
+        if args.inputs:
+            x = load_array(args.inputs, "Inputs file")
+        else:
+            vec = Path(args.design) / "vectors.npz"
+            if not vec.exists():
+                raise UserError(f"'{args.design}' has no vectors.npz: give --inputs X.npy")
+            with np.load(vec) as z:
+                x = z["x"]
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.integer) or x.size == 0 or x.min() < 0 or x.max() > 255:
+            raise UserError("Inputs must be unsigned 8-bit integers (0..255)")
+        ser = open_port(args.port, args.baud)
+        try:
+            rep = run_board(Board(ser), plan, x.reshape(len(x), -1), load=not args.no_load,
+                            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        finally:
+            ser.close()
+    except (ModelError, ProtocolError) as exc:
+        raise UserError(str(exc)) from None
+    out = rep.pop("outputs")
+    write_atomic(Path(args.design) / "board_outputs.npy", lambda tmp: np.save(tmp, out))
+    write_atomic(Path(args.design) / "run_report.json", json.dumps(rep, indent=1) + "\n")
+    print(f"bit_exact {str(rep['bit_exact']).lower()}: {rep['vectors']} vectors on the board, "
+          f"{rep['mismatches']} mismatches; {rep['cycles']} cycles/inference, "
+          f"{rep['weight_bits_read']} weight bits read/inference ({rep['seconds']:.1f} s)")
+    return 0 if rep["bit_exact"] else 1
+
+
+def register(sub) -> None:
+    """``synth``, ``run``."""
+    sy = sub.add_parser("synth", help="build a board bitstream (Yosys + nextpnr + pack, YoWASP)")
+    sy.add_argument("design", nargs="?", metavar="DIR", help="folder written by 'insitu compile' "
+                    "(default: the digits CNN demo model)")
+    sy.add_argument("--board", required=True, help="icebreaker, ulx3s or versa")
+    sy.add_argument("--scheme", default=registry.BOARD_DEFAULT, help="demo model scheme when no DIR is given "
+                    "(default: %(default)s)")
+    sy.add_argument("--lanes", type=int, help="demo model lanes when no DIR is given "
+                    "(default: 8)")
+    sy.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="demo model compressor knob when no DIR is given (default ASM knobs: "
+                    "iCEBreaker alphabet=A2 weight_bits=4, 4-bit codes so 16 lanes fit the "
+                    "SPRAM word; ECP5 the demo's A4, 8-bit)")
+    sy.add_argument("--clock", type=float, metavar="MHZ", help="engine clock (default: the "
+                    "board's: 30 MHz iCEBreaker, 75 MHz ECP5; the oscillator's uses no PLL)")
+    sy.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: %(default)s)")
+    sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: %(default)s)")
+    sy.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    sy.set_defaults(func=_cmd_synth)
+
+    rn = sub.add_parser("run", help="run a compiled design on a board over its UART")
+    rn.add_argument("design", metavar="DIR", help="folder written by 'insitu compile'")
+    rn.add_argument("--port", required=True, metavar="DEV", help="serial port (e.g. "
+                    "/dev/ttyUSB1) or pyserial URL")
+    rn.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: %(default)s)")
+    rn.add_argument("--inputs", metavar="X.npy", help="u8 inputs (default: DIR/vectors.npz)")
+    rn.add_argument("--no-load", action="store_true", help="do not write the weights first "
+                    "(only when the board already holds them)")
+    rn.set_defaults(func=_cmd_run)

@@ -1,0 +1,176 @@
+"""Model commands: ``compress``, ``compile``, ``simulate`` and ``demo``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..gen import schemes as registry
+from ..gen.compiler import compile_model
+from ..gen.compress import compress_model, make_config, write_output
+from ..gen.model import ModelError, load_model
+from ..gen.util import unknown as unknown_name
+from ..rtl.emit import write_design
+from ..sim.engine_run import simulate
+from ..sim.runner import SimulatorMissing
+from .common import UserError, load_array, parse_knobs, scheme_args, scheme_knobs
+from .demo import run_demo, table
+
+
+def _cmd_compress(args) -> int:
+    try:
+        config = make_config(args.scheme, parse_knobs(args.set))
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        layers = load_model(args.model)
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+    t0 = time.monotonic()
+    compressed, report = compress_model(layers, args.scheme, config,
+                                        progress=lambda msg: print(msg, file=sys.stderr))
+    report["seconds"] = round(time.monotonic() - t0, 3)
+    write_output(Path(args.output), compressed, report)
+    print(f"{'layer':16s} {'weights':>9s} {'bits/w':>7s} {'x int8':>7s} {'rel err':>8s}")
+    for row in report["layers"]:
+        print(f"{row['name']:16s} {row['weights']:9d} {row['bits_per_weight']:7.3f} "
+              f"{row['memory_ratio_vs_int8']:7.2f} {row['rel_error']:8.4f}")
+    print(f"{'total':16s} {report['weights']:9d} {report['bits_per_weight']:7.3f} "
+          f"{report['memory_ratio_vs_int8']:7.2f} {report['rel_error']:8.4f}   "
+          f"(x fp32 {report['memory_ratio_vs_fp32']:.2f})")
+    print(f"wrote {Path(args.output) / 'compress_report.json'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_compile(args) -> int:
+    t0 = time.monotonic()
+    try:
+        knobs = parse_knobs(args.set)
+        layers = load_model(args.model)
+        shape = None
+        if args.input_shape:
+            try:
+                shape = tuple(int(v) for v in args.input_shape.replace("x", ",").split(","))
+            except ValueError:
+                raise UserError(f"--input-shape expects C,H,W, not {args.input_shape!r}") from None
+        calib = load_array(args.calib, "Calibration file") if args.calib else None
+        inputs = load_array(args.inputs, "Inputs file") if args.inputs else None
+        if inputs is not None and (not np.issubdtype(inputs.dtype, np.integer)
+                                   or inputs.min() < 0 or inputs.max() > 255):
+            raise UserError("Inputs must be unsigned 8-bit integers (0..255)")
+        plan = compile_model(layers, args.scheme, lanes=args.lanes, input_shape=shape,
+                             calib=calib, knobs=knobs,
+                             progress=lambda msg: print(msg, file=sys.stderr))
+        if inputs is not None:
+            feat = int(np.prod(plan.input_shape))
+            if inputs.size % feat:
+                raise UserError(f"Inputs of shape {inputs.shape} do not split into vectors of "
+                                f"{feat} values")
+            inputs = inputs.reshape(-1, feat)
+        rep = write_design(plan, Path(args.output), inputs,
+                           progress=lambda msg: print(msg, file=sys.stderr))
+    except (ModelError, TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"{'layer':10s} {'kind':8s} {'in':>10s} {'out':>10s} {'tiles':>5s}")
+    for ly in rep["layer_table"]:
+        print(f"{ly['name']:10s} {ly['kind']:8s} {ly['cin']:4d}x{ly['in'][0]}x{ly['in'][1]:<3d} "
+              f"{ly['cout']:4d}x{ly['out'][0]}x{ly['out'][1]:<3d} {ly['tiles']:5d}")
+    print(f"scheme {rep['scheme']}, {rep['lanes']} lanes: {rep['weights']} weights in "
+          f"{rep['weight_memory_bits']} bits ({rep['bits_per_weight']:.2f} bits/weight, "
+          f"x{rep['memory_ratio_vs_int8']:.2f} vs int8), {rep['macs_per_inference']} MACs/inference")
+    print(f"wrote {args.output}/ (engine.v, manifest.json, *.hex, vectors.npz) in "
+          f"{time.monotonic() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    if not 0 <= args.stalls < 1:
+        raise UserError(f"--stalls must be a probability in [0, 1), not {args.stalls}")
+    try:
+        inputs = load_array(args.inputs, "Inputs file") if args.inputs else None
+        rep = simulate(args.design, inputs, sim=args.sim, stalls=args.stalls, reset=args.reset)
+    except (ModelError, SimulatorMissing) as exc:
+        raise UserError(str(exc)) from None
+    rep.pop("outputs", None)
+    print(f"bit_exact {str(rep['bit_exact']).lower()}: {rep['vectors']} vectors, "
+          f"{rep['mismatches']} mismatches; {rep['cycles']} cycles/inference, MAC utilisation "
+          f"{100 * rep['mac_utilization']:.1f}% (overall {100 * rep['mac_utilization_overall']:.1f}%),"
+          f" {rep['weight_bits_read']} weight bits read/inference "
+          f"(dense int8 {rep['dense_int8_bits_read']})")
+    for mm in rep["first_mismatches"][:3]:
+        print(f"  vector {mm['vector']}: outputs {mm['outputs']} RTL {mm['rtl']} golden {mm['golden']}")
+    print(f"wrote {Path(args.design) / 'sim_report.json'}", file=sys.stderr)
+    return 0 if rep["bit_exact"] else 1
+
+
+def _cmd_demo(args) -> int:
+    schemes = registry.NAMES if args.scheme == "all" else (args.scheme,)
+    if args.scheme not in registry.NAMES + ("all",):
+        raise UserError(unknown_name("scheme", args.scheme, registry.NAMES + ("all",)))
+    archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
+    try:
+        if args.set and len(schemes) != 1:
+            raise UserError("--set needs one --scheme (knobs belong to a scheme)")
+        knobs = scheme_knobs(schemes[0], args.set)
+        rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
+                       sim=args.sim, knobs=knobs or None)
+    except SimulatorMissing as exc:
+        raise UserError(str(exc)) from None
+    print(table(rep))
+    print(f"bit_exact: {str(rep['bit_exact']).lower()} over {rep['vectors']} simulated inferences "
+          f"({rep['seconds']:.0f} s); wrote {Path(args.output) / 'report.json'}")
+    return 0 if rep["bit_exact"] else 1
+
+
+def register(sub) -> None:
+    """``compress``, ``compile``, ``simulate``, ``demo``."""
+    c = sub.add_parser("compress", help="compress a model's weights and report memory and error")
+    c.add_argument("model", metavar="MODEL", help=".npz model (<layer>.weight, <layer>.bias)")
+    scheme_args(c)
+    c.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    c.set_defaults(func=_cmd_compress)
+
+    cp = sub.add_parser("compile", help="compile a model into the engine's Verilog, memory "
+                        "images, manifest and golden vectors")
+    cp.add_argument("model", metavar="MODEL", help=".npz model (see README: model files)")
+    scheme_args(cp)
+    cp.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
+    cp.add_argument("--input-shape", metavar="C,H,W", help="input shape (needed when the first "
+                    "layer is a convolution)")
+    cp.add_argument("--calib", metavar="X.npy", help="float calibration inputs in [0, 1] "
+                    "(default: 64 uniform random inputs)")
+    cp.add_argument("--inputs", metavar="X.npy", help="u8 inputs for the golden vectors "
+                    "(default: 8 random inputs)")
+    cp.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    cp.set_defaults(func=_cmd_compile)
+
+    sm = sub.add_parser("simulate", help="simulate a compiled design in cocotb against the "
+                        "golden model")
+    sm.add_argument("design", metavar="DIR", help="folder written by 'insitu compile'")
+    sm.add_argument("--inputs", metavar="X.npy", help="u8 inputs (default: DIR/vectors.npz)")
+    sm.add_argument("--sim", default="icarus", choices=["icarus", "verilator"],
+                    help="simulator (default: %(default)s)")
+    sm.add_argument("--stalls", type=float, default=0.0, metavar="P",
+                    help="probability of input gaps and output stalls (default: 0)")
+    sm.add_argument("--reset", action="store_true", help="first interrupt an inference with a reset")
+    sm.set_defaults(func=_cmd_simulate)
+
+    dm = sub.add_parser("demo", help="train, compress, compile and simulate the digits models")
+    dm.add_argument("--scheme", default="all", help=f"{', '.join(registry.NAMES)} or all "
+                    "(default: %(default)s)")
+    dm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
+                    help="which digits model (default: %(default)s)")
+    dm.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
+    dm.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="compressor knob of the (single) scheme, e.g. qb=2")
+    dm.add_argument("--limit", type=int, help="simulate only the first N test images")
+    dm.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],
+                    help="simulator (default: %(default)s)")
+    dm.add_argument("-o", "--output", default="build/demo", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    dm.set_defaults(func=_cmd_demo)

@@ -1,0 +1,135 @@
+# amaranth: UnusedElaboratable=no
+"""Signatures and parameter checks of the engine's components (as amaranth's own tests do)."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+from test_engine import small_net
+
+from insitu.gen.compiler import compile_model
+from insitu.gen.memmap import POST_BITS
+from insitu.rtl.actmem import ActivationMemory
+from insitu.rtl.asm import AsmMacArray
+from insitu.rtl.control import Controller, TileScheduler
+from insitu.rtl.counters import Counters
+from insitu.rtl.engine import Engine
+from insitu.rtl.post import PostProcessor, output_layout
+from insitu.rtl.weightmem import WeightMemory, load_layout
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return compile_model(small_net(np.random.default_rng(3)), "asm", lanes=3, input_shape=(2, 5, 5))
+
+
+def test_counters_signature():
+    sig = Counters(lanes=4, counter_bits=20).signature
+    assert sig.members == wiring.Signature({
+        "start": In(1), "running": In(1), "issuing": In(1), "mac_fire": In(1),
+        "lanes": In(range(5)), "wbits": In(16), "err_now": In(1),
+        "cycles": Out(20), "issue_cycles": Out(20), "mac_terms": Out(20), "mac_slots": Out(20),
+        "weight_bits": Out(20), "err": Out(1)}).members
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"lanes": 0}, "lanes must be a positive integer, not 0"),
+    ({"lanes": 2, "counter_bits": 8}, "counter_bits must be an integer in 16..64, not 8"),
+    ({"lanes": 2, "counter_bits": True}, "counter_bits must be an integer in 16..64, not True"),
+])
+def test_counters_wrong(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        Counters(**kw)
+
+
+def test_actmem_signature():
+    sig = ActivationMemory(depth=100, in_size=50).signature
+    assert sig.members == wiring.Signature({
+        "i_x": In(stream.Signature(8)), "enable": In(1), "loaded": Out(1),
+        "wb": Out(WritePort.Signature(addr_width=7, shape=8)), "wb_buf": In(1),
+        "rd": Out(ReadPort.Signature(addr_width=7, shape=8)), "rd_buf": In(1)}).members
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"depth": 0, "in_size": 1}, "depth must be a positive integer, not 0"),
+    ({"depth": 4, "in_size": 2.0}, "in_size must be a positive integer, not 2.0"),
+    ({"depth": 4, "in_size": 5}, r"in_size must be at most depth \(4\), not 5"),
+])
+def test_actmem_wrong(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        ActivationMemory(**kw)
+
+
+def test_weightmem_signature(plan):
+    wm = WeightMemory(plan)
+    aw = {k: (v - 1).bit_length() for k, v in wm.depths.items()}
+    assert wm.signature.members == wiring.Signature({
+        "i_load": In(stream.Signature(load_layout(wm.data_bits, wm.addr_bits))),
+        "enable": In(1),
+        "w_rd": Out(ReadPort.Signature(addr_width=aw[0], shape=plan.weight_word_bits)),
+        "a_rd": Out(ReadPort.Signature(addr_width=aw[1], shape=plan.aux_word_bits)),
+        "p_rd": Out(ReadPort.Signature(addr_width=aw[2], shape=POST_BITS)),
+        "c_rd": Out(ReadPort.Signature(addr_width=aw[3], shape=plan.coef_word_bits)),
+    }).members
+
+
+def test_weightmem_wrong(plan):
+    with pytest.raises(ValueError, match="weight_ram must be 'block' or 'huge', not 'spram'"):
+        WeightMemory(plan, weight_ram="spram")
+
+
+def test_scheduler_signature(plan):
+    sig = TileScheduler(layers=plan.layers, lanes=3).signature
+    assert sig.members == wiring.Signature({
+        "start": In(1), "fill_done": In(1), "clr": In(2), "go": Out(1),
+        "layer": Out(range(3)), "tile": Out(range(max(2, max(ly.tiles for ly in plan.layers)))),
+        "lanes": Out(range(4)), "slot": Out(1), "full": Out(2)}).members
+
+
+def test_controller_signature(plan):
+    mac = AsmMacArray(lanes=3, acc_len=plan.terms_max)
+    mac_in = mac.signature.members["i"].signature.flip()
+    sig = Controller(layers=plan.layers, lanes=3, group=1, wbits=8, rmax=20, act_depth=100,
+                     mac_in=mac_in).signature
+    assert sig.members == wiring.Signature({
+        "start": In(1), "full": In(2), "clr": Out(2),
+        "act_rd": In(ReadPort.Signature(addr_width=7, shape=8)), "act_buf": Out(1),
+        "t_rd": In(ReadPort.Signature(addr_width=6, shape=unsigned(24))),
+        "o": Out(mac_in), "row_done": In(1), "issuing": Out(1),
+        "lanes_used": Out(range(4))}).members
+
+
+@pytest.mark.parametrize("cls", [Controller, TileScheduler])
+def test_sequencers_wrong(plan, cls):
+    kw = {"group": 1, "wbits": 8, "rmax": 2, "act_depth": 4, "mac_in": None} if cls is Controller else {}
+    with pytest.raises(ValueError, match="layers must not be empty"):
+        cls(layers=[], lanes=3, **kw)
+    with pytest.raises(ValueError, match="lanes must be a positive integer, not 0"):
+        cls(layers=plan.layers, lanes=0, **kw)
+
+
+def test_post_signature(plan):
+    mac = AsmMacArray(lanes=3, acc_len=plan.terms_max)
+    result = mac.signature.members["o"].signature
+    sig = PostProcessor(layers=plan.layers, lanes=3, acc_bits=mac.acc_bits, result=result,
+                        act_depth=100, post_depth=16).signature
+    assert sig.members == wiring.Signature({
+        "i": In(result),
+        "p_rd": In(ReadPort.Signature(addr_width=4, shape=POST_BITS)),
+        "wb": In(WritePort.Signature(addr_width=7, shape=8)), "wb_buf": Out(1),
+        "o_y": Out(stream.Signature(output_layout())),
+        "row_done": Out(1), "done": Out(1), "err": Out(1)}).members
+    assert output_layout().members == {"value": signed(32), "last": 1}
+
+
+def test_engine_signature(plan):
+    eng = Engine(plan, counter_bits=32)
+    assert eng.signature.members == wiring.Signature({
+        "i_x": In(stream.Signature(8)),
+        "o_y": Out(stream.Signature(output_layout())),
+        "i_load": In(stream.Signature(load_layout(eng.load_data_bits, eng.load_addr_bits))),
+        "busy": Out(1), "err": Out(1),
+        **{n: Out(32) for n in ("cycles", "issue_cycles", "mac_terms", "mac_slots",
+                                "weight_bits")}}).members
