@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 .PHONY: setup test simulator venv clean help
 
 help:
-	@echo "make setup   virtual environment, package (editable), Icarus Verilog, pip toolchain"
+	@echo "make setup   virtual environment, package (editable) with PyTorch and ONNX, Icarus Verilog, Fashion-MNIST, pip toolchain"
 	@echo "make test    import-layer contracts, then the whole test suite"
 	@echo "make clean   remove build/"
 
@@ -17,18 +17,21 @@ setup: venv simulator
 venv:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test,torch]'
 
-# Icarus Verilog comes from Debian; install it when missing and we are allowed to.
+# Icarus Verilog and Fashion-MNIST come from Debian; installed when missing and we are allowed to.
+DEBS := iverilog dataset-fashion-mnist
+FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+
 simulator:
-	@if command -v iverilog >/dev/null 2>&1; then \
-	    echo "iverilog: $$(iverilog -V 2>&1 | head -n1)"; \
+	@if command -v iverilog >/dev/null 2>&1 && [ -e $(FASHION) ]; then \
+	    echo "iverilog: $$(iverilog -V 2>&1 | head -n1); Fashion-MNIST: $(dir $(FASHION))"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS); \
 	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
-	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog; \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS); \
 	else \
-	    echo "error: Icarus Verilog (iverilog) is missing and cannot be installed here; install your distribution's 'iverilog' package" >&2; \
+	    echo "error: $(DEBS) are missing and cannot be installed here; install your distribution's packages" >&2; \
 	    exit 1; \
 	fi
 
