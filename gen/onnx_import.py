@@ -221,36 +221,8 @@ class _Importer:
                           f"(pooling without padding)")
         if any(d != 1 for d in a.get("dilations", [1, 1])):
             self.fail(nd, f"attribute 'dilations' = {list(a['dilations'])} is not supported (1)")
-        stride = strides[0]
-        self.add(nd, Node(nd.name or nd.output[0], op, (self.src(nd, nd.input[0]),)))
-
-    def op_Add(self, nd, a):
-        x, y = nd.input
-        if x in self.const or y in self.const:
-            t, c = (y, x) if x in self.const else (x, y)
-            prev = self.by_name.get(self.alias.get(t))
-            bias = self.const[c].reshape(-1)
-            if prev is None or prev.op != "linear" or self.uses(t) != 1 or \
-                    bias.size != prev.weight.shape[0]:
-                self.fail(nd, "a constant may only be added as the bias of the MatMul before it")
-            prev.bias = bias if prev.bias is None else prev.bias + bias
-            self.alias[nd.output[0]] = prev.name
-            return
-        self.add(nd, Node(nd.name or nd.output[0], "add", (self.src(nd, x), self.src(nd, y))))
-
-    def _pool(self, nd, a, op):
-        k = list(a.get("kernel_shape", []))
-        if len(k) != 2 or k[0] != k[1]:
-            self.fail(nd, f"attribute 'kernel_shape' = {k} is not supported (square)")
-        if a.get("ceil_mode", 0):
-            self.fail(nd, "attribute 'ceil_mode' = 1 is not supported")
-        stride, pad = self._window(nd, {**a, "strides": a.get("strides", k)}, k[0]) \
-            if list(a.get("strides", k)) != k else (k[0], 0)
-        if pad or any(a.get("pads", [0])):
-            self.fail(nd, f"attribute 'pads' = {list(a.get('pads', []))} is not supported "
-                          f"(pooling without padding)")
         self.add(nd, Node(nd.name or nd.output[0], op, (self.src(nd, nd.input[0]),),
-                          k=k[0], stride=stride))
+                          k=k[0], stride=strides[0]))
 
     def op_MaxPool(self, nd, a):
         if len(nd.output) > 1 and nd.output[1]:
