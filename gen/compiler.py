@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import schemes
+from .buffers import allocate
 from .layer import Layer, ModelError
-from .plan import LayerPlan, Plan, layer_shapes
+from .plan import LayerPlan, Plan, resolve
 from .quantise import golden_entry, quantise
 
 __all__ = ["LayerPlan", "Plan", "compile_model", "golden_layers", "rebuilt_weights",
@@ -42,6 +43,9 @@ def rebuilt_weights(layers: list[Layer], compressed, scheme: str) -> list[np.nda
     sch = _scheme(scheme)
     out = []
     for ly, c in zip(layers, compressed):
+        if ly.pool:
+            out.append(None)
+            continue
         W, sw = sch.int_weights(c)
         out.append((W * sw[:, None]).reshape(ly.weight.shape))
     return out
@@ -54,33 +58,32 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     sch = _scheme(scheme)
     check_lanes(lanes)
     if input_shape is None:
-        if layers[0].kind != "linear":
+        if layers[0].kind != "linear" or layers[0].src not in (None, "input"):
             raise ModelError(f"Layer '{layers[0].name}' is a convolution: give the input shape "
                              f"(--input-shape C,H,W)")
         input_shape = (layers[0].cin, 1, 1)
     input_shape = tuple(int(v) for v in input_shape)
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ModelError(f"Input shape must be C,H,W with positive sizes, not {input_shape}")
-    shapes = layer_shapes(layers, input_shape)
-    for ly in layers[:-1]:
-        if ly.relu is False:
-            raise ModelError(f"Layer '{ly.name}': the engine's hidden activations are unsigned "
-                             f"8-bit, so a hidden layer must be followed by ReLU")
-    for ly, (cin, h, w, k, pad, oh, ow) in zip(layers, shapes):
-        if cin * h * w > 1 << 16 or ly.cout * oh * ow > 1 << 16:
-            raise ModelError(f"Layer '{ly.name}': activations larger than 65536 values do not "
-                             f"fit the engine's buffers")
+    resolved = check_graph(layers, input_shape)
     cfg = sch.config(knobs or {})
     if compressed is None:
         compressed = []
-        for i, ly in enumerate(layers):
+        weighted = [ly for ly in layers if not ly.pool]
+        for ly in layers:
+            if ly.pool:
+                compressed.append(None)
+                continue
             if progress:
-                progress(f"[{i + 1}/{len(layers)}] compress {scheme}: {ly.name}")
+                progress(f"[{len(compressed) + 1 - sum(c is None for c in compressed)}/"
+                         f"{len(weighted)}] compress {scheme}: {ly.name}")
             compressed.append(sch.compress(ly, cfg))
-
-    ints = [sch.int_weights(c) for c in compressed]
-    plans, post_words = quantise(layers, ints, shapes, calib, input_shape, lanes)
-    images = sch.pack(plans, compressed, cfg, lanes)
+    ints = [unit_weights(ly) if ly.pool else sch.int_weights(c)
+            for ly, c in zip(layers, compressed)]
+    plans, post_words = quantise(layers, ints, resolved, calib, input_shape, lanes)
+    pairs = [(lp, c) for lp, c in zip(plans, compressed) if c is not None]
+    images = sch.pack([p for p, _ in pairs], [c for _, c in pairs], cfg, lanes)
+    allocate(plans, input_shape, lanes)
     plan = Plan(scheme, lanes, plans, terms_max=max(lp.terms for lp in plans),
                 post_words=post_words, input_shape=input_shape, knobs=dict(knobs or {}),
                 **images)
@@ -88,19 +91,58 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     return plan
 
 
+def unit_weights(ly: Layer):
+    """A pool's integer weights (ones over the window) and scale (the average's 1 / window**2;
+    a maximum is exact)."""
+    k2 = ly.k * ly.k
+    scale = 1.0 if ly.kind == "maxpool" else 1.0 / k2
+    return np.ones((ly.cout, k2), dtype=np.int64), np.full(ly.cout, scale)
+
+
+def check_graph(layers: list[Layer], input_shape) -> list[dict]:
+    """Shapes and references of ``layers`` (``gen.plan.resolve``) plus the engine's rules:
+    MAC inputs are unsigned, a layer without activation only feeds residuals."""
+    resolved = resolve(layers, input_shape)
+    signed = {-1: False}
+    for i, (ly, r) in enumerate(zip(layers, resolved)):
+        if signed[r["src"]]:
+            src = layers[r["src"]].name
+            raise ModelError(f"Layer '{ly.name}': its input '{src}' is not followed by ReLU "
+                             f"(signed values); the engine's MAC takes unsigned 8-bit activations")
+        signed[i] = ly.relu is False and not ly.pool and i < len(layers) - 1
+        if ly.kind == "maxpool":
+            raise ModelError(f"Layer '{ly.name}': MaxPool runs in the float and golden models but "
+                             f"not yet on the engine (use AvgPool or a strided conv)")
+        if ly.pool and r["res"] >= 0:
+            raise ModelError(f"Layer '{ly.name}': a pool cannot take a residual")
+        if ly.pool and ly.k > 8 and ly.kind != "gap":
+            raise ModelError(f"Layer '{ly.name}': pool window {ly.k} is larger than 8")
+        cin, h, w = r["cin"], r["h"], r["w"]
+        if cin * h * w > 1 << 16 or ly.cout * r["oh"] * r["ow"] > 1 << 16:
+            raise ModelError(f"Layer '{ly.name}': activations larger than 65536 values do not "
+                             f"fit the engine's buffers")
+    return resolved
+
+
 def dense_int8(layers: list[Layer], *, input_shape=None, calib=None) -> list[dict]:
     """Golden integer layers of the dense int8 baseline (``schemes.BASELINE``'s weights, the
     same activation quantisation and post-processing as the engine)."""
     input_shape = tuple(input_shape or (layers[0].cin, 1, 1))
-    shapes = layer_shapes(layers, input_shape)
+    resolved = check_graph(layers, input_shape)
     base = schemes.BASELINE
     cfg = base.config()
-    ints = [base.int_weights(base.compress(ly, cfg)) for ly in layers]
-    plans, post = quantise(layers, ints, shapes, calib, input_shape, 1)
+    ints = [unit_weights(ly) if ly.pool else base.int_weights(base.compress(ly, cfg))
+            for ly in layers]
+    plans, post = quantise(layers, ints, resolved, calib, input_shape, 1)
     return [golden_entry(lp, W, post) for lp, (W, _) in zip(plans, ints)]
 
 
 def golden_layers(plan: Plan) -> list[dict]:
     """Integer layers (``gen.network.forward_int``) decoded from the plan's memory images."""
     sch = _scheme(plan.scheme)
-    return [golden_entry(lp, sch.unpack(plan, lp), plan.post_words) for lp in plan.layers]
+    return [golden_entry(lp, unit_weights_of(lp) if lp.pool else sch.unpack(plan, lp),
+                         plan.post_words) for lp in plan.layers]
+
+
+def unit_weights_of(lp: LayerPlan) -> np.ndarray:
+    return np.ones((lp.cout, lp.terms), dtype=np.int64)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ModelError", "KINDS", "Layer", "kind_of", "check_layer"]
+__all__ = ["ModelError", "KINDS", "POOLS", "Layer", "kind_of", "check_layer"]
 
 
 class ModelError(ValueError):
@@ -14,27 +14,57 @@ class ModelError(ValueError):
 
 
 KINDS = ("linear", "conv3x3", "conv1x1")
+#: Layers without stored weights (the engine applies unit weights or a maximum).
+POOLS = ("avgpool", "gap", "maxpool")
 
 
 @dataclass
 class Layer:
+    """One engine layer: a Linear or Conv2d (with its activation and an optional residual add
+    fused in), or a pooling layer.
+
+    ``src`` names the layer whose output it reads (``"input"``: the network input; ``None``:
+    the previous layer in the list).  ``residual`` names a tensor of the output's shape added
+    before the activation, with its own scale.  ``groups`` is 1 or the channel count
+    (depthwise, ``weight [C, 1, k, k]``).  Pools have no weight: ``channels`` and ``window``
+    (``gap``: the whole image)."""
     name: str
     kind: str
-    weight: np.ndarray            # float64: [out, in] or [out, in, k, k]
+    weight: np.ndarray | None      # float64: [out, in] or [out, in/groups, k, k]; None: pools
     bias: np.ndarray | None = None
     pad: int = 0
     relu: bool | None = None       # None: the default (ReLU after every layer but the last)
+    stride: int = 1
+    groups: int = 1
+    relu6: bool = False
+    src: str | None = None
+    residual: str | None = None
+    window: int = 0
+    channels: int = 0
+
+    @property
+    def pool(self) -> bool:
+        return self.kind in POOLS
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1
 
     @property
     def cout(self) -> int:
-        return self.weight.shape[0]
+        return self.channels if self.pool else self.weight.shape[0]
 
     @property
     def cin(self) -> int:
-        return self.weight.shape[1]
+        """Input channels (all of them, also for a depthwise layer)."""
+        if self.pool:
+            return self.channels
+        return self.weight.shape[1] * self.groups
 
     @property
     def k(self) -> int:
+        if self.pool:
+            return self.window
         return 1 if self.kind == "linear" else self.weight.shape[2]
 
 
@@ -56,6 +86,8 @@ def kind_of(name: str, w: np.ndarray, given: str | None) -> str:
 
 
 def check_layer(layer: Layer) -> Layer:
+    if layer.pool:
+        return layer
     w = layer.weight
     if not np.all(np.isfinite(w)):
         raise ModelError(f"Layer '{layer.name}': weight contains NaN or inf")

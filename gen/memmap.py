@@ -27,7 +27,7 @@ BIAS_BITS, M_BITS, S_BITS = 32, 16, 6
 OUT_BITS = 32               # final-layer values on the output stream
 
 #: One output channel's post-processing entry: ``((acc + bias) * m + 2**(s-1)) >> s``.
-POST = Fields(("bias", BIAS_BITS, True), ("m", M_BITS), ("s", S_BITS))
+POST = Fields(("bias", BIAS_BITS, True), ("m", M_BITS), ("s", S_BITS), ("mr", M_BITS))
 POST_BITS = POST.width
 
 

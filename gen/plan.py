@@ -11,18 +11,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .layer import Layer, ModelError
+from .buffers import allocate
+from .layer import POOLS, Layer, ModelError
 from .util import conv_out
 
-__all__ = ["LayerPlan", "Plan", "layer_shapes", "IMAGES"]
+__all__ = ["LayerPlan", "Plan", "layer_shapes", "resolve", "IMAGES"]
 
 IMAGES = ("weight_words", "aux_words", "post_words", "coef_words")
 
 
 @dataclass
 class LayerPlan:
+    """One engine layer.  ``cin`` is the input channels each output channel sees (1 for a
+    depthwise layer or a pool, whose lane ``n`` reads channel ``tile * lanes + n``)."""
     name: str
-    kind: str               # linear | conv3x3 | conv1x1
+    kind: str               # linear | conv3x3 | conv1x1 | gap | avgpool | maxpool
     cin: int
     cout: int
     h: int
@@ -40,6 +43,25 @@ class LayerPlan:
     scale_w: list = field(default_factory=list)   # per output channel weight scale
     scale_in: float = 1.0
     scale_out: float = 1.0
+    stride: int = 1
+    depthwise: bool = False  # lanes read their own channels (depthwise conv, pools)
+    src: int = -1           # layer whose output this one reads (-1: the input)
+    res: int = -1           # layer whose output is added before the activation (-1: none)
+    lo: int = 0             # output clamp (hidden layers): ReLU 0..255, ReLU6 0..q6,
+    hi: int = 255           # none: -128..127 (signed)
+    res_signed: bool = False
+    in_base: int = 0        # activation-memory word of the input / output / residual tensor
+    out_base: int = 0       # (per bank: channel c lives in bank c % lanes)
+    res_base: int = 0
+    scale_res: float = 1.0
+
+    @property
+    def pool(self) -> bool:
+        return self.kind in POOLS
+
+    @property
+    def signed_out(self) -> bool:
+        return self.lo < 0
 
 
 @dataclass
@@ -75,14 +97,25 @@ class Plan:
         d = json.loads(text)
         for key in IMAGES:
             d[key] = [int(v, 16) for v in d.get(key, [])]
+        legacy = any("src" not in ly for ly in d["layers"])
         d["layers"] = [LayerPlan(**ly) for ly in d["layers"]]
         d["input_shape"] = tuple(d["input_shape"])
-        return cls(**d)
+        plan = cls(**d)
+        if legacy:                      # a manifest from before layer graphs: a chain
+            for i, lp in enumerate(plan.layers):
+                lp.src = i - 1
+            allocate(plan.layers, plan.input_shape)
+        return plan
 
     # -- derived -------------------------------------------------------------------------
     @property
+    def weighted(self) -> list:
+        """The layers with stored weights (not pools), in order: what the scheme packs."""
+        return [ly for ly in self.layers if not ly.pool]
+
+    @property
     def weights(self) -> int:
-        return sum(ly.cout * ly.terms for ly in self.layers)
+        return sum(ly.cout * ly.terms for ly in self.layers if not ly.pool)
 
     @property
     def weight_memory_bits(self) -> int:
@@ -105,26 +138,51 @@ class Plan:
         return ly.oh * ly.ow
 
 
-def layer_shapes(layers: list[Layer], input_shape) -> list[tuple]:
-    """``(cin, h, w, k, pad, oh, ow)`` per layer, checking that each layer fits the last."""
-    c, h, w = input_shape
+def resolve(layers: list[Layer], input_shape) -> list[dict]:
+    """Per layer: ``src`` / ``res`` (indices, -1 = input / none), the input ``(cin, h, w)``
+    (``cin``: all channels), ``k``, ``pad``, ``stride``, ``oh``, ``ow``, ``cout``; checking
+    that every layer fits what it reads."""
+    index = {"input": -1}
+    shapes = {-1: tuple(input_shape)}
     out = []
-    for ly in layers:
+    for i, ly in enumerate(layers):
+        def ref(name, what):
+            if name is None:
+                return i - 1
+            if name not in index:
+                raise ModelError(f"Layer '{ly.name}': {what} '{name}' is not an earlier layer")
+            return index[name]
+        src = ref(ly.src, "input")
+        res = ref(ly.residual, "residual") if ly.residual is not None else None
+        c, h, w = shapes[src]
         if ly.kind == "linear":
             if ly.cin != c * h * w:
                 raise ModelError(f"Layer '{ly.name}': Linear expects {ly.cin} inputs but the "
                                  f"previous output has {c}x{h}x{w} = {c * h * w}")
-            out.append((ly.cin, 1, 1, 1, 0, 1, 1))
-            c, h, w = ly.cout, 1, 1
+            r = {"cin": c * h * w, "h": 1, "w": 1, "k": 1, "pad": 0, "stride": 1, "oh": 1, "ow": 1}
         else:
-            k = ly.k
+            k, stride = ly.k, (ly.window if ly.pool else ly.stride)
             if ly.cin != c:
-                raise ModelError(f"Layer '{ly.name}': Conv2d expects {ly.cin} input channels "
-                                 f"but gets {c}")
-            oh, ow = conv_out(h, k, ly.pad), conv_out(w, k, ly.pad)
+                raise ModelError(f"Layer '{ly.name}': expects {ly.cin} input channels but gets {c}")
+            if ly.depthwise and ly.cout != c:
+                raise ModelError(f"Layer '{ly.name}': a depthwise layer needs as many outputs as "
+                                 f"inputs ({c}), not {ly.cout}")
+            oh, ow = conv_out(h, k, ly.pad, stride), conv_out(w, k, ly.pad, stride)
             if oh < 1 or ow < 1:
-                raise ModelError(f"Layer '{ly.name}': a {k}x{k} kernel does not fit a "
+                raise ModelError(f"Layer '{ly.name}': a {k}x{k} window does not fit a "
                                  f"{h}x{w} input")
-            out.append((c, h, w, k, ly.pad, oh, ow))
-            c, h, w = ly.cout, oh, ow
+            r = {"cin": c, "h": h, "w": w, "k": k, "pad": ly.pad, "stride": stride, "oh": oh, "ow": ow}
+        r.update(src=src, res=-1 if res is None else res, cout=ly.cout)
+        if res is not None and shapes[res] != (ly.cout, r["oh"], r["ow"]):
+            raise ModelError(f"Layer '{ly.name}': residual '{ly.residual}' of shape "
+                             f"{shapes[res]} does not match the output {(ly.cout, r['oh'], r['ow'])}")
+        index[ly.name] = i
+        shapes[i] = (ly.cout, r["oh"], r["ow"])
+        out.append(r)
     return out
+
+
+def layer_shapes(layers: list[Layer], input_shape) -> list[tuple]:
+    """``(cin, h, w, k, pad, oh, ow)`` per layer, checking that each layer fits what it reads."""
+    return [(r["cin"], r["h"], r["w"], r["k"], r["pad"], r["oh"], r["ow"])
+            for r in resolve(layers, input_shape)]

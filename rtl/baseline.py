@@ -54,6 +54,7 @@ class ExactMacArray(MacPipeline):
         })
 
     acc_bits = property(lambda self: self._acc_bits)
+    unit = 1                      # weight +1 (pools)
 
     def params(self):
         return {"weight_bits": self._weight_bits, "act_bits": self._act_bits,

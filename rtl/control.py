@@ -105,10 +105,15 @@ class TileScheduler(wiring.Component):
 class Controller(wiring.Component):
     """Issues one term ``(ci, kh, kw)`` per cycle to the MAC array, per layer, tile and pixel.
 
-    Stage S0 registers the term's addresses (activation address, zero outside the image:
-    padding; tile-buffer row) and issues the reads; S1 holds what the read data needs
-    (inside, column, ``last`` on the pixel's final term) and drives the MAC input.  A layer
-    starts only when every result of the previous one has been written back.
+    Stage S0 registers the term's addresses (activation address ``in_base + ci*H*W +
+    (oy*s + kh - pad)*W + ox*s + kw - pad``, zero outside the image: padding; tile-buffer
+    row) and issues the reads; S1 holds what the read data needs (inside, column, ``last``
+    on the pixel's final term) and drives the MAC input.  A layer starts only when every
+    result of the previous one has been written back.
+
+    Depthwise layers and pools run lane-serially: per tile, lane ``n`` (channel ``tile *
+    lanes + n``) runs all its pixels before lane ``n + 1``; only that lane's sum is used.
+    Pools (``gap``, ``avgpool``) need no tile: every weight is the MAC's unit code.
 
     Parameters
     ----------
@@ -121,9 +126,11 @@ class Controller(wiring.Component):
     rmax : int
         Rows per tile-buffer slot.
     act_depth : int
-        Words per activation buffer.
+        Words of the activation memory.
     mac_in : ``stream.Signature``
         The MAC array's input stream signature (``x``, ``w[lanes]``, ``last``).
+    unit : int
+        The MAC's code of weight +1 (pools).
 
     Members
     -------
@@ -133,8 +140,7 @@ class Controller(wiring.Component):
     clr : ``Out(2)``
         Tile slots this cycle's read finished with.
     act_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8))``
-        Activation read port (driven); ``act_buf`` (with the data) picks the buffer.
-    act_buf : ``Out(1)``
+        Activation read port (driven).
     t_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(2 * rmax), shape=lanes*group*wbits))``
         Tile-buffer read port (driven).
     o : ``Out(mac_in)``
@@ -144,7 +150,7 @@ class Controller(wiring.Component):
     issuing : ``Out(1)``
         In the issue phase.
     lanes_used : ``Out(range(lanes + 1))``
-        Lanes of the term on ``o``.
+        Lanes of the term on ``o`` (1 for lane-serial layers).
 
     Raises
     ------
@@ -153,14 +159,13 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, *, layers, lanes: int, group: int, wbits: int, rmax: int,
-                 act_depth: int, mac_in):
+                 act_depth: int, mac_in, unit: int = 1):
         _check_layers(layers, lanes)
         self._layers, self._lanes, self._group, self._wbits = list(layers), lanes, group, wbits
-        self._rmax, self._act_depth = rmax, act_depth
+        self._rmax, self._act_depth, self._unit = rmax, act_depth, unit
         super().__init__({
             "start": In(1), "full": In(2), "clr": Out(2),
-            "act_rd": In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8)),
-            "act_buf": Out(1),
+            "act_rd": In(ReadPort.Signature(addr_width=max(1, ceil_log2(act_depth)), shape=8)),
             "t_rd": In(ReadPort.Signature(addr_width=ceil_log2(2 * rmax),
                                           shape=unsigned(lanes * group * wbits))),
             "o": Out(mac_in),
@@ -174,19 +179,23 @@ class Controller(wiring.Component):
         layers, L, G, wbits = self._layers, self._lanes, self._group, self._wbits
         rmax, act_depth, nl = self._rmax, self._act_depth, len(layers)
         full = self.full
+        kmax = max(ly.k for ly in layers)
+        serial = any(ly.depthwise for ly in layers)       # elaborate lane-serial logic
 
         c_ly = Signal(range(max(2, nl)))
         c_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
         c_slot = Signal()
-        c_oy = Signal(range(max(2, max(ly.oh for ly in layers))))
-        c_ox = Signal(range(max(2, max(ly.ow for ly in layers))))
+        c_oy = Signal(range(max(2, max(ly.h + 2 for ly in layers))))     # oy * stride
+        c_ox = Signal(range(max(2, max(ly.w + 2 for ly in layers))))     # ox * stride
         c_ci = Signal(range(max(2, max(ly.cin for ly in layers))))
-        c_kh = Signal(range(max(2, 3)))
-        c_kw = Signal(range(max(2, 3)))
+        c_kh = Signal(range(max(2, kmax)))
+        c_kw = Signal(range(max(2, kmax)))
+        c_lane = Signal(range(max(2, L)))     # lane-serial layers: the lane running
         c_row = Signal(range(max(2, rmax)))
         c_col = Signal(range(max(2, G)))
         c_ci_base = Signal(signed(24))
-        c_oy_base = Signal(signed(24))        # (oy - pad) * W
+        c_ch_base = Signal(signed(24))        # lane-serial: channel * H * W
+        c_oy_base = Signal(signed(24))        # (oy * stride - pad) * W
         c_kh_w = Signal(signed(24))           # kh * W
         c_phase = Signal(2)                   # 0 idle, 1 wait layer input ready, 2 issue
         pending = Signal(range(1 << 16))      # accumulations issued, not yet written back
@@ -205,23 +214,32 @@ class Controller(wiring.Component):
             ("w", lambda ly: ly.w, range(4096)),
             ("hw", lambda ly: ly.h * ly.w, range(1 << 22)),
             ("pad", lambda ly: ly.pad, range(2)),
+            ("s", lambda ly: ly.stride, range(16)),
+            ("sw", lambda ly: ly.stride * ly.w, range(1 << 16)),
+            ("in_base", lambda ly: ly.in_base, range(1 << 20)),
+            ("serial", lambda ly: int(ly.depthwise), 1),
+            ("unit", lambda ly: int(ly.pool), 1),
             # last index of each counter, so that "is last" is one equality test
-            ("k_m1", lambda ly: ly.k - 1, range(4)),
+            ("k_m1", lambda ly: ly.k - 1, range(max(2, kmax))),
             ("cin_m1", lambda ly: ly.cin - 1, range(1 << 16)),
-            ("oh_m1", lambda ly: ly.oh - 1, range(4096)),
-            ("ow_m1", lambda ly: ly.ow - 1, range(4096)),
+            ("oy_last", lambda ly: (ly.oh - 1) * ly.stride, range(4096)),
+            ("ox_last", lambda ly: (ly.ow - 1) * ly.stride, range(4096)),
         ]}
         cf["tiles"], c_lanes = _tile_lanes(m, c_ly, c_tk, layers, L, "c")
+        ser = cf["serial"] if serial else 0
 
         iy = Signal(signed(16))
         ix = Signal(signed(16))
         m.d.comb += [iy.eq(c_oy + c_kh - cf["pad"]), ix.eq(c_ox + c_kw - cf["pad"])]
         inside = (iy >= 0) & (iy < cf["h"]) & (ix >= 0) & (ix < cf["w"])
         x_addr = Signal(signed(26))
-        m.d.comb += x_addr.eq(c_ci_base + c_oy_base + c_kh_w + c_ox + c_kw - cf["pad"])
+        m.d.comb += x_addr.eq(cf["in_base"] + c_ch_base + c_ci_base + c_oy_base + c_kh_w + c_ox
+                              + c_kw - cf["pad"])
         t_last_k = (c_kw == cf["k_m1"]) & (c_kh == cf["k_m1"])
         t_last = t_last_k & (c_ci == cf["cin_m1"])
-        p_last = (c_ox == cf["ow_m1"]) & (c_oy == cf["oh_m1"])
+        p_last = (c_ox == cf["ox_last"]) & (c_oy == cf["oy_last"])
+        lane_last = Signal()
+        m.d.comb += lane_last.eq(Mux(ser, c_lane == c_lanes - 1, 1) if serial else 1)
         tile_last = cf["tiles"] - 1 == c_tk
         pad_w = layer_const(m, c_ly, layers, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16),
                             registered=True)                                 # at oy = 0
@@ -229,16 +247,15 @@ class Controller(wiring.Component):
         s1_valid = Signal()
         s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(max(2, G)))
         s1_lanes = Signal(range(L + 1))
+        s1_unit = Signal()
         adv = Signal()
         m.d.comb += adv.eq(~s1_valid | self.o.ready)
 
-        c_buf = Signal()                        # activation buffer this layer reads
-        m.d.comb += c_buf.eq(c_ly[0] if nl > 1 else 0)
-
         # Stage S0 registers the term's addresses (the counters' sums and compares stay out
         # of the memory-address path); S0 issues the reads; S1 holds what the data needs.
-        can_issue = (c_phase == 2) & full.bit_select(c_slot, 1)
-        s0_valid, s0_inside, s0_last, s0_buf = Signal(), Signal(), Signal(), Signal()
+        have_tile = full.bit_select(c_slot, 1) | cf["unit"]
+        can_issue = (c_phase == 2) & have_tile
+        s0_valid, s0_inside, s0_last, s0_unit = Signal(), Signal(), Signal(), Signal()
         s0_col = Signal.like(s1_col)
         s0_lanes = Signal.like(s1_lanes)
         s0_xaddr = Signal(range(max(2, act_depth)))
@@ -247,7 +264,8 @@ class Controller(wiring.Component):
         c_free = Signal(2)
         with m.If(adv):
             m.d.sync += [s0_valid.eq(can_issue), s0_inside.eq(inside), s0_last.eq(t_last),
-                         s0_col.eq(c_col), s0_lanes.eq(c_lanes), s0_buf.eq(c_buf),
+                         s0_col.eq(c_col), s0_lanes.eq(Mux(ser, 1, c_lanes)),
+                         s0_unit.eq(cf["unit"]),
                          s0_xaddr.eq(Mux(inside, x_addr, 0)),
                          s0_taddr.eq(c_slot * rmax + c_row), s0_free.eq(c_free)]
         m.d.comb += self.clr.eq(Mux(adv, s0_free, 0))
@@ -256,10 +274,8 @@ class Controller(wiring.Component):
 
         with m.If(adv):
             m.d.sync += [s1_valid.eq(s0_valid), s1_inside.eq(s0_inside), s1_last.eq(s0_last),
-                         s1_col.eq(s0_col), s1_lanes.eq(s0_lanes)]
+                         s1_col.eq(s0_col), s1_lanes.eq(s0_lanes), s1_unit.eq(s0_unit)]
         m.d.comb += self.issuing.eq(c_phase == 2)
-        with m.If(adv):                        # with the read data it selects, not before
-            m.d.sync += self.act_buf.eq(s0_buf)
 
         # MAC input from the read data.
         row_words = data.ArrayLayout(data.ArrayLayout(unsigned(wbits), G), L)
@@ -268,8 +284,9 @@ class Controller(wiring.Component):
         m.d.comb += [self.o.valid.eq(s1_valid), mp.x.eq(Mux(s1_inside, self.act_rd.data, 0)),
                      mp.last.eq(s1_last), self.lanes_used.eq(s1_lanes)]
         for n in range(L):
-            m.d.comb += mp.w[n].eq(trow[n].as_value().word_select(s1_col, wbits) if G > 1
-                                   else trow[n][0])
+            w = trow[n].as_value().word_select(s1_col, wbits) if G > 1 else trow[n][0]
+            m.d.comb += mp.w[n].eq(Mux(s1_unit, self._unit, w) if any(ly.pool for ly in layers)
+                                   else w)
 
         # Counter stepping.
         with m.Switch(c_phase):
@@ -280,7 +297,7 @@ class Controller(wiring.Component):
                 with m.If((pending == 0) & ~pend_inc_r):
                     m.d.sync += c_phase.eq(2)
             with m.Case(2):
-                with m.If(adv & full.bit_select(c_slot, 1)):
+                with m.If(adv & have_tile):
                     # term counters
                     with m.If(c_col == G - 1):
                         m.d.sync += [c_col.eq(0), c_row.eq(c_row + 1)]
@@ -302,26 +319,34 @@ class Controller(wiring.Component):
                         m.d.comb += pend_inc.eq(1)
                         m.d.sync += [c_row.eq(0), c_col.eq(0)]
                         # pixel counters
-                        with m.If(c_ox == cf["ow_m1"]):
+                        with m.If(c_ox == cf["ox_last"]):
                             m.d.sync += c_ox.eq(0)
-                            with m.If(c_oy == cf["oh_m1"]):
+                            with m.If(c_oy == cf["oy_last"]):
                                 m.d.sync += [c_oy.eq(0), c_oy_base.eq(pad_w)]
                             with m.Else():
-                                m.d.sync += [c_oy.eq(c_oy + 1), c_oy_base.eq(c_oy_base + cf["w"])]
+                                m.d.sync += [c_oy.eq(c_oy + cf["s"]),
+                                             c_oy_base.eq(c_oy_base + cf["sw"])]
                         with m.Else():
-                            m.d.sync += c_ox.eq(c_ox + 1)
-                        with m.If(p_last):
-                            m.d.comb += c_free.eq(Mux(c_slot, 0b10, 0b01))
-                            m.d.sync += c_slot.eq(~c_slot)
+                            m.d.sync += c_ox.eq(c_ox + cf["s"])
+                        with m.If(p_last & ser):
+                            m.d.sync += c_ch_base.eq(c_ch_base + cf["hw"])
+                            with m.If(~lane_last):
+                                m.d.sync += c_lane.eq(c_lane + 1)
+                            with m.Else():
+                                m.d.sync += c_lane.eq(0)
+                        with m.If(p_last & lane_last):
+                            with m.If(~cf["unit"]):
+                                m.d.comb += c_free.eq(Mux(c_slot, 0b10, 0b01))
+                                m.d.sync += c_slot.eq(~c_slot)
                             with m.If(tile_last):
-                                m.d.sync += c_tk.eq(0)
+                                m.d.sync += [c_tk.eq(0), c_ch_base.eq(0)]
                                 with m.If(c_ly == nl - 1):
                                     m.d.sync += [c_phase.eq(0), c_ly.eq(0)]
                                 with m.Else():
                                     m.d.sync += [c_phase.eq(1), c_ly.eq(c_ly + 1)]
                             with m.Else():
                                 m.d.sync += c_tk.eq(c_tk + 1)
-        # (oy - pad) * W of the layer about to run, set while not issuing.
+        # (-pad) * W of the layer about to run, set while not issuing.
         with m.If(c_phase != 2):
             m.d.sync += c_oy_base.eq(pad_w)
         return m

@@ -37,12 +37,15 @@ cleared when an inference starts and hold their values after it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..gen import schemes
+from ..gen.buffers import memory_words
 from ..gen.compiler import MAX_LANES
 from ..gen.memmap import MEM_POST, load_data_bits
 from .actmem import ActivationMemory
@@ -135,11 +138,11 @@ class Engine(wiring.Component):
         m = Module()
         plan, L = self._plan, self._plan.lanes
         layers = plan.layers
+        weighted = [ly for ly in layers if not ly.pool]      # the layers that need tiles
         G = plan.group                          # terms per tile-buffer row (ASM 1, SD 3, MLG K2)
         wbits = plan.tile_weight_bits           # bits per weight (or code) in the tile buffer
-        rmax = max(max(-(-ly.terms // G) for ly in layers), plan.tile_rows_max)
-        act_depth = max(max(ly.cin * ly.h * ly.w for ly in layers),
-                        max(ly.cout * ly.oh * ly.ow for ly in layers[:-1]) if len(layers) > 1 else 1)
+        rmax = max(max(-(-ly.terms // G) for ly in weighted), plan.tile_rows_max)
+        act_depth = memory_words(layers, plan.input_shape)
 
         running, idle = Signal(), Signal()
         m.d.comb += [idle.eq(~running), self.busy.eq(running)]
@@ -148,16 +151,21 @@ class Engine(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i_load), wmem.i_load)
         m.d.comb += wmem.enable.eq(idle)
 
-        m.submodules.act = act = ActivationMemory(depth=act_depth,
-                                                  in_size=layers[0].cin * layers[0].h * layers[0].w)
+        c, h, w = plan.input_shape
+        m.submodules.act = act = ActivationMemory(
+            depth=act_depth, in_size=c * h * w,
+            in_base=next(ly.in_base for ly in layers if ly.src == -1),
+            residual=any(ly.res >= 0 for ly in layers))
         wiring.connect(m, wiring.flipped(self.i_x), act.i_x)
         m.d.comb += act.enable.eq(idle)
         start = act.loaded
 
-        # Weight side: the scheduler picks the tile, the scheme's fill builds it.
+        # Weight side: the scheduler picks the tile, the scheme's fill builds it (the
+        # weighted layers only: pools have no tiles).
+        fplan = replace(plan, layers=weighted)
         m.submodules.tile = tile = Memory(shape=unsigned(L * G * wbits), depth=2 * rmax, init=[])
-        m.submodules.sched = sched = TileScheduler(layers=layers, lanes=L)
-        m.submodules.fill = fill = FILLS[self._scheme.fill](plan, rmax=rmax, depths=wmem.depths)
+        m.submodules.sched = sched = TileScheduler(layers=weighted, lanes=L)
+        m.submodules.fill = fill = FILLS[self._scheme.fill](fplan, rmax=rmax, depths=wmem.depths)
         wiring.connect(m, fill.t_wr, tile.write_port(granularity=wbits))
         wiring.connect(m, fill.w_rd, wmem.w_rd)
         wiring.connect(m, fill.a_rd, wmem.a_rd)
@@ -172,12 +180,12 @@ class Engine(wiring.Component):
             **self._scheme.mac_params(plan))
         m.submodules.ctrl = ctrl = Controller(
             layers=layers, lanes=L, group=G, wbits=wbits, rmax=rmax, act_depth=act_depth,
-            mac_in=mac.signature.members["i"].signature.flip())  # an In member's is flipped
+            mac_in=mac.signature.members["i"].signature.flip(),  # an In member's is flipped
+            unit=mac.unit)
         wiring.connect(m, ctrl.o, mac.i)
         wiring.connect(m, ctrl.act_rd, act.rd)
         wiring.connect(m, ctrl.t_rd, tile.read_port())
-        m.d.comb += [ctrl.start.eq(start), ctrl.full.eq(sched.full), sched.clr.eq(ctrl.clr),
-                     act.rd_buf.eq(ctrl.act_buf)]
+        m.d.comb += [ctrl.start.eq(start), ctrl.full.eq(sched.full), sched.clr.eq(ctrl.clr)]
 
         m.submodules.post = post = PostProcessor(
             layers=layers, lanes=L, acc_bits=mac.acc_bits,
@@ -186,8 +194,10 @@ class Engine(wiring.Component):
         wiring.connect(m, mac.o, post.i)
         wiring.connect(m, post.p_rd, wmem.p_rd)
         wiring.connect(m, post.wb, act.wb)
+        if post.residual:
+            wiring.connect(m, post.rr, act.rr)
         wiring.connect(m, post.o_y, wiring.flipped(self.o_y))
-        m.d.comb += [act.wb_buf.eq(post.wb_buf), ctrl.row_done.eq(post.row_done)]
+        m.d.comb += ctrl.row_done.eq(post.row_done)
 
         with m.If(start):
             m.d.sync += running.eq(1)

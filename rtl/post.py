@@ -30,10 +30,12 @@ class PostProcessor(wiring.Component):
     """Bias, requantisation, ReLU and saturation, one lane per cycle.
 
     For each MAC result word (``lanes`` accumulators of one output pixel), in the engine's
-    issue order (layer, tile, pixel): ``r = (acc + bias) * M``, ``(r + 2**(S-1)) >> S``
-    (round half up, arithmetic), then ReLU and saturation to u8 (hidden layers, written back
-    to the activation memory in ``[C, H, W]`` order) or to int32 (final layer, to ``o_y``).
-    Six register stages, each with at most one adder, the multiplier or the shifter.
+    issue order (layer, tile, pixel): ``r = (acc + bias) * M [+ res * Mr]``,
+    ``(r + 2**(S-1)) >> S`` (round half up, arithmetic), then saturation to u8 (ReLU) or s8
+    (no activation) for hidden layers, written back in ``[C, H, W]`` order, or to int32 (final
+    layer, to ``o_y``).  Lane-serial layers (depthwise, pools) give one value per word, in
+    (tile, lane, pixel) order.  Six register stages (seven with a residual), each with at most
+    one adder, a multiplier or the shifter.
 
     Parameters
     ----------
@@ -55,8 +57,9 @@ class PostProcessor(wiring.Component):
     p_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(post_depth), shape=POST_BITS))``
         Post-processing memory read port (driven).
     wb : ``In(WritePort.Signature(addr_width=ceil_log2(act_depth), shape=8))``
-        Hidden-layer write-back (driven); ``wb_buf`` is the activation buffer it writes.
-    wb_buf : ``Out(1)``
+        Hidden-layer write-back (driven), at ``out_base + co * pixels + pixel``.
+    rr : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8))``
+        Residual read port (driven; only when a layer has a residual).
     o_y : ``Out(stream.Signature(output_layout()))``
         Final-layer values, through a 3-deep FIFO.
     row_done : ``Out(1)``
@@ -71,21 +74,26 @@ class PostProcessor(wiring.Component):
                  post_depth: int):
         self._layers, self._lanes, self.acc_bits = list(layers), lanes, acc_bits
         self._act_depth = act_depth
-        super().__init__({
+        self.residual = any(ly.res >= 0 for ly in layers)
+        aw = max(1, ceil_log2(act_depth))
+        members = {
             "i": In(result),
             "p_rd": In(ReadPort.Signature(addr_width=ceil_log2(post_depth), shape=POST_BITS)),
-            "wb": In(WritePort.Signature(addr_width=ceil_log2(act_depth), shape=8)),
-            "wb_buf": Out(1),
+            "wb": In(WritePort.Signature(addr_width=aw, shape=8)),
             "o_y": Out(stream.Signature(output_layout())),
             "row_done": Out(1),
             "done": Out(1),
             "err": Out(1),
-        })
+        }
+        if self.residual:
+            members["rr"] = In(ReadPort.Signature(addr_width=aw, shape=8))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         layers, L, act_depth = self._layers, self._lanes, self._act_depth
         nl = len(layers)
+        serial = any(ly.depthwise for ly in layers)
         p_ly = Signal(range(max(2, nl)))
         p_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
         p_pix = Signal(range(max(2, max(ly.oh * ly.ow for ly in layers))))
@@ -96,11 +104,14 @@ class PostProcessor(wiring.Component):
 
         n_pix = const("pix", lambda ly: ly.oh * ly.ow, range(1 << 22))
         post_base = const("post_base", lambda ly: ly.post_base, range(1 << 20))
+        out_base = const("out_base", lambda ly: ly.out_base, range(1 << 20))
         tiles = const("tiles", lambda ly: ly.tiles, range(1 << 16))
         last_lanes = const("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1))
         p_lanes = Mux(p_tk == tiles - 1, last_lanes, L)
         p_final = p_ly == nl - 1
         p_relu = const("relu", lambda ly: int(ly.relu), 1)
+        p_signed = const("signed", lambda ly: int(ly.signed_out), 1)
+        ser = const("serial", lambda ly: int(ly.depthwise), 1) if serial else 0
 
         # Final outputs go through a small FIFO whose "full" is a registered level: the
         # post-processor's stall does not depend on o_y.ready combinationally (Fmax).
@@ -119,38 +130,59 @@ class PostProcessor(wiring.Component):
         m.d.comb += self.i.ready.eq(ack)
         m.d.sync += ack.eq(0)
         # stage Q1: lane select + post entry read
-        q1_valid, q1_final, q1_relu, q1_lastlane, q1_end = (
-            Signal(name=f"q1_{n}") for n in ("valid", "final", "relu", "lastlane", "end"))
+        q1_valid, q1_final, q1_relu, q1_lastlane, q1_end, q1_signed = (
+            Signal(name=f"q1_{n}") for n in ("valid", "final", "relu", "lastlane", "end", "signed"))
         q1_acc = Signal(signed(self.acc_bits), name="q1_acc")
-        q1_addr = Signal(range(max(1, act_depth)))
-        # Output channel and activation address of the current lane, kept as counters (no
-        # multiplier): co = tile * L + lane, addr = co * pixels + pixel.
+        q1_addr = Signal(range(max(2, act_depth)))
+        # Output channel and activation address (relative to out_base) of the current value,
+        # kept as counters (no multiplier): co = tile * L + lane, addr = co * pixels + pixel.
         co = Signal(range(1 << 16), name="p_co")
         co_base = Signal(range(1 << 16), name="p_co_base")
         addr = Signal(range(max(2, act_depth)), name="p_addr")
         addr_base = Signal(range(max(2, act_depth)), name="p_addr_base")   # tile * L * pixels
         tile_step = const("tile_step", lambda ly: L * ly.oh * ly.ow, range(1 << 24))
         m.d.comb += [pr.addr.eq(post_base + co), pr.en.eq(padv)]
+        if self.residual:
+            res_base = const("res_base", lambda ly: ly.res_base, range(1 << 20))
+            m.d.comb += [self.rr.addr.eq(res_base + addr), self.rr.en.eq(padv)]
         take = self.i.valid & ~ack & padv
+        pix_last = p_pix == n_pix - 1
         lane_last = p_lane == p_lanes - 1
-        with m.If(take & lane_last):
+        word_last = Mux(ser, 1, lane_last) if serial else lane_last     # last value of the word
+        with m.If(take & word_last):
             m.d.sync += ack.eq(1)
         with m.If(padv):
             m.d.sync += [q1_valid.eq(take), q1_final.eq(p_final), q1_relu.eq(p_relu),
-                         q1_lastlane.eq(lane_last), q1_acc.eq(res.acc[p_lane]),
-                         q1_addr.eq(addr),
-                         q1_end.eq(lane_last & p_final & (p_tk == tiles - 1)
-                                   & (p_pix == n_pix - 1))]
+                         q1_signed.eq(p_signed),
+                         q1_lastlane.eq(word_last), q1_acc.eq(res.acc[p_lane]),
+                         q1_addr.eq(out_base + addr),
+                         q1_end.eq(lane_last & p_final & (p_tk == tiles - 1) & pix_last)]
         with m.If(take):
             with m.If(res.bad_code | res.overrun):
                 m.d.comb += self.err.eq(1)
-            with m.If(lane_last):
+            layer_done = [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1)),
+                          co.eq(0), co_base.eq(0), addr.eq(0), addr_base.eq(0)]
+            with m.If(ser):
+                # (tile, lane, pixel) order: the address runs on by one.
+                m.d.sync += addr.eq(addr + 1)
+                with m.If(pix_last):
+                    m.d.sync += [p_pix.eq(0), co.eq(co + 1)]
+                    with m.If(lane_last):
+                        m.d.sync += p_lane.eq(0)
+                        with m.If(p_tk == tiles - 1):
+                            m.d.sync += layer_done
+                        with m.Else():
+                            m.d.sync += p_tk.eq(p_tk + 1)
+                    with m.Else():
+                        m.d.sync += p_lane.eq(p_lane + 1)
+                with m.Else():
+                    m.d.sync += p_pix.eq(p_pix + 1)
+            with m.Elif(lane_last):
                 m.d.sync += p_lane.eq(0)
-                with m.If(p_pix == n_pix - 1):
+                with m.If(pix_last):
                     m.d.sync += p_pix.eq(0)
                     with m.If(p_tk == tiles - 1):
-                        m.d.sync += [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1)),
-                                     co.eq(0), co_base.eq(0), addr.eq(0), addr_base.eq(0)]
+                        m.d.sync += layer_done
                     with m.Else():
                         m.d.sync += [p_tk.eq(p_tk + 1), co.eq(co_base + L), co_base.eq(co_base + L),
                                      addr.eq(addr_base + tile_step),
@@ -161,16 +193,19 @@ class PostProcessor(wiring.Component):
             with m.Else():
                 m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), addr.eq(addr + n_pix)]
 
-        # Stages Q2..Q6: Q2 acc + bias, Q3 * M, Q4 >> (S - 1), Q5 + 1 >> 1 (rounding), Q6
-        # clamp; then the write-back / output FIFO.  The tags ride along.
+        # Stages Q2..Q6: Q2 acc + bias, Q3 * M (and res * Mr), [Q3r the sum of the two],
+        # Q4 >> (S - 1), Q5 + 1 >> 1 (rounding), Q6 clamp; then the write-back / output FIFO.
+        # The tags ride along.
         ent = post_layout()(pr.data)
         vbits = max(self.acc_bits, BIAS_BITS) + 1
         pbits = vbits + M_BITS + 2
-        q1_buf = Signal()
-        with m.If(padv):
-            m.d.sync += q1_buf.eq(~p_ly[0] if nl > 1 else 1)
         tags = {"valid": q1_valid, "final": q1_final, "relu": q1_relu, "lastlane": q1_lastlane,
-                "end": q1_end, "addr": q1_addr, "buf": q1_buf}
+                "end": q1_end, "addr": q1_addr, "signed": q1_signed}
+        if self.residual:
+            q1_rsigned = Signal()
+            with m.If(padv):
+                m.d.sync += q1_rsigned.eq(const("res_signed", lambda ly: int(ly.res_signed), 1))
+            rval = Mux(q1_rsigned, self.rr.data.as_signed(), self.rr.data.as_unsigned())
 
         def stage(name, prev, values):
             """Register the tags of ``prev`` and ``values`` (name -> expression) on ``padv``."""
@@ -181,29 +216,42 @@ class PostProcessor(wiring.Component):
                 m.d.sync += [out[k].eq(values[k][1]) for k in values]
             return cur, out
 
-        t2, v2 = stage("q2", tags, {"sum": (signed(vbits), q1_acc + ent.bias),
-                                    "m": (unsigned(M_BITS), ent.m), "s": (unsigned(S_BITS), ent.s)})
+        q2 = {"sum": (signed(vbits), q1_acc + ent.bias),
+              "m": (unsigned(M_BITS), ent.m), "s": (unsigned(S_BITS), ent.s)}
+        if self.residual:
+            q2.update(r=(signed(9), rval), mr=(unsigned(M_BITS), ent.mr))
+        t2, v2 = stage("q2", tags, q2)
         # Rounding half up without a 2**(S-1) constant: for S >= 1,
         # floor((p + 2**(S-1)) / 2**S) == floor((floor(p / 2**(S-1)) + 1) / 2).
-        t3, v3 = stage("q3", t2, {"prod": (signed(pbits), v2["sum"] * v2["m"]),
-                                  "s0": (1, v2["s"] == 0),
-                                  "sh": (unsigned(S_BITS), Mux(v2["s"] == 0, 0, v2["s"] - 1))})
+        q3 = {"prod": (signed(pbits), v2["sum"] * v2["m"]),
+              "s0": (1, v2["s"] == 0),
+              "sh": (unsigned(S_BITS), Mux(v2["s"] == 0, 0, v2["s"] - 1))}
+        if self.residual:
+            q3["rprod"] = (signed(9 + M_BITS + 1), v2["r"] * v2["mr"])
+        t3, v3 = stage("q3", t2, q3)
+        if self.residual:
+            t3, v3r = stage("q3r", t3, {"prod": (signed(pbits), v3["prod"] + v3["rprod"]),
+                                        "s0": (1, v3["s0"]), "sh": (unsigned(S_BITS), v3["sh"])})
+            v3 = v3r
         t4, v4 = stage("q4", t3, {"t": (signed(pbits), v3["prod"] >> v3["sh"]), "s0": (1, v3["s0"])})
         t5, v5 = stage("q5", t4, {"r": (signed(pbits), Mux(v4["s0"], v4["t"], (v4["t"] + 1) >> 1))})
         # Saturation by bit tests (OR/AND trees) instead of carry-chain compares (Fmax).
         rounded = v5["r"]
         neg = rounded[-1]
         u8 = Mux(neg, 0, Mux(rounded[8:].any(), 255, rounded[:8]))
+        top7 = rounded[7:]
+        s8 = Mux(top7.all() | ~top7.any(), rounded[:8], Mux(neg, 0x80, 0x7F))
         lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
         top = rounded[OUT_BITS - 1:]
         fits = top.all() | ~top.any()
         s32 = Mux(fits, rounded[:OUT_BITS].as_signed(), Mux(neg, lo32, hi32))
         s32 = Mux(t5["relu"] & neg, 0, s32)
-        q, v6 = stage("q6", t5, {"u8": (unsigned(8), u8), "s32": (signed(OUT_BITS), s32)})
+        q, v6 = stage("q6", t5, {"u8": (unsigned(8), Mux(t5["signed"], s8, u8)),
+                                 "s32": (signed(OUT_BITS), s32)})
 
         wr_hidden = padv & q["valid"] & ~q["final"]
         m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(v6["u8"]),
-                     self.wb.en.eq(wr_hidden), self.wb_buf.eq(q["buf"])]
+                     self.wb.en.eq(wr_hidden)]
         m.d.comb += [ofifo.w_data.eq(Cat(v6["s32"], q["end"])),
                      ofifo.w_en.eq(padv & q["valid"] & q["final"]),
                      self.row_done.eq(padv & q["valid"] & q["lastlane"]),

@@ -45,17 +45,22 @@ def test_counters_wrong(kw, msg):
 
 
 def test_actmem_signature():
-    sig = ActivationMemory(depth=100, in_size=50).signature
-    assert sig.members == wiring.Signature({
+    members = {
         "i_x": In(stream.Signature(8)), "enable": In(1), "loaded": Out(1),
-        "wb": Out(WritePort.Signature(addr_width=7, shape=8)), "wb_buf": In(1),
-        "rd": Out(ReadPort.Signature(addr_width=7, shape=8)), "rd_buf": In(1)}).members
+        "wb": Out(WritePort.Signature(addr_width=7, shape=8)),
+        "rd": Out(ReadPort.Signature(addr_width=7, shape=8))}
+    assert ActivationMemory(depth=100, in_size=50).signature.members == \
+        wiring.Signature(members).members
+    members["rr"] = Out(ReadPort.Signature(addr_width=7, shape=8))
+    assert ActivationMemory(depth=100, in_size=50, in_base=50, residual=True).signature.members \
+        == wiring.Signature(members).members
 
 
 @pytest.mark.parametrize("kw, msg", [
     ({"depth": 0, "in_size": 1}, "depth must be a positive integer, not 0"),
     ({"depth": 4, "in_size": 2.0}, "in_size must be a positive integer, not 2.0"),
-    ({"depth": 4, "in_size": 5}, r"in_size must be at most depth \(4\), not 5"),
+    ({"depth": 4, "in_size": 1, "in_base": -1}, "in_base must be a non-negative integer, not -1"),
+    ({"depth": 4, "in_size": 3, "in_base": 2}, r"the input \(3 values at 2\) must fit depth \(4\)"),
 ])
 def test_actmem_wrong(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -92,10 +97,10 @@ def test_controller_signature(plan):
     mac = AsmMacArray(lanes=3, acc_len=plan.terms_max)
     mac_in = mac.signature.members["i"].signature.flip()
     sig = Controller(layers=plan.layers, lanes=3, group=1, wbits=8, rmax=20, act_depth=100,
-                     mac_in=mac_in).signature
+                     mac_in=mac_in, unit=mac.unit).signature
     assert sig.members == wiring.Signature({
         "start": In(1), "full": In(2), "clr": Out(2),
-        "act_rd": In(ReadPort.Signature(addr_width=7, shape=8)), "act_buf": Out(1),
+        "act_rd": In(ReadPort.Signature(addr_width=7, shape=8)),
         "t_rd": In(ReadPort.Signature(addr_width=6, shape=unsigned(24))),
         "o": Out(mac_in), "row_done": In(1), "issuing": Out(1),
         "lanes_used": Out(range(4))}).members
@@ -118,7 +123,7 @@ def test_post_signature(plan):
     assert sig.members == wiring.Signature({
         "i": In(result),
         "p_rd": In(ReadPort.Signature(addr_width=4, shape=POST_BITS)),
-        "wb": In(WritePort.Signature(addr_width=7, shape=8)), "wb_buf": Out(1),
+        "wb": In(WritePort.Signature(addr_width=7, shape=8)),
         "o_y": Out(stream.Signature(output_layout())),
         "row_done": Out(1), "done": Out(1), "err": Out(1)}).members
     assert output_layout().members == {"value": signed(32), "last": 1}

@@ -173,7 +173,7 @@ class Mlg(Scheme):
     def bits_read(self, plan) -> int:
         """V once and the basis / coefficient words once per tile."""
         total = 0
-        for ly in plan.layers:
+        for ly in plan.weighted:
             ex = ly.extra
             for tk in range(ly.tiles):
                 lanes = min(plan.lanes, ly.cout - tk * plan.lanes)

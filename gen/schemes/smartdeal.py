@@ -71,9 +71,10 @@ class SmartDeal(Scheme):
         fmt = SdFormat(plan.params["e_min"], plan.params["e_max"], plan.weight_word_bits)
         bf = basis_fields()
         words = plan.weight_words
-        i = plan.layers.index(lp)
-        end = plan.layers[i + 1].wbase if i + 1 < len(plan.layers) else len(words)
-        bpos = sum(p.cout * p.extra["chunks"] for p in plan.layers[:i])
+        layers = plan.weighted
+        i = layers.index(lp)
+        end = layers[i + 1].wbase if i + 1 < len(layers) else len(words)
+        bpos = sum(p.cout * p.extra["chunks"] for p in layers[:i])
         chunks, sd_rows = lp.extra["chunks"], lp.extra["rows"]
         n_rows = words[lp.wbase]
         R = sum(sd_rows)

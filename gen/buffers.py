@@ -1,0 +1,66 @@
+"""Activation buffers by liveness: where each tensor lives in the engine's activation memory.
+
+Tensors are stored in ``[C, H, W]`` order, one u8 / s8 word per value.  A tensor is live from
+the layer that writes it to the last layer that reads it (as input or residual); the input
+image is written before the first layer and lives until its last reader.  Each tensor gets the
+lowest address range that no tensor live at the same time occupies (first fit, largest
+first), so the memory is the peak of what is live, not the sum.  The final layer's values
+leave on the output stream and take no buffer.
+"""
+
+from __future__ import annotations
+
+__all__ = ["allocate", "buffer_report"]
+
+
+def _size(lp) -> int:
+    return lp.cout * lp.oh * lp.ow
+
+
+def allocate(plans, input_shape, lanes=None) -> int:
+    """Set ``in_base``, ``out_base``, ``res_base`` of every layer; returns the memory depth."""
+    n = len(plans)
+    c, h, w = input_shape
+    # tensor id -> (size, first layer alive, last layer alive); -1 is the input
+    tensors = {-1: [c * h * w, -1, -1]}
+    for i, lp in enumerate(plans[:-1]):
+        tensors[i] = [_size(lp), i, i]
+    for i, lp in enumerate(plans):
+        tensors[lp.src][2] = max(tensors[lp.src][2], i)
+        if lp.res >= 0:
+            tensors[lp.res][2] = max(tensors[lp.res][2], i)
+    placed = {}                               # id -> (base, size)
+    for t in sorted(tensors, key=lambda t: (-tensors[t][0], t)):
+        size, first, last = tensors[t]
+        busy = sorted((b, b + s) for u, (b, s) in placed.items()
+                      if not (tensors[u][2] < first or last < tensors[u][1]))
+        base = 0
+        for lo, hi in busy:
+            if base + size <= lo:
+                break
+            base = max(base, hi)
+        placed[t] = (base, size)
+    for i, lp in enumerate(plans):
+        lp.in_base = placed[lp.src][0]
+        lp.out_base = placed[i][0] if i < n - 1 else 0
+        lp.res_base = placed[lp.res][0] if lp.res >= 0 else 0
+    return max((b + s for b, s in placed.values()), default=1)
+
+
+def buffer_report(plans, input_shape) -> dict:
+    """Each buffer's size and place, and the peak activation memory (words = bytes)."""
+    c, h, w = input_shape
+    rows = [{"tensor": "input", "base": next(lp.in_base for lp in plans if lp.src == -1),
+             "words": c * h * w}]
+    rows += [{"tensor": lp.name, "base": lp.out_base, "words": _size(lp)} for lp in plans[:-1]]
+    peak = max(r["base"] + r["words"] for r in rows)
+    return {"buffers": rows, "peak_bytes": peak,
+            "sum_bytes": sum(r["words"] for r in rows)}
+
+
+def memory_words(plans, input_shape) -> int:
+    """Words the activation memory needs for ``plans`` as placed (at least 2)."""
+    c, h, w = input_shape
+    ends = [lp.in_base + c * h * w for lp in plans if lp.src == -1]
+    ends += [lp.out_base + _size(lp) for lp in plans[:-1]]
+    return max(2, *ends)

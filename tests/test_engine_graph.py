@@ -1,0 +1,126 @@
+# amaranth: UnusedElaboratable=no
+"""Layer graphs on the engine (Amaranth simulator) against the golden model: stride 2, a
+strided 1x1 shortcut (signed, no ReLU), residual adds of a signed and an unsigned tensor,
+depthwise 3x3, average and global pooling, Linear; buffers placed by liveness."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from insitu import from_torch
+from insitu.gen import schemes
+from insitu.gen.buffers import buffer_report
+from insitu.gen.compiler import compile_model, golden_layers
+from insitu.gen.design import golden_vectors
+from insitu.gen.layer import Layer, ModelError
+from insitu.gen.lower import lower
+from insitu.gen.memmap import POST
+from insitu.gen.network import forward_int
+from insitu.gen.zoo import dscnn, resnet8
+from insitu.sim.amaranth_tb import run_engine
+
+
+def graph_net(rng, c=3):
+    """Every layer feature in 9 layers on a 3x8x8 input."""
+    n = rng.normal
+    return [
+        Layer("stem", "conv3x3", n(size=(4, c, 3, 3)), n(size=4) * .1, pad=1, relu=True),
+        Layer("s2", "conv3x3", n(size=(6, 4, 3, 3)), n(size=6) * .1, pad=1, relu=True, stride=2),
+        Layer("short", "conv1x1", n(size=(6, 4, 1, 1)), n(size=6) * .1, relu=False, stride=2,
+              src="stem"),
+        Layer("c2", "conv3x3", n(size=(6, 6, 3, 3)), n(size=6) * .1, pad=1, relu=True, src="s2",
+              residual="short"),
+        Layer("dw", "conv3x3", n(size=(6, 1, 3, 3)), n(size=6) * .1, pad=1, relu=True, groups=6),
+        Layer("c3", "conv3x3", n(size=(6, 6, 3, 3)), n(size=6) * .1, pad=1, relu=True,
+              residual="c2"),
+        Layer("avg", "avgpool", None, relu=True, window=2, channels=6),
+        Layer("gap", "gap", None, relu=True, window=2, channels=6),
+        Layer("fc", "linear", n(size=(5, 6)), n(size=5) * .1),
+    ]
+
+
+def _plan(scheme, lanes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return compile_model(graph_net(rng), scheme, lanes=lanes, input_shape=(3, 8, 8),
+                         calib=rng.random((16, 3, 8, 8))), rng
+
+
+@pytest.mark.parametrize("scheme", schemes.NAMES)
+@pytest.mark.parametrize("stalls", [False, True])
+def test_graph_bit_exact(scheme, stalls):
+    plan, rng = _plan(scheme)
+    x = np.concatenate([np.zeros((1, 192)), np.full((1, 192), 255),
+                        rng.integers(0, 256, (3, 192))]).astype(np.int64)
+    exp = golden_vectors(plan, x)
+    got, counters = run_engine(plan, x, seed=2, p_gap=0.3 if stalls else 0,
+                               p_stall=0.4 if stalls else 0)
+    assert (got == exp).all()
+    for c in counters:
+        assert c["mac_slots"] == plan.macs and c["err"] == 0
+        assert c["weight_bits"] == plan.weight_bits_per_inference
+
+
+def test_graph_planted_residual_error_is_caught():
+    plan, rng = _plan("int8")
+    x = rng.integers(0, 256, (3, 192))
+    got, _ = run_engine(plan, x, seed=1)
+    bad = copy.deepcopy(plan)
+    c2 = next(lp for lp in bad.layers if lp.name == "c2")
+    for co in range(c2.cout):                           # drop the residual's contribution
+        e = POST.unpack(bad.post_words[c2.post_base + co])
+        bad.post_words[c2.post_base + co] = POST.pack(**{**e, "mr": 0})
+    assert (got == golden_vectors(plan, x)).all()
+    assert (got != golden_vectors(bad, x)).any()       # the residual's multiplier matters
+
+
+def test_buffers_by_liveness():
+    plan, _ = _plan("int8")
+    rep = buffer_report(plan.layers, plan.input_shape)
+    span = {-1: [-1, -1]}                               # tensor -> [written, last read]
+    span.update({i: [i, i] for i in range(len(plan.layers) - 1)})
+    for i, lp in enumerate(plan.layers):
+        for t in (lp.src,) + ((lp.res,) if lp.res >= 0 else ()):
+            span[t][1] = max(span[t][1], i)
+    place = {-1: (plan.layers[0].in_base, 192)}
+    place.update({i: (lp.out_base, lp.cout * lp.oh * lp.ow)
+                  for i, lp in enumerate(plan.layers[:-1])})
+    for a in span:
+        for b in span:
+            if a < b and span[a][1] >= span[b][0]:      # alive at the same time
+                (ba, sa), (bb, sb) = place[a], place[b]
+                assert ba + sa <= bb or bb + sb <= ba, (a, b)
+    assert rep["peak_bytes"] < rep["sum_bytes"]
+
+
+@pytest.mark.parametrize("make, n_layers, n_res", [(resnet8, 11, 3), (dscnn, 11, 0)])
+def test_real_topologies_compile_and_match_float(make, n_layers, n_res):
+    torch.manual_seed(0)
+    layers = lower(from_torch(make().eval(), (1, 32, 32)))
+    assert len(layers) == n_layers and sum(ly.residual is not None for ly in layers) == n_res
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 32, 32))
+    plan = compile_model(layers, "int8", lanes=8, input_shape=(1, 32, 32), calib=x)
+    y = forward_int(golden_layers(plan), np.round(x * 255).astype(np.int64)).reshape(8, -1)
+    torch.manual_seed(0)
+    f = from_torch(make().eval(), (1, 32, 32)).forward(np.round(x * 255) / 255)
+    err = np.abs(y * plan.layers[-1].scale_out - f).max() / np.abs(f).max()
+    assert err < 0.05
+
+
+def test_engine_rejects_what_it_cannot_run():
+    rng = np.random.default_rng(0)
+    net = [Layer("a", "conv3x3", rng.normal(size=(2, 1, 3, 3)), pad=1, relu=True),
+           Layer("p", "maxpool", None, relu=True, window=2, channels=2),
+           Layer("fc", "linear", rng.normal(size=(3, 32)))]
+    with pytest.raises(ModelError, match="Layer 'p': MaxPool runs in the float and golden"):
+        compile_model(net, "int8", input_shape=(1, 8, 8))
+    net = [Layer("a", "conv3x3", rng.normal(size=(2, 1, 3, 3)), pad=1, relu=True),
+           Layer("b", "conv3x3", rng.normal(size=(2, 2, 3, 3)), pad=1, relu=True, residual="x")]
+    with pytest.raises(ModelError, match="Layer 'b': residual 'x' is not an earlier layer"):
+        compile_model(net, "int8", input_shape=(1, 8, 8))
+    net[1].residual, net[1].stride = "a", 2
+    with pytest.raises(ModelError, match=r"Layer 'b': residual 'a' of shape \(2, 8, 8\) does not "
+                                         r"match the output \(2, 4, 4\)"):
+        compile_model(net, "int8", input_shape=(1, 8, 8))
