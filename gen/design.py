@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .buffers import buffer_report
 from .compiler import Plan, golden_layers
 from .model import ModelError
 from .network import forward_int, output_order
@@ -49,6 +50,7 @@ def canonical_outputs(plan: Plan, outs) -> np.ndarray:
 
 def compile_report(plan: Plan) -> dict:
     weights = plan.weights
+    buffers = buffer_report(plan.layers, plan.input_shape)
     bits = plan.weight_memory_bits
     return {"scheme": plan.scheme, "lanes": plan.lanes, "layers": len(plan.layers),
             "weights": weights, "weight_memory_bits": bits,
@@ -57,8 +59,13 @@ def compile_report(plan: Plan) -> dict:
             "bits_per_weight": bits / weights, "dense_int8_bits": 8 * weights,
             "memory_ratio_vs_int8": 8 * weights / bits, "memory_ratio_vs_fp32": 32 * weights / bits,
             "macs_per_inference": plan.macs,
-            "layer_table": [{"name": ly.name, "kind": ly.kind, "cin": ly.cin, "cout": ly.cout,
+            "activation_bytes": buffers["peak_bytes"], "activation_buffers": buffers["buffers"],
+            "layer_table": [{"name": ly.name, "kind": ly.kind,
+                             "cin": ly.cout if ly.depthwise else ly.cin, "cout": ly.cout,
                              "in": [ly.h, ly.w], "out": [ly.oh, ly.ow], "pad": ly.pad,
+                             "stride": ly.stride, "depthwise": ly.depthwise and not ly.pool,
+                             "src": plan.layers[ly.src].name if ly.src >= 0 else "input",
+                             "residual": plan.layers[ly.res].name if ly.res >= 0 else None,
                              "relu": ly.relu, "tiles": ly.tiles} for ly in plan.layers]}
 
 

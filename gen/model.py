@@ -17,14 +17,32 @@ from pathlib import Path
 import numpy as np
 
 from .layer import KINDS, Layer, ModelError, check_layer, kind_of
+from .lower import lower
+from .onnx_import import load_onnx
 from .torch_import import load_torch
 
-__all__ = ["ModelError", "KINDS", "Layer", "check_layer", "load_model", "save_model"]
+__all__ = ["ModelError", "KINDS", "Layer", "check_layer", "load_model", "load_network",
+           "save_model"]
+
+
+def load_network(path) -> tuple[list[Layer], tuple | None]:
+    """Engine layers of a model file and its input shape when the file carries one (ONNX:
+    the graph lowered by ``gen.lower``; ``.npz`` / ``.pt``: ``None``)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        if not path.exists():
+            raise ModelError(f"Model file '{path}' does not exist")
+        graph = load_onnx(path)
+        shape = graph.input_shape if len(graph.input_shape) == 3 else (graph.input_shape[0], 1, 1)
+        return lower(graph), tuple(shape)
+    return load_model(path), None
 
 
 def load_model(path) -> list[Layer]:
-    """Layers of an ``.npz`` model file, validated."""
+    """Layers of an ``.npz``, ``.pt`` or ``.onnx`` model file, validated."""
     path = Path(path)
+    if path.suffix == ".onnx":
+        return load_network(path)[0]
     if not path.exists():
         raise ModelError(f"Model file '{path}' does not exist")
     if path.suffix in (".pt", ".pth"):

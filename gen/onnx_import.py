@@ -85,13 +85,19 @@ class _Importer:
         return self.alias[name]
 
     def add(self, nd, node: Node):
-        node.name = self._unique(node.name)
+        node.name = self._unique(node.name, node.op)
         self.nodes.append(node)
         self.by_name[node.name] = node
         self.alias[nd.output[0]] = node.name
 
-    def _unique(self, name):
-        name = name.replace("/", "_").strip("_") or "node"
+    def _unique(self, name, op="node"):
+        # "/stack2/conv1/Conv" (torch.onnx's scope/op names) -> "stack2.conv1"; "/0/Conv" -> "conv0"
+        parts = [p for p in name.split("/") if p]
+        if len(parts) > 1:
+            parts = parts[:-1]
+        name = ".".join(parts) or op
+        if name[0].isdigit():
+            name = f"{op}{name}"
         base, i = name, 1
         while name in self.by_name or name == self.input:
             i += 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .onnx_import import graph_from_onnx
 
-__all__ = ["MODELS", "resnet8", "dscnn", "from_torch"]
+__all__ = ["MODELS", "resnet8", "dscnn", "from_torch", "export_onnx"]
 
 MODELS = ("resnet8", "dscnn")
 
@@ -71,6 +71,17 @@ def dscnn(in_channels: int = 1, classes: int = 10, width: int = 64, blocks: int 
                    nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, classes)]
     return nn.Sequential(*layers)
+
+
+def export_onnx(module, input_shape, path, *, fold_bn: bool = True) -> None:
+    """Write ``module`` (eval mode) as an ONNX file with a symbolic batch dimension."""
+    import warnings
+    torch = _torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # the TorchScript exporter's deprecation notes
+        torch.onnx.export(module.eval(), torch.zeros((1,) + tuple(input_shape)), str(path),
+                          dynamo=False, do_constant_folding=fold_bn, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
 
 
 def from_torch(module, input_shape, *, fold_bn: bool = True):

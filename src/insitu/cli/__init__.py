@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from .. import __version__
-from . import bench, blocks, board, model
+from . import bench, blocks, board, model, train
 from .common import UserError
 
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "inference hardware (SmartDeal, MLG, ASM).")
     p.add_argument("--version", action="version", version=f"insitu {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (blocks, model, bench, board):
+    for group in (blocks, model, train, bench, board):
         group.register(sub)
     return p
 

@@ -11,7 +11,7 @@ import numpy as np
 from ..gen import schemes as registry
 from ..gen.compiler import compile_model
 from ..gen.compress import compress_model, make_config, write_output
-from ..gen.model import ModelError, load_model
+from ..gen.model import ModelError, load_model, load_network
 from ..gen.util import unknown as unknown_name
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
@@ -49,8 +49,7 @@ def _cmd_compile(args) -> int:
     t0 = time.monotonic()
     try:
         knobs = parse_knobs(args.set)
-        layers = load_model(args.model)
-        shape = None
+        layers, shape = load_network(args.model)
         if args.input_shape:
             try:
                 shape = tuple(int(v) for v in args.input_shape.replace("x", ",").split(","))
@@ -61,6 +60,12 @@ def _cmd_compile(args) -> int:
         if inputs is not None and (not np.issubdtype(inputs.dtype, np.integer)
                                    or inputs.min() < 0 or inputs.max() > 255):
             raise UserError("Inputs must be unsigned 8-bit integers (0..255)")
+        if calib is not None and (not np.all(np.isfinite(calib)) or calib.min() < 0
+                                  or calib.max() > 1):
+            raise UserError("Calibration inputs must be floats in [0, 1]")
+        if shape is None:           # the inputs show the shape: [N, C, H, W]
+            shape = next((tuple(a.shape[1:]) for a in (calib, inputs)
+                          if a is not None and a.ndim == 4), None)
         plan = compile_model(layers, args.scheme, lanes=args.lanes, input_shape=shape,
                              calib=calib, knobs=knobs,
                              progress=lambda msg: print(msg, file=sys.stderr))
@@ -74,13 +79,19 @@ def _cmd_compile(args) -> int:
                            progress=lambda msg: print(msg, file=sys.stderr))
     except (ModelError, TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    print(f"{'layer':10s} {'kind':8s} {'in':>10s} {'out':>10s} {'tiles':>5s}")
+    width = max(10, *(len(ly["name"]) for ly in rep["layer_table"]))
+    print(f"{'layer':{width}s} {'kind':8s} {'in':>10s} {'out':>10s} {'tiles':>5s}  notes")
     for ly in rep["layer_table"]:
-        print(f"{ly['name']:10s} {ly['kind']:8s} {ly['cin']:4d}x{ly['in'][0]}x{ly['in'][1]:<3d} "
-              f"{ly['cout']:4d}x{ly['out'][0]}x{ly['out'][1]:<3d} {ly['tiles']:5d}")
+        notes = " ".join(n for n in (f"stride {ly['stride']}" if ly["stride"] > 1 else "",
+                                     "depthwise" if ly["depthwise"] else "",
+                                     f"+ {ly['residual']}" if ly["residual"] else "",
+                                     "" if ly["relu"] else "no ReLU") if n)
+        print(f"{ly['name']:{width}s} {ly['kind']:8s} {ly['cin']:4d}x{ly['in'][0]}x{ly['in'][1]:<3d} "
+              f"{ly['cout']:4d}x{ly['out'][0]}x{ly['out'][1]:<3d} {ly['tiles']:5d}  {notes}")
     print(f"scheme {rep['scheme']}, {rep['lanes']} lanes: {rep['weights']} weights in "
           f"{rep['weight_memory_bits']} bits ({rep['bits_per_weight']:.2f} bits/weight, "
-          f"x{rep['memory_ratio_vs_int8']:.2f} vs int8), {rep['macs_per_inference']} MACs/inference")
+          f"x{rep['memory_ratio_vs_int8']:.2f} vs int8), {rep['macs_per_inference']} MACs/inference, "
+          f"{rep['activation_bytes']} activation bytes (peak of the live buffers)")
     print(f"wrote {args.output}/ (engine.v, manifest.json, *.hex, vectors.npz) in "
           f"{time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
@@ -153,7 +164,7 @@ def register(sub) -> None:
                         "golden model")
     sm.add_argument("design", metavar="DIR", help="folder written by 'insitu compile'")
     sm.add_argument("--inputs", metavar="X.npy", help="u8 inputs (default: DIR/vectors.npz)")
-    sm.add_argument("--sim", default="icarus", choices=["icarus", "verilator"],
+    sm.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],
                     help="simulator (default: %(default)s)")
     sm.add_argument("--stalls", type=float, default=0.0, metavar="P",
                     help="probability of input gaps and output stalls (default: 0)")

@@ -1,0 +1,95 @@
+"""Training the real networks on PyTorch (CPU), reproducibly from a seed.
+
+``train(model, data, epochs=..., seed=...)`` trains a :mod:`insitu.gen.zoo` topology on a
+:class:`~insitu.gen.datasets.DataSet` (images zero-padded to the model's input size, scaled
+to [0, 1] as the engine's u8 inputs are) with SGD + momentum, a cosine learning rate and
+random crops / flips, and returns the module and its history.  The same seed, data and
+PyTorch build give the same weights (deterministic algorithms, one thread order).
+
+PyTorch is optional: this module imports it when called.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .datasets import DataSet, pad_to
+from .zoo import MODELS, dscnn, resnet8
+
+__all__ = ["train", "evaluate", "INPUT_SIZE", "build"]
+
+INPUT_SIZE = 32
+
+
+def build(name: str, in_channels: int = 1, classes: int = 10):
+    """A fresh module of zoo topology ``name``."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model '{name}' (models: {', '.join(MODELS)})")
+    return {"resnet8": resnet8, "dscnn": dscnn}[name](in_channels=in_channels, classes=classes)
+
+
+def _prepare(x: np.ndarray) -> np.ndarray:
+    """u8 ``[N, C, H, W]`` -> float32 in [0, 1], padded to ``INPUT_SIZE``."""
+    return pad_to(x, INPUT_SIZE).astype(np.float32) / 255.0
+
+
+def evaluate(module, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+    """Top-1 accuracy of ``module`` on u8 images ``x``."""
+    import torch
+    module.eval()
+    hits = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb = torch.from_numpy(_prepare(x[i:i + batch]))
+            hits += int((module(xb).argmax(1).numpy() == y[i:i + batch]).sum())
+    return hits / len(x)
+
+
+def train(name: str, data: DataSet, *, epochs: int = 12, seed: int = 0, batch: int = 128,
+          lr: float = 0.1, limit: int | None = None, progress=None):
+    """Train topology ``name`` on ``data``; returns ``(module, history)``."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    rng = np.random.default_rng(seed)
+    module = build(name, data.shape[0], data.classes)
+    x_tr, y_tr = data.x_train, data.y_train
+    if limit:
+        x_tr, y_tr = x_tr[:limit], y_tr[:limit]
+    xt = torch.from_numpy(_prepare(x_tr))
+    yt = torch.from_numpy(y_tr)
+    opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4,
+                          nesterov=True)
+    steps = epochs * -(-len(xt) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    history = []
+    say = progress or (lambda msg: None)
+    for ep in range(epochs):
+        module.train()
+        t0 = time.monotonic()
+        order = torch.from_numpy(rng.permutation(len(xt)))
+        loss_sum = 0.0
+        for i in range(0, len(xt), batch):
+            idx = order[i:i + batch]
+            xb = xt[idx]
+            # augmentation: random shifts of up to 2 pixels (the padding) and flips
+            dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
+            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            if rng.random() < 0.5:
+                xb = xb.flip(3)
+            loss = F.cross_entropy(module(xb), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+        acc = evaluate(module, data.x_test, data.y_test)
+        history.append({"epoch": ep + 1, "loss": loss_sum / len(xt), "test_accuracy": acc,
+                        "seconds": round(time.monotonic() - t0, 1)})
+        say(f"epoch {ep + 1}/{epochs}: loss {loss_sum / len(xt):.4f}, test accuracy "
+            f"{100 * acc:.2f}% ({time.monotonic() - t0:.0f} s)")
+    return module.eval(), history
