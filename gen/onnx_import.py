@@ -4,6 +4,7 @@ networks, as a :class:`~insitu.gen.graph.Graph`.
 Accepted operations: Conv (``group``, ``strides``, ``pads``, ``auto_pad``), BatchNormalization
 (folded into the Conv or Gemm before it), Relu, Clip (0..6: ReLU6; 0..inf: ReLU), Add (of two
 tensors, or of a constant bias after MatMul), MaxPool, AveragePool, GlobalAveragePool,
+ReduceMean over the spatial axes (global average pooling),
 Flatten, Reshape to ``[N, -1]``, Gemm, MatMul (+ Add), Identity, Dropout and Constant.  The
 input shape is read from the file (the batch dimension may be symbolic).  Anything else is
 rejected with one line naming the node, the operation and the attribute.
@@ -113,8 +114,8 @@ class _Importer:
             handler = getattr(self, f"op_{nd.op_type}", None)
             if handler is None:
                 self.fail(nd, "operation not supported (supported: Conv, BatchNormalization, "
-                              "Relu, Clip, Add, MaxPool, AveragePool, GlobalAveragePool, Flatten, "
-                              "Reshape, Gemm, MatMul)")
+                              "Relu, Clip, Add, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, "
+                              "Flatten, Reshape, Gemm, MatMul)")
             handler(nd, self.attrs(nd))
         if len(self.outputs) != 1 or self.outputs[0] not in self.alias:
             raise ModelError(f"ONNX graph outputs {self.outputs}: one output produced by a "
@@ -240,6 +241,23 @@ class _Importer:
 
     def op_GlobalAveragePool(self, nd, a):
         self.add(nd, Node(nd.name or nd.output[0], "gap", (self.src(nd, nd.input[0]),)))
+
+    def op_ReduceMean(self, nd, a):
+        axes = a.get("axes")
+        if axes is None and len(nd.input) > 1 and nd.input[1]:
+            axes = [int(v) for v in self.value(nd, nd.input[1]).reshape(-1)]
+        if sorted(int(v) % 4 for v in (axes or [])) != [2, 3]:
+            self.fail(nd, f"attribute 'axes' = {axes} is not supported (only [2, 3]: global "
+                          f"average pooling)")
+        node = Node(nd.name or nd.output[0], "gap", (self.src(nd, nd.input[0]),))
+        if a.get("keepdims", 1):
+            self.add(nd, node)
+            return
+        self.add(nd, node)
+        flat = Node(node.name + ".flatten", "flatten", (node.name,))
+        self.nodes.append(flat)
+        self.by_name[flat.name] = flat
+        self.alias[nd.output[0]] = flat.name
 
     def op_Flatten(self, nd, a):
         if a.get("axis", 1) != 1:
