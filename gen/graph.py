@@ -148,6 +148,12 @@ def conv2d_float(x: np.ndarray, w: np.ndarray, b, stride: int, pad: int, groups:
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     oh, ow = conv_out(h, k, pad, stride), conv_out(wd, k, pad, stride)
     out = np.zeros((n, o, oh, ow))
+    if groups > 1 and groups == c == o:                     # depthwise: one channel each
+        for kh in range(k):
+            for kw in range(k):
+                patch = xp[:, :, kh:kh + stride * (oh - 1) + 1:stride, kw:kw + stride * (ow - 1) + 1:stride]
+                out += patch * w[:, 0, kh, kw].reshape(1, -1, 1, 1)
+        return out + (np.asarray(b).reshape(1, -1, 1, 1) if b is not None else 0)
     og = o // groups
     for g in range(groups):
         xs = xp[:, g * ig:(g + 1) * ig]
@@ -155,7 +161,8 @@ def conv2d_float(x: np.ndarray, w: np.ndarray, b, stride: int, pad: int, groups:
         for kh in range(k):
             for kw in range(k):
                 patch = xs[:, :, kh:kh + stride * (oh - 1) + 1:stride, kw:kw + stride * (ow - 1) + 1:stride]
-                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, ws[:, :, kh, kw])
+                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, ws[:, :, kh, kw],
+                                                         optimize=True)
     if b is not None:
         out += np.asarray(b).reshape(1, -1, 1, 1)
     return out

@@ -43,15 +43,6 @@ def im2col(x: np.ndarray, k: int, pad: int) -> np.ndarray:
     return cols.reshape(n, oh * ow, c * k * k)
 
 
-def layer_acc(x: np.ndarray, W: np.ndarray, k: int, pad: int) -> np.ndarray:
-    """Integer convolution / matrix product: ``[N, C, H, W]`` -> ``[N, Cout, OH, OW]``."""
-    n, c, h, w = x.shape
-    cols = im2col(x.astype(np.int64), k, pad)
-    acc = np.einsum("npt,ot->nop", cols, W.reshape(W.shape[0], -1).astype(np.int64))
-    oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-    return acc.reshape(n, W.shape[0], oh, ow)
-
-
 def requant(v: np.ndarray, M: np.ndarray, S: np.ndarray, relu: bool, final: bool, *,
             extra: np.ndarray | None = None, lo: int = 0, hi: int = 255) -> np.ndarray:
     """``(v * M [+ extra] + 2**(S-1)) >> S`` per channel (axis 1), then the hidden clamp
@@ -81,6 +72,16 @@ def _windows(x: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
                      for i in range(k) for j in range(k)])
 
 
+def _einsum_int(spec: str, a: np.ndarray, b: np.ndarray, terms: int) -> np.ndarray:
+    """Integer ``einsum``: through float64 BLAS when every partial sum is exact there
+    (|values| < 2**53), else in int64."""
+    bound = int(np.abs(a).max(initial=0)) * int(np.abs(b).max(initial=0)) * max(1, terms)
+    if bound < 1 << 52:
+        return np.rint(np.einsum(spec, a.astype(np.float64), b.astype(np.float64),
+                                 optimize=True)).astype(np.int64)
+    return np.einsum(spec, a, b)
+
+
 def _acc(ly: dict, x: np.ndarray) -> np.ndarray:
     kind, k, stride, pad = ly.get("kind", "conv"), ly["k"], ly.get("stride", 1), ly["pad"]
     if kind in ("gap", "avgpool"):
@@ -88,15 +89,11 @@ def _acc(ly: dict, x: np.ndarray) -> np.ndarray:
     if kind == "maxpool":
         return _windows(x, k, k, 0).max(axis=0)
     W = np.asarray(ly["W"], dtype=np.int64)
+    win = _windows(x, k, stride, pad)                          # [k*k, N, C, OH, OW]
     if ly.get("dw"):
-        win = _windows(x, k, stride, pad)                      # [k*k, N, C, OH, OW]
-        return np.einsum("tnchw,ct->nchw", win, W.reshape(W.shape[0], k * k))
-    if stride == 1:
-        W4 = W.reshape(W.shape[0], x.shape[1], k, k)
-        return layer_acc(x, W4, k, pad)
-    win = _windows(x, k, stride, pad)
+        return _einsum_int("tnchw,ct->nchw", win, W.reshape(W.shape[0], k * k), k * k)
     W4 = W.reshape(W.shape[0], x.shape[1], k * k)
-    return np.einsum("tnchw,oct->nohw", win, W4)
+    return _einsum_int("tnchw,oct->nohw", win, W4, x.shape[1] * k * k)
 
 
 def forward_int(layers, x_u8: np.ndarray, *, acc_bits: int | None = None) -> np.ndarray:

@@ -59,7 +59,21 @@ def cycle_budget(plan) -> int:
     return total + 1000
 
 
-def simulate(design_dir, inputs=None, *, sim: str = "icarus", stalls: float = 0.0,
+def as_u8(x: np.ndarray) -> np.ndarray:
+    """Inputs as the engine takes them: u8 integers as they are, floats in [0, 1] quantised as
+    ``round(x * 255)`` (the quantisation contract); anything else is an error."""
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.floating):
+        if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
+            raise ModelError("Float inputs must be in [0, 1] (they are quantised as "
+                             "round(x * 255)); give u8 integers otherwise")
+        return np.round(x * 255).astype(np.int64)
+    if not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() > 255:
+        raise ModelError("Inputs must be unsigned 8-bit integers (0..255) or floats in [0, 1]")
+    return x.astype(np.int64)
+
+
+def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float = 0.0,
              reset: bool = False, progress: bool = True, build_dir=None) -> dict:
     """Run the folder's engine over ``inputs`` (u8 array, default ``vectors.npz``)."""
     d = Path(design_dir)
@@ -79,9 +93,7 @@ def simulate(design_dir, inputs=None, *, sim: str = "icarus", stalls: float = 0.
     if x.ndim < 1 or x.size % feat or x.size == 0:
         raise ModelError(f"Inputs of shape {tuple(x.shape)} do not split into vectors of "
                          f"{feat} values ({'x'.join(map(str, plan.input_shape))})")
-    if not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() > 255:
-        raise ModelError("Inputs must be unsigned 8-bit integers (0..255); quantise floats in "
-                         "[0, 1] as round(x * 255)")
+    x = as_u8(x)
     x = x.reshape(-1, feat)
     y = golden_vectors(plan, x)
     work = Path(build_dir) if build_dir else d / "sim_build"

@@ -128,3 +128,29 @@ def test_missing_yosys_is_one_line(monkeypatch, capsys):
 def test_stat_unknown_family(capsys):
     assert cli.main(["stat", "asm-mac", "--family", "xc7"]) == 2
     assert "Unknown FPGA family 'xc7' (families: ice40, ice40-dsp, ecp5, ecp5-nodsp)" in capsys.readouterr().err
+
+
+def test_inputs_floats_in_unit_range_are_quantised():
+    import numpy as np
+
+    from insitu.gen.layer import ModelError
+    from insitu.sim.engine_run import as_u8
+    assert as_u8(np.array([0.0, 0.5, 1.0])).tolist() == [0, 128, 255]
+    assert as_u8(np.array([0, 7, 255], dtype=np.uint8)).tolist() == [0, 7, 255]
+    for bad, msg in ((np.array([1.5]), "Float inputs must be in"),
+                     (np.array([np.nan]), "Float inputs must be in"),
+                     (np.array([256]), "Inputs must be unsigned 8-bit")):
+        with pytest.raises(ModelError, match=msg):
+            as_u8(bad)
+
+
+def test_compile_checks_calibration_range(tmp_path, capsys):
+    import numpy as np
+
+    from insitu.gen.model import Layer, save_model
+    save_model(tmp_path / "m.npz", [Layer("fc", "linear", np.ones((2, 4)))])
+    np.save(tmp_path / "c.npy", np.full((3, 4), 2.0))
+    assert cli.main(["compile", str(tmp_path / "m.npz"), "--scheme", "int8", "--calib",
+                     str(tmp_path / "c.npy"), "-o", str(tmp_path / "d")]) == 2
+    assert "Calibration inputs must be floats in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
