@@ -110,9 +110,6 @@ def check_graph(layers: list[Layer], input_shape) -> list[dict]:
             raise ModelError(f"Layer '{ly.name}': its input '{src}' is not followed by ReLU "
                              f"(signed values); the engine's MAC takes unsigned 8-bit activations")
         signed[i] = ly.relu is False and not ly.pool and i < len(layers) - 1
-        if ly.kind == "maxpool":
-            raise ModelError(f"Layer '{ly.name}': MaxPool runs in the float and golden models but "
-                             f"not yet on the engine (use AvgPool or a strided conv)")
         if ly.pool and r["res"] >= 0:
             raise ModelError(f"Layer '{ly.name}': a pool cannot take a residual")
         if ly.pool and ly.k > 8 and ly.kind != "gap":

@@ -131,7 +131,9 @@ class Plan:
 
     @property
     def macs(self) -> int:
-        return sum(ly.cout * ly.terms * ly.oh * ly.ow for ly in self.layers)
+        """MAC slots per inference (a max-pool output takes one: its maximum times 1)."""
+        return sum(ly.cout * (1 if ly.kind == "maxpool" else ly.terms) * ly.oh * ly.ow
+                   for ly in self.layers)
 
     def output_pixels(self) -> int:
         ly = self.layers[-1]

@@ -113,7 +113,8 @@ class Controller(wiring.Component):
 
     Depthwise layers and pools run lane-serially: per tile, lane ``n`` (channel ``tile *
     lanes + n``) runs all its pixels before lane ``n + 1``; only that lane's sum is used.
-    Pools (``gap``, ``avgpool``) need no tile: every weight is the MAC's unit code.
+    Pools need no tile: every weight is the MAC's unit code.  Average pools sum the window; a
+    max pool keeps the window's running maximum here and gives the MAC one term per output.
 
     Parameters
     ----------
@@ -219,6 +220,7 @@ class Controller(wiring.Component):
             ("in_base", lambda ly: ly.in_base, range(1 << 20)),
             ("serial", lambda ly: int(ly.depthwise), 1),
             ("unit", lambda ly: int(ly.pool), 1),
+            ("maxp", lambda ly: int(ly.kind == "maxpool"), 1),
             # last index of each counter, so that "is last" is one equality test
             ("k_m1", lambda ly: ly.k - 1, range(max(2, kmax))),
             ("cin_m1", lambda ly: ly.cin - 1, range(1 << 16)),
@@ -247,7 +249,7 @@ class Controller(wiring.Component):
         s1_valid = Signal()
         s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(max(2, G)))
         s1_lanes = Signal(range(L + 1))
-        s1_unit = Signal()
+        s1_unit, s1_first, s1_max = Signal(), Signal(), Signal()
         adv = Signal()
         m.d.comb += adv.eq(~s1_valid | self.o.ready)
 
@@ -256,6 +258,7 @@ class Controller(wiring.Component):
         have_tile = full.bit_select(c_slot, 1) | cf["unit"]
         can_issue = (c_phase == 2) & have_tile
         s0_valid, s0_inside, s0_last, s0_unit = Signal(), Signal(), Signal(), Signal()
+        s0_first, s0_max = Signal(), Signal()
         s0_col = Signal.like(s1_col)
         s0_lanes = Signal.like(s1_lanes)
         s0_xaddr = Signal(range(max(2, act_depth)))
@@ -265,7 +268,8 @@ class Controller(wiring.Component):
         with m.If(adv):
             m.d.sync += [s0_valid.eq(can_issue), s0_inside.eq(inside), s0_last.eq(t_last),
                          s0_col.eq(c_col), s0_lanes.eq(Mux(ser, 1, c_lanes)),
-                         s0_unit.eq(cf["unit"]),
+                         s0_unit.eq(cf["unit"]), s0_max.eq(cf["maxp"]),
+                         s0_first.eq((c_kh == 0) & (c_kw == 0)),
                          s0_xaddr.eq(Mux(inside, x_addr, 0)),
                          s0_taddr.eq(c_slot * rmax + c_row), s0_free.eq(c_free)]
         m.d.comb += self.clr.eq(Mux(adv, s0_free, 0))
@@ -274,15 +278,27 @@ class Controller(wiring.Component):
 
         with m.If(adv):
             m.d.sync += [s1_valid.eq(s0_valid), s1_inside.eq(s0_inside), s1_last.eq(s0_last),
-                         s1_col.eq(s0_col), s1_lanes.eq(s0_lanes), s1_unit.eq(s0_unit)]
+                         s1_col.eq(s0_col), s1_lanes.eq(s0_lanes), s1_unit.eq(s0_unit),
+                         s1_first.eq(s0_first), s1_max.eq(s0_max)]
         m.d.comb += self.issuing.eq(c_phase == 2)
 
         # MAC input from the read data.
         row_words = data.ArrayLayout(data.ArrayLayout(unsigned(wbits), G), L)
         trow = row_words(self.t_rd.data)
         mp = self.o.payload
-        m.d.comb += [self.o.valid.eq(s1_valid), mp.x.eq(Mux(s1_inside, self.act_rd.data, 0)),
-                     mp.last.eq(s1_last), self.lanes_used.eq(s1_lanes)]
+        x_now = Mux(s1_inside, self.act_rd.data, 0)
+        if any(ly.kind == "maxpool" for ly in layers):
+            # Max pooling (lane-serial, one channel at a time): the window's running maximum
+            # is kept here and only the window's last term goes to the MAC, as max * 1.
+            run = Signal(8)
+            x_max = Mux(s1_first | (x_now > run), x_now, run)
+            with m.If(adv & s1_valid):
+                m.d.sync += run.eq(x_max)
+            m.d.comb += [self.o.valid.eq(s1_valid & (~s1_max | s1_last)),
+                         mp.x.eq(Mux(s1_max, x_max, x_now))]
+        else:
+            m.d.comb += [self.o.valid.eq(s1_valid), mp.x.eq(x_now)]
+        m.d.comb += [mp.last.eq(s1_last), self.lanes_used.eq(s1_lanes)]
         for n in range(L):
             w = trow[n].as_value().word_select(s1_col, wbits) if G > 1 else trow[n][0]
             m.d.comb += mp.w[n].eq(Mux(s1_unit, self._unit, w) if any(ly.pool for ly in layers)
