@@ -157,6 +157,13 @@ def resolve(layers: list[Layer], input_shape) -> list[dict]:
         src = ref(ly.src, "input")
         res = ref(ly.residual, "residual") if ly.residual is not None else None
         c, h, w = shapes[src]
+        if ly.pool and not ly.channels:          # imported pools learn their input here
+            ly.channels = c
+        if ly.kind == "gap" and not ly.window:
+            if h != w:
+                raise ModelError(f"Layer '{ly.name}': global pooling of a non-square {h}x{w} "
+                                 f"input is not supported")
+            ly.window = h
         if ly.kind == "linear":
             if ly.cin != c * h * w:
                 raise ModelError(f"Layer '{ly.name}': Linear expects {ly.cin} inputs but the "

@@ -150,6 +150,56 @@ def _from_state_dict(sd: dict, path: Path) -> list[Layer]:
     return layers
 
 
+def _pair(v, name, what):
+    v = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(v) != 2 or v[0] != v[1]:
+        raise ModelError(f"Layer '{name}': {what} {v} is not supported (square only)")
+    return int(v[0])
+
+
+def _fold_bn(layers, name, mod):
+    """Fold a BatchNorm2d into the conv before it."""
+    if not layers or layers[-1].pool or layers[-1].relu:
+        raise ModelError(f"Layer '{name}' (BatchNorm2d) must follow a Conv2d (it is folded "
+                         f"into it)")
+    prev = layers[-1]
+    params = getattr(mod, "_parameters", {}) or {}
+    bufs = getattr(mod, "_buffers", {}) or {}
+    mean, var = bufs.get("running_mean"), bufs.get("running_var")
+    if mean is None or var is None:
+        raise ModelError(f"Layer '{name}' (BatchNorm2d) has no running statistics")
+    c = prev.cout
+    gamma = params.get("weight")
+    beta = params.get("bias")
+    gamma = np.ones(c) if gamma is None else _as_float(name, gamma)
+    beta = np.zeros(c) if beta is None else _as_float(name, beta)
+    mean, var = _as_float(name, mean), _as_float(name, var)
+    if not gamma.shape == beta.shape == mean.shape == var.shape == (c,):
+        raise ModelError(f"Layer '{name}' (BatchNorm2d): {mean.shape[0]} channels do not match "
+                         f"the {c} outputs of '{prev.name}'")
+    f = gamma / np.sqrt(var + float(getattr(mod, "eps", 1e-5)))
+    prev.weight = prev.weight * f.reshape(-1, 1, 1, 1)
+    prev.bias = ((prev.bias if prev.bias is not None else np.zeros(c)) - mean) * f + beta
+
+
+def _pool(name, kind, mod) -> Layer:
+    if kind == "AdaptiveAvgPool2d":
+        out = getattr(mod, "output_size", None)
+        if out not in (1, (1, 1), [1, 1]):
+            raise ModelError(f"Layer '{name}' (AdaptiveAvgPool2d): output size {out} is not "
+                             f"supported (1: global average pooling)")
+        return Layer(name, "gap", None, relu=True)
+    k = _pair(getattr(mod, "kernel_size", 2), name, "kernel")
+    stride = getattr(mod, "stride", None)
+    stride = k if stride in (None, (), []) else _pair(stride, name, "stride")
+    if stride != k or _pair(getattr(mod, "padding", 0), name, "padding") != 0 \
+            or getattr(mod, "ceil_mode", False) \
+            or _pair(getattr(mod, "dilation", 1), name, "dilation") != 1:
+        raise ModelError(f"Layer '{name}' ({kind}): only non-overlapping windows without padding "
+                         f"are supported (stride = kernel = {k})")
+    return Layer(name, "maxpool" if kind == "MaxPool2d" else "avgpool", None, relu=True, window=k)
+
+
 def _from_sequential(seq: _Module, path: Path) -> list[Layer]:
     mods = getattr(seq, "_modules", None)
     if not isinstance(mods, dict):
@@ -158,47 +208,60 @@ def _from_sequential(seq: _Module, path: Path) -> list[Layer]:
     layers = []
     for name, mod in mods.items():
         kind = getattr(mod, "torch_name", type(mod).__name__)
-        if kind == "ReLU":
-            if not layers:
-                raise ModelError(f"Layer '{name}': a ReLU before the first Linear/Conv2d layer is "
-                                 f"not supported")
+        if kind in ("ReLU", "ReLU6"):
+            if not layers or layers[-1].pool:
+                raise ModelError(f"Layer '{name}': a {kind} must follow a Linear or Conv2d layer "
+                                 f"(it is fused into it)")
             layers[-1].relu = True
+            layers[-1].relu6 = kind == "ReLU6"
             continue
-        if kind == "Flatten":
+        if kind in ("Flatten", "Dropout", "Identity"):
+            continue
+        if kind == "BatchNorm2d":
+            _fold_bn(layers, name, mod)
+            continue
+        if kind in ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"):
+            layers.append(_pool(name, kind, mod))
             continue
         if kind not in ("Linear", "Conv2d"):
-            raise ModelError(f"Layer '{name}' ({kind}) is not supported: use Linear, Conv2d, ReLU "
-                             f"and Flatten")
+            raise ModelError(f"Layer '{name}' ({kind}) is not supported: use Linear, Conv2d, "
+                             f"BatchNorm2d, ReLU, ReLU6, MaxPool2d, AvgPool2d, "
+                             f"AdaptiveAvgPool2d(1) and Flatten")
         params = getattr(mod, "_parameters", {}) or {}
         w = params.get("weight")
         if w is None:
             raise ModelError(f"Layer '{name}' ({kind}) has no weight")
         w = _as_float(name, w)
         b = params.get("bias")
-        pad = 0
+        pad, stride, groups = 0, 1, 1
         if kind == "Conv2d":
-            stride = tuple(getattr(mod, "stride", (1, 1)))
+            stride_t = tuple(getattr(mod, "stride", (1, 1)))
             padding = getattr(mod, "padding", (0, 0))
             if isinstance(padding, str):
                 raise ModelError(f"Layer '{name}' (Conv2d): padding '{padding}' is not supported; "
                                  f"use 0 or 1")
             padding = tuple(padding)
-            if stride != (1, 1):
-                raise ModelError(f"Layer '{name}' (Conv2d): stride {stride} is not supported "
-                                 f"(stride 1 only)")
+            if stride_t not in ((1, 1), (2, 2)):
+                raise ModelError(f"Layer '{name}' (Conv2d): stride {stride_t} is not supported "
+                                 f"(1 or 2)")
             if padding[0] != padding[1] or padding[0] not in (0, 1):
                 raise ModelError(f"Layer '{name}' (Conv2d): padding {padding} is not supported "
                                  f"(0 or 1)")
-            if getattr(mod, "groups", 1) != 1 or tuple(getattr(mod, "dilation", (1, 1))) != (1, 1):
-                raise ModelError(f"Layer '{name}' (Conv2d): groups and dilation are not supported")
+            groups = int(getattr(mod, "groups", 1))
+            if groups != 1 and not (w.shape[1] == 1 and groups == w.shape[0]):
+                raise ModelError(f"Layer '{name}' (Conv2d): groups={groups} is not supported (1, "
+                                 f"or depthwise: groups = in = out channels)")
+            if tuple(getattr(mod, "dilation", (1, 1))) != (1, 1):
+                raise ModelError(f"Layer '{name}' (Conv2d): dilation is not supported")
             if getattr(mod, "padding_mode", "zeros") != "zeros":
                 raise ModelError(f"Layer '{name}' (Conv2d): padding mode "
                                  f"'{mod.padding_mode}' is not supported")
-            pad = padding[0]
+            pad, stride = padding[0], stride_t[0]
         layer = Layer(name, kind_of(name, w, None), w,
-                      None if b is None else _as_float(name, b), pad, False)
+                      None if b is None else _as_float(name, b), pad, False, stride=stride,
+                      groups=groups)
         layers.append(check_layer(layer))
-    if not layers:
+    if not any(not ly.pool for ly in layers):
         raise ModelError(f"Model file '{path}': the nn.Sequential has no Linear or Conv2d layer")
     return layers
 

@@ -65,6 +65,7 @@ def fake_torch(monkeypatch):
 
     for modname, cls in (("torch.nn.modules.conv", "Conv2d"), ("torch.nn.modules.linear", "Linear"),
                          ("torch.nn.modules.activation", "ReLU"),
+                         ("torch.nn.modules.activation", "Sigmoid"),
                          ("torch.nn.modules.flatten", "Flatten"),
                          ("torch.nn.modules.container", "Sequential"),
                          ("torch.nn.modules.pooling", "MaxPool2d"),
@@ -178,10 +179,14 @@ def test_state_dict_file_with_strided_tensor(tmp_path, fake_torch):
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda ns, r: sequential(ns, conv(ns, r.normal(size=(2, 1, 3, 3)), None), ns.MaxPool2d()),
-     "MaxPool2d) is not supported"),
-    (lambda ns, r: sequential(ns, conv(ns, r.normal(size=(2, 1, 3, 3)), None, stride=(2, 2))),
-     "stride (2, 2)"),
+    (lambda ns, r: sequential(ns, conv(ns, r.normal(size=(2, 1, 3, 3)), None), ns.Sigmoid()),
+     "Sigmoid) is not supported"),
+    (lambda ns, r: sequential(ns, conv(ns, r.normal(size=(2, 1, 3, 3)), None, stride=(3, 3))),
+     "stride (3, 3)"),
+    (lambda ns, r: sequential(ns, ns.BatchNorm2d()), "must follow a Conv2d"),
+    (lambda ns, r: sequential(ns, conv(ns, r.normal(size=(2, 1, 3, 3)), None),
+                              ns.MaxPool2d(kernel_size=3, stride=2, padding=0)),
+     "only non-overlapping windows"),
     (lambda ns, r: sequential(ns, conv(ns, r.normal(size=(2, 1, 3, 3)), None, padding=(2, 2))),
      "padding (2, 2)"),
     (lambda ns, r: sequential(ns, conv(ns, r.normal(size=(2, 1, 5, 5)), None)), "3x3 and 1x1"),
@@ -207,3 +212,33 @@ def test_not_a_torch_archive_and_unsafe_pickle(tmp_path):
         zf.writestr("archive/data.pkl", pickle.dumps(Evil(), protocol=2))
     with pytest.raises(ModelError, match="print, which a weights file does not need"):
         load_model(tmp_path / "evil.pt")
+
+
+def test_real_torch_sequential_with_bn_pools_and_depthwise(tmp_path):
+    """torch.save of a whole nn.Sequential (real PyTorch): BatchNorm2d folded, ReLU6, stride 2,
+    depthwise, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1); the compiled golden model follows
+    PyTorch's float output."""
+    import torch
+    from torch import nn
+
+    from insitu.gen.compiler import compile_model, golden_layers
+    from insitu.gen.network import forward_int
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU6(),
+                      nn.Conv2d(8, 8, 3, 1, 1, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
+                      nn.MaxPool2d(2), nn.Conv2d(8, 8, 1), nn.ReLU(), nn.AvgPool2d(2),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.3, 0.3)
+            mod.running_var.uniform_(0.5, 2)
+    torch.save(m, tmp_path / "m.pt")
+    layers = load_model(tmp_path / "m.pt")
+    assert [ly.kind for ly in layers] == ["conv3x3", "conv3x3", "maxpool", "conv1x1", "avgpool",
+                                          "gap", "linear"]
+    assert layers[0].stride == 2 and layers[0].relu6 and layers[1].depthwise
+    x = np.round(np.random.default_rng(0).random((8, 1, 16, 16)) * 255)
+    plan = compile_model(layers, "int8", lanes=4, input_shape=(1, 16, 16), calib=x / 255)
+    y = forward_int(golden_layers(plan), x.astype(np.int64)).reshape(8, -1)
+    ref = m(torch.from_numpy(x / 255).float()).detach().numpy()
+    assert np.abs(y * plan.layers[-1].scale_out - ref).max() < 0.02 * np.abs(ref).max()
