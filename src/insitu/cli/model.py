@@ -18,6 +18,7 @@ from ..sim.engine_run import simulate
 from ..sim.runner import SimulatorMissing
 from .common import UserError, load_array, parse_knobs, scheme_args, scheme_knobs
 from .demo import run_demo, table
+from .demo_real import REAL_MODELS, real_table, run_real_demo
 
 
 def _cmd_compress(args) -> int:
@@ -121,16 +122,27 @@ def _cmd_demo(args) -> int:
     schemes = registry.NAMES if args.scheme == "all" else (args.scheme,)
     if args.scheme not in registry.NAMES + ("all",):
         raise UserError(unknown_name("scheme", args.scheme, registry.NAMES + ("all",)))
-    archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
+    if args.rtl_images < 1:
+        raise UserError(f"--rtl-images must be a positive integer, not {args.rtl_images}")
     try:
         if args.set and len(schemes) != 1:
             raise UserError("--set needs one --scheme (knobs belong to a scheme)")
         knobs = scheme_knobs(schemes[0], args.set)
+        if args.model in REAL_MODELS:
+            rep = run_real_demo(Path(args.output), args.model, schemes, lanes=args.lanes,
+                                rtl_images=args.rtl_images, limit=args.limit, sim=args.sim,
+                                knobs=knobs or None)
+            print(real_table(rep))
+            print(f"bit_exact: {str(rep['bit_exact']).lower()} over {rep['rtl_vectors']} "
+                  f"RTL-simulated inferences; accuracy on {rep['golden_vectors']} test images "
+                  f"({rep['seconds']:.0f} s); wrote {Path(args.output) / 'report.json'}")
+            return 0 if rep["bit_exact"] else 1
+        archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
         rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
                        sim=args.sim, knobs=knobs or None)
-    except SimulatorMissing as exc:
+    except (SimulatorMissing, ModelError) as exc:
         raise UserError(str(exc)) from None
     print(table(rep))
     print(f"bit_exact: {str(rep['bit_exact']).lower()} over {rep['vectors']} simulated inferences "
@@ -174,8 +186,12 @@ def register(sub) -> None:
     dm = sub.add_parser("demo", help="train, compress, compile and simulate the digits models")
     dm.add_argument("--scheme", default="all", help=f"{', '.join(registry.NAMES)} or all "
                     "(default: %(default)s)")
-    dm.add_argument("--model", default="all", choices=["cnn", "mlp", "all"],
-                    help="which digits model (default: %(default)s)")
+    dm.add_argument("--model", default="all", choices=["cnn", "mlp", "all", *REAL_MODELS],
+                    help="the digits models (cnn, mlp, all) or a real network on Fashion-MNIST "
+                    "(resnet8, dscnn: the committed checkpoint) (default: %(default)s)")
+    dm.add_argument("--rtl-images", type=int, default=8, metavar="N",
+                    help="real networks: test images simulated in the RTL (default: %(default)s;"
+                    " all 10 000 go through the golden model)")
     dm.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
     dm.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="compressor knob of the (single) scheme, e.g. qb=2")
