@@ -29,6 +29,10 @@ VERILATOR_WAIVERS = ["WIDTHEXPAND", "WIDTHTRUNC", "UNUSEDSIGNAL", "DECLFILENAME"
                      "PROCASSINIT", "CASEINCOMPLETE"]
 
 
+class SimulatorError(RuntimeError):
+    """A simulator build failed; the message names its log file."""
+
+
 class SimulatorMissing(RuntimeError):
     """The requested simulator is not installed."""
 
@@ -90,9 +94,16 @@ def run_cocotb(verilog_text: str | None, toplevel: str, test_module: str, build_
     else:
         raise ValueError(f"Unknown simulator '{sim}' (simulators: icarus, verilator)")
     runner = get_runner(sim)
-    runner.build(sources=srcs, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
-                 waves=waves, defines=dict(defines or {}),
-                 includes=[str(p) for p in includes], **build_kwargs)
+    # The simulator build's compiler lines go to a log file unless INSITU_VERBOSE is set
+    # (``insitu -v``); a failed build names the file.
+    log = None if os.environ.get("INSITU_VERBOSE") else build_dir / "build.log"
+    try:
+        runner.build(sources=srcs, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+                     waves=waves, defines=dict(defines or {}), log_file=log,
+                     includes=[str(p) for p in includes], **build_kwargs)
+    except (subprocess.CalledProcessError, RuntimeError, SystemExit):
+        raise SimulatorError(f"the {sim} build of {toplevel} failed"
+                             + (f": see {log}" if log else "")) from None
     results = build_dir / "results.xml"
     try:
         runner.test(hdl_toplevel=toplevel, test_module=test_module, build_dir=build_dir,

@@ -154,3 +154,12 @@ def test_compile_checks_calibration_range(tmp_path, capsys):
                      str(tmp_path / "c.npy"), "-o", str(tmp_path / "d")]) == 2
     assert "Calibration inputs must be floats in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_failed_simulator_build_names_its_log(tmp_path, monkeypatch):
+    from insitu.sim.runner import SimulatorError, run_cocotb
+    monkeypatch.delenv("INSITU_VERBOSE", raising=False)
+    with pytest.raises(SimulatorError, match=r"the icarus build of broken failed: see .*build\.log"):
+        run_cocotb("module broken(input a\nendmodule\n", "broken", "insitu.sim.tb_engine",
+                   tmp_path / "b", sim="icarus")
+    assert "syntax error" in (tmp_path / "b" / "build.log").read_text()

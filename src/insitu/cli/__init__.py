@@ -8,9 +8,11 @@ non-zero exit status (2 for bad input, 1 for a failed tool run).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
+from ..sim.runner import SimulatorError
 from . import bench, blocks, board, model, train
 from .common import UserError
 
@@ -19,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="insitu", description="Generator of memory-efficient DNN "
                                 "inference hardware (SmartDeal, MLG, ASM).")
     p.add_argument("--version", action="version", version=f"insitu {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the simulator builds' compiler output (kept in build.log otherwise)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for group in (blocks, model, train, bench, board):
         group.register(sub)
@@ -31,11 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    if args.verbose:
+        os.environ["INSITU_VERBOSE"] = "1"
     try:
         return args.func(args)
     except UserError as exc:
         print(f"insitu: error: {exc}", file=sys.stderr)
         return 2
+    except SimulatorError as exc:
+        print(f"insitu: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("insitu: interrupted", file=sys.stderr)
         return 130
