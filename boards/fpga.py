@@ -38,6 +38,10 @@ class Family:
         """Extra ``synth_*`` options of a board build (amaranth's ``synth_opts``)."""
         return ""
 
+    def without_abc9(self, cmd: str) -> str:
+        """``cmd`` (this family's ``synth_*`` command) mapping LUTs without ABC9."""
+        raise NotImplementedError
+
     def pll(self, f_in: float, f_out: float) -> dict:
         """PLL settings closest to ``f_out`` MHz from ``f_in`` MHz (``"mhz"``: what it makes)."""
         raise NotImplementedError
@@ -75,6 +79,9 @@ class Ice40(Family):
 
     def synth_opts(self):
         return "-dsp"
+
+    def without_abc9(self, cmd):
+        return cmd + " -noabc"
 
     def pll(self, f_in, f_out):
         """SB_PLL40 (SIMPLE feedback): f_out = f_in * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ),
@@ -128,6 +135,10 @@ class Ecp5(Family):
 
     def synth_command(self, *, dsp):
         return "synth_ecp5" + ("" if dsp else " -nodsp")
+
+    def without_abc9(self, cmd):
+        # no -noabc here: run up to the LUT mapping, map with classic ABC, resume at the cells
+        return f"{cmd} -run :map_luts; abc -lut 4; clean; {cmd} -run map_cells:"
 
     def pll(self, f_in, f_out):
         """EHXPLLL (CLKOP feedback): f_out = f_in * CLKFB_DIV / CLKI_DIV,

@@ -57,11 +57,9 @@ def without_abc9(script: str) -> str:
     ``-noabc`` on iCE40; on ECP5 (which has no such option) the synthesis runs up to the LUT
     mapping, classic ``abc -lut 4`` maps, and the synthesis resumes at the cell mapping."""
     def repl(m):
-        cmd = m.group(0).strip()
-        if cmd.startswith("synth_ice40"):
-            return cmd + " -noabc"
-        return f"{cmd} -run :map_luts; abc -lut 4; clean; {cmd} -run map_cells:"
-    return re.sub(r"synth_(ice40|ecp5)[^;\n]*", repl, script, count=1)
+        return FPGA_FAMILIES[m.group(1)].without_abc9(m.group(0).strip())
+    names = "|".join(FPGA_FAMILIES)
+    return re.sub(rf"synth_({names})[^;\n]*", repl, script, count=1)
 
 
 def _run_yosys(script: str, cwd: Path):

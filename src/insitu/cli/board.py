@@ -57,7 +57,8 @@ def _cmd_synth(args) -> int:
         return 1
     cap = rep["capacity"]
     print(f"{rep['board']} ({rep['device']}): {rep['scheme']} engine, {rep['lanes']} lanes; "
-          f"{rep['luts']}/{cap['luts']} LUT4, {rep['ffs']} FF, {rep['brams']}/{cap['brams']} BRAM, "
+          f"{rep['luts']}/{cap['luts']} LC placed ({rep['synth_cells']['luts']} LUT4 in synthesis), "
+          f"{rep['ffs']} FF, {rep['brams']}/{cap['brams']} BRAM, "
           f"{rep['sprams']}/{cap['sprams']} SPRAM, {rep['dsps']}/{cap['dsps']} DSP; "
           f"Fmax {rep['fmax_mhz']} MHz at a {rep['clock_mhz']} MHz clock "
           f"({'met' if rep['timing_met'] else 'NOT met'})")
