@@ -18,11 +18,14 @@ import numpy as np
 
 from .layer import KINDS, Layer, ModelError, check_layer, kind_of
 from .lower import lower
+from .network import forward_float
 from .onnx_import import load_onnx
+from .plan import resolve
+from .quantise import float_layers
 from .torch_import import load_torch
 
 __all__ = ["ModelError", "KINDS", "Layer", "check_layer", "load_model", "load_network",
-           "save_model"]
+           "save_model", "float_reference"]
 
 
 def load_network(path) -> tuple[list[Layer], tuple | None]:
@@ -107,3 +110,17 @@ def save_model(path, layers: list[Layer]) -> None:
         if layer.relu is not None:
             arrays[f"{layer.name}.relu"] = np.array(int(layer.relu))
     np.savez(path, **arrays)
+
+
+def float_reference(path, x: np.ndarray, input_shape) -> np.ndarray:
+    """The float model's outputs ``[N, values]`` for float inputs ``x`` in [0, 1] (the
+    reference of the accuracy figures: before any compression or quantisation)."""
+    path = Path(path)
+    x = np.asarray(x, dtype=np.float64).reshape((-1,) + tuple(input_shape))
+    if path.suffix == ".onnx":
+        return load_onnx(path).forward(x).reshape(len(x), -1)
+    layers = load_model(path)
+    ints = [(None, None) if ly.pool else (ly.weight.reshape(ly.cout, -1), np.ones(ly.cout))
+            for ly in layers]
+    out, _ = forward_float(float_layers(layers, ints, resolve(layers, input_shape)), x)
+    return out.reshape(len(x), -1)

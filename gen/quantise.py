@@ -44,7 +44,7 @@ def float_layers(layers, ints, resolved) -> list[dict]:
     """``gen.network.forward_float`` layers with the integer weights times their scales."""
     fl = []
     for i, (ly, (W, sw), r) in enumerate(zip(layers, ints, resolved)):
-        fl.append({"W": None if ly.pool else W * sw[:, None],
+        fl.append({"W": None if ly.pool else W * np.asarray(sw)[:, None],
                    "bias": ly.bias if ly.bias is not None else np.zeros(ly.cout),
                    "k": r["k"], "pad": r["pad"], "stride": r["stride"], "dw": ly.depthwise,
                    "kind": ly.kind if ly.pool else "conv", "src": r["src"], "res": r["res"],

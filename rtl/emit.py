@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ from amaranth.back import verilog
 
 from ..gen.compiler import Plan
 from ..gen.design import TOP, compile_report, golden_vectors, hex_image
+from ..gen.memmap import POST_BITS
 from ..gen.util import atomic_dir, unknown
 from ..gen.util import parse_sets as parse_kv
 from .asm import AsmMacArray
@@ -184,7 +186,8 @@ def time0_safe(text: str) -> str:
     return _AUTO_REG.sub(lambda mo: f"{mo.group(0)}\n{mo.group(1)}initial {mo.group(2)} = 1;", text)
 
 
-def write_design(plan: Plan, out_dir, x_u8: np.ndarray | None = None, progress=None) -> dict:
+def write_design(plan: Plan, out_dir, x_u8: np.ndarray | None = None, progress=None,
+                 source=None) -> dict:
     """Elaborate the engine and write the folder atomically; returns the compile report."""
     out_dir = Path(out_dir)
     if progress:
@@ -203,7 +206,9 @@ def write_design(plan: Plan, out_dir, x_u8: np.ndarray | None = None, progress=N
         (tmp / "manifest.json").write_text(plan.to_json())
         (tmp / "weight.hex").write_text(hex_image(plan.weight_words, plan.weight_word_bits))
         (tmp / "aux.hex").write_text(hex_image(plan.aux_words, plan.aux_word_bits))
-        (tmp / "post.hex").write_text(hex_image(plan.post_words, 54))
+        (tmp / "post.hex").write_text(hex_image(plan.post_words, POST_BITS))
+        if source is not None:          # the float model, for simulate --labels
+            shutil.copyfile(source, tmp / f"model{Path(source).suffix}")
         np.savez(tmp / "vectors.npz", x=x_u8.astype(np.uint8), y=y)
         (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
     return report

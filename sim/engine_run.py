@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..gen.design import TOP, canonical_outputs, golden_vectors, load_plan
-from ..gen.model import ModelError
+from ..gen.model import ModelError, float_reference
 from ..gen.util import write_atomic
 from .runner import run_cocotb
 
@@ -74,8 +74,11 @@ def as_u8(x: np.ndarray) -> np.ndarray:
 
 
 def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float = 0.0,
-             reset: bool = False, progress: bool = True, build_dir=None) -> dict:
-    """Run the folder's engine over ``inputs`` (u8 array, default ``vectors.npz``)."""
+             reset: bool = False, progress: bool = True, build_dir=None, labels=None) -> dict:
+    """Run the folder's engine over ``inputs`` (u8 array or floats in [0, 1], default
+    ``vectors.npz``); with ``labels`` also the accuracy of the float model (the copy compile
+    keeps in the folder), the golden integer model and the RTL, and the RTL's top-1
+    agreement with the float model."""
     d = Path(design_dir)
     plan = load_plan(d)
     vfile = d / "engine.v"
@@ -95,6 +98,11 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
                          f"{feat} values ({'x'.join(map(str, plan.input_shape))})")
     x = as_u8(x)
     x = x.reshape(-1, feat)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(x) or not np.issubdtype(labels.dtype, np.integer):
+            raise ModelError(f"Labels must be {len(x)} integers (one per input), not "
+                             f"{labels.dtype} {tuple(labels.shape)}")
     y = golden_vectors(plan, x)
     work = Path(build_dir) if build_dir else d / "sim_build"
     work.mkdir(parents=True, exist_ok=True)
@@ -116,4 +124,23 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
         canon = canonical_outputs(plan, outs)
         np.save(d / "outputs.npy", canon)
         report["outputs"] = canon
+        if labels is not None:
+            report.update(accuracy(d, plan, x, labels, canon, canonical_outputs(plan, y)))
+            write_atomic(d / "sim_report.json", json.dumps(
+                {k: v for k, v in report.items() if k != "outputs"}, indent=1))
     return report
+
+
+def accuracy(d: Path, plan, x_u8, labels, hw, golden) -> dict:
+    """Top-1 accuracy of the RTL, the golden model and (if the folder keeps the model file)
+    the float model, and the RTL's agreement with the float model."""
+    out = {"labels": len(labels),
+           "accuracy_hw": float(np.mean(hw.argmax(1) == labels)),
+           "accuracy_golden": float(np.mean(golden.argmax(1) == labels))}
+    model = next((p for p in sorted(d.glob("model.*")) if p.suffix in (".npz", ".pt", ".pth",
+                                                                        ".onnx")), None)
+    if model is not None:
+        f = float_reference(model, x_u8 / 255.0, plan.input_shape)
+        out["accuracy_float"] = float(np.mean(f.argmax(1) == labels))
+        out["top1_agreement_float"] = float(np.mean(f.argmax(1) == hw.argmax(1)))
+    return out

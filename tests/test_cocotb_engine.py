@@ -158,3 +158,31 @@ def test_onnx_graph_through_the_cli(build_dir, capsys, scheme):
     rep = json.loads((design / "sim_report.json").read_text())
     assert rep["bit_exact"] is True and rep["mismatches"] == 0
     assert rep["mac_slots"] == rep["macs_per_inference"]
+
+
+def test_simulate_reports_accuracy_with_labels(build_dir, capsys):
+    """--labels: float (the model copy compile keeps), golden and hardware accuracy and the
+    top-1 agreement of the hardware with the float model; float inputs in [0, 1] work."""
+    model, design = build_dir / "m.npz", build_dir / "design"
+    two_layer_model(model)
+    rng = np.random.default_rng(5)
+    x = rng.random((6, 2, 4, 4))
+    np.save(build_dir / "x.npy", x)
+    assert main(["compile", str(model), "--scheme", "int8", "--lanes", "3", "--input-shape",
+                 "2,4,4", "-o", str(design)]) == 0
+    assert (design / "model.npz").exists()
+    from insitu.gen.model import float_reference
+    labels = float_reference(model, np.round(x * 255) / 255, (2, 4, 4)).argmax(1)
+    labels[0] = (labels[0] + 1) % 5                             # one wrong label
+    np.save(build_dir / "y.npy", labels)
+    assert main(["simulate", str(design), "--inputs", str(build_dir / "x.npy"), "--labels",
+                 str(build_dir / "y.npy")]) == 0
+    rep = json.loads((design / "sim_report.json").read_text())
+    assert rep["labels"] == 6 and rep["accuracy_float"] == pytest.approx(5 / 6)
+    assert rep["accuracy_hw"] == rep["accuracy_golden"]
+    assert 0 <= rep["top1_agreement_float"] <= 1
+    assert "accuracy on 6 labels: float 83.33%" in capsys.readouterr().out
+    np.save(build_dir / "bad.npy", labels[:3])
+    assert main(["simulate", str(design), "--inputs", str(build_dir / "x.npy"), "--labels",
+                 str(build_dir / "bad.npy")]) == 2
+    assert "Labels must be 6 integers" in capsys.readouterr().err

@@ -77,7 +77,8 @@ def _cmd_compile(args) -> int:
                                 f"{feat} values")
             inputs = inputs.reshape(-1, feat)
         rep = write_design(plan, Path(args.output), inputs,
-                           progress=lambda msg: print(msg, file=sys.stderr))
+                           progress=lambda msg: print(msg, file=sys.stderr),
+                           source=Path(args.model))
     except (ModelError, TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
     width = max(10, *(len(ly["name"]) for ly in rep["layer_table"]))
@@ -103,7 +104,9 @@ def _cmd_simulate(args) -> int:
         raise UserError(f"--stalls must be a probability in [0, 1), not {args.stalls}")
     try:
         inputs = load_array(args.inputs, "Inputs file") if args.inputs else None
-        rep = simulate(args.design, inputs, sim=args.sim, stalls=args.stalls, reset=args.reset)
+        labels = load_array(args.labels, "Labels file") if args.labels else None
+        rep = simulate(args.design, inputs, sim=args.sim, stalls=args.stalls, reset=args.reset,
+                       labels=labels)
     except (ModelError, SimulatorMissing) as exc:
         raise UserError(str(exc)) from None
     rep.pop("outputs", None)
@@ -114,6 +117,12 @@ def _cmd_simulate(args) -> int:
           f"(dense int8 {rep['dense_int8_bits_read']})")
     for mm in rep["first_mismatches"][:3]:
         print(f"  vector {mm['vector']}: outputs {mm['outputs']} RTL {mm['rtl']} golden {mm['golden']}")
+    if "accuracy_hw" in rep:
+        fl = (f"float {100 * rep['accuracy_float']:.2f}%, " if "accuracy_float" in rep else "")
+        agree = (f"; top-1 agreement with float {100 * rep['top1_agreement_float']:.1f}%"
+                 if "top1_agreement_float" in rep else "")
+        print(f"accuracy on {rep['labels']} labels: {fl}golden {100 * rep['accuracy_golden']:.2f}%, "
+              f"hardware {100 * rep['accuracy_hw']:.2f}%{agree}")
     print(f"wrote {Path(args.design) / 'sim_report.json'}", file=sys.stderr)
     return 0 if rep["bit_exact"] else 1
 
@@ -181,6 +190,8 @@ def register(sub) -> None:
     sm.add_argument("--stalls", type=float, default=0.0, metavar="P",
                     help="probability of input gaps and output stalls (default: 0)")
     sm.add_argument("--reset", action="store_true", help="first interrupt an inference with a reset")
+    sm.add_argument("--labels", metavar="Y.npy", help="class labels of the inputs: report the "
+                    "float, golden and hardware accuracy and the top-1 agreement with float")
     sm.set_defaults(func=_cmd_simulate)
 
     dm = sub.add_parser("demo", help="train, compress, compile and simulate the digits models")
