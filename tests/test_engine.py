@@ -55,9 +55,15 @@ def test_engine_planted_weight_error_is_caught(scheme):
     plan = compile_model(small_net(rng), scheme, lanes=3, input_shape=(2, 5, 5))
     x = extreme_inputs(rng, 50, n_random=2)
     exp = golden_vectors(plan, x)
-    bad = copy.deepcopy(plan)
     i = plan.layers[1].wbase + 5
-    bad.weight_words[i] ^= 1 << 2                              # one flipped bit in layer 2
+    for bit in range(2, plan.weight_word_bits):                # one flipped bit in layer 2
+        bad = copy.deepcopy(plan)                              # that changes a weight
+        bad.weight_words[i] ^= 1 << bit
+        try:
+            if not (golden_vectors(bad, x) == exp).all():
+                break
+        except ValueError:                                     # an invalid code: next bit
+            continue
     got, _ = run_engine(bad, x)
     assert not (got == exp).all()
     assert (got == golden_vectors(bad, x)).all()               # and the RTL follows its image

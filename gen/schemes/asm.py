@@ -29,7 +29,7 @@ __all__ = ["AsmConfig", "AsmLayer", "compress_layer", "SCHEME"]
 @dataclass(frozen=True)
 class AsmConfig:
     alphabet: str = "A4"
-    weight_bits: int = 8
+    weight_bits: int = 4         # 4-bit A4 codes: 5 bits per weight, no worse than int8
 
     def __post_init__(self):
         AsmCodeFormat(self.weight_bits, parse_alphabet(self.alphabet))     # validates

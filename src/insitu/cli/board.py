@@ -116,7 +116,7 @@ def register(sub) -> None:
     sy.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="demo model compressor knob when no DIR is given (default ASM knobs: "
                     "iCEBreaker alphabet=A2 weight_bits=4, 4-bit codes so 16 lanes fit the "
-                    "SPRAM word; ECP5 the demo's A4, 8-bit)")
+                    "SPRAM word; ECP5 the demo's A4, 4-bit)")
     sy.add_argument("--clock", type=float, metavar="MHZ", help="engine clock (default: the "
                     "board's: 30 MHz iCEBreaker, 75 MHz ECP5; the oscillator's uses no PLL)")
     sy.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: %(default)s)")
