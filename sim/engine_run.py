@@ -74,7 +74,8 @@ def as_u8(x: np.ndarray) -> np.ndarray:
 
 
 def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float = 0.0,
-             reset: bool = False, progress: bool = True, build_dir=None, labels=None) -> dict:
+             reset: bool = False, progress: bool = True, build_dir=None, labels=None,
+             waves: bool = False) -> dict:
     """Run the folder's engine over ``inputs`` (u8 array or floats in [0, 1], default
     ``vectors.npz``); with ``labels`` also the accuracy of the float model (the copy compile
     keeps in the folder), the golden integer model and the RTL, and the RTL's top-1
@@ -108,7 +109,7 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "vectors_in.npz", x=x, y=y)
     res = run_cocotb(None, TOP, "insitu.sim.tb_engine", work / sim, sim=sim,
-                     sources=[vfile.resolve()],
+                     sources=[vfile.resolve()], waves=waves,
                      extra_env={"ENGINE_VECTORS": str((work / "vectors_in.npz").resolve()),
                                 "ENGINE_STALLS": str(stalls), "ENGINE_RESET": "1" if reset else "0",
                                 "ENGINE_PROGRESS": "1" if progress else "0",
@@ -118,6 +119,9 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
     report = summarize(plan, summary)
     report["simulator"] = sim
     report["stalls"] = stalls
+    if waves:
+        dumps = sorted(p for ext in ("fst", "vcd") for p in res.build_dir.rglob(f"*.{ext}"))
+        report["waves"] = str(dumps[0]) if dumps else None
     write_atomic(d / "sim_report.json", json.dumps(report, indent=1))
     outs = summary.get("outputs")
     if outs and len(outs) == len(x) and all(len(o) == y.shape[1] for o in outs):

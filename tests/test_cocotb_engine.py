@@ -186,3 +186,16 @@ def test_simulate_reports_accuracy_with_labels(build_dir, capsys):
     assert main(["simulate", str(design), "--inputs", str(build_dir / "x.npy"), "--labels",
                  str(build_dir / "bad.npy")]) == 2
     assert "Labels must be 6 integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_simulate_waves(build_dir, capsys, sim):
+    model, design = build_dir / "m.npz", build_dir / "design"
+    two_layer_model(model)
+    assert main(["compile", str(model), "--scheme", "int8", "--lanes", "3", "--input-shape",
+                 "2,4,4", "-o", str(design)]) == 0
+    assert main(["simulate", str(design), "--sim", sim, "--waves"]) == 0
+    rep = json.loads((design / "sim_report.json").read_text())
+    from pathlib import Path
+    assert rep["waves"] and Path(rep["waves"]).stat().st_size > 1000
+    assert f"waves: {rep['waves']}" in capsys.readouterr().out

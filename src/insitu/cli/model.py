@@ -106,7 +106,7 @@ def _cmd_simulate(args) -> int:
         inputs = load_array(args.inputs, "Inputs file") if args.inputs else None
         labels = load_array(args.labels, "Labels file") if args.labels else None
         rep = simulate(args.design, inputs, sim=args.sim, stalls=args.stalls, reset=args.reset,
-                       labels=labels)
+                       labels=labels, waves=args.waves)
     except (ModelError, SimulatorMissing) as exc:
         raise UserError(str(exc)) from None
     rep.pop("outputs", None)
@@ -123,6 +123,8 @@ def _cmd_simulate(args) -> int:
                  if "top1_agreement_float" in rep else "")
         print(f"accuracy on {rep['labels']} labels: {fl}golden {100 * rep['accuracy_golden']:.2f}%, "
               f"hardware {100 * rep['accuracy_hw']:.2f}%{agree}")
+    if args.waves:
+        print(f"waves: {rep.get('waves') or 'none written (simulator build without tracing)'}")
     print(f"wrote {Path(args.design) / 'sim_report.json'}", file=sys.stderr)
     return 0 if rep["bit_exact"] else 1
 
@@ -190,6 +192,9 @@ def register(sub) -> None:
     sm.add_argument("--stalls", type=float, default=0.0, metavar="P",
                     help="probability of input gaps and output stalls (default: 0)")
     sm.add_argument("--reset", action="store_true", help="first interrupt an inference with a reset")
+    sm.add_argument("--waves", action="store_true", help="write a waveform (VCD) of the run "
+                    "into the folder's sim_build (large for long runs: use --inputs with a few "
+                    "vectors)")
     sm.add_argument("--labels", metavar="Y.npy", help="class labels of the inputs: report the "
                     "float, golden and hardware accuracy and the top-1 agreement with float")
     sm.set_defaults(func=_cmd_simulate)
