@@ -72,3 +72,4 @@ def test_demo_resnet8_committed_checkpoint(tmp_path, capsys):
     for key in ("weight_bytes", "memory_ratio_vs_int8", "activation_bytes", "top1_agreement"):
         assert key in run
     assert "resnet8  int8" in capsys.readouterr().out
+    assert (out / "accuracy_vs_bits.png").stat().st_size > 1000

@@ -33,6 +33,7 @@ from ..gen.train import (
 from ..gen.util import write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
+from .plots import plot_demo
 
 __all__ = ["run_demo", "cache_dir", "trained_model"]
 
@@ -224,6 +225,7 @@ def run_demo(out_dir, schemes=registry.NAMES, archs=("cnn", "mlp"), *, lanes=8,
         "seconds": round(time.monotonic() - t_all, 1),
     }
     write_atomic(out_dir / "report.json", json.dumps(report, indent=1))
+    plot_demo(rows, out_dir / "accuracy_vs_bits.png", "digits")
     return report
 
 

@@ -26,6 +26,7 @@ from ..gen.onnx_import import load_onnx
 from ..gen.util import write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
+from .plots import plot_demo
 
 __all__ = ["run_real_demo", "REAL_MODELS", "checkpoint"]
 
@@ -110,6 +111,7 @@ def run_real_demo(out_dir, model: str, schemes=registry.NAMES, *, lanes=8, rtl_i
               "golden_vectors": len(x_test), "runs": rows,
               "seconds": round(time.monotonic() - t_all, 1)}
     write_atomic(out_dir / "report.json", json.dumps(report, indent=1))
+    plot_demo(rows, out_dir / "accuracy_vs_bits.png", "Fashion-MNIST")
     return report
 
 

@@ -148,7 +148,8 @@ def _cmd_demo(args) -> int:
             print(real_table(rep))
             print(f"bit_exact: {str(rep['bit_exact']).lower()} over {rep['rtl_vectors']} "
                   f"RTL-simulated inferences; accuracy on {rep['golden_vectors']} test images "
-                  f"({rep['seconds']:.0f} s); wrote {Path(args.output) / 'report.json'}")
+                  f"({rep['seconds']:.0f} s); wrote {Path(args.output) / 'report.json'} and "
+                  f"accuracy_vs_bits.png")
             return 0 if rep["bit_exact"] else 1
         archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
         rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
@@ -157,7 +158,8 @@ def _cmd_demo(args) -> int:
         raise UserError(str(exc)) from None
     print(table(rep))
     print(f"bit_exact: {str(rep['bit_exact']).lower()} over {rep['vectors']} simulated inferences "
-          f"({rep['seconds']:.0f} s); wrote {Path(args.output) / 'report.json'}")
+          f"({rep['seconds']:.0f} s); wrote {Path(args.output) / 'report.json'} and "
+          f"accuracy_vs_bits.png")
     return 0 if rep["bit_exact"] else 1
 
 
