@@ -163,3 +163,18 @@ def test_failed_simulator_build_names_its_log(tmp_path, monkeypatch):
         run_cocotb("module broken(input a\nendmodule\n", "broken", "insitu.sim.tb_engine",
                    tmp_path / "b", sim="icarus")
     assert "syntax error" in (tmp_path / "b" / "build.log").read_text()
+
+
+def test_compile_warns_when_knobs_store_more_than_int8(tmp_path, capsys):
+    import numpy as np
+
+    from insitu.gen.model import Layer, save_model
+    rng = np.random.default_rng(0)
+    save_model(tmp_path / "m.npz", [Layer("fc", "linear", rng.normal(size=(8, 16)))])
+    args = ["compile", str(tmp_path / "m.npz"), "--scheme", "asm", "--lanes", "8"]
+    assert cli.main(args + ["-o", str(tmp_path / "a")]) == 0
+    assert "warning" not in capsys.readouterr().err          # the default: 5 bits per weight
+    assert cli.main(args + ["--set", "weight_bits=8", "-o", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "insitu: warning: scheme asm with these knobs stores 9.00 bits per weight, more " \
+           "than dense int8's 8.00 (1152 against 1024 bits)" in err

@@ -94,6 +94,10 @@ def _cmd_compile(args) -> int:
           f"{rep['weight_memory_bits']} bits ({rep['bits_per_weight']:.2f} bits/weight, "
           f"x{rep['memory_ratio_vs_int8']:.2f} vs int8), {rep['macs_per_inference']} MACs/inference, "
           f"{rep['activation_bytes']} activation bytes (peak of the live buffers)")
+    if args.scheme != registry.BASELINE.name and rep["bits_per_weight"] > 8:
+        print(f"insitu: warning: scheme {args.scheme} with these knobs stores "
+              f"{rep['bits_per_weight']:.2f} bits per weight, more than dense int8's 8.00 "
+              f"({rep['weight_memory_bits']} against {8 * rep['weights']} bits)", file=sys.stderr)
     print(f"wrote {args.output}/ (engine.v, manifest.json, *.hex, vectors.npz) in "
           f"{time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
