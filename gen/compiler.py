@@ -88,6 +88,7 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
                 post_words=post_words, input_shape=input_shape, knobs=dict(knobs or {}),
                 **images)
     plan.bits_read = sch.bits_read(plan)
+    plan.compressed_bits = sum(sum(c.storage_bits().values()) for c in compressed if c is not None)
     return plan
 
 

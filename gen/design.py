@@ -59,6 +59,8 @@ def compile_report(plan: Plan) -> dict:
             "bits_per_weight": bits / weights, "dense_int8_bits": 8 * weights,
             "memory_ratio_vs_int8": 8 * weights / bits, "memory_ratio_vs_fp32": 32 * weights / bits,
             "macs_per_inference": plan.macs,
+            "compressed_bits": plan.compressed_bits,
+            "layout_bits": bits - plan.compressed_bits if plan.compressed_bits else 0,  # +/-
             "activation_bytes": buffers["peak_bytes"], "activation_buffers": buffers["buffers"],
             "layer_table": [{"name": ly.name, "kind": ly.kind,
                              "cin": ly.cout if ly.depthwise else ly.cin, "cout": ly.cout,

@@ -84,6 +84,7 @@ class Plan:
     knobs: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)     # the scheme's design-wide values
     bits_read: int = 0              # weight-memory bits the engine reads per inference
+    compressed_bits: int = 0        # the codes alone (what ``insitu compress`` counts)
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:

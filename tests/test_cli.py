@@ -178,3 +178,25 @@ def test_compile_warns_when_knobs_store_more_than_int8(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "insitu: warning: scheme asm with these knobs stores 9.00 bits per weight, more " \
            "than dense int8's 8.00 (1152 against 1024 bits)" in err
+
+
+def test_compile_and_compress_agree_or_explain(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from insitu.gen.model import Layer, save_model
+    rng = np.random.default_rng(0)
+    save_model(tmp_path / "m.npz", [Layer("fc", "linear", rng.normal(size=(7, 16)))])
+    assert cli.main(["compress", str(tmp_path / "m.npz"), "--scheme", "int8", "-o",
+                     str(tmp_path / "c")]) == 0
+    codes = json.loads((tmp_path / "c" / "compress_report.json").read_text())["weight_bits"]
+    assert cli.main(["compile", str(tmp_path / "m.npz"), "--scheme", "int8", "--lanes", "4",
+                     "-o", str(tmp_path / "d")]) == 0
+    rep = json.loads((tmp_path / "d" / "compile_report.json").read_text())
+    assert rep["compressed_bits"] == codes == 7 * 16 * 8 + 7 * 32     # codes + float scales
+    assert rep["weight_memory_bits"] == 2 * 16 * 4 * 8                # 2 tiles x 16 terms x 4 lanes
+    assert rep["weight_memory_bits"] == rep["compressed_bits"] + rep["layout_bits"]
+    out = capsys.readouterr().out
+    assert "('insitu compress' counts 1120 bits, 10.00 bits/weight: the codes and their scales" \
+        in out and "-96 bits" in out

@@ -94,6 +94,12 @@ def _cmd_compile(args) -> int:
           f"{rep['weight_memory_bits']} bits ({rep['bits_per_weight']:.2f} bits/weight, "
           f"x{rep['memory_ratio_vs_int8']:.2f} vs int8), {rep['macs_per_inference']} MACs/inference, "
           f"{rep['activation_bytes']} activation bytes (peak of the live buffers)")
+    if rep["compressed_bits"] and rep["compressed_bits"] != rep["weight_memory_bits"]:
+        print(f"  ('insitu compress' counts {rep['compressed_bits']} bits, "
+              f"{rep['compressed_bits'] / rep['weights']:.2f} bits/weight: the codes and their "
+              f"scales; the engine's image lays the codes out in tiles (idle lanes of partial "
+              f"tiles, word alignment: {rep['layout_bits']:+d} bits) and folds the scales into "
+              f"the post-processing entries)")
     if args.scheme != registry.BASELINE.name and rep["bits_per_weight"] > 8:
         print(f"insitu: warning: scheme {args.scheme} with these knobs stores "
               f"{rep['bits_per_weight']:.2f} bits per weight, more than dense int8's 8.00 "
