@@ -9,6 +9,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +76,41 @@ def as_u8(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
+#: Simulated cycles per second before this machine has measured its own (2-core machine).
+DEFAULT_RATES = {"verilator": 200_000, "icarus": 3_000}
+
+
+def _rate_file() -> Path:
+    base = os.environ.get("INSITU_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "insitu")
+    return Path(base) / "sim_rates.json"
+
+
+def sim_rate(sim: str) -> tuple[float, bool]:
+    """``(cycles per second, measured here)``: the last run's rate, else the default."""
+    try:
+        return float(json.loads(_rate_file().read_text())[sim]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        return float(DEFAULT_RATES[sim]), False
+
+
+def _remember_rate(sim: str, rate: float) -> None:
+    path = _rate_file()
+    try:
+        rates = json.loads(path.read_text()) if path.exists() else {}
+        rates[sim] = round(rate)
+        write_atomic(path, json.dumps(rates) + "\n")
+    except (OSError, ValueError):
+        pass                                     # an estimate only: never fail a run for it
+
+
+def estimate_seconds(plan, vectors: int, sim: str) -> tuple[float, float, bool]:
+    """Estimated run time of ``vectors`` inferences: (seconds, rate, rate measured here)."""
+    rate, measured = sim_rate(sim)
+    cycles = plan.macs / plan.lanes * 1.05 + 200
+    return vectors * cycles / rate, rate, measured
+
+
 def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float = 0.0,
              reset: bool = False, progress: bool = True, build_dir=None, labels=None,
              waves: bool = False) -> dict:
@@ -105,9 +143,16 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
             raise ModelError(f"Labels must be {len(x)} integers (one per input), not "
                              f"{labels.dtype} {tuple(labels.shape)}")
     y = golden_vectors(plan, x)
+    est, rate, measured = estimate_seconds(plan, len(x), sim)
+    if progress and est > 20:
+        print(f"simulate: {len(x)} inferences of about {plan.macs // plan.lanes} cycles on {sim}: "
+              f"about {est:.0f} s at {rate:,.0f} cycles/s "
+              f"({'measured here last run' if measured else 'a 2-core machine'})",
+              file=sys.stderr, flush=True)
     work = Path(build_dir) if build_dir else d / "sim_build"
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "vectors_in.npz", x=x, y=y)
+    t_sim = time.monotonic()
     res = run_cocotb(None, TOP, "insitu.sim.tb_engine", work / sim, sim=sim,
                      sources=[vfile.resolve()], waves=waves,
                      extra_env={"ENGINE_VECTORS": str((work / "vectors_in.npz").resolve()),
@@ -117,6 +162,10 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
     summ_file = res.build_dir / "engine.json"
     summary = json.loads(summ_file.read_text()) if summ_file.exists() else {"vectors": len(x)}
     report = summarize(plan, summary)
+    if report["cycles"] and report["vectors"]:
+        # the simulation's own time, from the testbench; the build is not counted
+        seconds = summary.get("seconds") or (time.monotonic() - t_sim)
+        _remember_rate(sim, report["cycles"] * report["vectors"] / max(seconds, 1e-3))
     report["simulator"] = sim
     report["stalls"] = stalls
     if waves:

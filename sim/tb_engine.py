@@ -111,7 +111,7 @@ async def engine_network(dut):
             print(f"\rsimulate [{bar:<30}] {k + 1}/{n} vectors, {len(mismatches)} mismatches, "
                   f"{el:.0f} s", end="" if k + 1 < n else "\n", file=sys.__stderr__, flush=True)
     summary = {"vectors": n, "mismatches": len(mismatches), "first_mismatches": mismatches[:5],
-               "counters": per, "outputs": outputs}
+               "counters": per, "outputs": outputs, "seconds": round(time.time() - t0, 3)}
     with open("engine.json", "w") as fh:
         json.dump(summary, fh)
     assert not mismatches, f"{len(mismatches)} of {n} inferences differ from the golden model"

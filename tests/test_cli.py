@@ -200,3 +200,18 @@ def test_compile_and_compress_agree_or_explain(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "('insitu compress' counts 1120 bits, 10.00 bits/weight: the codes and their scales" \
         in out and "-96 bits" in out
+
+
+def test_simulation_time_estimate(tmp_path, monkeypatch):
+    import numpy as np
+
+    from insitu.gen.compiler import compile_model
+    from insitu.gen.model import Layer
+    from insitu.sim import engine_run
+    monkeypatch.setenv("INSITU_CACHE", str(tmp_path))
+    plan = compile_model([Layer("fc", "linear", np.ones((8, 1000)))], "int8", lanes=8)
+    est, rate, measured = engine_run.estimate_seconds(plan, 100, "verilator")
+    assert not measured and rate == engine_run.DEFAULT_RATES["verilator"]
+    assert est == pytest.approx(100 * (1000 * 1.05 + 200) / rate)
+    engine_run._remember_rate("verilator", 123456.0)
+    assert engine_run.sim_rate("verilator") == (123456.0, True)
