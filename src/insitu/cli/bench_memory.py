@@ -29,6 +29,7 @@ from ..gen.network import forward_int
 from ..gen.train import ARCHS, accuracy, load_digits_split
 from ..gen.util import write_atomic
 from .demo import scheme_model, trained_model
+from .plots import finish_axes, save_figure
 
 __all__ = ["SWEEPS", "run_bench_memory"]
 
@@ -140,11 +141,5 @@ def _plot(report: dict, path: Path):
         ax.scatter([32], [100 * b["accuracy_float"]], marker="D", color="gray", label="fp32",
                    zorder=3)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("weight bits read per weight (log2)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"digits {arch}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+        finish_axes(ax, "weight bits read per weight (log2)", f"digits {arch}")
+    save_figure(fig, path, dpi=110)

@@ -7,7 +7,24 @@ from pathlib import Path
 from ..gen import schemes as registry
 from ..gen.util import write_atomic
 
-__all__ = ["plot_demo"]
+__all__ = ["plot_demo", "finish_axes", "save_figure"]
+
+
+def finish_axes(ax, xlabel: str, title: str) -> None:
+    """The labels, grid and legend every accuracy plot has."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> None:
+    """Write ``fig`` as a PNG atomically and release it."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    plt.close(fig)
 
 
 def plot_demo(rows: list[dict], path: Path, dataset: str) -> bool:
@@ -31,12 +48,6 @@ def plot_demo(rows: list[dict], path: Path, dataset: str) -> bool:
                        marker="*" if base else sch.marker, color="k" if base else None,
                        label=f"{r['scheme']}{' (dense baseline)' if base else ''}", zorder=3)
         ax.axhline(100 * mine[0]["accuracy_float"], color="gray", linestyle="--", label="float")
-        ax.set_xlabel("weight bits read per weight")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{model} ({dataset})")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+        finish_axes(ax, "weight bits read per weight", f"{model} ({dataset})")
+    save_figure(fig, path)
     return True
