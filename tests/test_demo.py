@@ -57,19 +57,22 @@ def test_bench_memory_mlp_asm(tmp_path, cache):
 
 
 @pytest.mark.cocotb
-def test_demo_resnet8_committed_checkpoint(tmp_path, capsys):
-    """The committed ResNet-8 checkpoint through the real-network demo: 200 test images in the
-    golden model, one through the RTL (Verilator), bit-exact."""
+@pytest.mark.parametrize("model, weights, macs, cycles_per_mac", [
+    ("resnet8", 77072, 12210816, 1.01 / 8),
+    ("dscnn", 19904, 4948608, 0.35)])        # depthwise and pooling run lane-serially
+def test_demo_committed_checkpoints(tmp_path, capsys, model, weights, macs, cycles_per_mac):
+    """A committed checkpoint through the real-network demo: 200 test images in the golden
+    model, one through the RTL (Verilator), bit-exact."""
     out = tmp_path / "demo"
-    assert main(["demo", "--model", "resnet8", "--scheme", "int8", "--limit", "200",
+    assert main(["demo", "--model", model, "--scheme", "int8", "--limit", "200",
                  "--rtl-images", "1", "-o", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     run = rep["runs"][0]
     assert rep["bit_exact"] is True and run["rtl_vectors"] == 1 and run["golden_vectors"] == 200
     assert run["accuracy_float"] > 0.85 and abs(run["accuracy_hw"] - run["accuracy_float"]) < 0.03
-    assert run["weights"] == 77072 and run["macs"] == 12210816
-    assert run["cycles"] < 1.01 * run["macs"] / 8
+    assert run["weights"] == weights and run["macs"] == macs
+    assert run["cycles"] < cycles_per_mac * run["macs"]
     for key in ("weight_bytes", "memory_ratio_vs_int8", "activation_bytes", "top1_agreement"):
         assert key in run
-    assert "resnet8  int8" in capsys.readouterr().out
+    assert f"{model:8s} int8" in capsys.readouterr().out
     assert (out / "accuracy_vs_bits.png").stat().st_size > 1000

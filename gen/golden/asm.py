@@ -123,14 +123,19 @@ def asm_quantize(w, scale: float, weight_bits: int, alphabet):
     """Offline projection of float weights onto the ASM grid (algorithms.md 3.3, M2).
 
     ``|w| / scale`` is rounded half-to-even to an N-bit integer, clipped, then mapped
-    through :func:`nearest_lut`.  Returns ``(sign, magnitude)`` int64 arrays; the real
-    weight is ``(-1)**sign * magnitude * scale``.
+    through :func:`nearest_lut`.  ``scale`` is one number or one per output channel (axis 0
+    of ``w``).  Returns ``(sign, magnitude)`` int64 arrays; the real weight is
+    ``(-1)**sign * magnitude * scale``.
     """
     w = np.asarray(w, dtype=np.float64)
     if not np.all(np.isfinite(w)):
         raise ValueError("Weights must be finite, but contain NaN or inf")
-    if not (np.isfinite(scale) and scale > 0):
+    arr = np.asarray(scale, dtype=np.float64)
+    if not (np.all(np.isfinite(arr)) and np.all(arr > 0)):
         raise ValueError(f"Quantiser scale must be a positive finite number, not {scale!r}")
+    scale = arr
+    if scale.ndim:
+        scale = scale.reshape((-1,) + (1,) * (w.ndim - 1))
     lut = nearest_lut(weight_bits, alphabet)
     q = np.minimum(np.rint(np.abs(w) / scale), (1 << weight_bits) - 1).astype(np.int64)
     mag = lut[q]

@@ -43,13 +43,14 @@ class AsmLayer:
     config: AsmConfig
     sign: np.ndarray
     mag: np.ndarray
-    scale: float
+    scale: np.ndarray           # one per output channel
 
     def weight_int(self) -> np.ndarray:
         return np.where(self.sign != 0, -self.mag, self.mag)
 
     def weight_float(self) -> np.ndarray:
-        return self.weight_int().astype(np.float64) * self.scale
+        s = np.asarray(self.scale, dtype=np.float64)
+        return self.weight_int().astype(np.float64) * s.reshape((-1,) + (1,) * (len(self.shape) - 1))
 
     @property
     def fmt(self) -> AsmCodeFormat:
@@ -67,16 +68,20 @@ class AsmLayer:
         for i, c in enumerate(codes):
             acc |= int(c) << (i * width)
         return {"codes": acc.to_bytes(-(-codes.size * width // 8), "little"),
-                "scale": np.float32(self.scale).tobytes()}
+                "scale": np.asarray(self.scale, dtype=np.float32).tobytes()}
 
     def storage_bits(self) -> dict[str, int]:
-        return {"codes": 8 * (-(-self.mag.size * self.fmt.width // 8)), "scale": 32}
+        return {"codes": 8 * (-(-self.mag.size * self.fmt.width // 8)),
+                "scale": 32 * np.asarray(self.scale).size}
 
 
 def compress_layer(layer: Layer, cfg: AsmConfig = AsmConfig()) -> AsmLayer:
+    """Per output channel: scale = that channel's largest |weight| / the largest magnitude
+    the codes represent (depthwise kernels and BN-folded filters differ by orders of
+    magnitude), then the nearest representable magnitude."""
     top = int(representable(cfg.weight_bits, cfg.alphabet)[-1])
-    peak = float(np.max(np.abs(layer.weight)))
-    scale = peak / top if peak > 0 else 1.0
+    peak = np.max(np.abs(layer.weight.reshape(layer.weight.shape[0], -1)), axis=1)
+    scale = np.where(peak > 0, peak / top, 1.0)
     sign, mag = asm_quantize(layer.weight, scale, cfg.weight_bits, cfg.alphabet)
     return AsmLayer(layer.name, layer.kind, tuple(layer.weight.shape), cfg, sign, mag, scale)
 
@@ -95,6 +100,9 @@ class Asm(Scheme):
 
     def compress(self, layer, cfg):
         return compress_layer(layer, cfg)
+
+    def int_weights(self, c):
+        return c.weight_int().reshape(c.shape[0], -1), np.asarray(c.scale, dtype=np.float64)
 
     def pack(self, plans, compressed, cfg, lanes) -> dict:
         fmt = AsmCodeFormat(cfg.weight_bits, parse_alphabet(cfg.alphabet))
