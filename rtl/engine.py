@@ -2,12 +2,11 @@
 
 Data flow (one inference)::
 
-    i_x (u8 pixels) -> act[0] --+--> controller (im2col addresses) --> MAC array --> post
-                                |                     ^                          (bias, x M >> S,
-    weight memory -> weight generator -> tile buffer --+                          ReLU / clamp)
-                                                                                    |
-                           act[1 - b] <--------- next layer's input <---------------+
-                                                     final layer ------------> o_y (int32)
+    i_x (u8 pixels) -> activation memory --> controller (im2col addresses) --> MAC array --> post
+                       (live tensors, by     ^                                  (bias, x M [+ res x Mr]
+                        liveness)            |                                   >> S, clamp)
+    weight memory -> tile fill -> tile buffer+          hidden layers -> activation memory
+                                                        final layer ------------> o_y (int32)
 
 * **Weight memory** (``lib.memory``, initialised from the compiled images, writable through
   ``i_load`` while the engine is idle) holds only the compact form of each scheme.
@@ -18,18 +17,20 @@ Data flow (one inference)::
   requantised), MLG runs the two-level generator.  The generator fills tile ``k + 1`` while
   the MAC array works on tile ``k``; every weight-memory word it reads is counted.
 * **Controller**: per layer, per tile, per output pixel, one term ``(ci, kh, kw)`` per cycle:
-  the activation address (zero outside the image: padding), the tile-buffer row and column,
-  ``last`` on the pixel's final term.  Linear layers are 1x1 "images" with ``cin`` channels.
+  the activation address (stride, zero outside the image: padding), the tile-buffer row and
+  column, ``last`` on the pixel's final term.  Linear layers are 1x1 "images" with ``cin``
+  channels; depthwise layers and pools run lane-serially.
 * **MAC array**: :class:`~.asm.AsmMacArray` (ASM codes) or :class:`~.baseline.ExactMacArray`
   (rebuilt integer weights), ``lanes`` output channels per term.
-* **Post-processor**, one lane per cycle: ``r = (acc + bias) * M``, ``(r + 2**(S-1)) >> S``
-  (round half up, arithmetic), then ReLU and saturation to u8 (hidden layers) or to int32
-  (final layer, no ReLU); ``bias``, ``M`` (unsigned 16 bits) and ``S`` (1..47) per output
-  channel.  Golden: ``gen.network.forward_int``.
+* **Post-processor**, one lane per cycle: ``r = (acc + bias) * M [+ res * Mr]``,
+  ``(r + 2**(S-1)) >> S`` (round half up, arithmetic), then saturation to u8 (ReLU) or s8 (no
+  activation) for hidden layers, or to int32 (final layer); ``bias``, ``M``, ``Mr`` (unsigned
+  16 bits) and ``S`` (1..47) per output channel.  Golden: ``gen.network.forward_int``.
 
-Hidden-layer outputs go to the other activation buffer in ``[C, H, W]`` order (what the next
-layer and Flatten expect); the final layer's values leave on ``o_y`` in issue order (tile,
-pixel, lane; ``gen.network.output_order``), ``last`` on the inference's final value.
+Hidden-layer outputs go to their tensor's place in the activation memory in ``[C, H, W]``
+order (what later layers and Flatten expect); the final layer's values leave on ``o_y`` in
+issue order (tile, pixel, lane; ``gen.network.output_order``), ``last`` on the inference's
+final value.
 
 Counters (``cycles``, ``issue_cycles``, ``mac_terms``, ``mac_slots``, ``weight_bits``) are
 cleared when an inference starts and hold their values after it.
