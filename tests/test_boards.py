@@ -272,7 +272,9 @@ def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
     naming the memory and both sizes, before any tool runs, nothing written."""
     from insitu.cli import main
     out = tmp_path / "ice"
-    assert main(["compile", "models/resnet8/model.onnx", "--scheme", "int8", "-o",
+    from pathlib import Path
+    onnx_file = Path(__file__).resolve().parents[1] / "models" / "resnet8" / "model.onnx"
+    assert main(["compile", str(onnx_file), "--scheme", "int8", "-o",
                  str(tmp_path / "r8")]) == 0
     assert main(["synth", str(tmp_path / "r8"), "--board", "icebreaker", "-o", str(out)]) == 2
     err = capsys.readouterr().err
