@@ -17,7 +17,7 @@ def _size(lp) -> int:
     return lp.cout * lp.oh * lp.ow
 
 
-def allocate(plans, input_shape, lanes=None) -> int:
+def allocate(plans, input_shape) -> int:
     """Set ``in_base``, ``out_base``, ``res_base`` of every layer; returns the memory depth."""
     n = len(plans)
     c, h, w = input_shape

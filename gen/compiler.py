@@ -69,21 +69,22 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     cfg = sch.config(knobs or {})
     if compressed is None:
         compressed = []
-        weighted = [ly for ly in layers if not ly.pool]
+        n_weighted = sum(not ly.pool for ly in layers)
+        done = 0
         for ly in layers:
             if ly.pool:
                 compressed.append(None)
                 continue
+            done += 1
             if progress:
-                progress(f"[{len(compressed) + 1 - sum(c is None for c in compressed)}/"
-                         f"{len(weighted)}] compress {scheme}: {ly.name}")
+                progress(f"[{done}/{n_weighted}] compress {scheme}: {ly.name}")
             compressed.append(sch.compress(ly, cfg))
     ints = [unit_weights(ly) if ly.pool else sch.int_weights(c)
             for ly, c in zip(layers, compressed)]
     plans, post_words = quantise(layers, ints, resolved, calib, input_shape, lanes)
     pairs = [(lp, c) for lp, c in zip(plans, compressed) if c is not None]
     images = sch.pack([p for p, _ in pairs], [c for _, c in pairs], cfg, lanes)
-    allocate(plans, input_shape, lanes)
+    allocate(plans, input_shape)
     plan = Plan(scheme, lanes, plans, terms_max=max(lp.terms for lp in plans),
                 post_words=post_words, input_shape=input_shape, knobs=dict(knobs or {}),
                 **images)

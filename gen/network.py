@@ -10,7 +10,7 @@ hardware width raises ``OverflowError``)::
     v = acc + bias[co]
     p = v * M[co] (+ r * Mr[co], r: the residual tensor's integer at the same place)
     q = (p + 2**(S[co] - 1)) >> S[co]                  # round half up, arithmetic shift
-    hidden layer: y = clip(q, lo, hi)   (ReLU 0..255, ReLU6 0..q6, no activation -128..127)
+    hidden layer: y = clip(q, lo, hi)   (ReLU, ReLU6: 0..255; no activation: -128..127)
     final layer:  y = clip(q, int32), then ReLU if the layer has one
 
 ``x`` is the layer's source tensor (``src``: an earlier layer or the input), u8; a signed
@@ -25,7 +25,7 @@ import numpy as np
 
 from .util import conv_out
 
-__all__ = ["im2col", "forward_int", "output_order", "requant_params", "forward_float"]
+__all__ = ["im2col", "forward_int", "output_order", "forward_float"]
 
 INT32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -134,22 +134,6 @@ def output_order(cout: int, pixels: int, lanes: int) -> np.ndarray:
             for co in range(t0, min(cout, t0 + lanes)):
                 order.append(co * pixels + p)
     return np.array(order, dtype=np.int64)
-
-
-def requant_params(factor: float, *, m_bits: int = 16, s_max: int = 47) -> tuple[int, int]:
-    """``(M, S)`` with ``M / 2**S`` closest to ``factor``, ``M < 2**m_bits``, ``1 <= S <= s_max``."""
-    if not np.isfinite(factor) or factor < 0:
-        raise ValueError(f"requantisation factor must be a finite non-negative number, not {factor}")
-    if factor == 0:
-        return 0, 1
-    s = s_max
-    while s > 1 and round(factor * 2 ** s) >= (1 << m_bits):
-        s -= 1
-    M = int(round(factor * 2 ** s))
-    if M >= (1 << m_bits):
-        raise ValueError(f"requantisation factor {factor:g} is too large for a {m_bits}-bit "
-                         f"multiplier")
-    return M, s
 
 
 def forward_float(layers, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

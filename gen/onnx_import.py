@@ -250,10 +250,9 @@ class _Importer:
             self.fail(nd, f"attribute 'axes' = {axes} is not supported (only [2, 3]: global "
                           f"average pooling)")
         node = Node(nd.name or nd.output[0], "gap", (self.src(nd, nd.input[0]),))
-        if a.get("keepdims", 1):
-            self.add(nd, node)
-            return
         self.add(nd, node)
+        if a.get("keepdims", 1):
+            return
         flat = Node(node.name + ".flatten", "flatten", (node.name,))
         self.nodes.append(flat)
         self.by_name[flat.name] = flat

@@ -47,11 +47,11 @@ class LayerPlan:
     depthwise: bool = False  # lanes read their own channels (depthwise conv, pools)
     src: int = -1           # layer whose output this one reads (-1: the input)
     res: int = -1           # layer whose output is added before the activation (-1: none)
-    lo: int = 0             # output clamp (hidden layers): ReLU 0..255, ReLU6 0..q6,
-    hi: int = 255           # none: -128..127 (signed)
+    lo: int = 0             # output clamp (hidden layers): ReLU, ReLU6 0..255 (ReLU6's
+    hi: int = 255           # scale puts 6 at 255), none: -128..127 (signed)
     res_signed: bool = False
     in_base: int = 0        # activation-memory word of the input / output / residual tensor
-    out_base: int = 0       # (per bank: channel c lives in bank c % lanes)
+    out_base: int = 0       # (placed by liveness, gen.buffers)
     res_base: int = 0
     scale_res: float = 1.0
 

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic", "atomic_dir", "conv_out", "parse_sets", "unknown", "umask"]
+__all__ = ["write_atomic", "atomic_dir", "cache_dir", "conv_out", "parse_sets", "unknown", "umask"]
 
 
 def umask() -> int:
@@ -77,6 +77,14 @@ def atomic_dir(path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def cache_dir() -> Path:
+    """The user's insitu cache folder: ``$INSITU_CACHE``, else ``$XDG_CACHE_HOME/insitu``, else
+    ``~/.cache/insitu`` (not created here)."""
+    base = os.environ.get("INSITU_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "insitu")
+    return Path(base)
 
 
 def conv_out(size: int, k: int, pad: int, stride: int = 1) -> int:

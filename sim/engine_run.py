@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..gen.design import TOP, canonical_outputs, golden_vectors, load_plan
 from ..gen.model import ModelError, float_reference
-from ..gen.util import write_atomic
+from ..gen.util import cache_dir, write_atomic
 from .runner import run_cocotb
 
 __all__ = ["simulate", "summarize"]
@@ -81,9 +80,7 @@ DEFAULT_RATES = {"verilator": 200_000, "icarus": 3_000}
 
 
 def _rate_file() -> Path:
-    base = os.environ.get("INSITU_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "insitu")
-    return Path(base) / "sim_rates.json"
+    return cache_dir() / "sim_rates.json"
 
 
 def sim_rate(sim: str) -> tuple[float, bool]:

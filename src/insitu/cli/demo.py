@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from ..gen.train import (
     load_digits_split,
     train,
 )
-from ..gen.util import write_atomic
+from ..gen.util import cache_dir, write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
 from .plots import plot_demo
@@ -38,12 +37,6 @@ from .plots import plot_demo
 __all__ = ["run_demo", "cache_dir", "trained_model"]
 
 EPOCHS, QAT_EPOCHS, SEED = 30, 10, 0
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("INSITU_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "insitu")
-    return Path(base)
 
 
 def _log(msg):
