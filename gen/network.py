@@ -72,16 +72,6 @@ def _windows(x: np.ndarray, k: int, stride: int, pad: int) -> np.ndarray:
                      for i in range(k) for j in range(k)])
 
 
-def _einsum_int(spec: str, a: np.ndarray, b: np.ndarray, terms: int) -> np.ndarray:
-    """Integer ``einsum``: through float64 BLAS when every partial sum is exact there
-    (|values| < 2**53), else in int64."""
-    bound = int(np.abs(a).max(initial=0)) * int(np.abs(b).max(initial=0)) * max(1, terms)
-    if bound < 1 << 52:
-        return np.rint(np.einsum(spec, a.astype(np.float64), b.astype(np.float64),
-                                 optimize=True)).astype(np.int64)
-    return np.einsum(spec, a, b)
-
-
 def _acc(ly: dict, x: np.ndarray) -> np.ndarray:
     kind, k, stride, pad = ly.get("kind", "conv"), ly["k"], ly.get("stride", 1), ly["pad"]
     if kind in ("gap", "avgpool"):
@@ -89,11 +79,46 @@ def _acc(ly: dict, x: np.ndarray) -> np.ndarray:
     if kind == "maxpool":
         return _windows(x, k, k, 0).max(axis=0)
     W = np.asarray(ly["W"], dtype=np.int64)
-    win = _windows(x, k, stride, pad)                          # [k*k, N, C, OH, OW]
     if ly.get("dw"):
-        return _einsum_int("tnchw,ct->nchw", win, W.reshape(W.shape[0], k * k), k * k)
-    W4 = W.reshape(W.shape[0], x.shape[1], k * k)
-    return _einsum_int("tnchw,oct->nohw", win, W4, x.shape[1] * k * k)
+        return _depthwise(x, W.reshape(W.shape[0], k, k), stride, pad)
+    W4 = W.reshape(W.shape[0], x.shape[1], k, k)
+    bound = int(np.abs(x).max(initial=0)) * int(np.abs(W4).max(initial=0)) * W4[0].size
+    if bound >= 1 << 52:
+        win = _windows(x, k, stride, pad)
+        return np.einsum("tnchw,oct->nohw", win, W4.reshape(W.shape[0], x.shape[1], k * k))
+    return _conv_gemm(x, W4, stride, pad)
+
+
+def _depthwise(x: np.ndarray, W: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Depthwise convolution (one ``k x k`` filter per channel) as ``k*k`` shifted
+    multiply-adds in int64."""
+    n, c, h, w = x.shape
+    k = W.shape[1]
+    oh, ow = conv_out(h, k, pad, stride), conv_out(w, k, pad, stride)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    acc = np.zeros((n, c, oh, ow), dtype=np.int64)
+    for i in range(k):
+        for j in range(k):
+            acc += xp[:, :, i:i + stride * (oh - 1) + 1:stride,
+                      j:j + stride * (ow - 1) + 1:stride] * W[:, i, j].reshape(1, c, 1, 1)
+    return acc
+
+
+def _conv_gemm(x: np.ndarray, W: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Convolution as one float64 matrix product over ``[pixel, (kh, kw, c)]`` columns; exact
+    because every partial sum is an integer below 2**52 (checked by the caller)."""
+    n, c, h, w = x.shape
+    cout, _, k, _ = W.shape
+    oh, ow = conv_out(h, k, pad, stride), conv_out(w, k, pad, stride)
+    xh = np.zeros((n, h + 2 * pad, w + 2 * pad, c))
+    xh[:, pad:pad + h, pad:pad + w, :] = x.transpose(0, 2, 3, 1)
+    cols = np.empty((n, oh, ow, k, k, c))
+    for i in range(k):
+        for j in range(k):
+            cols[:, :, :, i, j, :] = xh[:, i:i + stride * (oh - 1) + 1:stride,
+                                         j:j + stride * (ow - 1) + 1:stride, :]
+    acc = cols.reshape(n * oh * ow, k * k * c) @ W.transpose(2, 3, 1, 0).reshape(-1, cout)
+    return np.rint(acc).astype(np.int64).reshape(n, oh, ow, cout).transpose(0, 3, 1, 2)
 
 
 def forward_int(layers, x_u8: np.ndarray, *, acc_bits: int | None = None) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from ..gen.design import TOP, canonical_outputs, golden_vectors, load_plan
 from ..gen.model import ModelError, float_reference
 from ..gen.util import cache_dir, write_atomic
+from .hdl_bench import run_bench
 from .runner import run_cocotb
 
 __all__ = ["simulate", "summarize"]
@@ -75,8 +76,14 @@ def as_u8(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-#: Simulated cycles per second before this machine has measured its own (2-core machine).
-DEFAULT_RATES = {"verilator": 200_000, "icarus": 3_000}
+#: Simulated cycles per second before this machine has measured its own (2-core machine),
+#: per simulator and bench.
+DEFAULT_RATES = {"verilator": 3_500_000, "icarus": 10_000,
+                 "verilator-cocotb": 200_000, "icarus-cocotb": 3_000}
+
+
+def _rate_key(sim: str, bench: str) -> str:
+    return sim if bench == "hdl" else f"{sim}-{bench}"
 
 
 def _rate_file() -> Path:
@@ -101,20 +108,50 @@ def _remember_rate(sim: str, rate: float) -> None:
         pass                                     # an estimate only: never fail a run for it
 
 
-def estimate_seconds(plan, vectors: int, sim: str) -> tuple[float, float, bool]:
+def estimate_seconds(plan, vectors: int, sim: str, bench: str = "hdl") -> tuple[float, float, bool]:
     """Estimated run time of ``vectors`` inferences: (seconds, rate, rate measured here)."""
-    rate, measured = sim_rate(sim)
+    rate, measured = sim_rate(_rate_key(sim, bench))
     cycles = plan.macs / plan.lanes * 1.05 + 200
     return vectors * cycles / rate, rate, measured
 
 
+BENCHES = ("hdl", "cocotb")
+
+
+class ProgressBar:
+    """``name [####      ] done/total vectors, m mismatches, s`` on stderr, redrawn in place."""
+
+    def __init__(self, name: str, total: int, width: int = 30):
+        self.name, self.total, self.width, self.t0 = name, total, width, time.monotonic()
+        self.shown = 0.0
+
+    def __call__(self, done: int, total: int, mismatches: int) -> None:
+        el = time.monotonic() - self.t0
+        if done < total and el - self.shown < 0.25:
+            return                               # redraw at most four times a second
+        self.shown = el
+        eta = el / done * (total - done) if done else 0
+        bar = "#" * int(self.width * done / max(total, 1))
+        print(f"\r{self.name} [{bar:<{self.width}}] {done}/{total} vectors, {mismatches} "
+              f"mismatches, {el:.0f} s" + (f", about {eta:.0f} s left" if done < total else ""),
+              end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
 def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float = 0.0,
-             reset: bool = False, progress: bool = True, build_dir=None, labels=None,
-             waves: bool = False) -> dict:
+             reset: bool = False, progress=True, build_dir=None, labels=None,
+             waves: bool = False, bench: str = "hdl") -> dict:
     """Run the folder's engine over ``inputs`` (u8 array or floats in [0, 1], default
     ``vectors.npz``); with ``labels`` also the accuracy of the float model (the copy compile
     keeps in the folder), the golden integer model and the RTL, and the RTL's top-1
-    agreement with the float model."""
+    agreement with the float model.
+
+    ``bench``: ``"hdl"`` (default) runs the self-checking Verilog bench of
+    :mod:`insitu.sim.hdl_bench`, fast enough for hundreds of real-network inferences;
+    ``"cocotb"`` runs the same checks from the Python bench ``insitu.sim.tb_engine``.
+    ``progress``: True prints a progress bar, a callable ``(done, total, mismatches)`` is
+    called instead, False is silent."""
+    if bench not in BENCHES:
+        raise ValueError(f"Unknown bench '{bench}' (benches: {', '.join(BENCHES)})")
     d = Path(design_dir)
     plan = load_plan(d)
     vfile = d / "engine.v"
@@ -140,33 +177,47 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
             raise ModelError(f"Labels must be {len(x)} integers (one per input), not "
                              f"{labels.dtype} {tuple(labels.shape)}")
     y = golden_vectors(plan, x)
-    est, rate, measured = estimate_seconds(plan, len(x), sim)
-    if progress and est > 20:
+    est, rate, measured = estimate_seconds(plan, len(x), sim, bench)
+    if progress is True and est > 20:
         print(f"simulate: {len(x)} inferences of about {plan.macs // plan.lanes} cycles on {sim}: "
               f"about {est:.0f} s at {rate:,.0f} cycles/s "
               f"({'measured here last run' if measured else 'a 2-core machine'})",
               file=sys.stderr, flush=True)
     work = Path(build_dir) if build_dir else d / "sim_build"
     work.mkdir(parents=True, exist_ok=True)
-    np.savez(work / "vectors_in.npz", x=x, y=y)
     t_sim = time.monotonic()
-    res = run_cocotb(None, TOP, "insitu.sim.tb_engine", work / sim, sim=sim,
-                     sources=[vfile.resolve()], waves=waves,
-                     extra_env={"ENGINE_VECTORS": str((work / "vectors_in.npz").resolve()),
-                                "ENGINE_STALLS": str(stalls), "ENGINE_RESET": "1" if reset else "0",
-                                "ENGINE_PROGRESS": "1" if progress else "0",
-                                "ENGINE_BUDGET": str(cycle_budget(plan))})
-    summ_file = res.build_dir / "engine.json"
-    summary = json.loads(summ_file.read_text()) if summ_file.exists() else {"vectors": len(x)}
+    if bench == "hdl":
+        bar = progress if callable(progress) else (ProgressBar("simulate", len(x))
+                                                   if progress else None)
+        summary = run_bench(vfile, TOP, x, y, work / f"bench-{sim}", sim=sim,
+                            budget=20 * cycle_budget(plan) + 100 * feat + 1000,
+                            stalls=stalls, reset=reset,
+                            waves=waves, progress=bar)
+        dump_dir = work / f"bench-{sim}"
+    else:
+        np.savez(work / "vectors_in.npz", x=x, y=y)
+        res = run_cocotb(None, TOP, "insitu.sim.tb_engine", work / sim, sim=sim,
+                         sources=[vfile.resolve()], waves=waves,
+                         extra_env={"ENGINE_VECTORS": str((work / "vectors_in.npz").resolve()),
+                                    "ENGINE_STALLS": str(stalls),
+                                    "ENGINE_RESET": "1" if reset else "0",
+                                    "ENGINE_PROGRESS": "1" if progress else "0",
+                                    "ENGINE_BUDGET": str(cycle_budget(plan))})
+        summ_file = res.build_dir / "engine.json"
+        summary = (json.loads(summ_file.read_text()) if summ_file.exists()
+                   else {"vectors": len(x)})
+        dump_dir = res.build_dir
     report = summarize(plan, summary)
-    if report["cycles"] and report["vectors"]:
-        # the simulation's own time, from the testbench; the build is not counted
-        seconds = summary.get("seconds") or (time.monotonic() - t_sim)
-        _remember_rate(sim, report["cycles"] * report["vectors"] / max(seconds, 1e-3))
+    # the simulation's own time, from the bench; the build is not counted, nor are runs too
+    # short to measure (start-up would dominate)
+    seconds = summary.get("seconds") or (time.monotonic() - t_sim)
+    if report["cycles"] and report["vectors"] and seconds >= 2:
+        _remember_rate(_rate_key(sim, bench), report["cycles"] * report["vectors"] / seconds)
     report["simulator"] = sim
+    report["bench"] = bench
     report["stalls"] = stalls
     if waves:
-        dumps = sorted(p for ext in ("fst", "vcd") for p in res.build_dir.rglob(f"*.{ext}"))
+        dumps = sorted(p for ext in ("fst", "vcd") for p in dump_dir.rglob(f"*.{ext}"))
         report["waves"] = str(dumps[0]) if dumps else None
     write_atomic(d / "sim_report.json", json.dumps(report, indent=1))
     outs = summary.get("outputs")

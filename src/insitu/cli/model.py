@@ -116,7 +116,7 @@ def _cmd_simulate(args) -> int:
         inputs = load_array(args.inputs, "Inputs file") if args.inputs else None
         labels = load_array(args.labels, "Labels file") if args.labels else None
         rep = simulate(args.design, inputs, sim=args.sim, stalls=args.stalls, reset=args.reset,
-                       labels=labels, waves=args.waves)
+                       labels=labels, waves=args.waves, bench=args.bench)
     except (ModelError, SimulatorMissing) as exc:
         raise UserError(str(exc)) from None
     rep.pop("outputs", None)
@@ -147,21 +147,24 @@ def _cmd_demo(args) -> int:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
     if args.rtl_images < 1:
         raise UserError(f"--rtl-images must be a positive integer, not {args.rtl_images}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be a positive integer, not {args.jobs}")
     try:
         if args.set and len(schemes) != 1:
             raise UserError("--set needs one --scheme (knobs belong to a scheme)")
         knobs = scheme_knobs(schemes[0], args.set)
-        if args.model in REAL_MODELS:
-            rep = run_real_demo(Path(args.output), args.model, schemes, lanes=args.lanes,
+        if args.model in REAL_MODELS + ("real",):
+            models = REAL_MODELS if args.model == "real" else (args.model,)
+            rep = run_real_demo(Path(args.output), models, schemes, lanes=args.lanes,
                                 rtl_images=args.rtl_images, limit=args.limit, sim=args.sim,
-                                knobs=knobs or None)
+                                knobs=knobs or None, jobs=args.jobs)
             print(real_table(rep))
             print(f"bit_exact: {str(rep['bit_exact']).lower()} over {rep['rtl_vectors']} "
                   f"RTL-simulated inferences; accuracy on {rep['golden_vectors']} test images "
                   f"({rep['seconds']:.0f} s); wrote {Path(args.output) / 'report.json'} and "
                   f"accuracy_vs_bits.png")
             return 0 if rep["bit_exact"] else 1
-        archs = ("cnn", "mlp") if args.model == "all" else (args.model,)
+        archs = ("cnn", "mlp") if args.model == "digits" else (args.model,)
         rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
                        sim=args.sim, knobs=knobs or None)
     except (SimulatorMissing, ModelError) as exc:
@@ -195,8 +198,7 @@ def register(sub) -> None:
     cp.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     cp.set_defaults(func=_cmd_compile)
 
-    sm = sub.add_parser("simulate", help="simulate a compiled design in cocotb against the "
-                        "golden model")
+    sm = sub.add_parser("simulate", help="simulate a compiled design against the golden model")
     sm.add_argument("design", metavar="DIR", help="folder written by 'insitu compile'")
     sm.add_argument("--inputs", metavar="X.npy", help="u8 inputs (default: DIR/vectors.npz)")
     sm.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],
@@ -204,6 +206,9 @@ def register(sub) -> None:
     sm.add_argument("--stalls", type=float, default=0.0, metavar="P",
                     help="probability of input gaps and output stalls (default: 0)")
     sm.add_argument("--reset", action="store_true", help="first interrupt an inference with a reset")
+    sm.add_argument("--bench", default="hdl", choices=["hdl", "cocotb"],
+                    help="hdl: the self-checking Verilog bench (fast); cocotb: the same checks "
+                    "driven from Python (default: %(default)s)")
     sm.add_argument("--waves", action="store_true", help="write a waveform (VCD) of the run "
                     "into the folder's sim_build (large for long runs: use --inputs with a few "
                     "vectors)")
@@ -211,15 +216,19 @@ def register(sub) -> None:
                     "float, golden and hardware accuracy and the top-1 agreement with float")
     sm.set_defaults(func=_cmd_simulate)
 
-    dm = sub.add_parser("demo", help="train, compress, compile and simulate the digits models")
+    dm = sub.add_parser("demo", help="compile ResNet-8 and DS-CNN (Fashion-MNIST) with every "
+                        "scheme, measure accuracy and simulate them bit-exact in the RTL")
     dm.add_argument("--scheme", default="all", help=f"{', '.join(registry.NAMES)} or all "
                     "(default: %(default)s)")
-    dm.add_argument("--model", default="all", choices=["cnn", "mlp", "all", *REAL_MODELS],
-                    help="the digits models (cnn, mlp, all) or a real network on Fashion-MNIST "
-                    "(resnet8, dscnn: the committed checkpoint) (default: %(default)s)")
-    dm.add_argument("--rtl-images", type=int, default=8, metavar="N",
-                    help="real networks: test images simulated in the RTL (default: %(default)s;"
-                    " all 10 000 go through the golden model)")
+    dm.add_argument("--model", default="real",
+                    choices=["real", *REAL_MODELS, "digits", "cnn", "mlp"],
+                    help="real: resnet8 and dscnn on Fashion-MNIST (the committed checkpoints); "
+                    "digits: the small cnn and mlp models on 8x8 digits (default: %(default)s)")
+    dm.add_argument("--rtl-images", type=int, default=300, metavar="N",
+                    help="real networks: test images simulated in the RTL per row (default: "
+                    "%(default)s; all 10 000 go through the golden model)")
+    dm.add_argument("--jobs", type=int, default=2, metavar="N",
+                    help="real networks: RTL simulations run at once (default: %(default)s)")
     dm.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
     dm.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="compressor knob of the (single) scheme, e.g. qb=2")
