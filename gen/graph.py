@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .layer import ModelError
-from .util import conv_out
+from .util import conv_gemm, conv_out
 
 __all__ = ["OPS", "Node", "Graph", "conv2d_float"]
 
@@ -153,6 +153,9 @@ def conv2d_float(x: np.ndarray, w: np.ndarray, b, stride: int, pad: int, groups:
             for kw in range(k):
                 patch = xp[:, :, kh:kh + stride * (oh - 1) + 1:stride, kw:kw + stride * (ow - 1) + 1:stride]
                 out += patch * w[:, 0, kh, kw].reshape(1, -1, 1, 1)
+        return out + (np.asarray(b).reshape(1, -1, 1, 1) if b is not None else 0)
+    if groups == 1:
+        out = conv_gemm(x, w, stride, pad)
         return out + (np.asarray(b).reshape(1, -1, 1, 1) if b is not None else 0)
     og = o // groups
     for g in range(groups):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .util import conv_out
+from .util import conv_gemm, conv_out
 
 __all__ = ["im2col", "forward_int", "output_order", "forward_float"]
 
@@ -86,7 +86,8 @@ def _acc(ly: dict, x: np.ndarray) -> np.ndarray:
     if bound >= 1 << 52:
         win = _windows(x, k, stride, pad)
         return np.einsum("tnchw,oct->nohw", win, W4.reshape(W.shape[0], x.shape[1], k * k))
-    return _conv_gemm(x, W4, stride, pad)
+    # float64 products of integers whose every partial sum is below 2**52: exact
+    return np.rint(conv_gemm(x, W4, stride, pad)).astype(np.int64)
 
 
 def _depthwise(x: np.ndarray, W: np.ndarray, stride: int, pad: int) -> np.ndarray:
@@ -102,23 +103,6 @@ def _depthwise(x: np.ndarray, W: np.ndarray, stride: int, pad: int) -> np.ndarra
             acc += xp[:, :, i:i + stride * (oh - 1) + 1:stride,
                       j:j + stride * (ow - 1) + 1:stride] * W[:, i, j].reshape(1, c, 1, 1)
     return acc
-
-
-def _conv_gemm(x: np.ndarray, W: np.ndarray, stride: int, pad: int) -> np.ndarray:
-    """Convolution as one float64 matrix product over ``[pixel, (kh, kw, c)]`` columns; exact
-    because every partial sum is an integer below 2**52 (checked by the caller)."""
-    n, c, h, w = x.shape
-    cout, _, k, _ = W.shape
-    oh, ow = conv_out(h, k, pad, stride), conv_out(w, k, pad, stride)
-    xh = np.zeros((n, h + 2 * pad, w + 2 * pad, c))
-    xh[:, pad:pad + h, pad:pad + w, :] = x.transpose(0, 2, 3, 1)
-    cols = np.empty((n, oh, ow, k, k, c))
-    for i in range(k):
-        for j in range(k):
-            cols[:, :, :, i, j, :] = xh[:, i:i + stride * (oh - 1) + 1:stride,
-                                         j:j + stride * (ow - 1) + 1:stride, :]
-    acc = cols.reshape(n * oh * ow, k * k * c) @ W.transpose(2, 3, 1, 0).reshape(-1, cout)
-    return np.rint(acc).astype(np.int64).reshape(n, oh, ow, cout).transpose(0, 3, 1, 2)
 
 
 def forward_int(layers, x_u8: np.ndarray, *, acc_bits: int | None = None) -> np.ndarray:

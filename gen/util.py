@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["write_atomic", "atomic_dir", "cache_dir", "conv_out", "parse_sets", "unknown", "umask"]
 
 
@@ -85,6 +87,24 @@ def cache_dir() -> Path:
     base = os.environ.get("INSITU_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "insitu")
     return Path(base)
+
+
+def conv_gemm(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Convolution (cross-correlation, ``groups = 1``) of ``x [N, C, H, W]`` with
+    ``w [O, C, k, k]`` as one float64 matrix product over ``[pixel, (kh, kw, c)]`` columns;
+    ``[N, O, OH, OW]``.  Call it on small batches: the columns are ``k*k`` times the input."""
+    n, c, h, wd = x.shape
+    cout, _, k, _ = w.shape
+    oh, ow = conv_out(h, k, pad, stride), conv_out(wd, k, pad, stride)
+    xh = np.zeros((n, h + 2 * pad, wd + 2 * pad, c))
+    xh[:, pad:pad + h, pad:pad + wd, :] = x.transpose(0, 2, 3, 1)
+    cols = np.empty((n, oh, ow, k, k, c))
+    for i in range(k):
+        for j in range(k):
+            cols[:, :, :, i, j, :] = xh[:, i:i + stride * (oh - 1) + 1:stride,
+                                         j:j + stride * (ow - 1) + 1:stride, :]
+    out = cols.reshape(n * oh * ow, k * k * c) @ w.transpose(2, 3, 1, 0).reshape(-1, cout)
+    return out.reshape(n, oh, ow, cout).transpose(0, 3, 1, 2)
 
 
 def conv_out(size: int, k: int, pad: int, stride: int = 1) -> int:

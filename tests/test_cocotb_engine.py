@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""A compiled two-layer model through the CLI: compile, then simulate in cocotb (Icarus and
-Verilator) under random stalls and a reset mid-inference, bit-exact with the golden model."""
+"""A compiled two-layer model through the CLI: compile, then simulate (the HDL bench and the
+cocotb bench, Icarus and Verilator) under random stalls and a reset mid-inference, bit-exact
+with the golden model."""
 
 import json
 
@@ -31,10 +32,11 @@ def inputs(path, seed=1):
 
 
 @needs_icarus
-@pytest.mark.parametrize("scheme, sim", [("asm", "icarus"), ("smartdeal", "icarus"),
-                                         ("mlg", "icarus"), ("smartdeal", "verilator"),
-                                         ("int8", "verilator")])
-def test_compile_and_simulate_two_layer_model(build_dir, capsys, scheme, sim):
+@pytest.mark.parametrize("scheme, sim, bench", [
+    ("asm", "icarus", "hdl"), ("smartdeal", "icarus", "hdl"), ("mlg", "icarus", "hdl"),
+    ("smartdeal", "verilator", "hdl"), ("int8", "verilator", "hdl"),
+    ("mlg", "verilator", "cocotb"), ("asm", "icarus", "cocotb")])
+def test_compile_and_simulate_two_layer_model(build_dir, capsys, scheme, sim, bench):
     if sim == "verilator" and not tools.have_verilator() and tools.skips_allowed():
         pytest.skip("needs verilator")
     model, xs, design = build_dir / "m.npz", build_dir / "x.npy", build_dir / "design"
@@ -45,9 +47,11 @@ def test_compile_and_simulate_two_layer_model(build_dir, capsys, scheme, sim):
     for f in ("engine.v", "manifest.json", "weight.hex", "post.hex", "vectors.npz",
               "compile_report.json"):
         assert (design / f).exists(), f
-    assert main(["simulate", str(design), "--sim", sim, "--stalls", "0.3", "--reset"]) == 0
+    assert main(["simulate", str(design), "--sim", sim, "--stalls", "0.3", "--reset",
+                 "--bench", bench]) == 0
     rep = json.loads((design / "sim_report.json").read_text())
     assert rep["bit_exact"] is True and rep["vectors"] == 12 and rep["mismatches"] == 0
+    assert rep["bench"] == bench
     man = json.loads((design / "manifest.json").read_text())
     comp = json.loads((design / "compile_report.json").read_text())
     assert rep["weight_bits_read"] == comp["weight_bits_read"] > 0

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..gen import schemes as registry
 from ..gen.compiler import compile_model, golden_layers
@@ -95,7 +96,16 @@ def _batched(fn, x, batch=10):
 def run_real_demo(out_dir, models=REAL_MODELS, schemes=registry.NAMES, *, lanes=8,
                   rtl_images=300, limit=None, sim="verilator", knobs=None, jobs=2) -> dict:
     """Every ``model`` x ``scheme``: golden accuracy on the test split in this process while
-    up to ``jobs`` RTL simulations run beside it (each a Verilator process)."""
+    up to ``jobs`` RTL simulations run beside it (each a Verilator process).  BLAS runs on
+    one thread here: its second thread gains little on these small batches and spins on the
+    cores the simulations need."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run_real_demo(out_dir, models, schemes, lanes=lanes, rtl_images=rtl_images,
+                              limit=limit, sim=sim, knobs=knobs, jobs=jobs)
+
+
+def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, knobs,
+                   jobs) -> dict:
     out_dir = Path(out_dir)
     if isinstance(models, str):
         models = (models,)
@@ -115,7 +125,7 @@ def run_real_demo(out_dir, models=REAL_MODELS, schemes=registry.NAMES, *, lanes=
                 y_test = data.y_test[:n_test]
                 calib = pad_to(data.x_train[:256], shape[1]) / 255.0
                 t0 = time.monotonic()
-                y_float = _batched(lambda x: graph.forward(x / 255.0), x_test, 500)
+                y_float = _batched(lambda x: graph.forward(x / 255.0), x_test)
                 acc_float = float(np.mean(y_float.argmax(1) == y_test))
                 prog.log(f"[{model}] float accuracy {100 * acc_float:.2f}% on {n_test} test "
                          f"images ({time.monotonic() - t0:.0f} s)")
