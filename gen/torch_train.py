@@ -18,7 +18,7 @@ import numpy as np
 from .datasets import DataSet, pad_to
 from .zoo import MODELS, dscnn, resnet8
 
-__all__ = ["train", "evaluate", "INPUT_SIZE", "build"]
+__all__ = ["train", "fit", "evaluate", "INPUT_SIZE", "build"]
 
 INPUT_SIZE = 32
 
@@ -51,21 +51,38 @@ def train(name: str, data: DataSet, *, epochs: int = 12, seed: int = 0, batch: i
           lr: float = 0.1, limit: int | None = None, progress=None):
     """Train topology ``name`` on ``data``; returns ``(module, history)``."""
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(seed)
+    module = build(name, data.shape[0], data.classes)
+    opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4,
+                          nesterov=True)
+    n = min(limit or len(data.x_train), len(data.x_train))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr,
+                                                total_steps=epochs * -(-n // batch))
+    history = fit(module, data, opt, epochs=epochs, seed=seed, batch=batch, limit=limit,
+                  sched=sched, progress=progress)
+    return module.eval(), history
+
+
+def fit(module, data: DataSet, opt, *, epochs: int, seed: int = 0, batch: int = 128,
+        limit: int | None = None, sched=None, cosine: bool = False, before_step=None,
+        before_eval=None, progress=None) -> list[dict]:
+    """Cross-entropy epochs of ``module`` with optimiser ``opt`` (and ``sched``, or a cosine
+    decay with ``cosine``), random 2-pixel shifts and flips; the test accuracy after each
+    epoch.  ``before_step()`` runs before every step (e.g. a QAT projection),
+    ``before_eval()`` before each evaluation.  Deterministic for a seed."""
+    import torch
+    import torch.nn.functional as F
+
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(seed)
-    module = build(name, data.shape[0], data.classes)
     x_tr, y_tr = data.x_train, data.y_train
     if limit:
         x_tr, y_tr = x_tr[:limit], y_tr[:limit]
     xt = torch.from_numpy(_prepare(x_tr))
     yt = torch.from_numpy(y_tr)
-    opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4,
-                          nesterov=True)
-    steps = epochs * -(-len(xt) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    if cosine and sched is None:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-len(xt) // batch))
     history = []
     say = progress or (lambda msg: None)
     for ep in range(epochs):
@@ -81,15 +98,20 @@ def train(name: str, data: DataSet, *, epochs: int = 12, seed: int = 0, batch: i
             xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
             if rng.random() < 0.5:
                 xb = xb.flip(3)
+            if before_step:
+                before_step()
             loss = F.cross_entropy(module(xb), yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             loss_sum += float(loss.detach()) * len(idx)
+        if before_eval:
+            before_eval()
         acc = evaluate(module, data.x_test, data.y_test)
         history.append({"epoch": ep + 1, "loss": loss_sum / len(xt), "test_accuracy": acc,
                         "seconds": round(time.monotonic() - t0, 1)})
         say(f"epoch {ep + 1}/{epochs}: loss {loss_sum / len(xt):.4f}, test accuracy "
             f"{100 * acc:.2f}% ({time.monotonic() - t0:.0f} s)")
-    return module.eval(), history
+    return history

@@ -27,6 +27,7 @@ from ..gen.layer import ModelError
 from ..gen.model import load_network
 from ..gen.network import forward_int
 from ..gen.onnx_import import load_onnx
+from ..gen.torch_qat import codes_from_arrays
 from ..gen.util import write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
@@ -45,6 +46,38 @@ def checkpoint(model: str) -> Path:
         raise ModelError(f"No checkpoint for '{model}' at {path}: make it with 'insitu train "
                          f"--model {model} -o models/{model}'")
     return path
+
+
+def tuned_checkpoint(model: str, scheme: str, knobs=None):
+    """``(model.onnx, codes.npz or None)`` of the committed fine-tuned checkpoint of ``model``
+    for ``scheme`` (``models/<model>-<scheme>``, made by ``insitu train --scheme``) when it
+    was tuned with these knobs from the committed float checkpoint; else None."""
+    d = ROOT / "models" / f"{model}-{scheme}"
+    try:
+        rep = json.loads((d / "train_report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (not (d / "model.onnx").exists() or rep.get("scheme") != scheme
+            or (rep.get("knobs") or {}) != (knobs or {})
+            or Path(rep.get("from", "")).name != "model.onnx"
+            or Path(rep.get("from", "")).parent.name != model):
+        return None
+    codes = d / "codes.npz"
+    return d / "model.onnx", codes if codes.exists() else None
+
+
+def _scheme_network(model, scheme, knobs, layers):
+    """``(layers, compressed or None, checkpoint label)`` that the demo compiles."""
+    tuned = tuned_checkpoint(model, scheme, knobs)
+    if tuned is None:
+        return layers, None, f"models/{model} (post-training)"
+    onnx_path, codes = tuned
+    tl, _ = load_network(onnx_path)
+    comp = None
+    if codes is not None:
+        with np.load(codes) as z:
+            comp = codes_from_arrays(tl, scheme, knobs, z)
+    return tl, comp, f"models/{model}-{scheme} (fine-tuned)"
 
 
 class Progress:
@@ -131,8 +164,10 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                          f"images ({time.monotonic() - t0:.0f} s)")
                 for scheme in schemes:
                     t0 = time.monotonic()
-                    plan = compile_model(layers, scheme, lanes=lanes, input_shape=shape,
-                                         calib=calib, knobs=knobs if len(schemes) == 1 else None)
+                    kn = knobs if len(schemes) == 1 else None
+                    net, comp, ckpt = _scheme_network(model, scheme, kn, layers)
+                    plan = compile_model(net, scheme, lanes=lanes, input_shape=shape,
+                                         calib=calib, knobs=kn, compressed=comp)
                     golden = golden_layers(plan)
                     y_hw = _batched(lambda x: forward_int(golden, x.astype(np.int64))
                                     .reshape(len(x), -1), x_test)
@@ -144,7 +179,8 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                              f"({time.monotonic() - t0:.0f} s); {rtl_n} images queued for the "
                              f"RTL ({sim})")
                     row = {
-                        "model": model, "scheme": scheme, "lanes": lanes,
+                        "model": model, "scheme": scheme, "lanes": lanes, "checkpoint": ckpt,
+                        "fine_tuned": ckpt.endswith("(fine-tuned)"),
                         "accuracy_float": acc_float, "accuracy_hw": acc_hw,
                         "top1_agreement": agree, "golden_vectors": n_test,
                         "macs": plan.macs, "weights": plan.weights,
@@ -199,13 +235,14 @@ def _timed(fn, *args, **kwargs):
 
 
 def real_table(report: dict) -> str:
-    head = (f"{'model':8s} {'scheme':9s} {'float':>6s} {'hw':>6s} {'agree':>6s} {'KB':>6s} "
+    head = (f"{'model':8s} {'scheme':9s} {'tuned':5s} {'float':>6s} {'hw':>6s} {'agree':>6s} {'KB':>6s} "
             f"{'bits/w':>6s} {'read/w':>6s} {'x int8':>6s} {'cycles':>9s} {'MAC util':>8s} "
             f"{'act KB':>6s} {'RTL':>4s} {'bit-exact':>9s}")
     lines = [head, "-" * len(head)]
     for r in report["runs"]:
         lines.append(
-            f"{r['model']:8s} {r['scheme']:9s} {100 * r['accuracy_float']:5.2f}% "
+            f"{r['model']:8s} {r['scheme']:9s} {'QAT' if r.get('fine_tuned') else 'PTQ':5s} "
+            f"{100 * r['accuracy_float']:5.2f}% "
             f"{100 * r['accuracy_hw']:5.2f}% {100 * r['top1_agreement']:5.1f}% "
             f"{r['weight_bytes'] / 1024:6.1f} {r['bits_per_weight']:6.2f} "
             f"{r['weight_bits_read'] / r['weights']:6.2f} {r['read_ratio_vs_int8']:6.2f} "
