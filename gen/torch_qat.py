@@ -33,7 +33,7 @@ from .golden import odd
 from .layer import Layer, ModelError
 from .torch_train import evaluate, fit
 
-__all__ = ["LayerNet", "finetune", "export_layers_onnx", "codes_arrays", "codes_from_arrays"]
+__all__ = ["LayerNet", "train_float", "finetune", "export_layers_onnx", "codes_arrays", "codes_from_arrays"]
 
 
 def _torch():
@@ -260,14 +260,28 @@ def codes_from_arrays(layers: list[Layer], scheme: str, knobs, z) -> list:
     return out
 
 
+def train_float(layers: list[Layer], data: DataSet, *, epochs: int, seed: int = 0,
+                lr: float = 3e-3, batch: int = 64, size: int | None = None,
+                augment: bool = False) -> list[Layer]:
+    """Train ``layers`` (their initial weights) in float with Adam; the trained layers."""
+    torch = _torch()
+    torch.manual_seed(seed)
+    net = LayerNet(layers)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    fit(net, data, opt, epochs=epochs, seed=seed, batch=batch, size=size, augment=augment)
+    return net.to_layers()
+
+
 def finetune(layers: list[Layer], input_shape, data: DataSet, scheme: str, *, knobs=None,
              epochs: int = 2, seed: int = 0, lr: float | None = None, batch: int = 128,
-             limit: int | None = None, project_every: int = 1, progress=None):
+             limit: int | None = None, project_every: int = 1, progress=None,
+             optimizer: str = "sgd", size: int | None = 32, augment: bool = True):
     """Fine-tune ``layers`` for ``scheme``; ``(layers, compressed or None, history)``.
 
     ``compressed`` is the trained codes (factor form) or None (weight form: compile
     compresses the returned weights).  ``history`` has the test accuracy of the scheme's
-    weights before and after each epoch."""
+    weights before and after each epoch.  The weight form uses SGD with momentum (or
+    ``optimizer="adam"``), the factor form Adam; ``size`` / ``augment`` as in ``fit``."""
     torch = _torch()
     torch.manual_seed(seed)
     sch = registry.get(scheme)
@@ -285,14 +299,16 @@ def finetune(layers: list[Layer], input_shape, data: DataSet, scheme: str, *, kn
         before = refresh = None
     else:
         before, refresh = _weight_ste(net, scheme, knobs, project_every)
-        opt = torch.optim.SGD(net.parameters(), lr=lr or 0.001, momentum=0.9, nesterov=True)
+        opt = (torch.optim.Adam(net.parameters(), lr=lr or 1e-3) if optimizer == "adam" else
+               torch.optim.SGD(net.parameters(), lr=lr or 0.001, momentum=0.9, nesterov=True))
     t0 = time.monotonic()
-    acc0 = evaluate(net, data.x_test, data.y_test)
+    acc0 = evaluate(net, data.x_test, data.y_test, size=size)
     history = [{"epoch": 0, "test_accuracy": acc0}]
     say(f"{scheme}: test accuracy before fine-tuning {100 * acc0:.2f}% "
         f"({time.monotonic() - t0:.0f} s)")
     history += fit(net, data, opt, epochs=epochs, seed=seed, batch=batch, limit=limit,
-                   before_step=before, before_eval=refresh, cosine=True, progress=say)
+                   before_step=before, before_eval=refresh, cosine=True, progress=say,
+                   size=size, augment=augment)
     if sch.factor_qat:
         codes = fac.codes()
         tuned = net.to_layers([None if c is None else (c.weight_int() * c.scale)

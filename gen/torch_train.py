@@ -30,19 +30,20 @@ def build(name: str, in_channels: int = 1, classes: int = 10):
     return {"resnet8": resnet8, "dscnn": dscnn}[name](in_channels=in_channels, classes=classes)
 
 
-def _prepare(x: np.ndarray) -> np.ndarray:
-    """u8 ``[N, C, H, W]`` -> float32 in [0, 1], padded to ``INPUT_SIZE``."""
-    return pad_to(x, INPUT_SIZE).astype(np.float32) / 255.0
+def _prepare(x: np.ndarray, size: int | None = INPUT_SIZE) -> np.ndarray:
+    """u8 ``[N, C, H, W]`` -> float32 in [0, 1], padded to ``size`` (None: as it is)."""
+    return (pad_to(x, size) if size else x).astype(np.float32) / 255.0
 
 
-def evaluate(module, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+def evaluate(module, x: np.ndarray, y: np.ndarray, batch: int = 1000,
+             size: int | None = INPUT_SIZE) -> float:
     """Top-1 accuracy of ``module`` on u8 images ``x``."""
     import torch
     module.eval()
     hits = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            xb = torch.from_numpy(_prepare(x[i:i + batch]))
+            xb = torch.from_numpy(_prepare(x[i:i + batch], size))
             hits += int((module(xb).argmax(1).numpy() == y[i:i + batch]).sum())
     return hits / len(x)
 
@@ -66,10 +67,11 @@ def train(name: str, data: DataSet, *, epochs: int = 12, seed: int = 0, batch: i
 
 def fit(module, data: DataSet, opt, *, epochs: int, seed: int = 0, batch: int = 128,
         limit: int | None = None, sched=None, cosine: bool = False, before_step=None,
-        before_eval=None, progress=None) -> list[dict]:
+        before_eval=None, progress=None, size: int | None = INPUT_SIZE,
+        augment: bool = True) -> list[dict]:
     """Cross-entropy epochs of ``module`` with optimiser ``opt`` (and ``sched``, or a cosine
-    decay with ``cosine``), random 2-pixel shifts and flips; the test accuracy after each
-    epoch.  ``before_step()`` runs before every step (e.g. a QAT projection),
+    decay with ``cosine``) on images padded to ``size`` (None: as they are), with
+    ``augment`` random 2-pixel shifts and flips; the test accuracy after each epoch.  ``before_step()`` runs before every step (e.g. a QAT projection),
     ``before_eval()`` before each evaluation.  Deterministic for a seed."""
     import torch
     import torch.nn.functional as F
@@ -79,7 +81,7 @@ def fit(module, data: DataSet, opt, *, epochs: int, seed: int = 0, batch: int = 
     x_tr, y_tr = data.x_train, data.y_train
     if limit:
         x_tr, y_tr = x_tr[:limit], y_tr[:limit]
-    xt = torch.from_numpy(_prepare(x_tr))
+    xt = torch.from_numpy(_prepare(x_tr, size))
     yt = torch.from_numpy(y_tr)
     if cosine and sched is None:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-len(xt) // batch))
@@ -93,11 +95,12 @@ def fit(module, data: DataSet, opt, *, epochs: int, seed: int = 0, batch: int = 
         for i in range(0, len(xt), batch):
             idx = order[i:i + batch]
             xb = xt[idx]
-            # augmentation: random shifts of up to 2 pixels (the padding) and flips
-            dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
-            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
-            if rng.random() < 0.5:
-                xb = xb.flip(3)
+            if augment:
+                # random shifts of up to 2 pixels (the padding) and flips
+                dx, dy = (int(v) for v in rng.integers(-2, 3, 2))
+                xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+                if rng.random() < 0.5:
+                    xb = xb.flip(3)
             if before_step:
                 before_step()
             loss = F.cross_entropy(module(xb), yt[idx])
@@ -109,7 +112,7 @@ def fit(module, data: DataSet, opt, *, epochs: int, seed: int = 0, batch: int = 
             loss_sum += float(loss.detach()) * len(idx)
         if before_eval:
             before_eval()
-        acc = evaluate(module, data.x_test, data.y_test)
+        acc = evaluate(module, data.x_test, data.y_test, size=size)
         history.append({"epoch": ep + 1, "loss": loss_sum / len(xt), "test_accuracy": acc,
                         "seconds": round(time.monotonic() - t0, 1)})
         say(f"epoch {ep + 1}/{epochs}: loss {loss_sum / len(xt):.4f}, test accuracy "

@@ -16,7 +16,6 @@ from .. import mlg
 from ..fields import Fields
 from ..golden import mlg_bits, mlg_generate
 from ..layer import ModelError
-from ..train import train_mlg_factors
 from .base import Scheme
 
 __all__ = ["SCHEME"]
@@ -44,9 +43,6 @@ class Mlg(Scheme):
         return {"Bi": int(rng.integers(1, 3)), "Bo": int(rng.integers(1, 6)),
                 "qb": int(rng.integers(1, 5)), "qu": int(rng.integers(1, 6)),
                 "qv": int(rng.integers(1, 5))}
-
-    def train_factors(self, layers, compressed, x, y, input_shape, **kw):
-        return train_mlg_factors(layers, compressed, x, y, input_shape, **kw)
 
     def compress(self, layer, cfg):
         return mlg.compress_layer(layer, cfg)

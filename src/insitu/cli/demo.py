@@ -22,13 +22,7 @@ from ..gen import schemes as registry
 from ..gen.compiler import compile_model, dense_int8, rebuilt_weights
 from ..gen.model import load_model, save_model
 from ..gen.network import forward_int
-from ..gen.train import (
-    ARCHS,
-    accuracy,
-    init_layers,
-    load_digits_split,
-    train,
-)
+from ..gen.digits import ARCHS, accuracy, as_dataset, init_layers, load_digits_split
 from ..gen.util import cache_dir, write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
@@ -56,20 +50,23 @@ def trained_model(arch: str, data, *, scheme: str | None = None, knobs=None):
     xtr, ytr, _, _ = data
     shape = ARCHS[arch]["input_shape"]
     path = _cache_stem(arch, scheme or "float",
-                       [EPOCHS, QAT_EPOCHS, SEED, knobs or {}]).with_suffix(".npz")
+                       [EPOCHS, QAT_EPOCHS, SEED, "torch", knobs or {}]).with_suffix(".npz")
     if path.exists():
         try:
             return load_model(path), True
         except ValueError:
             path.unlink()
+    from ..gen.torch_qat import finetune, train_float      # PyTorch: an optional extra
+    dset = as_dataset(data, arch)
     if scheme is None:
-        layers = train(init_layers(arch, SEED), xtr, ytr, shape, epochs=EPOCHS, seed=SEED)
+        layers = train_float(init_layers(arch, SEED), dset, epochs=EPOCHS, seed=SEED)
     else:
         base, _ = trained_model(arch, data)
         proj = projector(scheme, knobs)
         ptq_acc = accuracy(base, xtr, ytr, shape, proj(base))
-        tuned = train(copy.deepcopy(base), xtr, ytr, shape, epochs=QAT_EPOCHS, lr=1e-3,
-                      seed=SEED + 1, project=proj)
+        tuned, _, _ = finetune(base, shape, dset, scheme, knobs=knobs, epochs=QAT_EPOCHS,
+                               seed=SEED + 1, batch=64, optimizer="adam", size=None,
+                               augment=False)
         qat_acc = accuracy(tuned, xtr, ytr, shape, proj(tuned))
         # Fine-tuning only where plain rounding loses accuracy (judged on the training split).
         layers = tuned if qat_acc > ptq_acc else base
@@ -82,13 +79,14 @@ FACTOR_QAT_EPOCHS = 40
 
 def trained_factors(arch: str, data, scheme: str, knobs=None):
     """``(layers, compressed, cached)``: a scheme's codes trained quantisation-aware at the
-    factor level (``Scheme.train_factors``, e.g. MLG's V, U and Wb) when that beats plain
+    factor level (``gen.torch_qat.finetune``, e.g. MLG's V, U and Wb) when that beats plain
     compression on the training split; codes and biases cached next to the float model."""
     xtr, ytr, _, _ = data
     shape = ARCHS[arch]["input_shape"]
     sch = registry.get(scheme)
     cfg = sch.config(knobs or {})
-    stem = _cache_stem(arch, scheme, [EPOCHS, FACTOR_QAT_EPOCHS, SEED, "factors", knobs or {}])
+    stem = _cache_stem(arch, scheme, [EPOCHS, FACTOR_QAT_EPOCHS, SEED, "factors", "torch",
+                                         knobs or {}])
     path, cpath = stem.with_suffix(".npz"), stem.with_suffix(".codes.npz")
     base, _ = trained_model(arch, data)
     if path.exists() and cpath.exists():
@@ -107,8 +105,10 @@ def trained_factors(arch: str, data, scheme: str, knobs=None):
 
     def acc_of(layers, cs):
         return accuracy(layers, xtr, ytr, shape, rebuilt_weights(layers, cs, scheme))
-    tuned, tcomp = sch.train_factors(base, comp, xtr, ytr, shape, epochs=FACTOR_QAT_EPOCHS,
-                                     seed=SEED + 1)
+    from ..gen.torch_qat import finetune
+    tuned, tcomp, _ = finetune(base, shape, as_dataset(data, arch), scheme, knobs=knobs,
+                               epochs=FACTOR_QAT_EPOCHS, seed=SEED + 1, batch=64, size=None,
+                               augment=False)
     if acc_of(tuned, tcomp) <= acc_of(base, comp):
         tuned, tcomp = copy.deepcopy(base), comp
     arrays = {f"{i}.{k}": v for i, c in enumerate(tcomp) for k, v in sch.codes_arrays(c).items()}
@@ -180,7 +180,7 @@ def run_demo(out_dir, schemes=registry.NAMES, archs=("cnn", "mlp"), *, lanes=8,
             comp = write_design(plan, ddir, x_u8)
             t_compile = time.monotonic() - t0
             _log(f"[{arch}/{scheme}] compiled to {ddir} ({t_compile:.1f} s); simulating "
-                 f"{len(x_u8)} test images in cocotb ({sim})")
+                 f"{len(x_u8)} test images in the RTL ({sim})")
             t0 = time.monotonic()
             rep = simulate(ddir, sim=sim, progress=True)
             t_sim = time.monotonic() - t0
