@@ -8,13 +8,18 @@ Folder contents (``insitu compile ... -o DIR``):
   ``$readmemh`` or a loader over ``i_load``);
 * ``vectors.npz``: ``x`` (u8 inputs, ``[N, C*H*W]``) and ``y`` (golden final-layer values in
   the engine's emission order), from ``gen.network.forward_int`` on the decoded images;
-* ``compile_report.json``: weights, weight-memory bits, bits per weight, ratios, MACs.
+* ``compile_report.json``: weights, weight-memory bits, bits per weight, ratios, MACs;
+* ``checksums.json``: the SHA-256 of each shipped file (``SHIPPED``: the Verilog, the manifest
+  and the images).  :func:`load_plan` checks them, so ``simulate``, ``synth`` and ``run`` use
+  exactly the files compile wrote, or refuse with the name of the changed file.
 
 The folder is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +30,39 @@ from .model import ModelError
 from .network import forward_int, output_order
 
 __all__ = ["load_plan", "golden_vectors", "canonical_outputs", "compile_report",
-           "TOP"]
+           "TOP", "SHIPPED", "write_checksums", "verify_design"]
 
 TOP = "insitu_engine"
+#: The files of a design folder that hardware is built or loaded from.
+SHIPPED = ("engine.v", "manifest.json", "weight.hex", "aux.hex", "post.hex")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_checksums(folder) -> None:
+    """``checksums.json`` of the shipped files in ``folder``."""
+    d = Path(folder)
+    sums = {name: _sha256(d / name) for name in SHIPPED}
+    (d / "checksums.json").write_text(json.dumps({"sha256": sums}, indent=1) + "\n")
+
+
+def verify_design(folder) -> None:
+    """Refuse (one line) a folder whose shipped files differ from their compiled SHA-256."""
+    d = Path(folder)
+    try:
+        sums = json.loads((d / "checksums.json").read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelError(f"'{d}' has no valid checksums.json: recompile it with insitu "
+                         f"compile") from None
+    for name in SHIPPED:
+        path = d / name
+        if not path.exists():
+            raise ModelError(f"'{path}' is missing: recompile the folder")
+        if sums.get(name) != _sha256(path):
+            raise ModelError(f"'{path}' differs from the file compile wrote (SHA-256 in "
+                             f"checksums.json): refusing to use a changed image; recompile")
 
 
 def golden_vectors(plan: Plan, x_u8: np.ndarray) -> np.ndarray:
@@ -76,14 +111,17 @@ def hex_image(words, bits) -> str:
     return "".join(f"{int(w):0{digits}x}\n" for w in words)
 
 
-def load_plan(design_dir) -> Plan:
-    """The plan of a compiled folder, with one-line errors for a missing or broken manifest."""
+def load_plan(design_dir, *, verify: bool = True) -> Plan:
+    """The plan of a compiled folder, with one-line errors for a missing or broken manifest;
+    ``verify``: its shipped files must match ``checksums.json``."""
     d = Path(design_dir)
     man = d / "manifest.json"
     if not d.is_dir():
         raise ModelError(f"'{d}' is not a compiled design folder")
     if not man.exists():
         raise ModelError(f"'{d}' has no manifest.json: compile a model into it first")
+    if verify:
+        verify_design(d)
     try:
         return Plan.from_json(man.read_text())
     except (ValueError, TypeError, KeyError) as exc:

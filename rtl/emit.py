@@ -7,7 +7,8 @@ returns its Verilog text; bad names or values raise :class:`BlockError` with one
 :func:`write_design` writes the folder ``insitu compile`` makes (see ``gen.design``):
 ``engine.v`` (top module ``insitu_engine``, memories initialised), ``manifest.json``,
 ``weight.hex`` / ``aux.hex`` / ``post.hex`` (one word per line), ``vectors.npz`` (u8 inputs
-and golden outputs in emission order) and ``compile_report.json``; the folder is written
+and golden outputs in emission order), ``compile_report.json`` and ``checksums.json`` (SHA-256
+of the shipped files, checked by every later command); the folder is written
 under a temporary name and renamed when complete.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 from amaranth.back import verilog
 
 from ..gen.compiler import Plan
-from ..gen.design import TOP, compile_report, golden_vectors, hex_image
+from ..gen.design import TOP, compile_report, golden_vectors, hex_image, write_checksums
 from ..gen.memmap import POST_BITS
 from ..gen.util import atomic_dir, unknown
 from ..gen.util import parse_sets as parse_kv
@@ -211,4 +212,5 @@ def write_design(plan: Plan, out_dir, x_u8: np.ndarray | None = None, progress=N
             shutil.copyfile(source, tmp / f"model{Path(source).suffix}")
         np.savez(tmp / "vectors.npz", x=x_u8.astype(np.uint8), y=y)
         (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
+        write_checksums(tmp)
     return report

@@ -63,9 +63,11 @@ def test_compile_and_simulate_two_layer_model(build_dir, capsys, scheme, sim, be
 
 
 @needs_icarus
-def test_simulate_catches_image_that_differs_from_the_verilog(build_dir):
-    """A flipped bit in the manifest's weight image: the golden model follows the manifest,
-    the Verilog still holds the old image, so the run must fail (the check can fail)."""
+def test_simulate_catches_image_that_differs_from_the_verilog(build_dir, capsys):
+    """A flipped bit in the manifest's weight image is refused by its checksum; with the
+    checksums rewritten too, the golden model follows the manifest while the Verilog still
+    holds the old image, so the run must fail (the check can fail)."""
+    from insitu.gen.design import write_checksums
     model, design = build_dir / "m.npz", build_dir / "design"
     two_layer_model(model, seed=2)
     assert main(["compile", str(model), "--scheme", "asm", "--lanes", "4", "--input-shape",
@@ -73,6 +75,9 @@ def test_simulate_catches_image_that_differs_from_the_verilog(build_dir):
     man = json.loads((design / "manifest.json").read_text())
     man["weight_words"][3] = format(int(man["weight_words"][3], 16) ^ 0b10, "x")
     (design / "manifest.json").write_text(json.dumps(man))
+    assert main(["simulate", str(design)]) == 2
+    assert "manifest.json' differs from the file compile wrote" in capsys.readouterr().err
+    write_checksums(design)
     assert main(["simulate", str(design)]) == 1
     rep = json.loads((design / "sim_report.json").read_text())
     assert rep["bit_exact"] is False and rep["mismatches"] > 0

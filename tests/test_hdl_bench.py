@@ -74,3 +74,23 @@ def test_bench_source_is_seeded_and_checks_its_knobs():
         bench_source(TOP, vectors=2, features=4, outputs=3, budget=100, stalls=1.0)
     with pytest.raises(ValueError, match="Unknown bench"):
         simulate(".", bench="nope")
+
+
+@pytest.mark.parametrize("name", ["weight.hex", "engine.v", "post.hex"])
+def test_a_changed_shipped_file_is_refused(build_dir, capsys, name):
+    """One hex digit changed in a shipped file: simulate, synth and run refuse the folder
+    with one line naming the file (what is verified is what is shipped)."""
+    design, _, _, _ = _design(build_dir, "int8")
+    capsys.readouterr()
+    path = design / name
+    text = path.read_text()
+    i = next(i for i, ch in enumerate(text) if ch in "0123456789abcdef" and
+             (name != "engine.v" or text[i - 2:i] == "'h"))
+    path.write_text(text[:i] + ("1" if text[i] == "0" else "0") + text[i + 1:])
+    for argv in (["simulate", str(design)],
+                 ["synth", str(design), "--board", "icebreaker", "-o", str(build_dir / "syn")],
+                 ["run", str(design), "--port", "/dev/null"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{name}' differs from the file compile wrote" in err and err.count("\n") == 1
+    assert not (build_dir / "syn").exists()
