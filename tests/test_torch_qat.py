@@ -80,6 +80,10 @@ def test_train_scheme_cli_writes_a_checkpoint_the_demo_uses(tmp_path, capsys, mo
     with np.load(out / "codes.npz") as z:
         codes = codes_from_arrays(layers, "mlg", {}, z)
     assert sum(c is not None for c in codes) == sum(not ly.pool for ly in layers)
+    other, _ = load_network(checkpoint("resnet8"))
+    with np.load(out / "codes.npz") as z, pytest.raises(Exception, match="rebuilds the weights "
+                                                        "of no layer of the model"):
+        codes_from_arrays(other, "mlg", {}, z)
     # the demo takes a fine-tuned checkpoint only for its scheme, knobs and float parent
     import insitu.cli.demo_real as demo_real
     monkeypatch.setattr(demo_real, "ROOT", tmp_path)
@@ -89,7 +93,13 @@ def test_train_scheme_cli_writes_a_checkpoint_the_demo_uses(tmp_path, capsys, mo
     assert tuned_checkpoint("resnet8", "mlg") is None
 
 
-def test_train_scheme_bad_input(capsys):
+def test_train_scheme_bad_input(capsys, tmp_path):
+    from test_cocotb_engine import two_layer_model
+    two_layer_model(tmp_path / "m.npz")
+    assert main(["train", "--model", "dscnn", "--scheme", "asm", "--from",
+                 str(tmp_path / "m.npz"), "-o", str(tmp_path / "o")]) == 2
+    assert "--from must be an ONNX file" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     assert main(["train", "--model", "dscnn", "--scheme", "nope", "-o", "x"]) == 2
     assert "Unknown scheme 'nope'" in capsys.readouterr().err
     assert main(["train", "--model", "dscnn", "--scheme", "mlg", "--set", "Zz=1", "-o",
