@@ -7,6 +7,10 @@ to a multiple of 3 and split into chunks of at most 192 rows).  Alternating leas
 gives ``A ~= Ce B``; the last step re-projects Ce and re-solves B.  Each block's B is then
 balanced by a power of 2 against its exponents and quantised to int8 with one scale per layer.
 
+Filters of at most 9 weights (depthwise layers, one input channel) share one block's basis
+across up to 64 consecutive filters (one ALS problem over their stacked rows); a per-filter
+basis would cost 8 bits a weight.
+
 Stored integer codes per block: ``B_int [3, 3]``, ``elemmask/sgn/expu [R, 3]``; rebuilt with
 :func:`insitu.gen.golden.sd_rebuild`; real weight ``= W_fix * scale`` with
 ``scale = sB * 2**e_min * s_w``.
@@ -23,6 +27,7 @@ from .model import Layer
 
 CHUNK_CH = 64          # input channels per 3x3 chunk
 MAX_ROWS = 192         # rows per chunk
+MAX_SHARE = 64         # filters of at most 9 weights that share one basis entry
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class SdLayer:
     expu: np.ndarray
     scale: float                      # real weight = W_fix * scale
     shifts: np.ndarray = field(default=None)   # int8 requant shift per filter
+    share: int = 1                    # consecutive filters sharing one basis entry (depthwise)
 
     @property
     def cout(self) -> int:
@@ -76,6 +82,15 @@ class SdLayer:
     @property
     def n_chunks(self) -> int:
         return len(self.rows)
+
+    @property
+    def n_entries(self) -> int:
+        """Basis entries stored: one per (filter group, chunk)."""
+        return -(-self.cout // self.share) * self.n_chunks
+
+    def entry_filters(self) -> list[range]:
+        """The filters of each shared basis entry (one each unless depthwise)."""
+        return [range(g, min(self.cout, g + self.share)) for g in range(0, self.cout, self.share)]
 
     def block_rows(self, co: int, s: int):
         start = sum(self.rows[:s])
@@ -129,8 +144,9 @@ class SdLayer:
         return {
             "coef": b"".join(int(w).to_bytes(wb, "little") for w in words),
             "basis": b"".join(int(v).to_bytes(bb, "little", signed=True)
-                              for v in self.basis.reshape(-1)),
-            "shift": bytes(int(s) for s in self.shifts),
+                              for g in self.entry_filters()
+                              for v in self.basis[g[0]].reshape(-1)),
+            "shift": bytes(int(self.shifts[g[0]]) for g in self.entry_filters()),
             "scale": np.float32(self.scale).tobytes(),
         }
 
@@ -142,8 +158,9 @@ class SdLayer:
         payload = rows_total + 3 * nnz_rows + nnz * self.config.fmt.code_bits
         wbits = self.config.word_bits
         coef = (1 + max(1, -(-payload // wbits))) * wbits      # header word + payload
-        basis = self.basis.size * 8 * (-(-self.config.basis_bits // 8))
-        return {"coef": coef, "basis": basis, "shift": 8 * self.cout, "scale": 32}
+        basis = self.n_entries * 9 * 8 * (-(-self.config.basis_bits // 8))
+        return {"coef": coef, "basis": basis, "shift": 8 * -(-self.cout // self.share),
+                "scale": 32}
 
 
 def _split(layer: Layer) -> tuple[np.ndarray, list[int]]:
@@ -203,16 +220,26 @@ def compress_layer(layer: Layer, cfg: SdConfig = SdConfig()) -> SdLayer:
     row_thr = layer.kind == "conv3x3"
     cout = A_all.shape[0]
     n_chunks = len(rows)
-    R = max(rows)
-    # Blocks [nb, R, 3], zero-padded to the longest chunk; padded rows are kept at zero.
-    nb = cout * n_chunks
+    # A filter of at most 9 weights (depthwise, or one input channel): a 3x3 basis of its
+    # own would cost 8 bits a weight, so up to MAX_SHARE consecutive filters share one basis
+    # entry (one ALS block).
+    share = min(cout, MAX_SHARE) if n_chunks == 1 and rows[0] <= 3 else 1
+    starts = np.cumsum([0] + rows[:-1])
+    # Blocks: (filter, chunk) segments stacked, zero-padded to the longest; padded rows
+    # are kept at zero.
+    segments = [[(co, s) for co in range(g, min(cout, g + share))]
+                for g in range(0, cout, share) for s in range(n_chunks)]
+    nb = len(segments)
+    R = max(sum(rows[s] for _, s in seg) for seg in segments)
     A = np.zeros((nb, R, 3))
     keep = np.zeros((nb, R))
-    starts = np.cumsum([0] + rows[:-1])
-    for co in range(cout):
-        for s, (st, r) in enumerate(zip(starts, rows)):
-            A[co * n_chunks + s, :r] = A_all[co, st:st + r]
-            keep[co * n_chunks + s, :r] = keep_all[co, st:st + r]
+    for b, seg in enumerate(segments):
+        at = 0
+        for co, s in seg:
+            st, r = starts[s], rows[s]
+            A[b, at:at + r] = A_all[co, st:st + r]
+            keep[b, at:at + r] = keep_all[co, st:st + r]
+            at += r
 
     pinv = np.linalg.pinv
     C = A.copy()
@@ -251,14 +278,21 @@ def compress_layer(layer: Layer, cfg: SdConfig = SdConfig()) -> SdLayer:
 
     def unblock(x):
         out = np.zeros((cout, sum(rows), 3), dtype=np.int64)
-        for co in range(cout):
-            for s, (st, r) in enumerate(zip(starts, rows)):
-                out[co, st:st + r] = x[co * n_chunks + s, :r]
+        for b, seg in enumerate(segments):
+            at = 0
+            for co, s in seg:
+                st, r = starts[s], rows[s]
+                out[co, st:st + r] = x[b, at:at + r]
+                at += r
         return out
 
+    basis = np.zeros((cout, n_chunks, 3, 3), dtype=np.int64)      # each filter's entry
+    for b, seg in enumerate(segments):
+        for co, s in seg:
+            basis[co, s] = B_int[b].reshape(3, 3)
     sd = SdLayer(layer.name, layer.kind, tuple(layer.weight.shape), cfg, list(rows),
-                 B_int.reshape(cout, n_chunks, 3, 3), unblock(mask), unblock(sgn), unblock(expu),
-                 sB * 2.0 ** cfg.e_min * s_w)
+                 basis, unblock(mask), unblock(sgn), unblock(expu),
+                 sB * 2.0 ** cfg.e_min * s_w, share=share)
     rebuilt = sd.rebuild_rows()
     shifts = []
     for co in range(cout):
@@ -267,5 +301,7 @@ def compress_layer(layer: Layer, cfg: SdConfig = SdConfig()) -> SdLayer:
         while (peak + ((1 << (s - 1)) if s else 0)) >> s > 127:
             s += 1
         shifts.append(s)
-    sd.shifts = np.array(shifts, dtype=np.int64)
+    # one shift per basis entry: the largest its filters need
+    sd.shifts = np.array([max(shifts[co] for co in g) for g in sd.entry_filters()
+                          for co in g], dtype=np.int64)
     return sd

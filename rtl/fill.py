@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..gen.memmap import MEM_AUX, MEM_COEF, MEM_WEIGHT
+from ..gen.schemes.smartdeal import basis_fields
 from .util import layer_const
 from .weightgen import SdWeightGen
 
@@ -117,7 +118,9 @@ class CopyFill(Fill):
 class RebuildFill(Fill):
     """SmartDeal: the coefficient stream and the basis entries of every layer are read
 once per inference, in (filter, chunk) order, through the power-of-2 decoder and the
-rebuild engine; each rebuilt kernel row (3 int8 weights) is written into its lane.
+rebuild engine; each rebuilt kernel row (3 int8 weights) is written into its lane.  A basis
+entry with ``rep > 0`` (a depthwise layer's shared basis) goes to the next ``rep`` filters
+too: read once more from the same address, counted once.
     """
 
     def elaborate(self, platform):
@@ -135,6 +138,7 @@ rebuild engine; each rebuilt kernel row (3 int8 weights) is written into its lan
         n_words = len(plan.weight_words)
         n_basis = len(plan.aux_words)
         takes = []
+        rep_field = basis_fields()
         for rd, n, port, bits in ((self.w_rd, n_words, gen.i_coef, plan.weight_word_bits),
                                   (self.a_rd, n_basis, gen.i_basis, plan.aux_word_bits)):
             addr = Signal(range(n + 1))
@@ -144,15 +148,25 @@ rebuild engine; each rebuilt kernel row (3 int8 weights) is written into its lan
                 m.d.sync += go.eq(1)
             # A read issued at `addr` lands in rd.data next cycle; `valid` holds it until taken.
             can = ~valid | port.ready
-            m.d.comb += [rd.addr.eq(addr), rd.en.eq(can)]
-            with m.If(can):
+            # A basis entry shared by `rep` more filters (depthwise) is offered again: the
+            # same address is read once more and the stream stays valid.
+            again = Signal(name=f"again_{len(takes)}")
+            if port is gen.i_basis:
+                sent = Signal(6, name="rep_sent")
+                rep = rd.data[rep_field.offset("rep"):][:6]
+                m.d.comb += again.eq(valid & (sent < rep))
+                with m.If(valid & port.ready):
+                    m.d.sync += sent.eq(Mux(again, sent + 1, 0))
+            m.d.comb += [rd.addr.eq(Mux(again, addr - 1, addr)), rd.en.eq(can)]
+            with m.If(can & ~again):
                 m.d.sync += valid.eq(go & (addr < n))
                 with m.If(go & (addr < n)):
                     m.d.sync += addr.eq(addr + 1)
                 with m.If(go & (addr == n)):
                     m.d.sync += [addr.eq(0), go.eq(0)]
             m.d.comb += [port.valid.eq(valid), port.payload.eq(rd.data)]
-            takes.append(Mux(port.valid & port.ready, bits, 0))
+            # bits read from memory: a repeated entry counts once
+            takes.append(Mux(port.valid & port.ready & ~again, bits, 0))
         m.d.comb += self.wbits.eq(takes[0] + takes[1])
 
         chunks = lc_("g_chunks", lambda ly: ly.extra["chunks"], range(1 << 12))

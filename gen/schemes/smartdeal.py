@@ -24,8 +24,9 @@ BASIS_BITS = 8
 
 def basis_fields(basis_bits: int = BASIS_BITS) -> Fields:
     """One block's basis entry: the 3x3 basis (row-major), the rounding shift of its filter
-    (int8 mode) and the number of kernel rows in the block."""
-    return Fields(("b", basis_bits, True, 9), ("shift", 5), ("rows", 8))
+    (int8 mode), the number of kernel rows in the block, and how many more consecutive
+    filters use the same entry (``rep``: a depthwise layer's filters share one)."""
+    return Fields(("b", basis_bits, True, 9), ("shift", 5), ("rows", 8), ("rep", 6))
 
 
 class SmartDeal(Scheme):
@@ -55,13 +56,14 @@ class SmartDeal(Scheme):
         rows_max = 0
         for lp, c in zip(plans, compressed):
             lp.wbase = len(words)
-            lp.extra = {"chunks": c.n_chunks, "rows": list(c.rows)}
+            lp.extra = {"chunks": c.n_chunks, "rows": list(c.rows), "entries": c.n_entries}
             rows_max = max(rows_max, sum(c.rows))
             words += c.coef_words()
-            for co in range(lp.cout):
+            for g in c.entry_filters():
                 for s in range(c.n_chunks):
-                    basis.append(bf.pack(b=c.basis[co, s].reshape(-1), shift=int(c.shifts[co]),
-                                         rows=int(c.rows[s])))
+                    basis.append(bf.pack(b=c.basis[g[0], s].reshape(-1),
+                                         shift=int(c.shifts[g[0]]), rows=int(c.rows[s]),
+                                         rep=len(g) - 1))
         return {"group": 3, "tile_weight_bits": 8, "tile_rows_max": rows_max,
                 "weight_word_bits": cfg.word_bits, "weight_words": words,
                 "aux_word_bits": bf.width, "aux_words": basis,
@@ -74,7 +76,7 @@ class SmartDeal(Scheme):
         layers = plan.weighted
         i = layers.index(lp)
         end = layers[i + 1].wbase if i + 1 < len(layers) else len(words)
-        bpos = sum(p.cout * p.extra["chunks"] for p in layers[:i])
+        bpos = sum(p.extra.get("entries", p.cout * p.extra["chunks"]) for p in layers[:i])
         chunks, sd_rows = lp.extra["chunks"], lp.extra["rows"]
         n_rows = words[lp.wbase]
         R = sum(sd_rows)
@@ -87,14 +89,24 @@ class SmartDeal(Scheme):
             raise ModelError(f"Layer '{lp.name}': {exc}") from None
         if err.any():
             raise ModelError(f"Layer '{lp.name}': coefficient image has an exponent out of range")
-        if len(plan.aux_words) < bpos + lp.cout * chunks:
+        n_entries = lp.extra.get("entries", lp.cout * chunks)
+        if len(plan.aux_words) < bpos + n_entries:
             raise ModelError(f"Layer '{lp.name}': basis image is shorter than the manifest says")
+        # the entries in the order the fill streams them: each one rep + 1 times
+        stream = []
+        for w in plan.aux_words[bpos:bpos + n_entries]:
+            entry = bf.unpack(w)
+            stream += [entry] * (entry["rep"] + 1)
+        if len(stream) != lp.cout * chunks:
+            raise ModelError(f"Layer '{lp.name}': basis entries cover {len(stream)} blocks, "
+                             f"the manifest says {lp.cout * chunks}")
         rows = np.zeros((lp.cout, R, 3), dtype=np.int64)
+        k = 0
         for co in range(lp.cout):
             start = 0
             for r in sd_rows:
-                entry = bf.unpack(plan.aux_words[bpos])
-                bpos += 1
+                entry = stream[k]
+                k += 1
                 B = np.array(entry["b"], dtype=np.int64).reshape(3, 3)
                 sl = slice(co * R + start, co * R + start + r)
                 rows[co, start:start + r] = requant_shift(
