@@ -119,3 +119,21 @@ def test_engine_rejects_what_it_cannot_run():
     with pytest.raises(ModelError, match=r"Layer 'b': residual 'a' of shape \(2, 8, 8\) does not "
                                          r"match the output \(2, 4, 4\)"):
         compile_model(net, "int8", input_shape=(1, 8, 8))
+
+
+def test_smartdeal_depthwise_filters_share_one_basis_entry():
+    """The 6 depthwise filters (and the 1-channel-in layers) share one basis entry: the fill
+    offers it rep + 1 times (bit-exact above); an entry whose rep disagrees with the layer is
+    refused when the image is decoded."""
+    from insitu.gen.schemes.smartdeal import basis_fields
+    plan, _ = _plan("smartdeal")
+    dw = next(lp for lp in plan.layers if lp.name == "dw")
+    assert dw.extra["entries"] == 1 and dw.cout == 6
+    bf = basis_fields()
+    first = sum(lp.extra["entries"] for lp in plan.weighted[:plan.weighted.index(dw)])
+    entry = bf.unpack(plan.aux_words[first])
+    assert entry["rep"] == 5
+    bad = copy.deepcopy(plan)
+    bad.aux_words[first] = bf.pack(**{**entry, "rep": 4})
+    with pytest.raises(ModelError, match="basis entries cover 5 blocks, the manifest says 6"):
+        schemes.get("smartdeal").unpack(bad, next(lp for lp in bad.layers if lp.name == "dw"))
