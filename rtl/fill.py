@@ -138,7 +138,8 @@ too: read once more from the same address, counted once.
         n_words = len(plan.weight_words)
         n_basis = len(plan.aux_words)
         takes = []
-        rep_field = basis_fields()
+        rep_bits = plan.params.get("rep_bits", 0)
+        rep_field = basis_fields(rep_bits=rep_bits)
         for rd, n, port, bits in ((self.w_rd, n_words, gen.i_coef, plan.weight_word_bits),
                                   (self.a_rd, n_basis, gen.i_basis, plan.aux_word_bits)):
             addr = Signal(range(n + 1))
@@ -151,9 +152,9 @@ too: read once more from the same address, counted once.
             # A basis entry shared by `rep` more filters (depthwise) is offered again: the
             # same address is read once more and the stream stays valid.
             again = Signal(name=f"again_{len(takes)}")
-            if port is gen.i_basis:
-                sent = Signal(6, name="rep_sent")
-                rep = rd.data[rep_field.offset("rep"):][:6]
+            if port is gen.i_basis and rep_bits:
+                sent = Signal(rep_bits, name="rep_sent")
+                rep = rd.data[rep_field.offset("rep"):][:rep_bits]
                 m.d.comb += again.eq(valid & (sent < rep))
                 with m.If(valid & port.ready):
                     m.d.sync += sent.eq(Mux(again, sent + 1, 0))

@@ -129,7 +129,7 @@ def test_smartdeal_depthwise_filters_share_one_basis_entry():
     plan, _ = _plan("smartdeal")
     dw = next(lp for lp in plan.layers if lp.name == "dw")
     assert dw.extra["entries"] == 1 and dw.cout == 6
-    bf = basis_fields()
+    bf = basis_fields(rep_bits=plan.params["rep_bits"])
     first = sum(lp.extra["entries"] for lp in plan.weighted[:plan.weighted.index(dw)])
     entry = bf.unpack(plan.aux_words[first])
     assert entry["rep"] == 5

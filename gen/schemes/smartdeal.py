@@ -22,11 +22,16 @@ __all__ = ["basis_fields", "SCHEME"]
 BASIS_BITS = 8
 
 
-def basis_fields(basis_bits: int = BASIS_BITS) -> Fields:
+#: Width of the ``rep`` field when some layer shares basis entries (up to 64 filters).
+REP_BITS = 6
+
+
+def basis_fields(basis_bits: int = BASIS_BITS, rep_bits: int = 0) -> Fields:
     """One block's basis entry: the 3x3 basis (row-major), the rounding shift of its filter
-    (int8 mode), the number of kernel rows in the block, and how many more consecutive
-    filters use the same entry (``rep``: a depthwise layer's filters share one)."""
-    return Fields(("b", basis_bits, True, 9), ("shift", 5), ("rows", 8), ("rep", 6))
+    (int8 mode), the number of kernel rows in the block and, in images where filters share
+    entries (``rep_bits`` > 0), how many more consecutive filters use the same entry."""
+    rep = (("rep", rep_bits),) if rep_bits else ()
+    return Fields(("b", basis_bits, True, 9), ("shift", 5), ("rows", 8), *rep)
 
 
 class SmartDeal(Scheme):
@@ -51,7 +56,8 @@ class SmartDeal(Scheme):
         return W, c.scale * np.exp2(c.shifts.astype(np.float64))
 
     def pack(self, plans, compressed, cfg, lanes) -> dict:
-        bf = basis_fields()
+        rep_bits = REP_BITS if any(c.share > 1 for c in compressed) else 0
+        bf = basis_fields(rep_bits=rep_bits)
         words, basis = [], []
         rows_max = 0
         for lp, c in zip(plans, compressed):
@@ -63,15 +69,15 @@ class SmartDeal(Scheme):
                 for s in range(c.n_chunks):
                     basis.append(bf.pack(b=c.basis[g[0], s].reshape(-1),
                                          shift=int(c.shifts[g[0]]), rows=int(c.rows[s]),
-                                         rep=len(g) - 1))
+                                         **({"rep": len(g) - 1} if rep_bits else {})))
         return {"group": 3, "tile_weight_bits": 8, "tile_rows_max": rows_max,
                 "weight_word_bits": cfg.word_bits, "weight_words": words,
                 "aux_word_bits": bf.width, "aux_words": basis,
-                "params": {"e_min": cfg.e_min, "e_max": cfg.e_max}}
+                "params": {"e_min": cfg.e_min, "e_max": cfg.e_max, "rep_bits": rep_bits}}
 
     def unpack(self, plan, lp) -> np.ndarray:
         fmt = SdFormat(plan.params["e_min"], plan.params["e_max"], plan.weight_word_bits)
-        bf = basis_fields()
+        bf = basis_fields(rep_bits=plan.params.get("rep_bits", 0))
         words = plan.weight_words
         layers = plan.weighted
         i = layers.index(lp)
@@ -96,7 +102,7 @@ class SmartDeal(Scheme):
         stream = []
         for w in plan.aux_words[bpos:bpos + n_entries]:
             entry = bf.unpack(w)
-            stream += [entry] * (entry["rep"] + 1)
+            stream += [entry] * (entry.get("rep", 0) + 1)
         if len(stream) != lp.cout * chunks:
             raise ModelError(f"Layer '{lp.name}': basis entries cover {len(stream)} blocks, "
                              f"the manifest says {lp.cout * chunks}")
