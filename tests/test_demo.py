@@ -57,22 +57,27 @@ def test_bench_memory_mlp_asm(tmp_path, cache):
 
 
 @pytest.mark.cocotb
-@pytest.mark.parametrize("model, weights, macs, cycles_per_mac", [
-    ("resnet8", 77072, 12210816, 1.01 / 8),
-    ("dscnn", 19904, 4948608, 0.35)])        # depthwise and pooling run lane-serially
-def test_demo_committed_checkpoints(tmp_path, capsys, model, weights, macs, cycles_per_mac):
+@pytest.mark.parametrize("model, scheme, weights, macs, cycles_per_mac", [
+    ("resnet8", "int8", 77072, 12210816, 1.01 / 8),
+    ("dscnn", "int8", 19904, 4948608, 0.35),        # depthwise and pooling run lane-serially
+    ("dscnn", "smartdeal", 19904, 4948608, 0.35)])  # the fine-tuned checkpoint
+def test_demo_committed_checkpoints(tmp_path, capsys, model, scheme, weights, macs,
+                                    cycles_per_mac):
     """A committed checkpoint through the real-network demo: 200 test images in the golden
-    model, one through the RTL (Verilator), bit-exact."""
+    model, two through the RTL (Verilator), bit-exact."""
     out = tmp_path / "demo"
-    assert main(["demo", "--model", model, "--scheme", "int8", "--limit", "200",
-                 "--rtl-images", "1", "-o", str(out)]) == 0
+    assert main(["demo", "--model", model, "--scheme", scheme, "--limit", "200",
+                 "--rtl-images", "2", "-o", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     run = rep["runs"][0]
-    assert rep["bit_exact"] is True and run["rtl_vectors"] == 1 and run["golden_vectors"] == 200
+    assert rep["bit_exact"] is True and run["rtl_vectors"] == 2 and run["golden_vectors"] == 200
+    assert run["fine_tuned"] is (scheme != "int8")
+    if scheme == "smartdeal":
+        assert run["bits_per_weight"] < 8        # fewer bits than dense int8
     assert run["accuracy_float"] > 0.85 and abs(run["accuracy_hw"] - run["accuracy_float"]) < 0.03
     assert run["weights"] == weights and run["macs"] == macs
     assert run["cycles"] < cycles_per_mac * run["macs"]
     for key in ("weight_bytes", "memory_ratio_vs_int8", "activation_bytes", "top1_agreement"):
         assert key in run
-    assert f"{model:8s} int8" in capsys.readouterr().out
+    assert f"{model:8s} {scheme:9s} {'QAT' if scheme != 'int8' else 'PTQ'}" in capsys.readouterr().out
     assert (out / "accuracy_vs_bits.png").stat().st_size > 1000
