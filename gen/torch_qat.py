@@ -66,25 +66,50 @@ def _layer_net_class():
         def weight(self, i):
             return self.override(i) if self.override is not None else self.weights[self.index[i]]
 
+        def _early(self):
+            """``{j: i}``: layer ``i`` adds layer ``j``'s output as its residual and its own
+            input is ready before ``j``; its convolution is computed just before ``j``'s, so
+            that an exported graph lists it first and the importer fuses the Add into it
+            again (the residual tensor stays the same one)."""
+            early = {}
+            names = [ly.name for ly in self.meta]
+            for i, ly in enumerate(self.meta):
+                if ly.residual is None or ly.residual not in names or ly.pool:
+                    continue
+                j = names.index(ly.residual)
+                src = i - 1 if ly.src is None else (
+                    -1 if ly.src == "input" else names.index(ly.src))
+                if src < j and ly.src is not None:
+                    early[j] = i
+            return early
+
+        def _pre(self, i, inp):
+            """Layer ``i`` before its residual add and activation."""
+            ly = self.meta[i]
+            if ly.kind == "gap":
+                return inp.mean(dim=(2, 3), keepdim=True)
+            if ly.kind == "avgpool":
+                return F.avg_pool2d(inp, ly.window)
+            if ly.kind == "maxpool":
+                return F.max_pool2d(inp, ly.window)
+            j = self.index[i]
+            if ly.kind == "linear":
+                return F.linear(inp.flatten(1), self.weight(i), self.biases[j])
+            return F.conv2d(inp, self.weight(i), self.biases[j], stride=ly.stride,
+                            padding=ly.pad, groups=ly.groups)
+
         def forward(self, x):
             outs = {"input": x}
             prev = x
             last = len(self.meta) - 1
+            early, pre = self._early(), {}
             for i, ly in enumerate(self.meta):
+                if i in early:
+                    k = early[i]
+                    src = self.meta[k].src
+                    pre[k] = self._pre(k, outs[src])
                 inp = prev if ly.src is None else outs[ly.src]
-                if ly.kind == "gap":
-                    y = inp.mean(dim=(2, 3), keepdim=True)
-                elif ly.kind == "avgpool":
-                    y = F.avg_pool2d(inp, ly.window)
-                elif ly.kind == "maxpool":
-                    y = F.max_pool2d(inp, ly.window)
-                elif ly.kind == "linear":
-                    j = self.index[i]
-                    y = F.linear(inp.flatten(1), self.weight(i), self.biases[j])
-                else:
-                    j = self.index[i]
-                    y = F.conv2d(inp, self.weight(i), self.biases[j], stride=ly.stride,
-                                 padding=ly.pad, groups=ly.groups)
+                y = pre.pop(i) if i in pre else self._pre(i, inp)
                 if ly.residual is not None:
                     y = y + outs[ly.residual]
                 # pools pass on unsigned activations: no ReLU of their own (the importer

@@ -35,9 +35,10 @@ def test_layer_net_is_the_imported_network(model, tmp_path):
     assert np.abs(got - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())
     export_layers_onnx(layers, shape, tmp_path / "m.onnx")
     again, shape2 = load_network(tmp_path / "m.onnx")
-    # the same layers (an Add may fuse into the other branch's conv: the same function)
-    sig = lambda ls: sorted((a.kind, a.stride, a.groups, a.pad, a.relu6)  # noqa: E731
-                            for a in ls)
+    # the same layers in the same order, each Add fused into the same conv (so the same
+    # tensor is stored as the residual)
+    sig = lambda ls: [(a.kind, a.stride, a.groups, a.pad, a.relu, a.relu6,  # noqa: E731
+                       a.residual is None, a.weight is None or a.weight.shape) for a in ls]
     assert shape2 == shape and sig(again) == sig(layers)
     assert np.allclose(float_reference(tmp_path / "m.onnx", x, shape), ref, atol=1e-4)
 
