@@ -32,6 +32,7 @@ from .datasets import DataSet
 from .golden import odd
 from .layer import Layer, ModelError
 from .torch_train import evaluate, fit
+from .zoo import export_onnx
 
 __all__ = ["LayerNet", "train_float", "finetune", "export_layers_onnx", "codes_arrays", "codes_from_arrays"]
 
@@ -147,7 +148,6 @@ def LayerNet(layers: list[Layer]):
 def export_layers_onnx(layers: list[Layer], input_shape, path) -> None:
     """Write ``layers`` as an ONNX file that ``insitu.gen.onnx_import`` lowers back to the
     same layer list (Conv, Gemm, Relu, Clip, Add, pools)."""
-    from .zoo import export_onnx
     export_onnx(LayerNet(layers), input_shape, path)
 
 
@@ -220,7 +220,7 @@ class _Factors:
     def weight(self, i):
         torch = _torch()
         c = self.comp[i]
-        cout, cin, k2 = c.shape[0], c.shape[1], c.k2
+        cin, k2 = c.shape[1], c.k2
         B, U, V = self.quantised(i)
         W1 = (torch.einsum("ocb,obt->oct", U, B) if U is not None
               else B.reshape(B.shape[0], cin, k2)).reshape(-1, cin * k2)

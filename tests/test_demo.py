@@ -74,7 +74,9 @@ def test_demo_committed_checkpoints(tmp_path, capsys, model, scheme, weights, ma
     assert run["fine_tuned"] is (scheme != "int8")
     if scheme == "smartdeal":
         assert run["bits_per_weight"] < 8        # fewer bits than dense int8
-    assert run["accuracy_float"] > 0.85 and abs(run["accuracy_hw"] - run["accuracy_float"]) < 0.03
+    # 200 images: int8 within 3 points of float, a fine-tuned scheme within 5
+    tol = 0.03 if scheme == "int8" else 0.05
+    assert run["accuracy_float"] > 0.85 and abs(run["accuracy_hw"] - run["accuracy_float"]) < tol
     assert run["weights"] == weights and run["macs"] == macs
     assert run["cycles"] < cycles_per_mac * run["macs"]
     for key in ("weight_bytes", "memory_ratio_vs_int8", "activation_bytes", "top1_agreement"):

@@ -5,14 +5,13 @@ counters, and it replays the same stalls from the same seed."""
 
 import numpy as np
 import pytest
+from test_cocotb_engine import two_layer_model
 
 from insitu.cli import main
 from insitu.gen import tools
 from insitu.gen.design import TOP, golden_vectors, load_plan
 from insitu.sim.engine_run import cycle_budget, simulate
 from insitu.sim.hdl_bench import bench_source, run_bench
-
-from test_cocotb_engine import two_layer_model
 
 pytestmark = pytest.mark.cocotb
 

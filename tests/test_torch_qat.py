@@ -13,7 +13,12 @@ from insitu.gen.compiler import compile_model, golden_layers, rebuilt_weights
 from insitu.gen.datasets import fashion_mnist, pad_to
 from insitu.gen.model import float_reference, load_network
 from insitu.gen.network import forward_int
-from insitu.gen.torch_qat import LayerNet, codes_from_arrays, export_layers_onnx, finetune
+from insitu.gen.torch_qat import (
+    LayerNet,
+    codes_from_arrays,
+    export_layers_onnx,
+    finetune,
+)
 
 
 @pytest.fixture(scope="module")

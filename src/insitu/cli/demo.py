@@ -20,9 +20,10 @@ import numpy as np
 
 from ..gen import schemes as registry
 from ..gen.compiler import compile_model, dense_int8, rebuilt_weights
+from ..gen.digits import ARCHS, accuracy, as_dataset, init_layers, load_digits_split
 from ..gen.model import load_model, save_model
 from ..gen.network import forward_int
-from ..gen.digits import ARCHS, accuracy, as_dataset, init_layers, load_digits_split
+from ..gen.torch_qat import finetune, train_float  # imports PyTorch when called
 from ..gen.util import cache_dir, write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
@@ -56,7 +57,6 @@ def trained_model(arch: str, data, *, scheme: str | None = None, knobs=None):
             return load_model(path), True
         except ValueError:
             path.unlink()
-    from ..gen.torch_qat import finetune, train_float      # PyTorch: an optional extra
     dset = as_dataset(data, arch)
     if scheme is None:
         layers = train_float(init_layers(arch, SEED), dset, epochs=EPOCHS, seed=SEED)
@@ -105,7 +105,6 @@ def trained_factors(arch: str, data, scheme: str, knobs=None):
 
     def acc_of(layers, cs):
         return accuracy(layers, xtr, ytr, shape, rebuilt_weights(layers, cs, scheme))
-    from ..gen.torch_qat import finetune
     tuned, tcomp, _ = finetune(base, shape, as_dataset(data, arch), scheme, knobs=knobs,
                                epochs=FACTOR_QAT_EPOCHS, seed=SEED + 1, batch=64, size=None,
                                augment=False)

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from ..gen import schemes as registry
-from ..gen import torch_train
+from ..gen import torch_qat, torch_train
 from ..gen.datasets import load_data
 from ..gen.layer import ModelError
 from ..gen.model import load_network
 from ..gen.util import atomic_dir
-from ..gen.zoo import MODELS, export_onnx
 from ..gen.util import unknown as unknown_name
+from ..gen.zoo import MODELS, export_onnx
 from .common import UserError, scheme_knobs
 from .demo_real import checkpoint
 
@@ -58,7 +58,6 @@ def _cmd_train(args) -> int:
 
 
 def _finetune(args, data, say) -> int:
-    from ..gen import torch_qat
     if args.scheme not in registry.NAMES:
         raise UserError(unknown_name("scheme", args.scheme, registry.NAMES))
     knobs = scheme_knobs(args.scheme, args.set)
