@@ -25,7 +25,7 @@ from .quantise import float_layers
 from .torch_import import load_torch
 
 __all__ = ["ModelError", "KINDS", "Layer", "check_layer", "load_model", "load_network",
-           "save_model", "float_reference"]
+           "save_model", "float_reference", "graph_network"]
 
 
 def load_network(path) -> tuple[list[Layer], tuple | None]:
@@ -35,10 +35,15 @@ def load_network(path) -> tuple[list[Layer], tuple | None]:
     if path.suffix == ".onnx":
         if not path.exists():
             raise ModelError(f"Model file '{path}' does not exist")
-        graph = load_onnx(path)
-        shape = graph.input_shape if len(graph.input_shape) == 3 else (graph.input_shape[0], 1, 1)
-        return lower(graph), tuple(shape)
+        return graph_network(load_onnx(path))
     return load_model(path), None
+
+
+def graph_network(graph) -> tuple[list[Layer], tuple]:
+    """Engine layers of an imported graph and its ``(C, H, W)`` input shape (a flat input is
+    ``(features, 1, 1)``)."""
+    shape = graph.input_shape if len(graph.input_shape) == 3 else (graph.input_shape[0], 1, 1)
+    return lower(graph), tuple(shape)
 
 
 def load_model(path) -> list[Layer]:

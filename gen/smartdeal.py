@@ -73,7 +73,7 @@ class SdLayer:
     expu: np.ndarray
     scale: float                      # real weight = W_fix * scale
     shifts: np.ndarray = field(default=None)   # int8 requant shift per filter
-    share: int = 1                    # consecutive filters sharing one basis entry (depthwise)
+    share: int = 1                    # consecutive filters sharing one basis entry
 
     @property
     def cout(self) -> int:
@@ -83,14 +83,14 @@ class SdLayer:
     def n_chunks(self) -> int:
         return len(self.rows)
 
+    def entry_filters(self) -> list[range]:
+        """The filters of each basis entry (one each unless they share: at most 9 weights)."""
+        return [range(g, min(self.cout, g + self.share)) for g in range(0, self.cout, self.share)]
+
     @property
     def n_entries(self) -> int:
         """Basis entries stored: one per (filter group, chunk)."""
-        return -(-self.cout // self.share) * self.n_chunks
-
-    def entry_filters(self) -> list[range]:
-        """The filters of each shared basis entry (one each unless depthwise)."""
-        return [range(g, min(self.cout, g + self.share)) for g in range(0, self.cout, self.share)]
+        return len(self.entry_filters()) * self.n_chunks
 
     def block_rows(self, co: int, s: int):
         start = sum(self.rows[:s])
@@ -159,7 +159,7 @@ class SdLayer:
         wbits = self.config.word_bits
         coef = (1 + max(1, -(-payload // wbits))) * wbits      # header word + payload
         basis = self.n_entries * 9 * 8 * (-(-self.config.basis_bits // 8))
-        return {"coef": coef, "basis": basis, "shift": 8 * -(-self.cout // self.share),
+        return {"coef": coef, "basis": basis, "shift": 8 * len(self.entry_filters()),
                 "scale": 32}
 
 

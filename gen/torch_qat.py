@@ -194,9 +194,11 @@ def _odd_round(t, q: int):
 
 
 class _Factors:
-    def __init__(self, net, layers, compressed):
+    """The factor codes of every weighted layer as trainable floats (code units)."""
+
+    def __init__(self, compressed):
         torch = _torch()
-        self.net, self.comp, self.params = net, compressed, {}
+        self.comp, self.params = compressed, {}
         for i, c in enumerate(compressed):
             if c is None:
                 continue
@@ -243,14 +245,11 @@ class _Factors:
         return out
 
 
-def codes_arrays(compressed) -> dict:
-    """The factor codes of every weighted layer as ``{"<i>.<name>": array}`` (``codes.npz``)."""
-    out = {}
-    for i, c in enumerate(compressed):
-        if c is not None:
-            sch = registry.get("mlg")
-            out.update({f"{i}.{k}": v for k, v in sch.codes_arrays(c).items()})
-    return out
+def codes_arrays(scheme: str, compressed) -> dict:
+    """The codes of every weighted layer as ``{"<i>.<name>": array}`` (``codes.npz``)."""
+    sch = registry.get(scheme)
+    return {f"{i}.{k}": v for i, c in enumerate(compressed) if c is not None
+            for k, v in sch.codes_arrays(c).items()}
 
 
 def codes_from_arrays(layers: list[Layer], scheme: str, knobs, z) -> list:
@@ -297,7 +296,7 @@ def train_float(layers: list[Layer], data: DataSet, *, epochs: int, seed: int = 
     return net.to_layers()
 
 
-def finetune(layers: list[Layer], input_shape, data: DataSet, scheme: str, *, knobs=None,
+def finetune(layers: list[Layer], data: DataSet, scheme: str, *, knobs=None,
              epochs: int = 2, seed: int = 0, lr: float | None = None, batch: int = 128,
              limit: int | None = None, project_every: int = 1, progress=None,
              optimizer: str = "sgd", size: int | None = 32, augment: bool = True):
@@ -315,7 +314,7 @@ def finetune(layers: list[Layer], input_shape, data: DataSet, scheme: str, *, kn
     if sch.factor_qat:
         cfg = sch.config(knobs or {})
         comp = [None if ly.pool else sch.compress(ly, cfg) for ly in layers]
-        fac = _Factors(net, layers, comp)
+        fac = _Factors(comp)
         net.override = fac.weight
         params = [{"params": [p for d in fac.params.values() for p in d.values()],
                    "lr": lr or 0.02},
@@ -339,6 +338,5 @@ def finetune(layers: list[Layer], input_shape, data: DataSet, scheme: str, *, kn
         tuned = net.to_layers([None if c is None else (c.weight_int() * c.scale)
                                for c in codes])
         return tuned, codes, history
-    if before is not None:
-        net.override = None
+    net.override = None
     return net.to_layers(), None, history

@@ -21,7 +21,7 @@ from ..gen.util import cache_dir, write_atomic
 from .hdl_bench import run_bench
 from .runner import run_cocotb
 
-__all__ = ["simulate", "summarize"]
+__all__ = ["simulate", "summarize", "bar_text", "BENCHES"]
 
 
 def summarize(plan, summary: dict) -> dict:
@@ -118,8 +118,16 @@ def estimate_seconds(plan, vectors: int, sim: str, bench: str = "hdl") -> tuple[
 BENCHES = ("hdl", "cocotb")
 
 
+def bar_text(name: str, done: int, total: int, mismatches: int, seconds: float, *,
+             unit: str = "vectors", width: int = 30) -> str:
+    """``name [####      ] done/total unit, m mismatches, s``."""
+    bar = "#" * int(width * done / max(total, 1))
+    return (f"{name} [{bar:<{width}}] {done}/{total} {unit}, {mismatches} mismatches, "
+            f"{seconds:.0f} s")
+
+
 class ProgressBar:
-    """``name [####      ] done/total vectors, m mismatches, s`` on stderr, redrawn in place."""
+    """:func:`bar_text` and the time left on stderr, redrawn in place."""
 
     def __init__(self, name: str, total: int, width: int = 30):
         self.name, self.total, self.width, self.t0 = name, total, width, time.monotonic()
@@ -131,9 +139,8 @@ class ProgressBar:
             return                               # redraw at most four times a second
         self.shown = el
         eta = el / done * (total - done) if done else 0
-        bar = "#" * int(self.width * done / max(total, 1))
-        print(f"\r{self.name} [{bar:<{self.width}}] {done}/{total} vectors, {mismatches} "
-              f"mismatches, {el:.0f} s" + (f", about {eta:.0f} s left" if done < total else ""),
+        print("\r" + bar_text(self.name, done, total, mismatches, el, width=self.width)
+              + (f", about {eta:.0f} s left" if done < total else ""),
               end="" if done < total else "\n", file=sys.stderr, flush=True)
 
 
@@ -145,7 +152,7 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
     keeps in the folder), the golden integer model and the RTL, and the RTL's top-1
     agreement with the float model.
 
-    ``bench``: ``"hdl"`` (default) runs the self-checking Verilog bench of
+    ``bench``: ``"hdl"`` (default) runs the Verilog bench of
     :mod:`insitu.sim.hdl_bench`, fast enough for hundreds of real-network inferences;
     ``"cocotb"`` runs the same checks from the Python bench ``insitu.sim.tb_engine``.
     ``progress``: True prints a progress bar, a callable ``(done, total, mismatches)`` is

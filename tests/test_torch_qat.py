@@ -49,13 +49,13 @@ def test_layer_net_is_the_imported_network(model, tmp_path):
 
 
 def test_weight_form_trains_through_the_rebuilt_weights(small_data):
-    layers, shape = load_network(checkpoint("dscnn"))
-    tuned, codes, hist = finetune(layers, shape, small_data, "smartdeal", epochs=1, limit=256)
+    layers, _ = load_network(checkpoint("dscnn"))
+    tuned, codes, hist = finetune(layers, small_data, "smartdeal", epochs=1, limit=256)
     assert codes is None and [h["epoch"] for h in hist] == [0, 1]
     moved = [np.abs(a.weight - b.weight).max() for a, b in zip(tuned, layers) if not a.pool]
     assert max(moved) > 0                       # the float weights were trained
     # the same seed gives the same weights
-    again, _, _ = finetune(layers, shape, small_data, "smartdeal", epochs=1, limit=256)
+    again, _, _ = finetune(layers, small_data, "smartdeal", epochs=1, limit=256)
     assert all(np.array_equal(a.weight, b.weight) for a, b in zip(tuned, again) if not a.pool)
 
 
@@ -63,7 +63,7 @@ def test_factor_form_codes_compile_to_the_trained_weights(small_data, tmp_path):
     """MLG codes trained at the factor level: the weights the module used are exactly the
     codes' rebuilt weights, and the codes compile as they are."""
     layers, shape = load_network(checkpoint("dscnn"))
-    tuned, codes, _ = finetune(layers, shape, small_data, "mlg", epochs=1, limit=256)
+    tuned, codes, _ = finetune(layers, small_data, "mlg", epochs=1, limit=256)
     assert codes is not None and len(codes) == len(layers)
     for ly, w in zip(tuned, rebuilt_weights(tuned, codes, "mlg")):
         if w is not None:

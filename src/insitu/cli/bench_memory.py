@@ -25,8 +25,8 @@ import numpy as np
 
 from ..gen import schemes as registry
 from ..gen.compiler import compile_model, dense_int8, golden_layers
-from ..gen.network import forward_int
 from ..gen.digits import ARCHS, accuracy, load_digits_split
+from ..gen.network import forward_int
 from ..gen.util import write_atomic
 from .demo import scheme_model, trained_model
 from .plots import finish_axes, save_figure

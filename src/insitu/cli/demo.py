@@ -23,7 +23,7 @@ from ..gen.compiler import compile_model, dense_int8, rebuilt_weights
 from ..gen.digits import ARCHS, accuracy, as_dataset, init_layers, load_digits_split
 from ..gen.model import load_model, save_model
 from ..gen.network import forward_int
-from ..gen.torch_qat import finetune, train_float  # imports PyTorch when called
+from ..gen.torch_qat import codes_arrays, finetune, train_float  # torch when called
 from ..gen.util import cache_dir, write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
@@ -64,7 +64,7 @@ def trained_model(arch: str, data, *, scheme: str | None = None, knobs=None):
         base, _ = trained_model(arch, data)
         proj = projector(scheme, knobs)
         ptq_acc = accuracy(base, xtr, ytr, shape, proj(base))
-        tuned, _, _ = finetune(base, shape, dset, scheme, knobs=knobs, epochs=QAT_EPOCHS,
+        tuned, _, _ = finetune(base, dset, scheme, knobs=knobs, epochs=QAT_EPOCHS,
                                seed=SEED + 1, batch=64, optimizer="adam", size=None,
                                augment=False)
         qat_acc = accuracy(tuned, xtr, ytr, shape, proj(tuned))
@@ -105,12 +105,12 @@ def trained_factors(arch: str, data, scheme: str, knobs=None):
 
     def acc_of(layers, cs):
         return accuracy(layers, xtr, ytr, shape, rebuilt_weights(layers, cs, scheme))
-    tuned, tcomp, _ = finetune(base, shape, as_dataset(data, arch), scheme, knobs=knobs,
+    tuned, tcomp, _ = finetune(base, as_dataset(data, arch), scheme, knobs=knobs,
                                epochs=FACTOR_QAT_EPOCHS, seed=SEED + 1, batch=64, size=None,
                                augment=False)
     if acc_of(tuned, tcomp) <= acc_of(base, comp):
         tuned, tcomp = copy.deepcopy(base), comp
-    arrays = {f"{i}.{k}": v for i, c in enumerate(tcomp) for k, v in sch.codes_arrays(c).items()}
+    arrays = codes_arrays(scheme, tcomp)
     write_atomic(cpath, lambda tmp: np.savez(tmp, **arrays))
     write_atomic(path, lambda tmp: save_model(tmp, tuned))
     return tuned, tcomp, False

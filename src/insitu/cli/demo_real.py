@@ -4,7 +4,7 @@ For each scheme: compile the committed checkpoint (``models/<model>/model.onnx``
 ``insitu train``; post-training quantisation on 256 training images), measure the float,
 dense-int8 and hardware accuracy on the whole 10 000-image test split with the golden integer
 model, simulate the first ``rtl_images`` test images through the RTL (Verilator, the
-self-checking HDL bench, two simulations beside the golden model) and check them bit-exact,
+HDL bench, two simulations beside the golden model) and check them bit-exact,
 and report memory, traffic, cycles, MAC utilisation and activation memory.
 """
 
@@ -24,13 +24,13 @@ from ..gen import schemes as registry
 from ..gen.compiler import compile_model, golden_layers
 from ..gen.datasets import fashion_mnist, pad_to
 from ..gen.layer import ModelError
-from ..gen.model import load_network
+from ..gen.model import graph_network, load_network
 from ..gen.network import forward_int
 from ..gen.onnx_import import load_onnx
 from ..gen.torch_qat import codes_from_arrays
 from ..gen.util import write_atomic
 from ..rtl.emit import write_design
-from ..sim.engine_run import simulate
+from ..sim.engine_run import bar_text, simulate
 from .plots import plot_demo
 
 __all__ = ["run_real_demo", "REAL_MODELS", "checkpoint"]
@@ -67,17 +67,18 @@ def tuned_checkpoint(model: str, scheme: str, knobs=None):
 
 
 def _scheme_network(model, scheme, knobs, layers):
-    """``(layers, compressed or None, checkpoint label)`` that the demo compiles."""
+    """``(layers, compressed or None, fine-tuned)`` that the demo compiles: the committed
+    fine-tuned checkpoint of the scheme when there is one, else the float ``layers``."""
     tuned = tuned_checkpoint(model, scheme, knobs)
     if tuned is None:
-        return layers, None, f"models/{model} (post-training)"
+        return layers, None, False
     onnx_path, codes = tuned
     tl, _ = load_network(onnx_path)
     comp = None
     if codes is not None:
         with np.load(codes) as z:
             comp = codes_from_arrays(tl, scheme, knobs, z)
-    return tl, comp, f"models/{model}-{scheme} (fine-tuned)"
+    return tl, comp, True
 
 
 class Progress:
@@ -92,11 +93,8 @@ class Progress:
         self.shown = -1.0
 
     def _bar(self) -> str:
-        done = sum(self.done.values())
-        el = time.monotonic() - self.t0
-        bar = "#" * int(self.width * done / max(self.total, 1))
-        return (f"rtl [{bar:<{self.width}}] {done}/{self.total} images, "
-                f"{sum(self.bad.values())} mismatches, {el:.0f} s")
+        return bar_text("rtl", sum(self.done.values()), self.total, sum(self.bad.values()),
+                        time.monotonic() - self.t0, unit="images", width=self.width)
 
     def log(self, msg: str) -> None:
         with self.lock:
@@ -152,8 +150,8 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         try:
             for model in models:
-                layers, shape = load_network(paths[model])
                 graph = load_onnx(paths[model])
+                layers, shape = graph_network(graph)
                 x_test = pad_to(data.x_test[:n_test], shape[1])
                 y_test = data.y_test[:n_test]
                 calib = pad_to(data.x_train[:256], shape[1]) / 255.0
@@ -165,9 +163,9 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                 for scheme in schemes:
                     t0 = time.monotonic()
                     kn = knobs if len(schemes) == 1 else None
-                    net, comp, ckpt = _scheme_network(model, scheme, kn, layers)
+                    net, codes, tuned = _scheme_network(model, scheme, kn, layers)
                     plan = compile_model(net, scheme, lanes=lanes, input_shape=shape,
-                                         calib=calib, knobs=kn, compressed=comp)
+                                         calib=calib, knobs=kn, compressed=codes)
                     golden = golden_layers(plan)
                     y_hw = _batched(lambda x: forward_int(golden, x.astype(np.int64))
                                     .reshape(len(x), -1), x_test)
@@ -179,8 +177,10 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                              f"({time.monotonic() - t0:.0f} s); {rtl_n} images queued for the "
                              f"RTL ({sim})")
                     row = {
-                        "model": model, "scheme": scheme, "lanes": lanes, "checkpoint": ckpt,
-                        "fine_tuned": ckpt.endswith("(fine-tuned)"),
+                        "model": model, "scheme": scheme, "lanes": lanes,
+                        "checkpoint": (f"models/{model}-{scheme} (fine-tuned)" if tuned
+                                       else f"models/{model} (post-training)"),
+                        "fine_tuned": tuned,
                         "accuracy_float": acc_float, "accuracy_hw": acc_hw,
                         "top1_agreement": agree, "golden_vectors": n_test,
                         "macs": plan.macs, "weights": plan.weights,

@@ -14,7 +14,7 @@ from ..gen.compress import compress_model, make_config, write_output
 from ..gen.model import ModelError, load_model, load_network
 from ..gen.util import unknown as unknown_name
 from ..rtl.emit import write_design
-from ..sim.engine_run import simulate
+from ..sim.engine_run import BENCHES, simulate
 from ..sim.runner import SimulatorMissing
 from .common import UserError, load_array, parse_knobs, scheme_args, scheme_knobs
 from .demo import run_demo, table
@@ -206,8 +206,8 @@ def register(sub) -> None:
     sm.add_argument("--stalls", type=float, default=0.0, metavar="P",
                     help="probability of input gaps and output stalls (default: 0)")
     sm.add_argument("--reset", action="store_true", help="first interrupt an inference with a reset")
-    sm.add_argument("--bench", default="hdl", choices=["hdl", "cocotb"],
-                    help="hdl: the self-checking Verilog bench (fast); cocotb: the same checks "
+    sm.add_argument("--bench", default="hdl", choices=BENCHES,
+                    help="hdl: the Verilog bench (fast); cocotb: the same checks "
                     "driven from Python (default: %(default)s)")
     sm.add_argument("--waves", action="store_true", help="write a waveform (VCD) of the run "
                     "into the folder's sim_build (large for long runs: use --inputs with a few "

@@ -32,13 +32,16 @@ def _cmd_train(args) -> int:
         raise UserError(f"Unknown model '{args.model}' (models: {', '.join(MODELS)})")
     if args.epochs < 1:
         raise UserError(f"--epochs must be a positive integer, not {args.epochs}")
+    if args.scheme and args.scheme not in registry.NAMES:
+        raise UserError(unknown_name("scheme", args.scheme, registry.NAMES))
+    knobs = scheme_knobs(args.scheme, args.set) if args.scheme else {}
     try:
         data = load_data(args.data)
     except ModelError as exc:
         raise UserError(str(exc)) from None
     say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
     if args.scheme:
-        return _finetune(args, data, say)
+        return _finetune(args, knobs, data, say)
     say(f"training {args.model} on {data.name} ({len(data.x_train)} images, seed {args.seed}, "
         f"{args.epochs} epochs)")
     module, history = torch_train.train(args.model, data, epochs=args.epochs, seed=args.seed,
@@ -57,10 +60,7 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _finetune(args, data, say) -> int:
-    if args.scheme not in registry.NAMES:
-        raise UserError(unknown_name("scheme", args.scheme, registry.NAMES))
-    knobs = scheme_knobs(args.scheme, args.set)
+def _finetune(args, knobs, data, say) -> int:
     try:
         src = Path(args.start) if args.start else checkpoint(args.model)
         layers, shape = load_network(src)
@@ -70,11 +70,12 @@ def _finetune(args, data, say) -> int:
         raise UserError(f"--from must be an ONNX file (it carries the input shape), not {src}")
     say(f"fine-tuning {src} for {args.scheme} on {data.name} ({len(data.x_train)} images, "
         f"seed {args.seed}, {args.epochs} epochs)")
-    tuned, codes, history = torch_qat.finetune(layers, shape, data, args.scheme, knobs=knobs,
+    tuned, codes, history = torch_qat.finetune(layers, data, args.scheme, knobs=knobs,
                                                epochs=args.epochs, seed=args.seed,
                                                limit=args.limit, lr=args.lr, progress=say)
     out = Path(args.output)
-    where = os.path.relpath(src) if not os.path.relpath(src).startswith("..") else str(src)
+    rel = os.path.relpath(src)
+    where = str(src) if rel.startswith("..") else rel
     report = {"model": args.model, "scheme": args.scheme, "knobs": knobs, "from": where,
               "data": data.name, "seed": args.seed, "epochs": args.epochs, "limit": args.limit,
               "history": history, "test_accuracy_before": history[0]["test_accuracy"],
@@ -83,7 +84,7 @@ def _finetune(args, data, say) -> int:
     with atomic_dir(out) as tmp:
         torch_qat.export_layers_onnx(tuned, shape, tmp / "model.onnx")
         if codes is not None:
-            np.savez(tmp / "codes.npz", **torch_qat.codes_arrays(codes))
+            np.savez(tmp / "codes.npz", **torch_qat.codes_arrays(args.scheme, codes))
         (tmp / "train_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"{args.model} {args.scheme}: test accuracy with the scheme's weights "
           f"{100 * report['test_accuracy_before']:.2f}% -> {100 * report['test_accuracy']:.2f}% "
