@@ -14,12 +14,14 @@ golden values:
 ``OUT k v0 v1 ...``          the values the engine sent for vector ``k``;
 ``CNT k cycles issue terms slots bits err last_ok``
                              the engine's counters after vector ``k``;
+``RESET k``                  the reset was pulsed while vector ``k`` ran;
 ``TIMEOUT k``                vector ``k`` did not finish in its cycle budget.
 
 Stalls come from a 32-bit LFSR, so a run is replayable from its seed: with probability
 ``stalls`` an input cycle is idle and ``o_y.ready`` is dropped (the same convention as the
-cocotb bench ``insitu.sim.tb_engine``).  With ``reset`` the first inference is abandoned
-half way by a 2-cycle reset, and every vector then runs from the start.
+cocotb bench ``insitu.sim.tb_engine``).  With ``reset`` the first inference is abandoned by
+a 2-cycle reset once its inputs have had 50 cycles more than they need (as in the cocotb
+bench), and every vector then runs from the start.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ module {BENCH_TOP}(
       waited = waited + 1;
       total = total + 1;
       if (RESET_AFTER > 0 && !reset_done && total == RESET_AFTER) begin
-        // abandon the first inference half way: reset, then every vector from the start
+        // abandon the inference under way: reset, then every vector from the start
+        $display("RESET %0d", k);
         reset_done = 1;
         rst <= 1; hold = 2;
         k = 0; xi = 0; yi = 0; waited = 0; last_ok = 1;
@@ -242,11 +245,12 @@ def run_bench(verilog: Path, top: str, x: np.ndarray, y: np.ndarray, work: Path,
     src = work / "bench.v"
     src.write_text(bench_source(top, vectors=n, features=x.shape[1], outputs=nout,
                                 budget=budget, stalls=stalls, seed=seed,
-                                reset_after=(budget // 2 if reset else 0)))
+                                # as the cocotb bench: the first vector's inputs, 50 more
+                                reset_after=(x.shape[1] + 50 if reset else 0)))
     (work / "x.hex").write_text("".join(f"{int(v) & 0xFF:02x}\n" for v in x.reshape(-1)))
     run, env = _build(sim, work, [src, Path(verilog).resolve()], waves)
     t0 = time.monotonic()
-    outputs, per, mismatches, timeout = [], [], [], None
+    outputs, per, mismatches, timeout, resets = [], [], [], None, 0
     with subprocess.Popen(run, cwd=work, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
@@ -270,6 +274,8 @@ def run_bench(verilog: Path, top: str, x: np.ndarray, y: np.ndarray, work: Path,
                                        "last_ok": bool(vals[6])})
                 if progress:
                     progress(k + 1, n, len(mismatches))
+            elif f[0] == "RESET":
+                resets += 1
             elif f[0] == "TIMEOUT":
                 timeout = int(f[1])
             elif os.environ.get("INSITU_VERBOSE"):
@@ -281,4 +287,5 @@ def run_bench(verilog: Path, top: str, x: np.ndarray, y: np.ndarray, work: Path,
     unfinished = n - len(per) - (timeout is not None)
     return {"vectors": n, "mismatches": len(mismatches) + unfinished,
             "first_mismatches": mismatches[:5], "counters": per, "outputs": outputs,
+            "resets": resets,
             "seconds": round(time.monotonic() - t0, 3)}

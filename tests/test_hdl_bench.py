@@ -45,6 +45,20 @@ def test_planted_wrong_golden_value_fails(build_dir, sim):
     assert mm["vector"] == 3 and mm["outputs"] == [2] and mm["golden"] == [mm["rtl"][0] + 1]
 
 
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_reset_mid_inference_happens_and_every_vector_is_exact(build_dir, sim):
+    """``reset``: the pulse really falls inside the first inference (it is reported), and
+    every vector afterwards is exact under stalls."""
+    design, plan, x, y = _design(build_dir, "mlg")
+    rep = run_bench(design / "engine.v", TOP, x, y, build_dir / sim, sim=sim,
+                    budget=20 * cycle_budget(plan), stalls=0.3, reset=True)
+    assert rep["resets"] == 1
+    assert rep["mismatches"] == 0 and rep["outputs"] == y.tolist()
+    plain = run_bench(design / "engine.v", TOP, x, y, build_dir / f"{sim}-plain", sim=sim,
+                      budget=20 * cycle_budget(plan), stalls=0.3)
+    assert plain["resets"] == 0
+
+
 def test_design_that_does_not_finish_times_out(build_dir):
     design, plan, x, y = _design(build_dir, "int8")
     rep = run_bench(design / "engine.v", TOP, x, y, build_dir / "t", sim="icarus", budget=50)
