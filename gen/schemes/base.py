@@ -80,6 +80,11 @@ class Scheme:
         """Weight-memory bits read per inference: the whole image once by default."""
         return plan.weight_memory_bits
 
+    def tile_costs(self, plan, ly) -> list[tuple[int, int]]:
+        """``[(fill cycles, weight-memory bits read), ...]`` of each tile of layer ``ly``, for
+        the cycle model (``gen.cycles``).  The copy fill: one word per term and cycle."""
+        return [(ly.terms, ly.terms * plan.weight_word_bits)] * ly.tiles
+
     def mac_params(self, plan) -> dict:
         """Keyword arguments of the MAC array beyond lanes/act_bits/acc_len."""
         return {"weight_bits": plan.tile_weight_bits}

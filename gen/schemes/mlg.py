@@ -168,20 +168,27 @@ class Mlg(Scheme):
 
     def bits_read(self, plan) -> int:
         """V once and the basis / coefficient words once per tile."""
-        total = 0
-        for ly in plan.weighted:
-            ex = ly.extra
-            for tk in range(ly.tiles):
-                lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
-                if ex["level1"] or ex["level2"]:
-                    total += ex["Bo"] * ((plan.weight_word_bits if ex["level1"] else 0)
-                                         + (plan.aux_word_bits if ex["level2"] else 0))
-                n_o = ex["Bo"] if ex["level2"] else lanes
-                if ex["level1"]:
-                    total += ly.cin * n_o * plan.coef_word_bits
-                else:
-                    total += -(-ly.cin * n_o // ex["per_word"]) * plan.weight_word_bits
-        return total
+        return sum(bits for ly in plan.weighted for _, bits in self.tile_costs(plan, ly))
+
+    def tile_costs(self, plan, ly) -> list[tuple[int, int]]:
+        """Per tile: the cache load (``Bo`` words: basis kernels and V) when a level is on,
+        then one coefficient word (or one packed basis row) per input channel and ``o``."""
+        ex, costs = ly.extra, []
+        for tk in range(ly.tiles):
+            lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
+            cycles = bits = 0
+            if ex["level1"] or ex["level2"]:
+                cycles += ex["Bo"]
+                bits += ex["Bo"] * ((plan.weight_word_bits if ex["level1"] else 0)
+                                    + (plan.aux_word_bits if ex["level2"] else 0))
+            n_o = ex["Bo"] if ex["level2"] else lanes
+            cycles += ly.cin * n_o
+            if ex["level1"]:
+                bits += ly.cin * n_o * plan.coef_word_bits
+            else:
+                bits += -(-ly.cin * n_o // ex["per_word"]) * plan.weight_word_bits
+            costs.append((cycles, bits))
+        return costs
 
     def mac_params(self, plan) -> dict:
         return {"weight_bits": plan.tile_weight_bits}

@@ -75,6 +75,21 @@ class SmartDeal(Scheme):
                 "aux_word_bits": bf.width, "aux_words": basis,
                 "params": {"e_min": cfg.e_min, "e_max": cfg.e_max, "rep_bits": rep_bits}}
 
+    def tile_costs(self, plan, ly) -> list[tuple[int, int]]:
+        """One rebuilt kernel row (3 weights) per cycle and lane; the layer's coefficient
+        words and basis entries are read once, shared among its tiles by their lanes."""
+        layers = plan.weighted
+        i = layers.index(ly)
+        end = layers[i + 1].wbase if i + 1 < len(layers) else len(plan.weight_words)
+        bits = ((end - ly.wbase) * plan.weight_word_bits
+                + ly.extra.get("entries", ly.cout * ly.extra["chunks"]) * plan.aux_word_bits)
+        rows = sum(ly.extra["rows"])
+        costs = []
+        for tk in range(ly.tiles):
+            lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
+            costs.append((lanes * rows, bits * lanes // ly.cout))
+        return costs
+
     def unpack(self, plan, lp) -> np.ndarray:
         fmt = SdFormat(plan.params["e_min"], plan.params["e_max"], plan.weight_word_bits)
         bf = basis_fields(rep_bits=plan.params.get("rep_bits", 0))

@@ -1,0 +1,124 @@
+"""The engine's cycle model: cycles per inference from the plan alone, with an optional
+weight-port bandwidth.
+
+The engine (``rtl/engine.py``) runs the tiles of every layer in order.  The tile fill builds
+tile ``k + 1`` into one slot of the double-buffered tile buffer while the MAC array issues
+tile ``k`` from the other, so per tile::
+
+    fill_end[k]  = max(fill_end[k-1], issue_end[k-2]) + fill[k]       (its slot is free)
+    issue_start  = max(issue_end[k-1] (+ the layer switch), fill_end[k])
+    issue_end[k] = issue_start + issue[k]
+
+* ``issue[k]``: one term per cycle, ``pixels x terms``; the post-processor takes one lane per
+  cycle, so a pixel costs at least ``lanes + 1`` cycles.  Depthwise layers and pools run
+  lane-serially (``lanes x pixels x terms``); pools need no tile.
+* ``fill[k]``: the scheme's fill cycles (``Scheme.tile_costs``), or, with a weight port of
+  ``port_bits`` bits per cycle, at least ``ceil(bits / port_bits)``: the weight words stream
+  in from outside (flash) and nothing is kept on chip between inferences.
+* A layer switch waits for the previous layer's results to be written back
+  (``SWITCH + lanes`` cycles).
+
+Each tile is also labelled with what limits it: ``mac`` (issue), ``fill`` (the generator)
+or ``port`` (the weight port's bandwidth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import schemes
+
+__all__ = ["CycleEstimate", "estimate_cycles", "SWITCH", "START"]
+
+#: Cycles of a layer switch beyond ``lanes`` (MAC + post-processor pipeline drain).
+SWITCH = 12
+#: Cycles from the last input to the first fill, and from the last issue to the last output.
+START = 2
+
+
+@dataclass
+class CycleEstimate:
+    """The cycle model's answer for one plan and weight port."""
+    cycles: int
+    issue_cycles: int                 # cycles the MAC array is issuing terms
+    port_bits: int | None             # weight-port bits per cycle (None: on-chip memories)
+    weight_bits: int                  # weight-memory bits read per inference
+    bound_cycles: dict = field(default_factory=dict)   # issue cycles by what limits each tile
+    per_layer: list = field(default_factory=list)      # (name, cycles) per layer
+
+    @property
+    def limit(self) -> str:
+        """What limits the inference as a whole: the label with the most cycles."""
+        return max(self.bound_cycles, key=self.bound_cycles.get) if self.bound_cycles else "mac"
+
+    def to_dict(self) -> dict:
+        return {"cycles": self.cycles, "issue_cycles": self.issue_cycles,
+                "port_bits": self.port_bits, "weight_bits": self.weight_bits,
+                "limit": self.limit, "bound_cycles": dict(self.bound_cycles),
+                "per_layer": [list(p) for p in self.per_layer]}
+
+
+def _issue(plan, ly, lanes: int) -> int:
+    pixels = ly.oh * ly.ow
+    if ly.depthwise:
+        return lanes * pixels * ly.terms
+    return pixels * max(ly.terms, lanes + 1)
+
+
+def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
+    """Cycles of one inference of ``plan`` (see the module docstring).  ``port_bits``: the
+    weight port's bits per cycle (a positive integer), or None for on-chip memories."""
+    if port_bits is not None and (not isinstance(port_bits, int) or isinstance(port_bits, bool)
+                                  or port_bits < 1):
+        raise ValueError(f"Weight-port bits per cycle must be a positive integer, not {port_bits!r}")
+    scheme = schemes.get(plan.scheme)
+    L = plan.lanes
+    # The fill runs ahead through the tiles of every weighted layer in order.
+    tiles = []                        # (layer index, lanes, fill cycles, bits)
+    for i, ly in enumerate(plan.layers):
+        if ly.pool:
+            continue
+        for tk, (fc, bits) in enumerate(scheme.tile_costs(plan, ly)):
+            lanes = min(L, ly.cout - tk * L)
+            need = fc + 2
+            if port_bits is not None:
+                need = max(need, -(-bits // port_bits) + 2)
+            tiles.append((i, lanes, need, bits, fc + 2))
+    fill_end = []                     # per weighted tile
+    issue_end = []                    # per weighted tile
+    t = START
+    issue_total = 0
+    bound = {"mac": 0, "fill": 0, "port": 0}
+    per_layer = []
+    k = 0
+    for i, ly in enumerate(plan.layers):
+        t_layer = t
+        if ly.pool:
+            lanes_all = ly.cout
+            for tk in range(ly.tiles):
+                n = _issue(plan, ly, min(L, lanes_all - tk * L))
+                t += n
+                issue_total += n
+                bound["mac"] += n
+        else:
+            for tk in range(ly.tiles):
+                _, lanes, need, bits, gen = tiles[k]
+                free = issue_end[k - 2] if k >= 2 else START
+                start_fill = max(fill_end[k - 1] if k else START, free)
+                fill_end.append(start_fill + need)
+                n = _issue(plan, ly, lanes)
+                begin = max(t, fill_end[k])
+                wait = begin - t
+                if wait > 0:
+                    label = "port" if port_bits is not None and need > gen else "fill"
+                    bound[label] += wait
+                bound["mac"] += n
+                t = begin + n
+                issue_end.append(t)
+                issue_total += n
+                k += 1
+        t += SWITCH + L if i < len(plan.layers) - 1 else START + L
+        per_layer.append((ly.name, t - t_layer))
+    bits = sum(b for _, _, _, b, _ in tiles)
+    return CycleEstimate(cycles=t, issue_cycles=issue_total, port_bits=port_bits,
+                         weight_bits=bits, bound_cycles=bound, per_layer=per_layer)
