@@ -16,7 +16,7 @@ tile ``k`` from the other, so per tile::
   ``port_bits`` bits per cycle, at least ``ceil(bits / port_bits)``: the weight words stream
   in from outside (flash) and nothing is kept on chip between inferences.
 * A layer switch waits for the previous layer's results to be written back
-  (``SWITCH + lanes`` cycles).
+  (``SWITCH`` cycles and one per lane of its last word).
 
 Each tile is also labelled with what limits it: ``mac`` (issue), ``fill`` (the generator)
 or ``port`` (the weight port's bandwidth).
@@ -117,7 +117,8 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                 issue_end.append(t)
                 issue_total += n
                 k += 1
-        t += SWITCH + L if i < len(plan.layers) - 1 else START + L
+        drain = 1 if ly.depthwise else min(L, ly.cout - (ly.tiles - 1) * L)
+        t += (SWITCH if i < len(plan.layers) - 1 else START) + drain
         per_layer.append((ly.name, t - t_layer))
     bits = sum(b for _, _, _, b, _ in tiles)
     return CycleEstimate(cycles=t, issue_cycles=issue_total, port_bits=port_bits,

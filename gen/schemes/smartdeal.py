@@ -86,8 +86,8 @@ class SmartDeal(Scheme):
         rows = sum(ly.extra["rows"])
         costs = []
         for tk in range(ly.tiles):
-            lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
-            costs.append((lanes * rows, bits * lanes // ly.cout))
+            c0, c1 = tk * plan.lanes, min(ly.cout, (tk + 1) * plan.lanes)
+            costs.append(((c1 - c0) * rows, bits * c1 // ly.cout - bits * c0 // ly.cout))
         return costs
 
     def unpack(self, plan, lp) -> np.ndarray:
