@@ -17,7 +17,7 @@ setup: venv simulator
 venv:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test,torch]'
+	$(PIP) install --quiet -e '.[test,torch,sweep]'
 
 # Icarus Verilog and Fashion-MNIST come from Debian; installed when missing and we are allowed to.
 DEBS := iverilog dataset-fashion-mnist

@@ -40,9 +40,11 @@ def _commands(script: str) -> list[tuple[str, list[str]]]:
     return cmds
 
 
-def _run_step(argv, cwd: Path, what: str, log: Path | None, progress, every: float = 20.0):
+def _run_step(argv, cwd: Path, what: str, log: Path | None, progress, every: float = 20.0,
+              timeout: float | None = None):
     """Run one tool; print a progress line every ``every`` seconds (elapsed time and the
-    tool's last log line).  Raises :class:`ToolError` with the tool's error lines."""
+    tool's last log line).  Raises :class:`ToolError` with the tool's error lines, or when
+    it runs longer than ``timeout`` seconds (it is killed)."""
     t0 = time.monotonic()
     out_path = cwd / f"{what}.out"
     with open(out_path, "w") as out:
@@ -50,6 +52,10 @@ def _run_step(argv, cwd: Path, what: str, log: Path | None, progress, every: flo
         last = t0
         while proc.poll() is None:
             time.sleep(0.5)
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                raise ToolError(f"{what} timed out after {timeout:g} s")
             if progress and time.monotonic() - last >= every:
                 last = time.monotonic()
                 tail = ""
@@ -86,8 +92,10 @@ def check_fits(board: str, plan, weight_ram: str) -> None:
 
 
 def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
-                baud: int = 115200, seed: int = 1, progress=None) -> dict:
-    """Build the bitstream of ``plan`` on ``board`` into ``out``; returns the report."""
+                baud: int = 115200, seed: int = 1, progress=None,
+                timeout: float | None = None) -> dict:
+    """Build the bitstream of ``plan`` on ``board`` into ``out``; returns the report.
+    ``timeout``: seconds each tool may run before it is killed (a :class:`ToolError`)."""
     t_all = time.monotonic()
     out = Path(out)
     say = progress or (lambda msg: None)
@@ -135,7 +143,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 log = work / "top.rpt"
             say(f"[{i}/4] {step}: {YOWASP[var]} ...")
             try:
-                seconds[step] = round(_run_step([exe, *argv], work, step, log, say), 2)
+                seconds[step] = round(_run_step([exe, *argv], work, step, log, say, timeout=timeout), 2)
             except ToolError:
                 if step != "synth" or not abc_crashed((work / "synth.out").read_text(errors="replace")
                                                       + (log.read_text(errors="replace")
@@ -146,7 +154,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 ys = work / "top.ys"
                 ys.write_text(without_abc9(ys.read_text()))
                 noabc = True
-                seconds[step] = round(_run_step([exe, *argv], work, step, log, say), 2)
+                seconds[step] = round(_run_step([exe, *argv], work, step, log, say, timeout=timeout), 2)
             say(f"      {step} done in {seconds[step]:.1f} s")
     except ToolError:
         work.rename(failed)

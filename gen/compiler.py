@@ -18,7 +18,7 @@ from .layer import Layer, ModelError
 from .plan import LayerPlan, Plan, resolve
 from .quantise import golden_entry, quantise
 
-__all__ = ["LayerPlan", "Plan", "compile_model", "golden_layers", "rebuilt_weights",
+__all__ = ["LayerPlan", "Plan", "compile_model", "compress_layers", "golden_layers", "rebuilt_weights",
            "dense_int8", "MAX_LANES"]
 
 MAX_LANES = 64
@@ -51,6 +51,26 @@ def rebuilt_weights(layers: list[Layer], compressed, scheme: str) -> list[np.nda
     return out
 
 
+def compress_layers(layers: list[Layer], scheme: str, knobs: dict | None = None,
+                    progress=None) -> list:
+    """Each layer compressed by ``scheme`` (None for pools): what ``compile_model`` takes as
+    ``compressed``."""
+    sch = _scheme(scheme)
+    cfg = sch.config(knobs or {})
+    compressed = []
+    n_weighted = sum(not ly.pool for ly in layers)
+    done = 0
+    for ly in layers:
+        if ly.pool:
+            compressed.append(None)
+            continue
+        done += 1
+        if progress:
+            progress(f"[{done}/{n_weighted}] compress {scheme}: {ly.name}")
+        compressed.append(sch.compress(ly, cfg))
+    return compressed
+
+
 def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_shape=None,
                   calib: np.ndarray | None = None, knobs: dict | None = None,
                   compressed=None, progress=None) -> Plan:
@@ -68,17 +88,7 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     resolved = check_graph(layers, input_shape)
     cfg = sch.config(knobs or {})
     if compressed is None:
-        compressed = []
-        n_weighted = sum(not ly.pool for ly in layers)
-        done = 0
-        for ly in layers:
-            if ly.pool:
-                compressed.append(None)
-                continue
-            done += 1
-            if progress:
-                progress(f"[{done}/{n_weighted}] compress {scheme}: {ly.name}")
-            compressed.append(sch.compress(ly, cfg))
+        compressed = compress_layers(layers, scheme, knobs, progress)
     ints = [unit_weights(ly) if ly.pool else sch.int_weights(c)
             for ly, c in zip(layers, compressed)]
     plans, post_words = quantise(layers, ints, resolved, calib, input_shape, lanes)

@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from ..sim.runner import SimulatorError
-from . import bench, blocks, board, model, train
+from . import bench, blocks, board, model, sweep, train
 from .common import UserError
 
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show the simulator builds' compiler output (kept in build.log otherwise)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (blocks, model, train, bench, board):
+    for group in (blocks, model, train, bench, board, sweep):
         group.register(sub)
     return p
 

@@ -33,7 +33,7 @@ from ..rtl.emit import write_design
 from ..sim.engine_run import bar_text, simulate
 from .plots import plot_demo
 
-__all__ = ["run_real_demo", "REAL_MODELS", "checkpoint"]
+__all__ = ["run_real_demo", "REAL_MODELS", "checkpoint", "batched"]
 
 REAL_MODELS = ("resnet8", "dscnn")
 ROOT = Path(__file__).resolve().parents[3]
@@ -119,7 +119,7 @@ class Progress:
                 print(file=sys.stderr, flush=True)
 
 
-def _batched(fn, x, batch=10):
+def batched(fn, x, batch=10):
     # small batches keep the golden model's im2col columns in cache: 3x faster than 500
     return np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
@@ -156,7 +156,7 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                 y_test = data.y_test[:n_test]
                 calib = pad_to(data.x_train[:256], shape[1]) / 255.0
                 t0 = time.monotonic()
-                y_float = _batched(lambda x: graph.forward(x / 255.0), x_test)
+                y_float = batched(lambda x: graph.forward(x / 255.0), x_test)
                 acc_float = float(np.mean(y_float.argmax(1) == y_test))
                 prog.log(f"[{model}] float accuracy {100 * acc_float:.2f}% on {n_test} test "
                          f"images ({time.monotonic() - t0:.0f} s)")
@@ -167,7 +167,7 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                     plan = compile_model(net, scheme, lanes=lanes, input_shape=shape,
                                          calib=calib, knobs=kn, compressed=codes)
                     golden = golden_layers(plan)
-                    y_hw = _batched(lambda x: forward_int(golden, x.astype(np.int64))
+                    y_hw = batched(lambda x: forward_int(golden, x.astype(np.int64))
                                     .reshape(len(x), -1), x_test)
                     acc_hw = float(np.mean(y_hw.argmax(1) == y_test))
                     agree = float(np.mean(y_hw.argmax(1) == y_float.argmax(1)))
