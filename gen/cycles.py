@@ -28,12 +28,18 @@ from dataclasses import dataclass, field
 
 from . import schemes
 
-__all__ = ["CycleEstimate", "estimate_cycles", "SWITCH", "START"]
+__all__ = ["CycleEstimate", "estimate_cycles", "port_capacity", "SWITCH", "START"]
 
 #: Cycles of a layer switch beyond ``lanes`` (MAC + post-processor pipeline drain).
 SWITCH = 12
 #: Cycles from the last input to the first fill, and from the last issue to the last output.
 START = 2
+
+
+def port_capacity(plan, port_bits: int) -> int:
+    """Bits the weight port's buffer holds (``rtl.weightport``): one word of each memory
+    (the most the fill takes in one cycle) plus one cycle's delivery."""
+    return port_bits + plan.weight_word_bits + plan.aux_word_bits + plan.coef_word_bits
 
 
 @dataclass
@@ -67,7 +73,10 @@ def _issue(plan, ly, lanes: int) -> int:
 
 def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
     """Cycles of one inference of ``plan`` (see the module docstring).  ``port_bits``: the
-    weight port's bits per cycle (a positive integer), or None for on-chip memories."""
+    weight port's bits per cycle (a positive integer), or None for the plan's own
+    (``Plan.weight_port_bits``; 0 there: on-chip memories read at once)."""
+    if port_bits is None:
+        port_bits = plan.weight_port_bits or None
     if port_bits is not None and (not isinstance(port_bits, int) or isinstance(port_bits, bool)
                                   or port_bits < 1):
         raise ValueError(f"Weight-port bits per cycle must be a positive integer, not {port_bits!r}")
@@ -79,11 +88,16 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
         if ly.pool:
             continue
         for tk, (fc, bits) in enumerate(scheme.tile_costs(plan, ly)):
-            lanes = min(L, ly.cout - tk * L)
-            need = fc + 2
-            if port_bits is not None:
-                need = max(need, -(-bits // port_bits) + 2)
-            tiles.append((i, lanes, need, bits, fc + 2))
+            tiles.append((i, min(L, ly.cout - tk * L), fc + 2, bits))
+    cap = port_capacity(plan, port_bits) if port_bits is not None else 0
+
+    def fill_time(k, idle):
+        """Cycles of tile k's fill; the port's buffer filled up while the fill was idle."""
+        _, _, gen, bits = tiles[k]
+        if port_bits is None:
+            return gen, gen
+        head = min(cap, port_bits * idle)
+        return max(gen, -(-max(0, bits - head) // port_bits) + 2), gen
     fill_end = []                     # per weighted tile
     issue_end = []                    # per weighted tile
     t = START
@@ -102,9 +116,12 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                 bound["mac"] += n
         else:
             for tk in range(ly.tiles):
-                _, lanes, need, bits, gen = tiles[k]
+                lanes = tiles[k][1]
                 free = issue_end[k - 2] if k >= 2 else START
-                start_fill = max(fill_end[k - 1] if k else START, free)
+                prev = fill_end[k - 1] if k else START
+                start_fill = max(prev, free)
+                # before the first tile the port had the whole input transfer to fill up
+                need, gen = fill_time(k, start_fill - prev if k else cap)
                 fill_end.append(start_fill + need)
                 n = _issue(plan, ly, lanes)
                 begin = max(t, fill_end[k])
@@ -120,6 +137,6 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
         drain = 1 if ly.depthwise else min(L, ly.cout - (ly.tiles - 1) * L)
         t += (SWITCH if i < len(plan.layers) - 1 else START) + drain
         per_layer.append((ly.name, t - t_layer))
-    bits = sum(b for _, _, _, b, _ in tiles)
+    bits = sum(b for _, _, _, b in tiles)
     return CycleEstimate(cycles=t, issue_cycles=issue_total, port_bits=port_bits,
                          weight_bits=bits, bound_cycles=bound, per_layer=per_layer)

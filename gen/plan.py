@@ -85,6 +85,8 @@ class Plan:
     params: dict = field(default_factory=dict)     # the scheme's design-wide values
     bits_read: int = 0              # weight-memory bits the engine reads per inference
     compressed_bits: int = 0        # the codes alone (what ``insitu compress`` counts)
+    weight_port_bits: int = 0       # > 0: the weight memories are read through a link of
+                                    # this many bits per cycle (rtl.weightport); 0: at once
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import EnableInserter, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -48,6 +48,7 @@ from amaranth.lib.wiring import In, Out
 from ..gen import schemes
 from ..gen.buffers import memory_words
 from ..gen.compiler import MAX_LANES
+from ..gen.cycles import port_capacity
 from ..gen.memmap import MEM_POST, load_data_bits
 from .actmem import ActivationMemory
 from .asm import AsmMacArray
@@ -58,6 +59,7 @@ from .counters import Counters
 from .fill import FILLS
 from .post import PostProcessor, output_layout, post_layout
 from .weightmem import WeightMemory, load_addr_bits, load_layout
+from .weightport import WeightPort
 
 __all__ = ["Engine", "load_layout", "post_layout", "MACS"]
 
@@ -166,13 +168,36 @@ class Engine(wiring.Component):
         fplan = replace(plan, layers=weighted)
         m.submodules.tile = tile = Memory(shape=unsigned(L * G * wbits), depth=2 * rmax, init=[])
         m.submodules.sched = sched = TileScheduler(layers=weighted, lanes=L)
-        m.submodules.fill = fill = FILLS[self._scheme.fill](fplan, rmax=rmax, depths=wmem.depths)
-        wiring.connect(m, fill.t_wr, tile.write_port(granularity=wbits))
-        wiring.connect(m, fill.w_rd, wmem.w_rd)
-        wiring.connect(m, fill.a_rd, wmem.a_rd)
-        wiring.connect(m, fill.c_rd, wmem.c_rd)
-        m.d.comb += [sched.start.eq(start), sched.fill_done.eq(fill.done),
-                     fill.start.eq(start), fill.go.eq(sched.go), fill.layer.eq(sched.layer),
+        fill = FILLS[self._scheme.fill](fplan, rmax=rmax, depths=wmem.depths)
+        t_wr = tile.write_port(granularity=wbits)
+        fill_start, fill_go = Signal(), Signal()
+        if plan.weight_port_bits:
+            # A weight link of weight_port_bits bits per cycle: the fill runs under a clock
+            # enable that a credit counter raises when the bits it reads have arrived; what
+            # the fill drives outside (tile writes, read enables, done, counts) is gated by
+            # the same enable, and its one-cycle commands wait for an enabled cycle.
+            m.submodules.port = port = WeightPort(
+                bits=plan.weight_port_bits,
+                capacity=port_capacity(plan, plan.weight_port_bits))
+            m.submodules.fill = EnableInserter(port.go)(fill)
+            en = port.go
+            m.d.comb += port.want.eq(fill.wbits)
+            held_start, held_go = Signal(), Signal()
+            m.d.sync += [held_start.eq((held_start | start) & ~en),
+                         held_go.eq((held_go | sched.go) & ~en)]
+            m.d.comb += [fill_start.eq(start | held_start), fill_go.eq(sched.go | held_go)]
+        else:
+            m.submodules.fill = fill
+            en = 1
+            m.d.comb += [fill_start.eq(start), fill_go.eq(sched.go)]
+        m.d.comb += [t_wr.addr.eq(fill.t_wr.addr), t_wr.data.eq(fill.t_wr.data),
+                     t_wr.en.eq(Mux(en, fill.t_wr.en, 0))]
+        for name in ("w_rd", "a_rd", "c_rd"):
+            src, dst = getattr(fill, name), getattr(wmem, name)
+            m.d.comb += [dst.addr.eq(src.addr), dst.en.eq(src.en & en), src.data.eq(dst.data)]
+        fill_done, fill_wbits, fill_err = fill.done & en, Mux(en, fill.wbits, 0), fill.err & en
+        m.d.comb += [sched.start.eq(start), sched.fill_done.eq(fill_done),
+                     fill.start.eq(fill_start), fill.go.eq(fill_go), fill.layer.eq(sched.layer),
                      fill.tile.eq(sched.tile), fill.lanes.eq(sched.lanes), fill.slot.eq(sched.slot)]
 
         # Issue side: controller -> MAC array -> post-processor -> activations / o_y.
@@ -208,7 +233,7 @@ class Engine(wiring.Component):
         m.submodules.counters = cnt = Counters(lanes=L, counter_bits=self._counter_bits)
         m.d.comb += [cnt.start.eq(start), cnt.running.eq(running), cnt.issuing.eq(ctrl.issuing),
                      cnt.mac_fire.eq(mac.i.valid & mac.i.ready), cnt.lanes.eq(ctrl.lanes_used),
-                     cnt.wbits.eq(fill.wbits), cnt.err_now.eq(fill.err | post.err),
+                     cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err),
                      self.err.eq(cnt.err)]
         m.d.comb += [getattr(self, name).eq(getattr(cnt, name)) for name in COUNTERS]
         return m

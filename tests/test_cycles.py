@@ -9,6 +9,7 @@ from test_engine_graph import graph_net
 from insitu.gen import schemes
 from insitu.gen.compiler import compile_model
 from insitu.gen.cycles import estimate_cycles
+from insitu.gen.design import golden_vectors
 from insitu.sim.amaranth_tb import run_engine
 
 
@@ -41,3 +42,22 @@ def test_weight_port_bandwidth():
     assert runs[-1].cycles == on_chip.cycles and runs[-1].limit == "mac"
     with pytest.raises(ValueError, match="positive integer"):
         estimate_cycles(plan, 0)
+
+
+@pytest.mark.parametrize("scheme", schemes.NAMES)
+@pytest.mark.parametrize("port_bits", [1, 5])
+def test_weight_port_in_rtl(scheme, port_bits):
+    """The engine with a weight link of ``port_bits`` bits per cycle: bit-exact under stalls,
+    every bit counted once, and as many cycles as the model says (within 2%)."""
+    plan, rng = _plan(scheme, 8)
+    plan.weight_port_bits = port_bits
+    x = rng.integers(0, 256, (2, 192))
+    got, counters = run_engine(plan, x, seed=1, p_gap=0.2, p_stall=0.3)
+    assert (got == golden_vectors(plan, x)).all()
+    est = estimate_cycles(plan)
+    unthrottled = estimate_cycles(plan, 10**6)
+    for c in counters:
+        assert c["weight_bits"] == plan.weight_bits_per_inference and c["err"] == 0
+    rtl = counters[1]["cycles"]
+    assert abs(est.cycles - rtl) <= 0.02 * rtl, (est.cycles, rtl)
+    assert rtl > unthrottled.cycles                 # the link does slow the engine down

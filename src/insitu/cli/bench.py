@@ -1,4 +1,4 @@
-"""Benchmark commands: ``bench fuzz``, ``bench memory`` and ``bench hw``."""
+"""Benchmark commands: ``bench fuzz``, ``bench memory``, ``bench hw`` and ``bench sweep``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ..gen.util import write_atomic
 from ..sim import fuzz
 from . import bench_hw
 from .bench_memory import SWEEPS, markdown, run_bench_memory
+from .bench_sweep import run_bench_sweep
 from .common import UserError, scheme_knobs
 
 
@@ -168,8 +169,19 @@ def _cmd_bench_hw(args) -> int:
     return 0
 
 
+def _cmd_bench_sweep(args) -> int:
+    if args.limit < 1:
+        raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
+    boards = [] if args.no_synth else ["icebreaker", "ulx3s"]
+    rep = run_bench_sweep(Path(args.output), limit=args.limit, boards=boards)
+    print((Path(args.output) / "bench_sweep.md").read_text())
+    print(f"wrote {Path(args.output) / 'bench_sweep.json'}, bench_sweep.md, bench_sweep.png",
+          file=sys.stderr)
+    return 0 if all(r["failed"] == 0 for r in rep["runs"].values()) else 1
+
+
 def register(sub) -> None:
-    """``bench fuzz``, ``bench memory``, ``bench hw``."""
+    """``bench fuzz``, ``bench memory``, ``bench hw``, ``bench sweep``."""
     b = sub.add_parser("bench", help="benchmarks and long sweeps")
     bsub = b.add_subparsers(dest="bench", metavar="BENCH")
     bf = bsub.add_parser("fuzz", help="fuzzed generator configurations against the golden model")
@@ -212,4 +224,12 @@ def register(sub) -> None:
     bh.add_argument("-o", "--output", default="build/bench_hw", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bh.set_defaults(func=_cmd_bench_hw)
+    bs = bsub.add_parser("sweep", help="insitu sweep on 1 and 2 Dask workers (40 resnet8 "
+                         "points), scheduler overhead, synthesis time, a 1000-point projection")
+    bs.add_argument("--limit", type=int, default=1000, help="test images per accuracy "
+                    "(default: %(default)s)")
+    bs.add_argument("--no-synth", action="store_true", help="skip the synthesis points")
+    bs.add_argument("-o", "--output", default="build/bench_sweep", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bs.set_defaults(func=_cmd_bench_sweep)
     b.set_defaults(func=lambda args: (b.print_help(sys.stderr), 2)[1])

@@ -236,6 +236,8 @@ class SweepProgress:
         self.total, self.skipped, self.quiet, self.width = total, skipped, quiet, width
         self.done = self.failed = self.running = 0
         self.t0 = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last = ""
 
     def line(self) -> str:
         n = self.done + self.skipped
@@ -244,8 +246,13 @@ class SweepProgress:
                 f"{self.running} running, {time.monotonic() - self.t0:.0f} s")
 
     def show(self) -> None:
-        if not self.quiet:
-            print(f"\r\033[K{self.line()}", end="", file=sys.stderr, flush=True)
+        """Redraw when the line changed (a terminal: at most once a second; a log file: only
+        when a count changed)."""
+        line = self.line()
+        key = line if self.tty else line.rsplit(",", 1)[0]
+        if not self.quiet and key != self.last:
+            self.last = key
+            print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -285,7 +292,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, scheduler: str | None = None,
               workers: int | None = None, client=None, retry_failed: bool = False,
               verbose: bool = False, quiet: bool = False) -> dict:
     """Run ``spec`` into ``out_dir``; the summary (``points``, ``ran``, ``skipped``,
-    ``failed``, ``seconds``, ``workers``).  ``client``: an existing Dask client to use."""
+    ``failed``, ``seconds``, ``workers``, ``timeline``: seconds at each finished point).  ``client``: an existing Dask client to use."""
     out = Path(out_dir).resolve()
     spec.check()
     out.mkdir(parents=True, exist_ok=True)
@@ -301,12 +308,13 @@ def run_sweep(spec: SweepSpec, out_dir, *, scheduler: str | None = None,
     own = client is None and bool(todo)
     cluster = None
     n_workers = 0
+    timeline: list[float] = []
     if todo:
         if own:
             client, cluster = _make_client(scheduler, workers)
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))
-            _run_points(client, todo, out, res, prog, verbose)
+            _run_points(client, todo, out, res, prog, verbose, timeline)
         finally:
             prog.close()
             if own:
@@ -318,13 +326,15 @@ def run_sweep(spec: SweepSpec, out_dir, *, scheduler: str | None = None,
     summary = {"points": len(keyed), "ran": len(todo), "skipped": len(keyed) - len(todo),
                "failed": sum(r.get("status") != "ok" for r in rows),
                "seconds": round(time.monotonic() - t0, 2), "workers": n_workers,
-               "results": str(out / "results.parquet")}
+               "results": str(out / "results.parquet"),
+               "timeline": [round(t - t0, 2) for t in timeline]}
     sweep_report.write_reports(rows, out)
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
-def _run_points(client, todo, out: Path, res: Results, prog: SweepProgress, verbose: bool):
+def _run_points(client, todo, out: Path, res: Results, prog: SweepProgress, verbose: bool,
+                timeline: list):
     root = str(out)
     stages, futures = {}, {}
     versions = tool_versions()
@@ -352,6 +362,7 @@ def _run_points(client, todo, out: Path, res: Results, prog: SweepProgress, verb
                            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
                 res.add(row)
                 res.write_tables()
+                timeline.append(time.monotonic())
                 prog.done += 1
                 prog.failed += row["status"] != "ok"
                 if verbose or row["status"] != "ok":
