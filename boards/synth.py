@@ -91,6 +91,18 @@ def check_fits(board: str, plan, weight_ram: str) -> None:
                          f"RAM of the {dev.part} on {board}")
 
 
+def _check_cells(stat: Path, board: str) -> None:
+    """``ToolError`` naming the resource when synthesis used more DSP blocks, block RAMs or
+    SPRAMs than the device has (before place and route fails on it)."""
+    dev = get_board(board).device
+    used = summarize(parse_stat(stat.read_text()), dev.family.name)
+    for key, what in (("dsps", "DSP blocks"), ("brams", "block RAMs"), ("sprams", "SPRAMs")):
+        have = dev.capacity.get(key)
+        if have is not None and (used.get(key) or 0) > have:
+            raise ToolError(f"the design needs {used[key]} {what}, more than the {have} of the "
+                            f"{dev.part} on {board}")
+
+
 def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 baud: int = 115200, seed: int = 1, progress=None,
                 timeout: float | None = None) -> dict:
@@ -156,6 +168,8 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 noabc = True
                 seconds[step] = round(_run_step([exe, *argv], work, step, log, say, timeout=timeout), 2)
             say(f"      {step} done in {seconds[step]:.1f} s")
+            if step == "synth":
+                _check_cells(work / "stat.txt", board)
     except ToolError:
         work.rename(failed)
         raise

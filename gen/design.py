@@ -26,6 +26,7 @@ import numpy as np
 
 from .buffers import buffer_report
 from .compiler import Plan, golden_layers
+from .cycles import estimate_cycles
 from .model import ModelError
 from .network import forward_int, output_order
 
@@ -87,6 +88,7 @@ def compile_report(plan: Plan) -> dict:
     weights = plan.weights
     buffers = buffer_report(plan.layers, plan.input_shape)
     bits = plan.weight_memory_bits
+    est = estimate_cycles(plan)
     return {"scheme": plan.scheme, "lanes": plan.lanes, "layers": len(plan.layers),
             "weights": weights, "weight_memory_bits": bits,
             "weight_bits_read": plan.weight_bits_per_inference,
@@ -94,6 +96,8 @@ def compile_report(plan: Plan) -> dict:
             "bits_per_weight": bits / weights, "dense_int8_bits": 8 * weights,
             "memory_ratio_vs_int8": 8 * weights / bits, "memory_ratio_vs_fp32": 32 * weights / bits,
             "macs_per_inference": plan.macs,
+            "weight_port_bits": plan.weight_port_bits,
+            "cycles_model": est.cycles, "limited_by": est.limit,
             "compressed_bits": plan.compressed_bits,
             "layout_bits": bits - plan.compressed_bits if plan.compressed_bits else 0,  # +/-
             "activation_bytes": buffers["peak_bytes"], "activation_buffers": buffers["buffers"],

@@ -15,6 +15,7 @@ from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
 from ..sim import fuzz
 from . import bench_hw
+from .bench_bandwidth import run_bench_bandwidth
 from .bench_memory import SWEEPS, markdown, run_bench_memory
 from .bench_sweep import run_bench_sweep
 from .common import UserError, scheme_knobs
@@ -180,8 +181,40 @@ def _cmd_bench_sweep(args) -> int:
     return 0 if all(r["failed"] == 0 for r in rep["runs"].values()) else 1
 
 
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated integers, not {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise UserError(f"{what} must be positive integers, not {text!r}")
+    return vals
+
+
+def _cmd_bench_bandwidth(args) -> int:
+    lanes = _ints(args.lanes, "--lanes")
+    if max(lanes) > MAX_LANES:
+        raise UserError(f"--lanes must be at most {MAX_LANES}, not {max(lanes)}")
+    bits = _ints(args.bits, "--bits")
+    rtl = []
+    for item in filter(None, (args.rtl or "").split(",")):
+        l, _, b = item.partition(":")
+        if not (l.isdigit() and b.isdigit() and int(l) >= 1 and int(b) >= 1) or int(l) > MAX_LANES:
+            raise UserError(f"--rtl expects LANES:BITS pairs, e.g. 8:2,64:2, not {item!r}")
+        rtl.append((int(l), int(b)))
+    if args.limit < 1:
+        raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
+    rep = run_bench_bandwidth(Path(args.output), lanes=lanes, bits=bits, rtl=rtl,
+                              limit=args.limit, sim=args.sim)
+    print((Path(args.output) / "bench_bandwidth.md").read_text())
+    print(f"wrote {Path(args.output) / 'bench_bandwidth.json'}, bench_bandwidth.md, "
+          f"bench_bandwidth.png ({rep['seconds']:.0f} s)", file=sys.stderr)
+    ok = all(r["bit_exact"] for r in rep["rtl"]) and rep["rtl_within_2_percent"]
+    return 0 if ok else 1
+
+
 def register(sub) -> None:
-    """``bench fuzz``, ``bench memory``, ``bench hw``, ``bench sweep``."""
+    """``bench fuzz``, ``bench memory``, ``bench hw``, ``bench sweep``, ``bench bandwidth``."""
     b = sub.add_parser("bench", help="benchmarks and long sweeps")
     bsub = b.add_subparsers(dest="bench", metavar="BENCH")
     bf = bsub.add_parser("fuzz", help="fuzzed generator configurations against the golden model")
@@ -224,6 +257,20 @@ def register(sub) -> None:
     bh.add_argument("-o", "--output", default="build/bench_hw", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bh.set_defaults(func=_cmd_bench_hw)
+    bb = bsub.add_parser("bandwidth", help="resnet8 with its weights through a B-bit/cycle "
+                         "link: cycles and speed-up over int8 per scheme (cycle model + RTL)")
+    bb.add_argument("--lanes", default="8,32,64", help="lane counts (default: %(default)s)")
+    bb.add_argument("--bits", default="1,2,4,16,64", help="link bits per cycle (default: "
+                    "%(default)s)")
+    bb.add_argument("--rtl", default="8:2,64:2", metavar="LANES:B,...",
+                    help="points simulated in RTL for every scheme (default: %(default)s; '' none)")
+    bb.add_argument("--limit", type=int, default=10000, help="test images for the accuracy "
+                    "(default: %(default)s)")
+    bb.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],
+                    help="simulator of the RTL points (default: %(default)s)")
+    bb.add_argument("-o", "--output", default="build/bench_bandwidth", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bb.set_defaults(func=_cmd_bench_bandwidth)
     bs = bsub.add_parser("sweep", help="insitu sweep on 1 and 2 Dask workers (40 resnet8 "
                          "points), scheduler overhead, synthesis time, a 1000-point projection")
     bs.add_argument("--limit", type=int, default=1000, help="test images per accuracy "

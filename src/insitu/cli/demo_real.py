@@ -33,7 +33,7 @@ from ..rtl.emit import write_design
 from ..sim.engine_run import bar_text, simulate
 from .plots import plot_demo
 
-__all__ = ["run_real_demo", "REAL_MODELS", "checkpoint", "batched"]
+__all__ = ["run_real_demo", "REAL_MODELS", "checkpoint", "batched", "scheme_network"]
 
 REAL_MODELS = ("resnet8", "dscnn")
 ROOT = Path(__file__).resolve().parents[3]
@@ -66,7 +66,7 @@ def tuned_checkpoint(model: str, scheme: str, knobs=None):
     return d / "model.onnx", codes if codes.exists() else None
 
 
-def _scheme_network(model, scheme, knobs, layers):
+def scheme_network(model, scheme, knobs, layers):
     """``(layers, compressed or None, fine-tuned)`` that the demo compiles: the committed
     fine-tuned checkpoint of the scheme when there is one, else the float ``layers``."""
     tuned = tuned_checkpoint(model, scheme, knobs)
@@ -163,7 +163,7 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                 for scheme in schemes:
                     t0 = time.monotonic()
                     kn = knobs if len(schemes) == 1 else None
-                    net, codes, tuned = _scheme_network(model, scheme, kn, layers)
+                    net, codes, tuned = scheme_network(model, scheme, kn, layers)
                     plan = compile_model(net, scheme, lanes=lanes, input_shape=shape,
                                          calib=calib, knobs=kn, compressed=codes)
                     golden = golden_layers(plan)

@@ -46,8 +46,15 @@ def _cmd_compress(args) -> int:
     return 0
 
 
+#: What limits an inference, in words (``gen.cycles.CycleEstimate.limit``).
+LIMITS = {"mac": "the MAC array", "fill": "the weight generator", "port": "the weight link"}
+
+
 def _cmd_compile(args) -> int:
     t0 = time.monotonic()
+    if args.weight_port_bits < 0 or args.weight_port_bits > 4096:
+        raise UserError(f"--weight-port-bits must be 1..4096 bits per cycle (0: no link), not "
+                        f"{args.weight_port_bits}")
     try:
         knobs = parse_knobs(args.set)
         layers, shape = load_network(args.model)
@@ -70,6 +77,7 @@ def _cmd_compile(args) -> int:
         plan = compile_model(layers, args.scheme, lanes=args.lanes, input_shape=shape,
                              calib=calib, knobs=knobs,
                              progress=lambda msg: print(msg, file=sys.stderr))
+        plan.weight_port_bits = args.weight_port_bits
         if inputs is not None:
             feat = int(np.prod(plan.input_shape))
             if inputs.size % feat:
@@ -94,6 +102,10 @@ def _cmd_compile(args) -> int:
           f"{rep['weight_memory_bits']} bits ({rep['bits_per_weight']:.2f} bits/weight, "
           f"x{rep['memory_ratio_vs_int8']:.2f} vs int8), {rep['macs_per_inference']} MACs/inference, "
           f"{rep['activation_bytes']} activation bytes (peak of the live buffers)")
+    link = (f" through a {rep['weight_port_bits']}-bit/cycle weight link"
+            if rep["weight_port_bits"] else "")
+    print(f"cycle model: {rep['cycles_model']} cycles/inference{link}, limited by "
+          f"{LIMITS[rep['limited_by']]}")
     if rep["compressed_bits"] and rep["compressed_bits"] != rep["weight_memory_bits"]:
         print(f"  ('insitu compress' counts {rep['compressed_bits']} bits, "
               f"{rep['compressed_bits'] / rep['weights']:.2f} bits/weight: the codes and their "
@@ -189,6 +201,10 @@ def register(sub) -> None:
     cp.add_argument("model", metavar="MODEL", help=".npz model (see README: model files)")
     scheme_args(cp)
     cp.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
+    cp.add_argument("--weight-port-bits", type=int, default=0, metavar="B",
+                    help="read the weight memories through a link of B bits per cycle (the "
+                         "memory-bound configuration of 'insitu bench bandwidth'; default: "
+                         "at once)")
     cp.add_argument("--input-shape", metavar="C,H,W", help="input shape (needed when the first "
                     "layer is a convolution)")
     cp.add_argument("--calib", metavar="X.npy", help="float calibration inputs in [0, 1] "

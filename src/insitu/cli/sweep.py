@@ -347,6 +347,7 @@ def _run_points(client, todo, out: Path, res: Results, prog: SweepProgress, verb
         futures[client.submit(point_stage, p, stages[mkey], root, key, key="point-" + key,
                               pure=False, retries=2)] = (key, p)
     pending = set(futures)
+    polled = 0.0
     prog.show()
     try:
         while pending:
@@ -367,10 +368,12 @@ def _run_points(client, todo, out: Path, res: Results, prog: SweepProgress, verb
                 prog.failed += row["status"] != "ok"
                 if verbose or row["status"] != "ok":
                     prog.log(_row_line(row))
-            try:
-                prog.running = sum(len(v) for v in client.processing().values())
-            except Exception:
-                prog.running = 0
+            if time.monotonic() - polled > 2:
+                polled = time.monotonic()
+                try:
+                    prog.running = sum(client.run(_executing).values())
+                except Exception:               # a worker going away mid-call
+                    pass
             prog.show()
             if pending and not done:
                 time.sleep(0.3)
@@ -378,6 +381,11 @@ def _run_points(client, todo, out: Path, res: Results, prog: SweepProgress, verb
         for fut in pending:
             fut.cancel()
         raise
+
+
+def _executing(dask_worker) -> int:
+    """Tasks running on a worker (``client.run`` passes the worker)."""
+    return dask_worker.state.executing_count
 
 
 def _row_line(row: dict) -> str:

@@ -1,0 +1,184 @@
+"""``insitu bench bandwidth``: the memory-bound benchmark.
+
+ResNet-8 (the demo's checkpoints: the committed fine-tuned one of each scheme) under each
+scheme, with its weights read through a link of B bits per cycle (``Plan.weight_port_bits``;
+nothing is kept on chip between inferences: every tile's words come through the link each
+inference).  For every lane count, scheme and B: weight bits read per inference, cycles per
+inference, the speed-up over dense int8 at the same lanes and B, and what limits it (the MAC
+array, the weight generator or the link).
+
+The grid comes from the plan's cycle model (``gen.cycles``).  The RTL points (``--rtl``,
+LANES:B pairs) are compiled with the link in the engine and simulated on Verilator (one test
+image, bit-exact against the golden model); their cycle counters must be within 2% of the
+model.  B = 2 and 4 are the QSPI class: a quad-SPI flash clocked at half or the whole engine
+clock.
+
+Writes ``bench_bandwidth.json``, ``bench_bandwidth.md`` and ``bench_bandwidth.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..gen import schemes as registry
+from ..gen.compiler import compile_model, golden_layers
+from ..gen.cycles import estimate_cycles
+from ..gen.datasets import fashion_mnist, pad_to
+from ..gen.model import load_network
+from ..gen.network import forward_int
+from ..gen.util import write_atomic
+from ..rtl.emit import write_design
+from ..sim.engine_run import simulate
+from .demo_real import batched, checkpoint, scheme_network
+from .plots import save_figure
+
+__all__ = ["run_bench_bandwidth", "BITS", "QSPI"]
+
+BITS = (1, 2, 4, 16, 64)
+#: Link widths of a quad-SPI flash at half and at the full engine clock.
+QSPI = (2, 4)
+ORDER = ("int8", "asm", "smartdeal", "mlg")
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), bits=BITS,
+                        rtl=((8, 2), (64, 2)), limit: int = 10000, sim: str = "verilator") -> dict:
+    out = Path(out_dir)
+    t_all = time.monotonic()
+    layers, shape = load_network(checkpoint(model))
+    data = fashion_mnist()
+    calib = pad_to(data.x_train[:256], shape[1]) / 255.0
+    n = min(limit, len(data.y_test))
+    x_test = pad_to(data.x_test[:n], shape[1]).astype(np.int64)
+    schemes = [s for s in ORDER if s in registry.NAMES]
+    nets, accuracy, rows, rtl_rows = {}, {}, [], []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for scheme in schemes:
+            net, codes, tuned = scheme_network(model, scheme, None, layers)
+            nets[scheme] = (net, codes, tuned)
+            plan = compile_model(net, scheme, lanes=8, input_shape=shape, calib=calib,
+                                 compressed=codes)
+            golden = golden_layers(plan)
+            y = batched(lambda x: forward_int(golden, x).reshape(len(x), -1), x_test)
+            accuracy[scheme] = float(np.mean(y.argmax(1) == data.y_test[:n]))
+            _log(f"[{model}/{scheme}] {'fine-tuned' if tuned else 'post-training'} checkpoint, "
+                 f"accuracy {100 * accuracy[scheme]:.2f}% on {n} test images")
+    plans = {}
+    for L in lanes:
+        for scheme in schemes:
+            net, codes, _ = nets[scheme]
+            plans[L, scheme] = plan = compile_model(net, scheme, lanes=L, input_shape=shape,
+                                                    calib=calib, compressed=codes)
+            for B in (*bits, None):
+                est = estimate_cycles(plan, B)
+                rows.append({"lanes": L, "scheme": scheme, "port_bits": B,
+                             "qspi": B in QSPI, "weight_bits_read": est.weight_bits,
+                             "bits_per_weight_read": est.weight_bits / plan.weights,
+                             "cycles": est.cycles, "limit": est.limit,
+                             "port_stall_cycles": est.bound_cycles["port"],
+                             "fill_stall_cycles": est.bound_cycles["fill"],
+                             "accuracy_hw": accuracy[scheme]})
+    for r in rows:
+        base = next(q for q in rows if q["lanes"] == r["lanes"] and q["port_bits"] == r["port_bits"]
+                    and q["scheme"] == registry.BASELINE.name)
+        r["speedup_vs_int8"] = base["cycles"] / r["cycles"]
+    for L, B in rtl:
+        for scheme in schemes:
+            plan = plans.get((L, scheme))
+            if plan is None:
+                net, codes, _ = nets[scheme]
+                plan = compile_model(net, scheme, lanes=L, input_shape=shape, calib=calib,
+                                     compressed=codes)
+            plan.weight_port_bits = B
+            t0 = time.monotonic()
+            ddir = out / "designs" / f"{scheme}-L{L}-B{B}"
+            write_design(plan, ddir, x_test[:1].reshape(1, -1))
+            rep = simulate(ddir, sim=sim, progress=False)
+            est = estimate_cycles(plan)
+            plan.weight_port_bits = 0
+            rtl_rows.append({"lanes": L, "scheme": scheme, "port_bits": B,
+                             "rtl_cycles": rep["cycles"], "model_cycles": est.cycles,
+                             "error": (est.cycles - rep["cycles"]) / rep["cycles"],
+                             "bit_exact": rep["bit_exact"],
+                             "weight_bits_read": rep["weight_bits_read"],
+                             "seconds": round(time.monotonic() - t0, 1)})
+            _log(f"[rtl {scheme} L{L} B{B}] {rep['cycles']} cycles (model {est.cycles}, "
+                 f"{100 * rtl_rows[-1]['error']:+.2f}%), bit-exact {rep['bit_exact']}")
+    report = {"model": model, "test_images": n, "accuracy_hw": accuracy, "lanes": list(lanes),
+              "bits": list(bits), "qspi_bits": list(QSPI), "grid": rows, "rtl": rtl_rows,
+              "rtl_within_2_percent": all(abs(r["error"]) <= 0.02 for r in rtl_rows),
+              "seconds": round(time.monotonic() - t_all, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "bench_bandwidth.json", json.dumps(report, indent=1))
+    write_atomic(out / "bench_bandwidth.md", markdown(report))
+    _plot(report, out / "bench_bandwidth.png")
+    return report
+
+
+LIMITS = {"mac": "MACs", "fill": "generator", "port": "weight link"}
+
+
+def markdown(rep: dict) -> str:
+    acc = ", ".join(f"{s} {100 * a:.2f}%" for s, a in rep["accuracy_hw"].items())
+    lines = [f"# Memory-bound benchmark: {rep['model']}, weights through a B-bit/cycle link", "",
+             f"Accuracy on {rep['test_images']} test images: {acc}. Cycles per inference from "
+             f"the cycle model; x int8 = int8 cycles / scheme cycles at the same lanes and B; "
+             f"B marked * is QSPI-class (quad SPI at half or the whole engine clock); "
+             f"'on chip' is no link.", ""]
+    for L in rep["lanes"]:
+        head = ["scheme", "bits read/weight"] + [f"B={b}{'*' if b in rep['qspi_bits'] else ''}"
+                                                 for b in rep["bits"]] + ["on chip"]
+        lines += [f"## {L} lanes", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for s in rep["accuracy_hw"]:
+            mine = {r["port_bits"]: r for r in rep["grid"] if r["lanes"] == L and r["scheme"] == s}
+            cells = [s, f"{mine[None]['bits_per_weight_read']:.2f}"]
+            for b in (*rep["bits"], None):
+                r = mine[b]
+                cells.append(f"{r['cycles']:,} (x{r['speedup_vs_int8']:.2f}, {LIMITS[r['limit']]})")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if rep["rtl"]:
+        lines += ["## RTL against the model (Verilator, one test image, bit-exact)", "",
+                  "| lanes | B | scheme | RTL cycles | model cycles | error | bit-exact | bits read |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rep["rtl"]:
+            lines.append(f"| {r['lanes']} | {r['port_bits']} | {r['scheme']} | {r['rtl_cycles']:,} | "
+                         f"{r['model_cycles']:,} | {100 * r['error']:+.2f}% | "
+                         f"{'yes' if r['bit_exact'] else 'NO'} | {r['weight_bits_read']:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rep: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(rep["lanes"]), figsize=(5 * len(rep["lanes"]), 3.8),
+                             squeeze=False)
+    for ax, L in zip(axes[0], rep["lanes"]):
+        for s in rep["accuracy_hw"]:
+            pts = [r for r in rep["grid"] if r["lanes"] == L and r["scheme"] == s
+                   and r["port_bits"] is not None]
+            ax.plot([r["port_bits"] for r in pts], [r["cycles"] / 1e6 for r in pts],
+                    marker=registry.get(s).marker, label=s)
+        for r in rep["rtl"]:
+            if r["lanes"] == L:
+                ax.scatter([r["port_bits"]], [r["rtl_cycles"] / 1e6], marker="x", color="k",
+                           zorder=4, label="RTL" if r is rep["rtl"][0] else None)
+        ax.axvspan(min(rep["qspi_bits"]), max(rep["qspi_bits"]), color="gray", alpha=0.15,
+                   label="QSPI class")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("weight link (bits per cycle)")
+        ax.set_ylabel("Mcycles per inference")
+        ax.set_title(f"{rep['model']}, {L} lanes")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path, dpi=110)
