@@ -1,0 +1,86 @@
+"""A cocotb model of a SPI NOR flash (W25Q128-style reads) on a design's pins.
+
+It answers the two read commands :class:`insitu.rtl.flash.FlashReader` uses, in SPI mode 0:
+Fast Read ``0x0B`` (data on DQ1) and Fast Read Quad Output ``0x6B`` (data on DQ3..DQ0), both
+with a 24-bit address and 8 dummy clocks, the address wrapping at the end of the memory.
+It samples DQ0 on SCK's rising edge and changes its output after the falling edge, as a
+flash does; chip select high ends a command at any point.  Anything else it sees (another
+command, a clock edge with chip select high) is recorded in ``errors``.
+
+``flip``: ``(byte index, bit)`` of a read to corrupt, counting bytes from the first read
+(a planted error, to show a bench can fail).
+"""
+
+from __future__ import annotations
+
+import cocotb
+from cocotb.triggers import FallingEdge, First, RisingEdge
+
+from ..rtl.flash import ADDR_BITS, DUMMY_CLOCKS, READ, READ_QUAD
+
+__all__ = ["SpiFlash"]
+
+
+class SpiFlash:
+    """``image`` (bytes) behind the pins ``sck``, ``cs_n``, ``dq_o``/``dq_oe`` (driven by the
+    design) and ``dq_i`` (driven here)."""
+
+    def __init__(self, dut, image: bytes, *, prefix: str = "", flip=None):
+        self.image = bytes(image)
+        self.sck = getattr(dut, f"{prefix}sck")
+        self.cs_n = getattr(dut, f"{prefix}cs_n")
+        self.dq_o = getattr(dut, f"{prefix}dq_o")
+        self.dq_i = getattr(dut, f"{prefix}dq_i")
+        self.flip = flip
+        self.errors: list[str] = []
+        self.commands: list[tuple[int, int, int]] = []      # (command, address, bytes read)
+        self.bytes_read = 0
+        self.dq_i.value = 0
+
+    def start(self):
+        return cocotb.start_soon(self._run())
+
+    async def _run(self):
+        while True:
+            if int(self.cs_n.value):
+                await FallingEdge(self.cs_n)
+            await self._command()
+            if not int(self.cs_n.value):
+                await RisingEdge(self.cs_n)
+            self.dq_i.value = 0
+
+    async def _clock(self, edge):
+        """Wait for ``edge`` of SCK; False when chip select rose first."""
+        await First(edge(self.sck), RisingEdge(self.cs_n))
+        return not int(self.cs_n.value)
+
+    async def _command(self):
+        word = 0
+        for _ in range(8 + ADDR_BITS):
+            if not await self._clock(RisingEdge):
+                return
+            word = (word << 1) | (int(self.dq_o.value) & 1)
+        cmd, addr = word >> ADDR_BITS, word & ((1 << ADDR_BITS) - 1)
+        if cmd not in (READ, READ_QUAD):
+            self.errors.append(f"unknown command 0x{cmd:02x}")
+            return
+        for _ in range(DUMMY_CLOCKS):
+            if not await self._clock(RisingEdge):
+                return
+        per = 4 if cmd == READ_QUAD else 1
+        count = 0
+        while True:                     # bytes until chip select rises
+            value = self.image[(addr + count) % len(self.image)]
+            if self.flip is not None and self.bytes_read == self.flip[0]:
+                value ^= 1 << self.flip[1]
+            for k in range(8 // per):
+                # each chunk goes out after a falling edge (the first after the last
+                # dummy clock's) and is sampled on the next rising edge
+                if not await self._clock(FallingEdge):
+                    self.commands.append((cmd, addr, count))
+                    return
+                chunk = (value >> (8 - per * (k + 1))) & ((1 << per) - 1)
+                self.dq_i.value = chunk if per == 4 else chunk << 1
+                if k == 0:
+                    self.bytes_read += 1
+            count += 1
