@@ -124,16 +124,14 @@ def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), b
     return report
 
 
-LIMITS = {"mac": "MACs", "fill": "generator", "port": "weight link"}
-
-
 def markdown(rep: dict) -> str:
     acc = ", ".join(f"{s} {100 * a:.2f}%" for s, a in rep["accuracy_hw"].items())
     lines = [f"# Memory-bound benchmark: {rep['model']}, weights through a B-bit/cycle link", "",
              f"Accuracy on {rep['test_images']} test images: {acc}. Cycles per inference from "
              f"the cycle model; x int8 = int8 cycles / scheme cycles at the same lanes and B; "
              f"B marked * is QSPI-class (quad SPI at half or the whole engine clock); "
-             f"'on chip' is no link.", ""]
+             f"'on chip' is no link; 'N% link' is the share of the cycles the MAC array "
+             f"waits for the link (the rest it computes).", ""]
     for L in rep["lanes"]:
         head = ["scheme", "bits read/weight"] + [f"B={b}{'*' if b in rep['qspi_bits'] else ''}"
                                                  for b in rep["bits"]] + ["on chip"]
@@ -143,7 +141,9 @@ def markdown(rep: dict) -> str:
             cells = [s, f"{mine[None]['bits_per_weight_read']:.2f}"]
             for b in (*rep["bits"], None):
                 r = mine[b]
-                cells.append(f"{r['cycles']:,} (x{r['speedup_vs_int8']:.2f}, {LIMITS[r['limit']]})")
+                stall = r["port_stall_cycles"] / r["cycles"]
+                cells.append(f"{r['cycles']:,} (x{r['speedup_vs_int8']:.2f}"
+                             + (f", {100 * stall:.0f}% link" if stall >= 0.005 else "") + ")")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if rep["rtl"]:
