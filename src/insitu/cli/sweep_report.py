@@ -3,8 +3,8 @@
 Three fronts over the finished points:
 
 * accuracy vs weight memory (KB), per model: the most accurate point for its memory;
-* LUT4 vs latency, per board (synthesised points);
-* accuracy vs latency per board, among the points within the board's LUT count.
+* LUT4 vs latency, per model and board (synthesised points);
+* accuracy vs latency per model and board, among the points within the board's LUT count.
 """
 
 from __future__ import annotations
@@ -77,17 +77,18 @@ def fronts(rows: list[dict]) -> dict:
         f = pareto(mine, min, max, "weight_kb", "accuracy_hw")
         if f:
             out[f"{model}: accuracy vs weight KB"] = f
-    for board in dict.fromkeys(r["board"] for r in ok if r.get("board")):
-        mine = [r for r in ok if r.get("board") == board and r.get("latency_ms")]
+    for model, board in dict.fromkeys((r["model"], r["board"]) for r in ok if r.get("board")):
+        mine = [r for r in ok if r["model"] == model and r.get("board") == board
+                and r.get("latency_ms")]
         f = pareto(mine, min, min, "luts", "latency_ms")
         if f:
-            out[f"{board}: LUT4 vs latency"] = f
+            out[f"{model} on {board}: LUT4 vs latency"] = f
         cap = BOARDS[board].device.capacity["luts"] if board in BOARDS else None
         within = [r for r in mine if r.get("accuracy_hw") is not None
                   and (cap is None or r["luts"] <= cap)]
         f = pareto(within, min, max, "latency_ms", "accuracy_hw")
         if f:
-            out[f"{board}: accuracy vs latency (at most {cap} LUT4)"] = f
+            out[f"{model} on {board}: accuracy vs latency (at most {cap} LUT4)"] = f
     return out
 
 
@@ -136,39 +137,47 @@ def front_text(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """One row of panels per model: accuracy vs weight KB, and with synthesised points LUT4
+    vs latency and accuracy vs latency (each scheme a marker, each board a colour shade of
+    its front line)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     ok = [r for r in rows if r.get("status") == "ok"]
+    models = list(dict.fromkeys(r["model"] for r in ok))
     panels = [("weight_kb", "accuracy_hw", "weight memory (KB)", "accuracy (%)",
                "accuracy vs weight KB")]
     if any(r.get("latency_ms") for r in ok):
         panels += [("luts", "latency_ms", "LUT4", "latency (ms)", "LUT4 vs latency"),
                    ("latency_ms", "accuracy_hw", "latency (ms)", "accuracy (%)",
                     "accuracy vs latency")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(len(models), len(panels), figsize=(5.2 * len(panels),
+                                                               3.6 * len(models)), squeeze=False)
     fr = fronts(rows)
-    for ax, (x, y, xl, yl, tag) in zip(axes[0], panels):
-        for scheme in registry.NAMES:
-            pts = [r for r in ok if r["scheme"] == scheme and r.get(x) is not None
-                   and r.get(y) is not None]
-            if pts:
-                ax.scatter([r[x] for r in pts],
-                           [100 * r[y] if y == "accuracy_hw" else r[y] for r in pts],
-                           marker=registry.get(scheme).marker, label=scheme, alpha=0.7)
-        for title, front in fr.items():
-            if tag not in title:
-                continue
-            fx, fy = [r[x] for r in front], [r[y] for r in front]
-            ax.step(fx, [100 * v if y == "accuracy_hw" else v for v in fy], where="post",
-                    linewidth=1, label=f"front: {title.split(':')[0]}")
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        if x != "luts":
-            ax.set_xscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    save_figure(fig, path, dpi=110)
+    for row_axes, model in zip(axes, models):
+        mine = [r for r in ok if r["model"] == model]
+        for ax, (x, y, xl, yl, tag) in zip(row_axes, panels):
+            for scheme in registry.NAMES:
+                pts = [r for r in mine if r["scheme"] == scheme and r.get(x) is not None
+                       and r.get(y) is not None]
+                if pts:
+                    ax.scatter([r[x] for r in pts],
+                               [100 * r[y] if y == "accuracy_hw" else r[y] for r in pts],
+                               marker=registry.get(scheme).marker, label=scheme, alpha=0.7)
+            for title, front in fr.items():
+                if tag not in title or not title.startswith(f"{model}:") and \
+                        not title.startswith(f"{model} on "):
+                    continue
+                fx, fy = [r[x] for r in front], [r[y] for r in front]
+                ax.plot(fx, [100 * v if y == "accuracy_hw" else v for v in fy],
+                        drawstyle="steps-post", linewidth=1, marker="o", mfc="none", ms=11,
+                        label="front" + (f" ({front[0]['board']})" if x != "weight_kb" else ""))
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+            ax.set_title(f"{model}: {tag}")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+    save_figure(fig, path, dpi=100)
 
 
 def write_reports(rows: list[dict], out: Path) -> None:
@@ -232,6 +241,14 @@ def best(rows: list[dict], expr: str, objective: str = "auto") -> dict:
                                      r.get("weight_kb") or 0)) | {"_objective": objective}
 
 
+def _short(path: str) -> str:
+    """``path`` relative to the working folder when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def best_text(rows: list[dict], expr: str, objective: str = "auto") -> str:
     r = best(rows, expr, objective)
     obj = r.pop("_objective")
@@ -240,5 +257,5 @@ def best_text(rows: list[dict], expr: str, objective: str = "auto") -> str:
     lines = [f"best point meeting '{expr}' (lowest {obj}):"]
     lines += [f"  {k:10s} {v}" for k, v in cells.items()]
     lines += [f"  key        {r['key']}", "build it:",
-              f"  insitu synth {r['design']} --board {board} -o build/best-{board}"]
+              f"  insitu synth {_short(r['design'])} --board {board} -o build/best-{board}"]
     return "\n".join(lines)
