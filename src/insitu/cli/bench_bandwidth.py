@@ -18,7 +18,6 @@ Writes ``bench_bandwidth.json``, ``bench_bandwidth.md`` and ``bench_bandwidth.pn
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,11 +31,10 @@ from ..gen.cycles import estimate_cycles
 from ..gen.datasets import fashion_mnist, pad_to
 from ..gen.model import load_network
 from ..gen.network import forward_int
-from ..gen.util import write_atomic
 from ..rtl.emit import write_design
 from ..sim.engine_run import simulate
 from .demo_real import batched, checkpoint, scheme_network
-from .plots import save_figure
+from .plots import finish_axes, save_figure, write_bench
 
 __all__ = ["run_bench_bandwidth", "BITS", "QSPI"]
 
@@ -117,10 +115,7 @@ def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), b
               "bits": list(bits), "qspi_bits": list(QSPI), "grid": rows, "rtl": rtl_rows,
               "rtl_within_2_percent": all(abs(r["error"]) <= 0.02 for r in rtl_rows),
               "seconds": round(time.monotonic() - t_all, 1)}
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "bench_bandwidth.json", json.dumps(report, indent=1))
-    write_atomic(out / "bench_bandwidth.md", markdown(report))
-    _plot(report, out / "bench_bandwidth.png")
+    write_bench(out, "bench_bandwidth", report, markdown, _plot)
     return report
 
 
@@ -176,9 +171,6 @@ def _plot(rep: dict, path: Path) -> None:
         ax.axvspan(min(rep["qspi_bits"]), max(rep["qspi_bits"]), color="gray", alpha=0.15,
                    label="QSPI class")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("weight link (bits per cycle)")
-        ax.set_ylabel("Mcycles per inference")
-        ax.set_title(f"{rep['model']}, {L} lanes")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        finish_axes(ax, "weight link (bits per cycle)", f"{rep['model']}, {L} lanes",
+                    "Mcycles per inference", legend=7)
     save_figure(fig, path, dpi=110)

@@ -16,7 +16,6 @@ Writes ``bench_memory.json``, ``bench_memory.md`` and ``bench_memory.png``.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,9 +26,8 @@ from ..gen import schemes as registry
 from ..gen.compiler import compile_model, dense_int8, golden_layers
 from ..gen.digits import ARCHS, accuracy, load_digits_split
 from ..gen.network import forward_int
-from ..gen.util import write_atomic
 from .demo import scheme_model, trained_model
-from .plots import finish_axes, save_figure
+from .plots import finish_axes, save_figure, write_bench
 
 __all__ = ["SWEEPS", "run_bench_memory"]
 
@@ -92,10 +90,7 @@ def run_bench_memory(out_dir, archs=("cnn", "mlp"), schemes=registry.NAMES,
                           "accuracy_drop_vs_float": b["accuracy_drop_vs_float"]}
     report = {"baselines": base, "runs": rows, "best_within_1_point": best,
               "seconds": round(time.monotonic() - t0, 1)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "bench_memory.json", json.dumps(report, indent=1))
-    write_atomic(out_dir / "bench_memory.md", markdown(report))
-    _plot(report, out_dir / "bench_memory.png")
+    write_bench(out_dir, "bench_memory", report, markdown, _plot)
     return report
 
 

@@ -27,8 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..gen.util import write_atomic
-from .plots import save_figure
+from .plots import finish_axes, save_figure, write_bench
 from .sweep import BLAS_ENV, SweepSpec, expand, run_sweep
 
 __all__ = ["scaling_spec", "run_bench_sweep", "project"]
@@ -127,10 +126,7 @@ def run_bench_sweep(out_dir, *, limit: int = 1000, workers=(1, 2), boards=("iceb
     report = {"spec": vars(spec), "points": n, "cores": os.cpu_count(), "runs": runs,
               "speedup": round(speedup, 3), "scheduler_overhead_s": round(sched, 5),
               "synth": synth, "projection": proj}
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "bench_sweep.json", json.dumps(report, indent=1))
-    write_atomic(out / "bench_sweep.md", markdown(report))
-    _plot(report, out / "bench_sweep.png")
+    write_bench(out, "bench_sweep", report, markdown, _plot)
     return report
 
 
@@ -169,9 +165,6 @@ def _plot(rep: dict, path: Path) -> None:
         t = r["timeline"]
         ax.step([0] + t, range(len(t) + 1), where="post",
                 label=f"{w} worker{'s' if int(w) > 1 else ''}: {r['seconds']:.0f} s")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("points finished")
-    ax.set_title(f"insitu sweep, {rep['points']} points (x{rep['speedup']:.2f})")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    finish_axes(ax, "seconds", f"insitu sweep, {rep['points']} points (x{rep['speedup']:.2f})",
+                "points finished")
     save_figure(fig, path, dpi=110)

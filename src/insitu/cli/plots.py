@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..gen import schemes as registry
 from ..gen.util import write_atomic
 
-__all__ = ["plot_demo", "finish_axes", "save_figure"]
+__all__ = ["plot_demo", "finish_axes", "save_figure", "write_bench"]
 
 
-def finish_axes(ax, xlabel: str, title: str) -> None:
-    """The labels, grid and legend every accuracy plot has."""
+def finish_axes(ax, xlabel: str, title: str, ylabel: str = "test accuracy (%)",
+                legend: int = 8) -> None:
+    """The labels, grid and legend every plot has."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend)
 
 
 def save_figure(fig, path: Path, dpi: int = 100) -> None:
@@ -25,6 +27,15 @@ def save_figure(fig, path: Path, dpi: int = 100) -> None:
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
+
+
+def write_bench(out: Path, stem: str, report: dict, markdown, plot) -> None:
+    """A benchmark's three files, each written atomically: ``stem.json`` (the report),
+    ``stem.md`` (``markdown(report)``) and ``stem.png`` (``plot(report, path)``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{stem}.json", json.dumps(report, indent=1))
+    write_atomic(out / f"{stem}.md", markdown(report))
+    plot(report, out / f"{stem}.png")
 
 
 def plot_demo(rows: list[dict], path: Path, dataset: str) -> bool:

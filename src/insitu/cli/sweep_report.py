@@ -18,7 +18,7 @@ from ..boards.fpga import BOARDS
 from ..gen import schemes as registry
 from ..gen.util import write_atomic
 from .common import UserError
-from .plots import save_figure
+from .plots import finish_axes, save_figure
 
 __all__ = ["load_rows", "pareto", "fronts", "write_reports", "front_text", "best_text",
            "parse_query"]
@@ -172,11 +172,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 ax.plot(fx, [100 * v if y == "accuracy_hw" else v for v in fy],
                         drawstyle="steps-post", linewidth=1, marker="o", mfc="none", ms=11,
                         label="front" + (f" ({front[0]['board']})" if x != "weight_kb" else ""))
-            ax.set_xlabel(xl)
-            ax.set_ylabel(yl)
-            ax.set_title(f"{model}: {tag}")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
+            finish_axes(ax, xl, f"{model}: {tag}", yl, legend=7)
     save_figure(fig, path, dpi=100)
 
 
