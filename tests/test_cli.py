@@ -215,3 +215,44 @@ def test_simulation_time_estimate(tmp_path, monkeypatch):
     assert est == pytest.approx(100 * (1000 * 1.05 + 200) / rate)
     engine_run._remember_rate("verilator", 123456.0)
     assert engine_run.sim_rate("verilator") == (123456.0, True)
+
+
+def test_compile_with_a_weight_link(tmp_path, capsys):
+    """--weight-port-bits: the plan carries the link, the report and the printout give the
+    cycle model's figure and what limits it; a bad width is one line and writes nothing."""
+    import json
+
+    import numpy as np
+
+    from insitu.gen.model import Layer, save_model
+    rng = np.random.default_rng(0)
+    save_model(tmp_path / "m.npz", [Layer("fc", "linear", rng.normal(size=(8, 64)))])
+    args = ["compile", str(tmp_path / "m.npz"), "--scheme", "int8", "--lanes", "8"]
+    assert cli.main(args + ["-o", str(tmp_path / "a")]) == 0
+    fast = json.loads((tmp_path / "a" / "compile_report.json").read_text())
+    out = capsys.readouterr().out
+    assert fast["weight_port_bits"] == 0 and f"cycle model: {fast['cycles_model']} " \
+        "cycles/inference, limited by" in out and "weight link" not in out
+    assert cli.main(args + ["--weight-port-bits", "1", "-o", str(tmp_path / "b")]) == 0
+    slow = json.loads((tmp_path / "b" / "compile_report.json").read_text())
+    assert slow["weight_port_bits"] == 1 and slow["cycles_model"] > 8 * fast["cycles_model"]
+    assert "through a 1-bit/cycle weight link, limited by the weight link" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["weight_port_bits"] == 1
+    assert cli.main(args + ["--weight-port-bits", "-1", "-o", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("insitu: error: --weight-port-bits must be 1..4096 bits per cycle (0: no "
+                   "link), not -1")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--rtl", "8:x"], "--rtl expects LANES:BITS pairs, e.g. 8:2,64:2, not '8:x'"),
+    (["--lanes", "0"], "--lanes must be positive integers, not '0'"),
+    (["--lanes", "65"], "--lanes must be at most 64, not 65"),
+    (["--bits", "two"], "--bits must be comma-separated integers, not 'two'"),
+])
+def test_bench_bandwidth_bad_input(tmp_path, capsys, args, msg):
+    assert cli.main(["bench", "bandwidth", *args, "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"insitu: error: {msg}"
+    assert not (tmp_path / "o").exists()
