@@ -109,6 +109,7 @@ def run_board(board: Board, plan, x, *, load: bool = True, progress=None) -> dic
     return {"board": info, "vectors": len(x), "loaded_words": loaded,
             "bit_exact": not bad, "mismatches": len(bad), "first_mismatches": bad[:5],
             "cycles": counters[-1]["cycles"] if counters else 0,
+            "cycles_per_inference": [c["cycles"] for c in counters],
             "weight_bits_read": counters[-1]["weight_bits"] if counters else 0,
             "engine_errors": sum(c["err"] for c in counters),
             "seconds": round(time.monotonic() - t0, 2), "outputs": canonical_outputs(plan, outs_arr)}

@@ -204,8 +204,10 @@ class FakeBoard:
                     y[0] += 1
                 self.tx += b"Y" + b"".join(int(v).to_bytes(4, "little", signed=True) for v in y)
                 del self.rx[:1 + self.n_in]
-            elif c == b"C":
-                self.tx += b"C" + bytes(P.STATUS_BYTES - 1)
+            elif c == b"C":                     # cycles: 1000 + inferences so far
+                self.inferences = getattr(self, "inferences", 0) + 1
+                self.tx += (b"C" + (1000 + self.inferences).to_bytes(P.COUNTER_BYTES, "little")
+                            + bytes(P.STATUS_BYTES - 1 - P.COUNTER_BYTES))
                 del self.rx[:1]
             else:
                 self.tx += b"?"
@@ -281,3 +283,26 @@ def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
     assert "the activation memory needs 49152 bytes, more than the 15360 bytes of block RAM of " \
            "the iCE40UP5K-SG48 on icebreaker" in err
     assert not out.exists()
+
+
+def test_cli_run_reports_cycles_and_latency(tmp_path, capsys, monkeypatch):
+    """insitu run: the cycle counter of every inference, and with --clock its latency."""
+    import json
+
+    from insitu.cli import board as cli_board
+    plan, rng = small_plan()
+    x = extreme_inputs(rng, 50, n_random=1)
+    write_design(plan, tmp_path / "d", x)
+    fb = FakeBoard(plan)
+    fb.close = lambda: None
+    monkeypatch.setattr(cli_board, "open_port", lambda port, baud: fb)
+    assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", "--clock", "25"]) == 0
+    out = capsys.readouterr().out
+    n = len(x)
+    assert f"cycle counter per inference: 1001..{1000 + n}; latency 0.040..{(1000 + n) / 25e3:.3f} " \
+           "ms at 25 MHz" in out
+    rep = json.loads((tmp_path / "d" / "run_report.json").read_text())
+    assert rep["cycles_per_inference"] == list(range(1001, 1001 + n))
+    assert rep["latency_ms_per_inference"][0] == pytest.approx(1001 / 25e3)
+    assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", "--clock", "0"]) == 2
+    assert "--clock must be a positive frequency in MHz, not 0.0" in capsys.readouterr().err

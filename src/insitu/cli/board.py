@@ -73,6 +73,8 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    if args.clock is not None and not args.clock > 0:
+        raise UserError(f"--clock must be a positive frequency in MHz, not {args.clock}")
     try:
         plan = load_plan(args.design)
         if args.inputs:
@@ -95,11 +97,19 @@ def _cmd_run(args) -> int:
     except (ModelError, ProtocolError) as exc:
         raise UserError(str(exc)) from None
     out = rep.pop("outputs")
+    cyc = rep["cycles_per_inference"]
+    if args.clock:
+        rep["clock_mhz"] = args.clock
+        rep["latency_ms_per_inference"] = [c / args.clock / 1e3 for c in cyc]
     write_atomic(Path(args.design) / "board_outputs.npy", lambda tmp: np.save(tmp, out))
     write_atomic(Path(args.design) / "run_report.json", json.dumps(rep, indent=1) + "\n")
     print(f"bit_exact {str(rep['bit_exact']).lower()}: {rep['vectors']} vectors on the board, "
           f"{rep['mismatches']} mismatches; {rep['cycles']} cycles/inference, "
           f"{rep['weight_bits_read']} weight bits read/inference ({rep['seconds']:.1f} s)")
+    if cyc:
+        lat = (f"; latency {min(cyc) / args.clock / 1e3:.3f}..{max(cyc) / args.clock / 1e3:.3f} ms "
+               f"at {args.clock:g} MHz" if args.clock else "")
+        print(f"cycle counter per inference: {min(cyc)}..{max(cyc)}{lat}")
     return 0 if rep["bit_exact"] else 1
 
 
@@ -130,6 +140,8 @@ def register(sub) -> None:
                     "/dev/ttyUSB1) or pyserial URL")
     rn.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: %(default)s)")
     rn.add_argument("--inputs", metavar="X.npy", help="u8 inputs (default: DIR/vectors.npz)")
+    rn.add_argument("--clock", type=float, metavar="MHZ", help="the board's engine clock "
+                    "(synth_report.json's clock_mhz): report each inference's latency")
     rn.add_argument("--no-load", action="store_true", help="do not write the weights first "
                     "(only when the board already holds them)")
     rn.set_defaults(func=_cmd_run)
