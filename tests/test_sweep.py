@@ -163,3 +163,15 @@ def test_results_resume_skips_a_torn_line(build_dir):
     with open(out / "results.jsonl", "a") as f:
         f.write('{"key": "b", "sta')                  # a crash mid-write
     assert set(Results(out).rows) == {"a"}
+
+
+def test_a_new_checkpoint_makes_a_new_point():
+    """Real-model points are keyed by the checkpoint files they start from: the committed
+    fine-tuned one (tune auto) is part of the key, the post-training one (ptq) is not."""
+    from insitu.cli.sweep_tasks import checkpoint_digest
+    auto = checkpoint_digest("resnet8", "mlg", {}, "auto")
+    assert auto and auto == checkpoint_digest("resnet8", "mlg", {}, "auto")
+    assert checkpoint_digest("resnet8", "mlg", {}, "ptq") != auto
+    assert checkpoint_digest("resnet8", "mlg", {"Bo": 8}, "auto") == \
+        checkpoint_digest("resnet8", "mlg", {}, "ptq")          # no checkpoint for these knobs
+    assert checkpoint_digest("cnn", "mlg", {}, "auto") is None

@@ -39,6 +39,7 @@ from . import sweep_report
 from .common import UserError
 from .sweep_tasks import (
     MODELS,
+    checkpoint_digest,
     config_key,
     model_config,
     model_stage,
@@ -144,13 +145,18 @@ def expand(spec: SweepSpec) -> list[dict]:
     """The sweep's points, in a stable order (the grid, or ``random`` points of it)."""
     points = []
     boards = spec.boards or [None]
+    digests = {}
     for model, scheme in itertools.product(spec.models, spec.schemes):
         mine = {k: v for k, v in spec.knobs.items() if k in _knob_names(scheme)}
         combos = [dict(zip(mine, vals)) for vals in itertools.product(*mine.values())] or [{}]
+        for knobs in combos:
+            digests[model, scheme, json.dumps(knobs, sort_keys=True)] = checkpoint_digest(
+                model, scheme, knobs, spec.tune)
         for knobs, lanes, board in itertools.product(combos, spec.lanes, boards):
             points.append({"model": model, "scheme": scheme, "knobs": knobs, "lanes": lanes,
                            "board": board, "stages": sorted(spec.stages), "tune": spec.tune,
-                           "limit": spec.limit, "timeout": spec.timeout})
+                           "limit": spec.limit, "timeout": spec.timeout,
+                           "checkpoint": digests[model, scheme, json.dumps(knobs, sort_keys=True)]})
     if spec.random and spec.random < len(points):
         points = random.Random(spec.seed).sample(points, spec.random)
     return points

@@ -47,7 +47,7 @@ from .demo import scheme_model, trained_model
 from .demo_real import REAL_MODELS, batched, checkpoint, tuned_checkpoint
 
 __all__ = ["MODELS", "DIGITS", "config_key", "tool_versions", "model_stage", "point_stage",
-           "model_config"]
+           "model_config", "checkpoint_digest"]
 
 DIGITS = ("cnn", "mlp")
 MODELS = REAL_MODELS + DIGITS
@@ -74,7 +74,24 @@ def config_key(config: dict, versions: dict) -> str:
 
 def model_config(point: dict) -> dict:
     """The part of a point that decides its model stage."""
-    return {k: point[k] for k in ("model", "scheme", "knobs", "tune", "limit")}
+    return {k: point[k] for k in ("model", "scheme", "knobs", "tune", "limit", "checkpoint")}
+
+
+def checkpoint_digest(model: str, scheme: str, knobs: dict, tune: str) -> str | None:
+    """16 hex digits of SHA-256 over the committed checkpoint files a real model's point
+    starts from (the float one, and with ``tune`` auto the scheme's fine-tuned one), so that
+    a new checkpoint makes a new point; None for the digits models."""
+    if model in DIGITS:
+        return None
+    files = [checkpoint(model)]
+    if tune == "auto":
+        tuned = tuned_checkpoint(model, scheme, knobs or None)
+        if tuned is not None:
+            files += [p for p in tuned if p is not None]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _one_line(exc: BaseException) -> str:
