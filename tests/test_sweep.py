@@ -10,13 +10,12 @@ import threading
 import time
 
 import pytest
+from dask import distributed  # the sweep extra, installed by make setup
 
 from insitu.cli import main
 from insitu.cli.common import UserError
 from insitu.cli.sweep import Results, SweepSpec, expand, load_spec, run_sweep
 from insitu.cli.sweep_report import best, fronts, pareto
-
-distributed = pytest.importorskip("dask.distributed")
 
 SPEC = dict(models=["mlp"], schemes=["asm", "int8", "smartdeal"], lanes=[4, 8], limit=100)
 
