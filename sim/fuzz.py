@@ -4,7 +4,10 @@
 Every case is a function of ``(kind, seed)`` alone, so a failure replays exactly:
 ``insitu bench fuzz --replay KIND:SEED``.  Kinds: ``asm`` (MAC array), ``smartdeal``
 (compressor -> decoder + rebuild generator), ``mlg`` (compressor -> two-level generator),
-``engine`` (random network, scheme, budget and lanes -> compiled engine).
+``engine`` (random network, scheme, budget and lanes -> compiled engine), ``graph`` (a random
+layer graph of the real networks' operations -- strides, depthwise, residual adds with identity
+and strided shortcuts, max / average / global pooling -- with a random scheme, lanes and weight
+link -> compiled engine).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from ..gen import schemes
 from ..gen.compiler import compile_model
+from ..gen.cycles import estimate_cycles
 from ..gen.design import golden_vectors
 from ..gen.golden import ALPHABETS, representable
 from ..gen.mlg import MlgConfig
@@ -40,7 +44,7 @@ from .wg_vectors import (
     sd_unpack_rows,
 )
 
-KINDS = ("asm", "smartdeal", "mlg", "engine")
+KINDS = ("asm", "smartdeal", "mlg", "engine", "graph")
 
 
 def _random_weights(rng, shape):
@@ -195,7 +199,91 @@ def case_engine(seed: int):
             "layers": [[ly.kind, list(ly.weight.shape), ly.pad] for ly in layers]}
 
 
-CASES = {"asm": case_asm, "smartdeal": case_smartdeal, "mlg": case_mlg, "engine": case_engine}
+def _graph_layers(rng):
+    """A random layer graph: a stem, 1-3 blocks (residual with an identity or strided 1x1
+    shortcut, depthwise + pointwise, or a pool), then global pooling or not, and Linear."""
+    n = rng.normal
+    c, h = int(rng.integers(1, 4)), int(rng.integers(4, 10))
+    shape = (c, h, h)
+    ch = int(rng.integers(2, 7))
+    layers = [Layer("stem", "conv3x3", _random_weights(rng, (ch, c, 3, 3)), n(size=ch) * .3,
+                    pad=1, relu=True)]
+    last = "stem"
+    for b in range(int(rng.integers(1, 4))):
+        kind = rng.choice(["res", "dw", "pool"])
+        s = 2 if h >= 4 and rng.random() < 0.5 else 1
+        if kind == "res":
+            co = ch if s == 1 and rng.random() < 0.5 else int(rng.integers(2, 7))
+            layers.append(Layer(f"r{b}a", "conv3x3", _random_weights(rng, (co, ch, 3, 3)),
+                                n(size=co) * .3, pad=1, relu=True, stride=s, src=last))
+            res = last
+            if s != 1 or co != ch:
+                layers.append(Layer(f"r{b}s", "conv1x1", _random_weights(rng, (co, ch, 1, 1)),
+                                    n(size=co) * .3, relu=False, stride=s, src=last))
+                res = f"r{b}s"
+            layers.append(Layer(f"r{b}b", "conv3x3", _random_weights(rng, (co, co, 3, 3)),
+                                n(size=co) * .3, pad=1, relu=True, src=f"r{b}a", residual=res))
+            last, ch, h = f"r{b}b", co, conv_out(h, 3, 1, s)
+        elif kind == "dw":
+            layers.append(Layer(f"d{b}", "conv3x3", _random_weights(rng, (ch, 1, 3, 3)),
+                                n(size=ch) * .3, pad=1, relu=True, stride=s, groups=ch, src=last))
+            co = int(rng.integers(2, 7))
+            layers.append(Layer(f"p{b}", "conv1x1", _random_weights(rng, (co, ch, 1, 1)),
+                                n(size=co) * .3, relu=True))
+            last, ch, h = f"p{b}", co, conv_out(h, 3, 1, s)
+        elif h >= 2:
+            pool = str(rng.choice(["maxpool", "avgpool"]))
+            layers.append(Layer(f"m{b}", pool, None, relu=True, window=2, channels=ch, src=last))
+            last, h = f"m{b}", h // 2
+    if h > 1 and rng.random() < 0.6:
+        layers.append(Layer("gap", "gap", None, relu=True, window=h, channels=ch, src=last))
+        last, feat = "gap", ch
+    else:
+        feat = ch * h * h
+    classes = int(rng.integers(2, 6))
+    layers.append(Layer("fc", "linear", _random_weights(rng, (classes, feat)),
+                        n(size=classes) * .3, src=last))
+    return layers, shape
+
+
+def case_graph(seed: int):
+    """A random layer graph (:func:`_graph_layers`), scheme, budget, lanes and weight link:
+    compiled, run on the engine under random stalls, compared with the golden network on
+    extreme and random inputs; the counters and the cycle model's error are reported."""
+    rng = np.random.default_rng(seed)
+    layers, shape = _graph_layers(rng)
+    scheme = str(rng.choice(list(schemes.NAMES)))
+    knobs = schemes.get(scheme).random_knobs(rng)
+    lanes = int(rng.integers(1, 9))
+    calib = rng.random((8,) + shape)
+    plan = compile_model(layers, scheme, lanes=lanes, input_shape=shape, knobs=knobs,
+                         calib=calib)
+    plan.weight_port_bits = int(rng.choice([0, 0, 1, 3, 8, 32]))
+    feat = int(np.prod(shape))
+    x = np.array([np.zeros(feat), np.full(feat, 255), rng.integers(0, 256, feat)],
+                 dtype=np.int64)
+    got, counters = run_engine(plan, x, seed=seed, p_gap=float(rng.uniform(0, 0.4)),
+                               p_stall=float(rng.uniform(0, 0.5)))
+    exp = golden_vectors(plan, x)
+    bad = np.argwhere(got != exp)
+    if len(bad):
+        v, i = bad[0]
+        raise AssertionError(f"vector {v} output {i}: RTL {got[v, i]} != golden {exp[v, i]}")
+    for cnt in counters:
+        if cnt["weight_bits"] != plan.weight_bits_per_inference or cnt["mac_slots"] != plan.macs \
+                or cnt["err"]:
+            raise AssertionError(f"counters {cnt} != planned bits {plan.weight_bits_per_inference}, "
+                                 f"MACs {plan.macs}")
+    est = estimate_cycles(plan).cycles
+    return {"scheme": scheme, "knobs": knobs, "lanes": lanes, "input_shape": list(shape),
+            "weight_port_bits": plan.weight_port_bits,
+            "layers": [[ly.name, ly.kind, ly.stride, ly.src, ly.residual] for ly in layers],
+            "cycles": counters[-1]["cycles"], "cycle_model_error":
+                round((est - counters[-1]["cycles"]) / counters[-1]["cycles"], 5)}
+
+
+CASES = {"asm": case_asm, "smartdeal": case_smartdeal, "mlg": case_mlg, "engine": case_engine,
+         "graph": case_graph}
 
 
 def run_case(kind: str, seed: int) -> dict:

@@ -34,3 +34,12 @@ def test_bench_fuzz_cli(tmp_path, capsys):
     assert {c["kind"] for c in summary["results"]} == set(fuzz.KINDS)
     assert cli.main(["bench", "fuzz", "--replay", "mlg:5"]) == 0
     assert cli.main(["bench", "fuzz", "--replay", "nope:1"]) == 2
+
+
+def test_graph_fuzz_detects_a_planted_error(monkeypatch):
+    """The graph kind compares with the golden network: one golden value off by one fails
+    the case, and names the vector and output."""
+    original = fuzz.golden_vectors
+    monkeypatch.setattr(fuzz, "golden_vectors", lambda plan, x: original(plan, x) + 1)
+    result = fuzz.run_case("graph", 2)
+    assert not result["ok"] and "RTL" in result["error"] and "golden" in result["error"]
