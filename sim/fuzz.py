@@ -150,6 +150,25 @@ def case_mlg(seed: int):
     return {**params, "shape": list(shape)}
 
 
+def _run_checked(plan, x, seed: int, rng) -> list[dict]:
+    """Run ``x`` through ``plan``'s engine under random gaps and stalls (drawn from ``rng``);
+    ``AssertionError`` naming the first output that differs from the golden network, or a
+    counter that differs from the plan.  Returns the counters of each inference."""
+    got, counters = run_engine(plan, x, seed=seed, p_gap=float(rng.uniform(0, 0.4)),
+                               p_stall=float(rng.uniform(0, 0.5)))
+    exp = golden_vectors(plan, x)
+    bad = np.argwhere(got != exp)
+    if len(bad):
+        v, i = bad[0]
+        raise AssertionError(f"vector {v} output {i}: RTL {got[v, i]} != golden {exp[v, i]}")
+    for cnt in counters:
+        if cnt["weight_bits"] != plan.weight_bits_per_inference or cnt["mac_slots"] != plan.macs \
+                or cnt["err"]:
+            raise AssertionError(f"counters {cnt} != planned bits {plan.weight_bits_per_inference}, "
+                                 f"MACs {plan.macs}")
+    return counters
+
+
 def case_engine(seed: int):
     """A random small network (1-3 layers: conv3x3 / conv1x1 with padding 0/1, Linear), a random
     scheme and budget, random lanes: compiled, run on the engine under random stalls, compared
@@ -184,17 +203,7 @@ def case_engine(seed: int):
     feat = int(np.prod(shape))
     x = np.array([np.zeros(feat), np.full(feat, 255), rng.integers(0, 256, feat),
                   rng.integers(0, 256, feat)], dtype=np.int64)
-    got, counters = run_engine(plan, x, seed=seed, p_gap=float(rng.uniform(0, 0.4)),
-                               p_stall=float(rng.uniform(0, 0.5)))
-    exp = golden_vectors(plan, x)
-    bad = np.argwhere(got != exp)
-    if len(bad):
-        v, i = bad[0]
-        raise AssertionError(f"vector {v} output {i}: RTL {got[v, i]} != golden {exp[v, i]}")
-    for cnt in counters:
-        if cnt["weight_bits"] != plan.weight_bits_per_inference or cnt["mac_slots"] != plan.macs:
-            raise AssertionError(f"counters {cnt} != planned bits {plan.weight_bits_per_inference}, "
-                                 f"MACs {plan.macs}")
+    _run_checked(plan, x, seed, rng)
     return {"scheme": scheme, "knobs": knobs, "lanes": lanes, "input_shape": list(shape),
             "layers": [[ly.kind, list(ly.weight.shape), ly.pad] for ly in layers]}
 
@@ -262,18 +271,7 @@ def case_graph(seed: int):
     feat = int(np.prod(shape))
     x = np.array([np.zeros(feat), np.full(feat, 255), rng.integers(0, 256, feat)],
                  dtype=np.int64)
-    got, counters = run_engine(plan, x, seed=seed, p_gap=float(rng.uniform(0, 0.4)),
-                               p_stall=float(rng.uniform(0, 0.5)))
-    exp = golden_vectors(plan, x)
-    bad = np.argwhere(got != exp)
-    if len(bad):
-        v, i = bad[0]
-        raise AssertionError(f"vector {v} output {i}: RTL {got[v, i]} != golden {exp[v, i]}")
-    for cnt in counters:
-        if cnt["weight_bits"] != plan.weight_bits_per_inference or cnt["mac_slots"] != plan.macs \
-                or cnt["err"]:
-            raise AssertionError(f"counters {cnt} != planned bits {plan.weight_bits_per_inference}, "
-                                 f"MACs {plan.macs}")
+    counters = _run_checked(plan, x, seed, rng)
     est = estimate_cycles(plan).cycles
     return {"scheme": scheme, "knobs": knobs, "lanes": lanes, "input_shape": list(shape),
             "weight_port_bits": plan.weight_port_bits,
