@@ -83,17 +83,15 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
     scheme = schemes.get(plan.scheme)
     L = plan.lanes
     # The fill runs ahead through the tiles of every weighted layer in order.
-    tiles = []                        # (layer index, lanes, fill cycles, bits)
-    for i, ly in enumerate(plan.layers):
-        if ly.pool:
-            continue
+    tiles = []                        # (lanes, fill cycles, bits) of every weighted tile
+    for ly in plan.weighted:
         for tk, (fc, bits) in enumerate(scheme.tile_costs(plan, ly)):
-            tiles.append((i, min(L, ly.cout - tk * L), fc + 2, bits))
+            tiles.append((min(L, ly.cout - tk * L), fc + 2, bits))
     cap = port_capacity(plan, port_bits) if port_bits is not None else 0
 
     def fill_time(k, idle):
         """Cycles of tile k's fill; the port's buffer filled up while the fill was idle."""
-        _, _, gen, bits = tiles[k]
+        _, gen, bits = tiles[k]
         if port_bits is None:
             return gen, gen
         head = min(cap, port_bits * idle)
@@ -116,7 +114,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                 bound["mac"] += n
         else:
             for tk in range(ly.tiles):
-                lanes = tiles[k][1]
+                lanes = tiles[k][0]
                 free = issue_end[k - 2] if k >= 2 else START
                 prev = fill_end[k - 1] if k else START
                 start_fill = max(prev, free)
@@ -137,6 +135,6 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
         drain = 1 if ly.depthwise else min(L, ly.cout - (ly.tiles - 1) * L)
         t += (SWITCH if i < len(plan.layers) - 1 else START) + drain
         per_layer.append((ly.name, t - t_layer))
-    bits = sum(b for _, _, _, b in tiles)
+    bits = sum(b for _, _, b in tiles)
     return CycleEstimate(cycles=t, issue_cycles=issue_total, port_bits=port_bits,
                          weight_bits=bits, bound_cycles=bound, per_layer=per_layer)

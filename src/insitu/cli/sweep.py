@@ -320,7 +320,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, scheduler: str | None = None,
             client, cluster = _make_client(scheduler, workers)
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))
-            _run_points(client, todo, out, res, prog, verbose, timeline)
+            _run_points(client, todo, out, res, prog, verbose, timeline, versions)
         finally:
             prog.close()
             if own:
@@ -340,10 +340,9 @@ def run_sweep(spec: SweepSpec, out_dir, *, scheduler: str | None = None,
 
 
 def _run_points(client, todo, out: Path, res: Results, prog: SweepProgress, verbose: bool,
-                timeline: list):
+                timeline: list, versions: dict):
     root = str(out)
     stages, futures = {}, {}
-    versions = tool_versions()
     for key, p in todo:
         mcfg = model_config(p)
         mkey = "model-" + config_key(mcfg, versions)
