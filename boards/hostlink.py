@@ -1,15 +1,27 @@
-"""The layer engine behind a UART command interpreter (the protocol of :mod:`.protocol`).
+"""The layer engine behind a UART frame interpreter (protocol version 2, :mod:`.protocol`).
 
 :class:`HostLink` has only pins (``rx``, ``tx``) and status outputs, so the same component is
 the core of every board top and the device under test of the board-level cocotb test.
+
+Receive path: ``IDLE`` takes the command byte, ``HEAD`` the length, ``PAYLOAD`` the arguments
+(an ``X`` frame's bytes go straight to the engine), ``CHECK`` the CRC; one CRC-16 register
+runs over the whole frame and must end at 0.  A frame that stops for ``timeout_bits`` bit
+times is dropped; a wrong length sends the parser to ``DISCARD`` until the line is quiet.
+A failed ``X`` frame is run to its end (``DRAIN``: zeros for missing bytes, outputs dropped)
+so the engine is idle again before the error is answered.
+
+Loads: per memory a word count and a running CRC-32 of the data fields, compared with the
+plan's image; ``verified`` is set while every memory matches.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..gen.memmap import MEM_WEIGHT
+from ..rtl.crc import CRC16, CRC32, Crc, crc_step
 from ..rtl.engine import Engine
 from ..rtl.uart import UartRx, UartTx
 from . import protocol as P
@@ -17,134 +29,310 @@ from . import protocol as P
 __all__ = ["HostLink"]
 
 
-def _const_bytes(data: bytes):
+def _byte_const(data: bytes):
     return Const(int.from_bytes(data, "little"), 8 * len(data))
 
 
-class HostLink(wiring.Component):
-    """rx : ``In(1)``, tx : ``Out(1)``: the UART pins.  busy, err : ``Out(1)``: engine status
-    (for LEDs).  ``divisor``: clock cycles per UART bit."""
+def _c8(ch: str):
+    return Const(ord(ch), 8)
 
-    def __init__(self, plan, divisor: int, engine_kwargs: dict | None = None):
+
+class HostLink(wiring.Component):
+    """rx : ``In(1)``, tx : ``Out(1)``: the UART pins.  busy, err, uart_err, verified :
+    ``Out(1)``: status (for LEDs).  ``divisor``: clock cycles per UART bit; ``timeout_bits``:
+    bit times of silence that end a frame."""
+
+    def __init__(self, plan, divisor: int, engine_kwargs: dict | None = None,
+                 timeout_bits: int = P.TIMEOUT_BITS):
         self._plan = plan
-        self.engine = Engine(plan, **{"counter_bits": 32, **(engine_kwargs or {})})
+        kwargs = {"counter_bits": 32, **(engine_kwargs or {})}
+        self.engine = Engine(plan, **kwargs)
         if self.engine.load_addr_bits > 16:
             raise ValueError(f"memory of {1 << self.engine.load_addr_bits} words is larger "
                              f"than the host protocol's 16-bit address")
-        self.divisor = divisor
+        self.divisor, self.timeout_bits = divisor, timeout_bits
         self.ident = P.ident(plan)
+        self.checks = P.memory_checks(plan)
+        empty = {MEM_WEIGHT} if kwargs.get("weight_ram") == "huge" else set()
+        # Memories the bitstream initialises hold the image at power-up.
+        self.preloaded = [m not in empty for m in range(P.N_MEMORIES)]
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1),
-                          "err": Out(1), "uart_err": Out(1)})
+                          "err": Out(1), "uart_err": Out(1), "verified": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        plan = self._plan
         m.submodules.engine = eng = self.engine
         m.submodules.urx = urx = UartRx(self.divisor)
         m.submodules.utx = utx = UartTx(self.divisor)
+        m.submodules.rcrc = rcrc = Crc(CRC16)
+        m.submodules.tcrc = tcrc = Crc(CRC16)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), self.busy.eq(eng.busy),
                      self.err.eq(eng.err), self.uart_err.eq(urx.error)]
         rx, tx = urx.o, utx.i
-
-        ly0 = plan.layers[0]
-        n_in = ly0.cin * ly0.h * ly0.w
+        took = rx.valid & rx.ready
+        n_in, n_out = P.io_sizes(self._plan)
         lb = (eng.load_data_bits + 7) // 8
-        arg_bytes = 3 + lb                               # mem, addr(2), data
+        assert lb == P.load_bytes(self._plan)
+        lengths = {"I": 0, "C": 0, "V": 0, "L": 3 + lb, "X": n_in}
+        max_len = max(lengths.values())
 
-        # Answers sent byte by byte from one word (selected by `resp`), `count` bytes long.
-        status = Cat(eng.busy, eng.err, urx.error, Const(0, 5))
+        # -- memory checks: word counts and running CRC-32 registers ---------------------------
+        counts = Array(Signal(16, name=f"words{i}", init=n if pre else 0)
+                       for i, ((n, _), pre) in enumerate(zip(self.checks, self.preloaded)))
+        crcs = Array(Signal(32, name=f"crc{i}", init=(c ^ 0xFFFFFFFF) if pre else CRC32.init)
+                     for i, ((_, c), pre) in enumerate(zip(self.checks, self.preloaded)))
+        n_words = Array(Const(n, 16) for n, _ in self.checks)
+        match = Cat(*((counts[i] == n) & (crcs[i] == (c ^ 0xFFFFFFFF))
+                      for i, (n, c) in enumerate(self.checks)))
+        m.d.sync += self.verified.eq(match.all())
+
+        # -- frame state -----------------------------------------------------------------------
+        cmd = Signal(8)
+        flen = Signal(16)
+        cnt = Signal(range(max(max_len, 2) + 1))
+        args = Signal(8 * (3 + lb))
+        mem, addr, data = args[:8], args[8:24], args[24:]
+        x_live = Signal()                  # this X frame's payload goes to the engine
+        xin = Signal(range(n_in + 1))      # bytes the engine took
+        ydone = Signal()                   # DRAIN: the last output was dropped
+        ecode = Signal(8)
+        rejected = Signal(16)
+        mcrc = Signal(32)                  # CRC-32 of the memory being extended
+        limit = self.timeout_bits * self.divisor
+        quiet = Signal(range(limit + 1))
+        timed_out = Signal()
+        m.d.comb += timed_out.eq(quiet == limit)
+
+        # -- answers: a sender of its own, so the next frame arrives while one is answered ----
+        # The parser picks the kind (p_kind, p_code) and waits in ANSWER until the sender is
+        # idle; the sender then latches what it sends (s_kind, s_args, s_err).
+        status = Cat(eng.busy, eng.err, urx.error, self.verified, Const(0, 4))
         counters = Cat(*(Cat(getattr(eng, n), Const(0, 8 * P.COUNTER_BYTES))[:8 * P.COUNTER_BYTES]
                          for n in P.COUNTERS))
+        verify = Cat(*(Cat(counts[i], crcs[i] ^ 0xFFFFFFFF) for i in range(P.N_MEMORIES)),
+                     self.verified, Const(0, 7))
+        s_args = Signal(24)
+        s_err = Signal(16)
+
+        def head(code, n):
+            return Cat(code, Const(n, 16))
         answers = {
-            "I": _const_bytes(self.ident),
-            "C": Cat(Const(ord("C"), 8), counters, status),
-            "K": Const(ord("K"), 8), "E": Const(ord("E"), 8), "?": Const(ord("?"), 8),
-            "Y": Const(ord("Y"), 8),
+            "I": Cat(head(_c8("I"), P.IDENT_LEN), _byte_const(self.ident)),
+            "C": Cat(head(_c8("C"), P.STATUS_LEN), counters, status, rejected),
+            "V": Cat(head(_c8("V"), P.VERIFY_LEN), verify),
+            "K": Cat(head(_c8("K"), 3), s_args),
+            "ERR": Cat(head(s_err[:8], 1), s_err[8:]),
+            "Y": head(_c8("Y"), 4 * n_out),
         }
-        sizes = {"I": P.IDENT_BYTES, "C": P.STATUS_BYTES}
         kinds = list(answers)
-        resp = Signal(range(len(kinds)))
-        count = Signal(range(max(P.STATUS_BYTES, P.IDENT_BYTES, arg_bytes, 4) + 1))
-        idx = Signal.like(count)
+        p_kind = Signal(range(len(kinds)))
+        s_kind = Signal.like(p_kind)
+        go = Signal()
+        s_idle = Signal()
+        idx = Signal(range(max(len(w) // 8 for w in answers.values()) + 1))
+        size = Signal.like(idx)
         resp_byte = Signal(8)
-        with m.Switch(resp):
+        with m.Switch(s_kind):
             for i, k in enumerate(kinds):
                 with m.Case(i):
-                    w = answers[k]
-                    m.d.comb += resp_byte.eq(w.word_select(idx, 8) if len(w) > 8 else w)
-
-        def answer(kind, then="SEND"):
-            m.d.sync += [resp.eq(kinds.index(kind)), idx.eq(0), count.eq(sizes.get(kind, 1))]
-            m.next = then
-
-        args = Signal(8 * arg_bytes)
-        xin = Signal(range(n_in + 1))
+                    m.d.comb += [resp_byte.eq(answers[k].word_select(idx, 8)),
+                                 size.eq(len(answers[k]) // 8)]
         yval = Signal(32)
         ylast = Signal()
-        after_send = Signal()                             # 0: back to IDLE, 1: next output
+        drain_ready = Signal()
+        send_ready = Signal()
+        m.d.comb += eng.o_y.ready.eq(drain_ready | send_ready)
+
+        def answer(kind):
+            m.d.sync += p_kind.eq(kinds.index(kind))
+            m.next = "ANSWER"
+
+        def refuse(code):
+            m.d.sync += ecode.eq(ord(code))
+            if code in "RTW":
+                m.d.sync += rejected.eq(rejected + (rejected != 0xFFFF))
+            answer("ERR")
+
+        # -- CRC registers: receive runs over the frame, transmit over the answer -----------------
+        receiving = Signal()
+        m.d.comb += [rcrc.byte.eq(rx.payload), rcrc.en.eq(took & receiving),
+                     rcrc.clear.eq(~receiving),
+                     tcrc.byte.eq(tx.payload), tcrc.clear.eq(s_idle)]
+
+        with m.If(took | ~rx.ready | rx.valid):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += quiet.eq(quiet + 1)
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += rx.ready.eq(1)
+                m.d.comb += [rx.ready.eq(1), receiving.eq(1)]
+                m.d.sync += [x_live.eq(0), cnt.eq(0)]
                 with m.If(rx.valid):
-                    with m.Switch(rx.payload):
-                        with m.Case(ord("I")):
-                            answer("I")
-                        with m.Case(ord("C")):
-                            answer("C")
+                    m.d.sync += cmd.eq(rx.payload)
+                    m.next = "HEAD"
+            with m.State("HEAD"):
+                m.d.comb += [rx.ready.eq(1), receiving.eq(1)]
+                with m.If(took):
+                    m.d.sync += [flen.eq(Cat(flen[8:], rx.payload)), cnt.eq(cnt + 1)]
+                    with m.If(cnt == 1):
+                        m.next = "LENGTH"
+                with m.Elif(timed_out):
+                    refuse("T")
+            with m.State("LENGTH"):
+                m.d.comb += receiving.eq(1)
+                known = Signal()
+                bad_len = Signal()
+                m.d.comb += bad_len.eq(flen > max_len)
+                with m.Switch(cmd):
+                    for c, n in lengths.items():
+                        with m.Case(ord(c)):
+                            m.d.comb += [known.eq(1), bad_len.eq(flen != n)]
+                m.d.sync += [cnt.eq(0), xin.eq(0), x_live.eq((cmd == ord("X")) & self.verified)]
+                with m.If(bad_len):
+                    m.d.sync += ecode.eq(ord("W"))
+                    m.next = "DISCARD"
+                with m.Elif(flen == 0):
+                    m.next = "CHECK"
+                with m.Else():
+                    m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                m.d.comb += receiving.eq(1)
+                with m.If(x_live):
+                    m.d.comb += [eng.i_x.payload.eq(rx.payload), eng.i_x.valid.eq(rx.valid),
+                                 rx.ready.eq(eng.i_x.ready)]
+                with m.Else():
+                    m.d.comb += rx.ready.eq(1)
+                with m.If(took):
+                    m.d.sync += [args.eq(Cat(args[8:], rx.payload)), cnt.eq(cnt + 1),
+                                 xin.eq(xin + x_live)]
+                    with m.If(cnt == flen - 1):
+                        m.d.sync += cnt.eq(0)
+                        m.next = "CHECK"
+                with m.Elif(timed_out):
+                    m.d.sync += ecode.eq(ord("T"))
+                    m.next = "DRAIN"
+            with m.State("CHECK"):
+                m.d.comb += [rx.ready.eq(1), receiving.eq(1)]
+                with m.If(took):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == 1):
+                        m.next = "EXEC"
+                with m.Elif(timed_out):
+                    m.d.sync += ecode.eq(ord("T"))
+                    m.next = "DRAIN"
+            with m.State("EXEC"):
+                m.d.comb += receiving.eq(1)          # rcrc holds the frame's residue
+                with m.If(rcrc.value != 0):
+                    m.d.sync += ecode.eq(ord("R"))
+                    m.next = "DRAIN"
+                with m.Else():
+                    with m.Switch(cmd):
+                        for c in "ICV":
+                            with m.Case(ord(c)):
+                                answer(c)
                         with m.Case(ord("L")):
-                            m.d.sync += idx.eq(0)
-                            m.next = "LOAD_ARGS"
+                            with m.If((mem >= P.N_MEMORIES) | (addr >= n_words[mem[:2]])):
+                                refuse("A")
+                            with m.Elif((addr != 0) & (addr > counts[mem[:2]])):
+                                refuse("G")
+                            with m.Elif((addr != 0) & (addr < counts[mem[:2]])):
+                                answer("K")          # a repeated frame: already written
+                            with m.Else():
+                                m.next = "LOAD"
                         with m.Case(ord("X")):
-                            m.d.sync += xin.eq(0)
-                            m.next = "X_DATA"
+                            with m.If(x_live):
+                                answer("Y")
+                            with m.Else():
+                                refuse("N")
                         with m.Default():
-                            answer("?")
-            with m.State("LOAD_ARGS"):
-                m.d.comb += rx.ready.eq(1)
-                with m.If(rx.valid):
-                    m.d.sync += [args.eq(Cat(args[8:], rx.payload)), idx.eq(idx + 1)]
-                    with m.If(idx == arg_bytes - 1):
-                        m.next = "LOAD"
+                            refuse("?")
             with m.State("LOAD"):
                 ld = eng.i_load
-                m.d.comb += [ld.payload.mem.eq(args[:2]), ld.payload.addr.eq(args[8:24]),
-                             ld.payload.data.eq(args[24:]), ld.valid.eq(1)]
+                m.d.comb += [ld.payload.mem.eq(mem[:2]), ld.payload.addr.eq(addr),
+                             ld.payload.data.eq(data), ld.valid.eq(1)]
                 with m.If(ld.ready):
-                    answer("K")
+                    m.d.sync += [mcrc.eq(Mux(addr == 0, CRC32.init, crcs[mem[:2]])), cnt.eq(0)]
+                    m.next = "LOAD_CRC"
                 with m.Else():
-                    answer("E")
-            with m.State("X_DATA"):                       # bytes go straight to the engine
-                m.d.comb += [eng.i_x.payload.eq(rx.payload), eng.i_x.valid.eq(rx.valid),
-                             rx.ready.eq(eng.i_x.ready)]
-                with m.If(rx.valid & eng.i_x.ready):
-                    m.d.sync += xin.eq(xin + 1)
-                    with m.If(xin == n_in - 1):
-                        m.d.sync += after_send.eq(1)
-                        answer("Y")
+                    refuse("E")
+            with m.State("LOAD_CRC"):                # one data byte per cycle
+                m.d.sync += [mcrc.eq(crc_step(CRC32, mcrc, data.word_select(cnt, 8))),
+                             cnt.eq(cnt + 1)]
+                with m.If(cnt == lb - 1):
+                    m.next = "LOAD_DONE"
+            with m.State("LOAD_DONE"):
+                m.d.sync += [crcs[mem[:2]].eq(mcrc), counts[mem[:2]].eq(addr + 1)]
+                answer("K")
+            with m.State("DRAIN"):                   # finish a failed X frame in the engine
+                m.d.comb += [rx.ready.eq(1), drain_ready.eq(1)]
+                with m.If(~x_live):
+                    with m.If(ecode == ord("R")):
+                        refuse("R")
+                    with m.Else():
+                        refuse("T")
+                with m.Else():
+                    with m.If(xin != n_in):
+                        m.d.comb += [eng.i_x.payload.eq(0), eng.i_x.valid.eq(1)]
+                        with m.If(eng.i_x.ready):
+                            m.d.sync += xin.eq(xin + 1)
+                    with m.If(eng.o_y.valid & eng.o_y.payload.last):
+                        m.d.sync += ydone.eq(1)
+                    with m.If(ydone):
+                        m.d.sync += ydone.eq(0)
+                        with m.If(ecode == ord("R")):
+                            refuse("R")
+                        with m.Else():
+                            refuse("T")
+            with m.State("DISCARD"):                 # a wrong length: drop until quiet
+                m.d.comb += rx.ready.eq(1)
+                with m.If(timed_out):
+                    refuse("W")
+            with m.State("ANSWER"):
+                with m.If(s_idle):
+                    m.d.comb += go.eq(1)
+                    m.next = "IDLE"
+
+        with m.FSM(name="sender"):
+            with m.State("IDLE"):
+                m.d.comb += s_idle.eq(1)
+                with m.If(go):
+                    m.d.sync += [s_kind.eq(p_kind), s_args.eq(args[:24]),
+                                 s_err.eq(Cat(ecode, cmd)), idx.eq(0)]
+                    m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += [tx.payload.eq(resp_byte), tx.valid.eq(1), tcrc.en.eq(tx.ready)]
+                with m.If(tx.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == size - 1):
+                        m.d.sync += idx.eq(0)
+                        with m.If(s_kind == kinds.index("Y")):
+                            m.next = "Y_WAIT"
+                        with m.Else():
+                            m.next = "SEND_CRC"
             with m.State("Y_WAIT"):
-                m.d.comb += eng.o_y.ready.eq(1)
+                m.d.comb += send_ready.eq(1)
                 with m.If(eng.o_y.valid):
                     m.d.sync += [yval.eq(eng.o_y.payload.value), ylast.eq(eng.o_y.payload.last),
                                  idx.eq(0)]
                     m.next = "Y_SEND"
             with m.State("Y_SEND"):
-                m.d.comb += [tx.payload.eq(yval.word_select(idx[:2], 8)), tx.valid.eq(1)]
+                m.d.comb += [tx.payload.eq(yval.word_select(idx[:2], 8)), tx.valid.eq(1),
+                             tcrc.en.eq(tx.ready)]
                 with m.If(tx.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 3):
+                        m.d.sync += idx.eq(0)
                         with m.If(ylast):
-                            m.next = "IDLE"
+                            m.next = "SEND_CRC"
                         with m.Else():
                             m.next = "Y_WAIT"
-            with m.State("SEND"):
-                m.d.comb += [tx.payload.eq(resp_byte), tx.valid.eq(1)]
+            with m.State("SEND_CRC"):                # high byte first
+                m.d.comb += [tx.payload.eq(Mux(idx == 0, tcrc.value[8:], tcrc.value[:8])),
+                             tx.valid.eq(1)]
                 with m.If(tx.ready):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == count - 1):
-                        with m.If(after_send):
-                            m.d.sync += after_send.eq(0)
-                            m.next = "Y_WAIT"
-                        with m.Else():
-                            m.next = "IDLE"
+                    with m.If(idx == 1):
+                        m.next = "IDLE"
         return m
+

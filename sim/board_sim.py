@@ -2,8 +2,9 @@
 
 The device under test is :class:`~insitu.boards.hostlink.HostLink` (what every board top
 instantiates; the top adds only the PLL, the pads and the LEDs), built with the UP5K's
-SPRAM weight memory, which starts empty: the bench first loads every weight word over UART,
-exactly as ``insitu run`` does on a board.
+SPRAM weight memory, which starts empty: the bench first loads and verifies every memory
+word over UART with the protocol's host session, exactly as ``insitu run`` does on a board.
+``fault_campaign`` injects link faults and resets and classifies every run's outcome.
 """
 
 from __future__ import annotations
@@ -25,41 +26,68 @@ from .runner import run_cocotb
 TOP = "insitu_board"
 
 
-def _run_bench(plan, x, build_dir, loads, *, divisor, gaps, sim, toplevel, verilog_text=None,
-               sources=(), defines=None) -> dict:
-    """Write the bench's vectors (inputs, golden outputs, identify answer, memory words to
-    load) and run ``insitu.sim.tb_board`` on ``toplevel``; the bench summary plus ``passed``."""
+def _run_bench(plan, x, build_dir, *, preloaded, divisor, gaps, sim, toplevel,
+               verilog_text=None, sources=(), defines=None, faults=None, seed=1,
+               plant=None) -> dict:
+    """Write the bench's vectors and run ``insitu.sim.tb_board`` on ``toplevel``: the normal
+    run (``board.json`` plus ``passed``) or, with ``faults`` (``{kind: runs}``), the fault
+    campaign (``{"runs": [...], "passed": ...}``)."""
     x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
+    y = golden_vectors(plan, x)
+    if plant == "golden":                             # a planted error in the expectation
+        y = y.copy()
+        y[0, 0] += 1
     vec = build_dir / "board_vectors.npz"
-    np.savez(vec, x=x, y=golden_vectors(plan, x),
-             ident=np.frombuffer(P.ident(plan), dtype=np.uint8),
-             loads=np.array([[str(a) for a in t] for t in loads] or np.zeros((0, 3)), dtype=str),
-             load_bytes=P.load_bytes(plan), divisor=divisor, budget=cycle_budget(plan),
+    np.savez(vec, x=x, y=y, ident=np.frombuffer(P.ident(plan), dtype=np.uint8),
+             plan=plan.to_json(), divisor=divisor, budget=cycle_budget(plan),
+             timeout_bits=P.TIMEOUT_BITS, preloaded=preloaded,
              wbits=plan.weight_bits_per_inference, macs=plan.macs)
+    env = {"BOARD_VECTORS": str(vec.resolve()), "BOARD_GAPS": str(gaps),
+           "BOARD_SEED": str(seed), "BOARD_PLANT": plant or ""}
+    name = "board.json"
+    if faults:
+        env["BOARD_FAULTS"] = ",".join(f"{k}:{n}" for k, n in faults.items())
+        name = "faults.json"
     res = run_cocotb(verilog_text, toplevel, "insitu.sim.tb_board", build_dir / sim, sim=sim,
-                     sources=sources, defines=defines,
-                     extra_env={"BOARD_VECTORS": str(vec.resolve()), "BOARD_GAPS": str(gaps)})
-    f = res.build_dir / "board.json"
+                     sources=sources, defines=defines, extra_env=env,
+                     testcase="board_faults" if faults else "board_uart")
+    f = res.build_dir / name
     summary = json.loads(f.read_text()) if f.exists() else {}
+    if faults:
+        summary = {"runs": summary or []}
     summary["passed"] = res.passed
     return summary
 
 
-def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
-                   gaps: float = 0.0, weight_ram: str = "huge", corrupt=None) -> dict:
-    """Run ``x`` (u8 vectors) through the board top's UART; returns the bench's summary plus
-    ``passed``.  ``corrupt(loads)`` may change the load list (a planted error)."""
+def link_verilog(plan, *, divisor: int = 8, weight_ram: str = "huge") -> str:
+    """The host link (engine included) as Verilog, as the board tops instantiate it."""
     from amaranth.back import verilog
+    link = HostLink(plan, divisor, {"weight_ram": weight_ram})
+    return time0_safe(verilog.convert(link, name=TOP, emit_src=False))
 
+
+def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
+                   gaps: float = 0.0, weight_ram: str = "huge", plant=None) -> dict:
+    """Run ``x`` (u8 vectors) through the host link's UART pins with the protocol's host
+    session; returns the bench's summary plus ``passed``.  ``plant``: ``"golden"`` (one
+    expected output off by one) or ``"load"`` (one loaded weight word flipped), planted
+    errors the bench must catch."""
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    link = HostLink(plan, divisor, {"weight_ram": weight_ram})
-    text = time0_safe(verilog.convert(link, name=TOP, emit_src=False))
-    loads = list(P.load_words(plan)) if weight_ram == "huge" else []
-    if corrupt is not None:
-        loads = corrupt(loads)
-    return _run_bench(plan, x, build_dir, loads, divisor=divisor, gaps=gaps, sim=sim,
-                      toplevel=TOP, verilog_text=text)
+    return _run_bench(plan, x, build_dir, preloaded=weight_ram != "huge", divisor=divisor,
+                      gaps=gaps, sim=sim, toplevel=TOP, plant=plant,
+                      verilog_text=link_verilog(plan, divisor=divisor, weight_ram=weight_ram))
+
+
+def fault_campaign(plan, x, build_dir, faults: dict, *, sim: str = "verilator",
+                   divisor: int = 4, seed: int = 1, weight_ram: str = "huge") -> dict:
+    """``faults[kind]`` sessions per fault kind (``tb_board.KINDS``) through the host link's
+    pins, one injected fault each; every run's outcome (bit_exact / error / silent_wrong)."""
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    return _run_bench(plan, x, build_dir, preloaded=weight_ram != "huge", divisor=divisor,
+                      gaps=0.0, sim=sim, toplevel=TOP, faults=faults, seed=seed,
+                      verilog_text=link_verilog(plan, divisor=divisor, weight_ram=weight_ram))
 
 
 HARNESS = """
@@ -114,7 +142,7 @@ def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int 
     models = cell_models("ice40", build_dir)
     models.write_text(re.sub(r"module SB_PLL40_PAD\b.*?endmodule", "", models.read_text(),
                              flags=re.S))
-    return _run_bench(plan, x, build_dir, list(P.load_words(plan)), divisor=divisor, gaps=gaps,
+    return _run_bench(plan, x, build_dir, preloaded=False, divisor=divisor, gaps=gaps,
                       sim=sim, toplevel="insitu_board_pins",
                       sources=[build_dir / "board_top.v", models],
                       defines=CELL_DEFINES["ice40"])

@@ -1,15 +1,19 @@
 """cocotb testbench of a board top's host link (``insitu.boards.hostlink.HostLink``), driven
-only through its UART pins by a bit-level UART model, with the host protocol's own encoders
-and decoders (``insitu.boards.protocol``, the same code ``insitu run`` uses).
+only through its UART pins by a bit-level UART model.  The host is the protocol's own host
+session (``insitu.boards.protocol.Host``, the code ``insitu run`` drives over a serial port),
+here driven over the simulated wire.
 
 Environment:
 ``BOARD_VECTORS``: an ``.npz`` with ``x`` (u8 inputs), ``y`` (golden outputs in engine order),
-``ident`` (the expected answer to ``I``), ``loads`` (``[n, 3]``: mem, addr, value as text, since
-a word can be wider than 64 bits), ``load_bytes``, ``divisor`` (clock cycles per UART bit),
-``wbits`` / ``macs`` (expected counters per inference).
+``ident`` (the expected identify payload), ``plan`` (the plan as JSON), ``divisor`` (clock
+cycles per UART bit), ``budget`` (cycles of one inference), ``timeout_bits``,
+``wbits`` / ``macs`` (expected counters per inference), ``preloaded`` (the weight memory is
+initialised by the bitstream).
 ``BOARD_GAPS``: probability of an idle gap (1-3 bit times) before each byte the host sends.
+``BOARD_FAULTS``: ``kind:runs[,kind:runs...]`` runs the fault campaign instead (test
+``board_faults``; needs a ``rst`` pin).
 
-Writes ``board.json``: answers, mismatches, counters, status flags.
+Writes ``board.json`` (the normal run) or ``faults.json`` (the campaign).
 """
 
 import json
@@ -22,34 +26,37 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from insitu.boards import protocol as P
+from insitu.gen.plan import Plan
 
 VEC = np.load(os.environ["BOARD_VECTORS"])
 GAPS = float(os.environ.get("BOARD_GAPS", "0"))
+FAULTS = os.environ.get("BOARD_FAULTS", "")
+PLANT = os.environ.get("BOARD_PLANT", "")
 D = int(VEC["divisor"])
+TIMEOUT = int(VEC["timeout_bits"])
+PLAN = Plan.from_json(str(VEC["plan"]))
+#: Fault kinds of the campaign (``insitu bench faults``).
+KINDS = ("flip", "drop", "dup", "break", "gap", "garbage", "reset_load", "reset_infer")
 
 
-async def uart_send(dut, data: bytes, rng):
-    for b in data:
-        while rng.random() < GAPS:
-            await ClockCycles(dut.clk, D * rng.randint(1, 3))
-        for bit in [0] + [(b >> i) & 1 for i in range(8)] + [1]:
-            dut.rx.value = bit
-            await ClockCycles(dut.clk, D)
+class Wire:
+    """The host's UART: sends bytes with injected faults, decodes the board's ``tx``."""
 
+    def __init__(self, dut, rng, fault=None):
+        self.dut, self.rng, self.fault = dut, rng, fault
+        self.rx_bytes, self.framing, self.sent = bytearray(), 0, 0
+        self.fired = False
+        self.busy_rx = False
+        cocotb.start_soon(self._monitor())
 
-class UartMonitor:
-    """Decodes every byte on ``tx`` (sampling mid-bit) into ``self.bytes``."""
-
-    def __init__(self, dut):
-        self.dut, self.bytes, self.framing = dut, bytearray(), 0
-        cocotb.start_soon(self.run())
-
-    async def run(self):
+    async def _monitor(self):
         dut = self.dut
         while True:
             await FallingEdge(dut.tx)
+            self.busy_rx = True
             await ClockCycles(dut.clk, D // 2)
             if dut.tx.value:                     # not a start bit
+                self.busy_rx = False
                 continue
             v = 0
             for i in range(8):
@@ -58,79 +65,233 @@ class UartMonitor:
             await ClockCycles(dut.clk, D)
             if not dut.tx.value:
                 self.framing += 1
-            self.bytes.append(v)
+            self.rx_bytes.append(v)
+            self.busy_rx = False
 
-    async def take(self, n: int, timeout_cycles: int) -> bytes:
+    async def _bits(self, b):
+        for bit in [0] + [(b >> i) & 1 for i in range(8)] + [1]:
+            self.dut.rx.value = bit
+            await ClockCycles(self.dut.clk, D)
+
+    async def send(self, data: bytes):
+        rng, f = self.rng, self.fault
+        for b in data:
+            while rng.random() < GAPS:
+                await ClockCycles(self.dut.clk, D * rng.randint(1, 3))
+            if f and not self.fired and self.sent == f["at"]:
+                self.fired = True
+                kind = f["kind"]
+                if kind == "flip":
+                    b ^= 1 << rng.randrange(8)
+                elif kind == "drop":
+                    self.sent += 1
+                    continue
+                elif kind == "dup":
+                    await self._bits(b)
+                elif kind == "break":
+                    self.dut.rx.value = 0
+                    await ClockCycles(self.dut.clk, D * rng.randint(12, 40))
+                    self.dut.rx.value = 1
+                    await ClockCycles(self.dut.clk, D * 2)
+                elif kind == "gap":
+                    await ClockCycles(self.dut.clk, D * (TIMEOUT + rng.randint(10, 60)))
+                elif kind == "reset_load":
+                    await reset(self.dut)
+            self.sent += 1
+            await self._bits(b)
+
+    async def read(self, n: int, timeout_cycles: int) -> bytes:
         waited = 0
-        while len(self.bytes) < n and waited < timeout_cycles:
+        while len(self.rx_bytes) < n and waited < timeout_cycles:
             await ClockCycles(self.dut.clk, D * 10)
             waited += D * 10
-        out = bytes(self.bytes[:n])
-        del self.bytes[:n]
+        out = bytes(self.rx_bytes[:n])
+        del self.rx_bytes[:n]
         return out
+
+    async def resync(self):
+        """Wait until neither side has moved for longer than the board's frame timeout."""
+        while True:
+            n = len(self.rx_bytes)
+            await ClockCycles(self.dut.clk, D * (TIMEOUT + 40))
+            if len(self.rx_bytes) == n and not self.busy_rx:
+                break
+        self.rx_bytes.clear()
+
+
+async def drive(wire: Wire, session):
+    """Run a :class:`insitu.boards.protocol.Host` session over the simulated wire."""
+    answer_cycles = D * (2 * TIMEOUT + 600)
+    reply = None
+    while True:
+        try:
+            req = session.send(reply)
+        except StopIteration as stop:
+            return stop.value
+        if req[0] == "write":
+            await wire.send(req[1])
+            reply = None
+        elif req[0] == "read":
+            wait = answer_cycles + (2 * int(VEC["budget"]) if req[2] == "infer" else 0)
+            reply = await wire.read(req[1], wait)
+        else:
+            await wire.resync()
+            reply = None
+
+
+async def reset(dut):
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 3)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+
+
+async def start(dut):
+    Clock(dut.clk, 10, unit="ns").start()
+    dut.rx.value = 1
+    if hasattr(dut, "rst"):                          # the board top has no reset pin
+        await reset(dut)
+    else:
+        await ClockCycles(dut.clk, 8)                # reset synchroniser after PLL lock
+    await ClockCycles(dut.clk, 2 * D)
+
+
+async def raw(wire: Wire, data: bytes, wait_bits: int = 0):
+    """Send raw bytes and read one answer frame as ``(code, payload)``."""
+    await wire.send(data)
+    head = await wire.read(3, D * (2 * TIMEOUT + wait_bits + 200))
+    n = int.from_bytes(head[1:3], "little") if len(head) == 3 else 0
+    rest = await wire.read(n + 2, D * 10 * (n + 4))
+    try:
+        return P.parse_frame(head + rest)
+    except P.LinkFault as exc:
+        return ("!", str(exc).encode())
 
 
 @cocotb.test()
 async def board_uart(dut):
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rx.value = 1
-    if hasattr(dut, "rst"):                          # the board top has no reset pin
-        dut.rst.value = 1
-        await ClockCycles(dut.clk, 3)
-        dut.rst.value = 0
+    """Identify, the protocol's refusals, load, verify, every vector bit-exact, counters."""
+    if FAULTS:
+        return
+    await start(dut)
+    wire = Wire(dut, random.Random(11))
+    words = list(P.load_words(PLAN))
+    if PLANT == "load":                              # one flipped bit in one weight word
+        i = len(PLAN.weight_words) // 2
+        words[i] = (words[i][0], words[i][1], words[i][2] ^ 4)
+    host = P.Host(PLAN, words=words)
+    s = {"mismatches": 0, "vectors": 0, "outputs": []}
+    info = await drive(wire, host.identify())
+    s["ident_ok"] = P.ident(PLAN) == bytes(VEC["ident"]) and info["version"] == P.VERSION
+
+    # Refusals, each answered with its code and the command it refers to.
+    lb = P.load_bytes(PLAN)
+    n_words = len(PLAN.weight_words)
+    bad_crc = bytearray(P.frame("C"))
+    bad_crc[-1] ^= 1
+    cases = {
+        "bad_crc": (bytes(bad_crc), ("R", b"C")),
+        "unknown": (P.frame("Z"), ("?", b"Z")),
+        "too_long": (P.frame("C", b"\0\0\0"), ("W", b"C")),
+        "address": (P.frame("L", P.load_payload(0, n_words, 1, lb)), ("A", b"L")),
+        "memory": (P.frame("L", P.load_payload(9, 0, 1, lb)), ("A", b"L")),
+        "gap": (P.frame("L", P.load_payload(0, 5, 1, lb)), ("G", b"L")),
+    }
+    if not bool(VEC["preloaded"]):                   # the weight memory starts empty
+        cases["not_verified"] = (P.frame("X", bytes(host.n_in)), ("N", b"X"))
     else:
-        await ClockCycles(dut.clk, 8)                # reset synchroniser after PLL lock
-    await ClockCycles(dut.clk, 2 * D)
-    mon = UartMonitor(dut)
-    rng = random.Random(11)
-    byte_time = 10 * D
-    summary = {"mismatches": 0, "vectors": 0, "outputs": []}
+        del cases["gap"]
+    s["refusals"] = {}
+    for name, (data, want) in cases.items():
+        got = await raw(wire, data)
+        s["refusals"][name] = [got[0], got[1].decode(errors="replace")]
+        s.setdefault("refusals_ok", True)
+        s["refusals_ok"] &= tuple(got) == want
 
-    await uart_send(dut, b"I", rng)
-    ident = await mon.take(P.IDENT_BYTES, byte_time * (P.IDENT_BYTES + 4))
-    summary["ident_ok"] = ident == bytes(VEC["ident"])
-    summary["ident"] = P.parse_ident(ident) if len(ident) == P.IDENT_BYTES else ident.hex()
-
-    await uart_send(dut, b"Z", rng)                  # not a command
-    summary["unknown"] = (await mon.take(1, byte_time * 4)).decode(errors="replace")
-
-    lb = int(VEC["load_bytes"])
-    acks = bytearray()
-    for mem, addr, value in VEC["loads"]:
-        await uart_send(dut, P.load_cmd(int(mem), int(addr), int(value), lb), rng)
-        acks += await mon.take(1, byte_time * 4)
-    summary["loads"] = len(VEC["loads"])
-    summary["load_acks_ok"] = bytes(acks) == b"K" * len(VEC["loads"])
-
+    s["loads"] = await drive(wire, host.load_verified(True))
     counters = []
     for x, y in zip(VEC["x"], VEC["y"]):
-        await uart_send(dut, P.input_cmd(x), rng)
-        n_out = len(y)
-        answer = await mon.take(1 + 4 * n_out, int(VEC["budget"]) + byte_time * (1 + 4 * n_out) * 2)
-        try:
-            got = P.parse_outputs(answer, n_out)
-        except P.ProtocolError as exc:
-            summary.setdefault("errors", []).append(str(exc))
-            got = []
-        summary["outputs"].append(got)
-        summary["vectors"] += 1
-        if got != [int(v) for v in y]:
-            summary["mismatches"] += 1
-        await uart_send(dut, b"C", rng)
-        st = P.parse_status(await mon.take(P.STATUS_BYTES, byte_time * (P.STATUS_BYTES + 4)))
-        counters.append(st)
-    summary["counters"] = counters
+        got = await drive(wire, host.infer(x))
+        s["outputs"].append(got)
+        s["vectors"] += 1
+        s["mismatches"] += got != [int(v) for v in y]
+        counters.append(await drive(wire, host.counters()))
+    s["counters"] = counters
     if hasattr(dut, "led0"):                         # LEDs: busy off, error off
-        summary["leds"] = [int(dut.led0.value), int(dut.led1.value)]
-    summary["counters_ok"] = all(c["weight_bits"] == int(VEC["wbits"]) and
-                                 c["mac_slots"] == int(VEC["macs"]) and not c["busy"] and
-                                 not c["err"] and not c["uart_err"] for c in counters)
-    summary["framing_errors"] = mon.framing
+        s["leds"] = [int(dut.led0.value), int(dut.led1.value)]
+    s["counters_ok"] = all(c["weight_bits"] == int(VEC["wbits"]) and
+                           c["mac_slots"] == int(VEC["macs"]) and not c["busy"] and
+                           not c["err"] and not c["uart_err"] and c["verified"]
+                           for c in counters)
+    s["retries"] = host.stats["retries"]
+    s["framing_errors"] = wire.framing
     with open("board.json", "w") as f:
-        json.dump(summary, f, indent=1, default=int)
-    assert summary["ident_ok"], summary["ident"]
-    assert summary["unknown"] == "?"
-    assert summary["load_acks_ok"]
-    assert summary["mismatches"] == 0, f"{summary['mismatches']} of {summary['vectors']} vectors differ"
-    assert summary["counters_ok"], counters
-    assert mon.framing == 0
+        json.dump(s, f, indent=1, default=int)
+    assert s["ident_ok"], info
+    assert s["refusals_ok"], s["refusals"]
+    assert s["mismatches"] == 0, f"{s['mismatches']} of {s['vectors']} vectors differ"
+    assert s["counters_ok"], counters
+    assert wire.framing == 0 and s["retries"] == 0
+
+
+def _session_bytes(host) -> tuple[int, int]:
+    """(bytes the host sends before its first input, bytes of the whole clean session)."""
+    lb = host.lb
+    words = sum(1 for _ in P.load_words(PLAN))
+    before = 5 + words * (8 + lb) + 5
+    per_x = 5 + host.n_in + 5
+    return before, before + len(VEC["x"]) * per_x
+
+
+async def one_run(dut, wire: Wire, kind: str, rng: random.Random) -> dict:
+    """One session (identify, load, verify, every vector) with one fault."""
+    await reset(dut)
+    host = P.Host(PLAN)
+    before, total = _session_bytes(host)
+    fault = {"kind": kind, "at": rng.randrange(5, total)}
+    if kind == "reset_load":
+        fault["at"] = rng.randrange(10, before - 5)
+    wire.fault = None if kind in ("garbage", "reset_infer") else fault
+    wire.fired, wire.sent = False, 0
+    if kind == "garbage":
+        await wire.send(bytes(rng.randrange(256) for _ in range(rng.randint(1, 24))))
+    outs, err = [], ""
+    try:
+        await drive(wire, host.identify())
+        await drive(wire, host.load_verified(True))
+        for i, x in enumerate(VEC["x"]):
+            if kind == "reset_infer" and i == 0:
+                async def later():
+                    await ClockCycles(dut.clk, D * 10 * (host.n_in + 5)
+                                      + rng.randrange(int(VEC["budget"])))
+                    await reset(dut)
+                cocotb.start_soon(later())
+            outs.append(await drive(wire, host.infer(x)))
+    except P.ProtocolError as exc:
+        err = str(exc)
+    exact = len(outs) == len(VEC["y"]) and all(
+        o == [int(v) for v in y] for o, y in zip(outs, VEC["y"]))
+    wrong = any(o != [int(v) for v in y] for o, y in zip(outs, VEC["y"]))
+    await wire.resync()
+    return {"kind": kind, "at": fault["at"], "outcome": "silent_wrong" if wrong else
+            "bit_exact" if exact else "error", "error": err, "retries": host.stats["retries"],
+            "causes": {k: v for k, v in host.stats.items() if k != "retries"}}
+
+
+@cocotb.test()
+async def board_faults(dut):
+    """The fault campaign: ``runs`` sessions per fault kind, each outcome classified."""
+    if not FAULTS:
+        return
+    await start(dut)
+    rng = random.Random(int(os.environ.get("BOARD_SEED", "1")))
+    wire = Wire(dut, rng)
+    results = []
+    for item in FAULTS.split(","):
+        kind, runs = item.split(":")
+        assert kind in KINDS, kind
+        for _ in range(int(runs)):
+            results.append(await one_run(dut, wire, kind, rng))
+            with open("faults.json", "w") as f:
+                json.dump(results, f)
+    assert not any(r["outcome"] == "silent_wrong" for r in results)
