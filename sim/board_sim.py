@@ -18,12 +18,19 @@ from ..boards import protocol as P
 from ..boards.hostlink import HostLink
 from ..boards.top import BOARDS, BoardTop, board_platform
 from ..boards.yosys import CELL_DEFINES, cell_models, yosys_command
+from ..gen.compiler import compile_model
 from ..gen.design import golden_vectors
+from ..gen.model import Layer
 from ..rtl.emit import time0_safe
 from .engine_run import cycle_budget
 from .runner import run_cocotb
 
 TOP = "insitu_board"
+#: Fault kinds of :func:`fault_campaign` (one injected fault per session).
+#: ``flip`` hits any byte the host sends (load, input or command frames), ``flip_input`` only
+#: the bytes of ``X`` frames.
+FAULT_KINDS = ("flip", "flip_input", "drop", "dup", "break", "gap", "garbage", "reset_load",
+               "reset_infer")
 
 
 def _run_bench(plan, x, build_dir, *, preloaded, divisor, gaps, sim, toplevel,
@@ -59,10 +66,21 @@ def _run_bench(plan, x, build_dir, *, preloaded, divisor, gaps, sim, toplevel,
     return summary
 
 
-def link_verilog(plan, *, divisor: int = 8, weight_ram: str = "huge") -> str:
+def link_test_plan(scheme: str = "mlg", lanes: int = 8):
+    """A two-layer network (conv3x3 1->3 on 4x4, linear 48->4) whose image loads in a few
+    dozen words: the fault campaign's payload, so a session is short."""
+    rng = np.random.default_rng(5)
+    net = [Layer("c1", "conv3x3", rng.normal(size=(3, 1, 3, 3)), rng.normal(size=3) * 0.2,
+                 pad=1),
+           Layer("fc", "linear", rng.normal(size=(4, 48)), rng.normal(size=4) * 0.2)]
+    return compile_model(net, scheme, lanes=lanes, input_shape=(1, 4, 4))
+
+
+def link_verilog(plan, *, divisor: int = 8, weight_ram: str = "huge",
+                 check_frames: bool = True) -> str:
     """The host link (engine included) as Verilog, as the board tops instantiate it."""
     from amaranth.back import verilog
-    link = HostLink(plan, divisor, {"weight_ram": weight_ram})
+    link = HostLink(plan, divisor, {"weight_ram": weight_ram}, check_frames=check_frames)
     return time0_safe(verilog.convert(link, name=TOP, emit_src=False))
 
 
@@ -80,14 +98,20 @@ def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
 
 
 def fault_campaign(plan, x, build_dir, faults: dict, *, sim: str = "verilator",
-                   divisor: int = 4, seed: int = 1, weight_ram: str = "huge") -> dict:
-    """``faults[kind]`` sessions per fault kind (``tb_board.KINDS``) through the host link's
-    pins, one injected fault each; every run's outcome (bit_exact / error / silent_wrong)."""
+                   divisor: int = 4, seed: int = 1, weight_ram: str = "huge",
+                   check_frames: bool = True) -> dict:
+    """``faults[kind]`` sessions per fault kind (:data:`FAULT_KINDS`) through the host link's
+    pins, one injected fault each; every run's outcome (bit_exact / error / silent_wrong).
+    ``check_frames=False`` builds the control: a link that ignores frame CRCs."""
+    bad = [k for k in faults if k not in FAULT_KINDS]
+    if bad:
+        raise ValueError(f"Unknown fault kind '{bad[0]}' (kinds: {', '.join(FAULT_KINDS)})")
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
+    text = link_verilog(plan, divisor=divisor, weight_ram=weight_ram, check_frames=check_frames)
     return _run_bench(plan, x, build_dir, preloaded=weight_ram != "huge", divisor=divisor,
                       gaps=0.0, sim=sim, toplevel=TOP, faults=faults, seed=seed,
-                      verilog_text=link_verilog(plan, divisor=divisor, weight_ram=weight_ram))
+                      verilog_text=text)
 
 
 HARNESS = """

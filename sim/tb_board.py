@@ -23,10 +23,11 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import FallingEdge, Timer
 
 from insitu.boards import protocol as P
 from insitu.gen.plan import Plan
+from insitu.sim.board_sim import FAULT_KINDS
 
 VEC = np.load(os.environ["BOARD_VECTORS"])
 GAPS = float(os.environ.get("BOARD_GAPS", "0"))
@@ -34,9 +35,13 @@ FAULTS = os.environ.get("BOARD_FAULTS", "")
 PLANT = os.environ.get("BOARD_PLANT", "")
 D = int(VEC["divisor"])
 TIMEOUT = int(VEC["timeout_bits"])
+PERIOD = 10                                          # ns per clock cycle
+
+
+def cycles(n: int):
+    """A wait of ``n`` clock cycles as one timer (the bench keeps to falling edges)."""
+    return Timer(PERIOD * n, unit="ns")
 PLAN = Plan.from_json(str(VEC["plan"]))
-#: Fault kinds of the campaign (``insitu bench faults``).
-KINDS = ("flip", "drop", "dup", "break", "gap", "garbage", "reset_load", "reset_infer")
 
 
 class Wire:
@@ -54,15 +59,15 @@ class Wire:
         while True:
             await FallingEdge(dut.tx)
             self.busy_rx = True
-            await ClockCycles(dut.clk, D // 2)
+            await cycles(D // 2)
             if dut.tx.value:                     # not a start bit
                 self.busy_rx = False
                 continue
             v = 0
             for i in range(8):
-                await ClockCycles(dut.clk, D)
+                await cycles(D)
                 v |= int(dut.tx.value) << i
-            await ClockCycles(dut.clk, D)
+            await cycles(D)
             if not dut.tx.value:
                 self.framing += 1
             self.rx_bytes.append(v)
@@ -71,30 +76,32 @@ class Wire:
     async def _bits(self, b):
         for bit in [0] + [(b >> i) & 1 for i in range(8)] + [1]:
             self.dut.rx.value = bit
-            await ClockCycles(self.dut.clk, D)
+            await cycles(D)
 
     async def send(self, data: bytes):
         rng, f = self.rng, self.fault
         for b in data:
             while rng.random() < GAPS:
-                await ClockCycles(self.dut.clk, D * rng.randint(1, 3))
+                await cycles(D * rng.randint(1, 3))
             if f and not self.fired and self.sent == f["at"]:
                 self.fired = True
                 kind = f["kind"]
-                if kind == "flip":
+                if kind in ("flip", "flip_input"):
                     b ^= 1 << rng.randrange(8)
                 elif kind == "drop":
                     self.sent += 1
                     continue
                 elif kind == "dup":
                     await self._bits(b)
-                elif kind == "break":
+                elif kind == "break":                # the line held low through this byte
                     self.dut.rx.value = 0
-                    await ClockCycles(self.dut.clk, D * rng.randint(12, 40))
+                    await cycles(D * rng.randint(12, TIMEOUT + 40))
                     self.dut.rx.value = 1
-                    await ClockCycles(self.dut.clk, D * 2)
+                    await cycles(D * 2)
+                    self.sent += 1
+                    continue
                 elif kind == "gap":
-                    await ClockCycles(self.dut.clk, D * (TIMEOUT + rng.randint(10, 60)))
+                    await cycles(D * (TIMEOUT + rng.randint(10, 60)))
                 elif kind == "reset_load":
                     await reset(self.dut)
             self.sent += 1
@@ -103,7 +110,7 @@ class Wire:
     async def read(self, n: int, timeout_cycles: int) -> bytes:
         waited = 0
         while len(self.rx_bytes) < n and waited < timeout_cycles:
-            await ClockCycles(self.dut.clk, D * 10)
+            await cycles(D * 10)
             waited += D * 10
         out = bytes(self.rx_bytes[:n])
         del self.rx_bytes[:n]
@@ -113,7 +120,7 @@ class Wire:
         """Wait until neither side has moved for longer than the board's frame timeout."""
         while True:
             n = len(self.rx_bytes)
-            await ClockCycles(self.dut.clk, D * (TIMEOUT + 40))
+            await cycles(D * (TIMEOUT + 40))
             if len(self.rx_bytes) == n and not self.busy_rx:
                 break
         self.rx_bytes.clear()
@@ -141,19 +148,20 @@ async def drive(wire: Wire, session):
 
 async def reset(dut):
     dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
+    await cycles(3)
     dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
+    await cycles(2)
 
 
 async def start(dut):
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, PERIOD, unit="ns").start()
     dut.rx.value = 1
+    await FallingEdge(dut.clk)
     if hasattr(dut, "rst"):                          # the board top has no reset pin
         await reset(dut)
     else:
-        await ClockCycles(dut.clk, 8)                # reset synchroniser after PLL lock
-    await ClockCycles(dut.clk, 2 * D)
+        await cycles(8)                              # reset synchroniser after PLL lock
+    await cycles(2 * D)
 
 
 async def raw(wire: Wire, data: bytes, wait_bits: int = 0):
@@ -238,9 +246,8 @@ def _session_bytes(host) -> tuple[int, int]:
     """(bytes the host sends before its first input, bytes of the whole clean session)."""
     lb = host.lb
     words = sum(1 for _ in P.load_words(PLAN))
-    before = 5 + words * (8 + lb) + 5
-    per_x = 5 + host.n_in + 5
-    return before, before + len(VEC["x"]) * per_x
+    before = 5 + words * (8 + lb) + 5                 # I, L frames, V
+    return before, before + len(VEC["x"]) * (5 + host.n_in)
 
 
 async def one_run(dut, wire: Wire, kind: str, rng: random.Random) -> dict:
@@ -251,6 +258,8 @@ async def one_run(dut, wire: Wire, kind: str, rng: random.Random) -> dict:
     fault = {"kind": kind, "at": rng.randrange(5, total)}
     if kind == "reset_load":
         fault["at"] = rng.randrange(10, before - 5)
+    elif kind == "flip_input":                       # inside the X frames
+        fault["at"] = rng.randrange(before, total)
     wire.fault = None if kind in ("garbage", "reset_infer") else fault
     wire.fired, wire.sent = False, 0
     if kind == "garbage":
@@ -262,8 +271,7 @@ async def one_run(dut, wire: Wire, kind: str, rng: random.Random) -> dict:
         for i, x in enumerate(VEC["x"]):
             if kind == "reset_infer" and i == 0:
                 async def later():
-                    await ClockCycles(dut.clk, D * 10 * (host.n_in + 5)
-                                      + rng.randrange(int(VEC["budget"])))
+                    await cycles(D * 10 * (host.n_in + 5) + rng.randrange(int(VEC["budget"])))
                     await reset(dut)
                 cocotb.start_soon(later())
             outs.append(await drive(wire, host.infer(x)))
@@ -289,7 +297,7 @@ async def board_faults(dut):
     results = []
     for item in FAULTS.split(","):
         kind, runs = item.split(":")
-        assert kind in KINDS, kind
+        assert kind in FAULT_KINDS, kind
         for _ in range(int(runs)):
             results.append(await one_run(dut, wire, kind, rng))
             with open("faults.json", "w") as f:

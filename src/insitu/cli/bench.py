@@ -1,4 +1,4 @@
-"""Benchmark commands: ``bench fuzz``, ``bench memory``, ``bench hw`` and ``bench sweep``."""
+"""Benchmark commands: ``bench fuzz``, ``memory``, ``hw``, ``sweep``, ``bandwidth``, ``faults``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from ..gen.compiler import MAX_LANES
 from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
 from ..sim import fuzz
+from ..sim.board_sim import FAULT_KINDS
 from . import bench_hw
 from .bench_bandwidth import run_bench_bandwidth
+from .bench_faults import run_bench_faults
 from .bench_memory import SWEEPS, markdown, run_bench_memory
 from .bench_sweep import run_bench_sweep
 from .common import UserError, scheme_knobs
@@ -213,6 +215,23 @@ def _cmd_bench_bandwidth(args) -> int:
     return 0 if ok else 1
 
 
+def _cmd_bench_faults(args) -> int:
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in FAULT_KINDS]
+    if bad or not kinds:
+        raise UserError(unknown_name("fault kind", bad[0] if bad else "", FAULT_KINDS))
+    if args.runs < 1:
+        raise UserError(f"--runs must be a positive integer, not {args.runs}")
+    if args.control < 0:
+        raise UserError(f"--control must be 0 or a positive integer, not {args.control}")
+    rep = run_bench_faults(Path(args.output), runs=args.runs, kinds=kinds, control=args.control,
+                           sim=args.sim, seed=args.seed)
+    print((Path(args.output) / "bench_faults.md").read_text())
+    print(f"wrote {Path(args.output) / 'bench_faults.json'}, bench_faults.md, bench_faults.png "
+          f"({rep['seconds']:.0f} s)", file=sys.stderr)
+    return 0 if rep["silent_wrong_total"] == 0 else 1
+
+
 def register(sub) -> None:
     """``bench fuzz``, ``bench memory``, ``bench hw``, ``bench sweep``, ``bench bandwidth``."""
     b = sub.add_parser("bench", help="benchmarks and long sweeps")
@@ -271,6 +290,21 @@ def register(sub) -> None:
     bb.add_argument("-o", "--output", default="build/bench_bandwidth", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bb.set_defaults(func=_cmd_bench_bandwidth)
+    bq = bsub.add_parser("faults", help="link faults and resets injected through the board's "
+                         "UART pins: every run bit-exact or a reported error, never silent")
+    bq.add_argument("--runs", type=int, default=200, help="runs per fault kind (default: "
+                    "%(default)s)")
+    bq.add_argument("--kinds", default=",".join(FAULT_KINDS), help="comma-separated fault "
+                    "kinds (default: all: %(default)s)")
+    bq.add_argument("--control", type=int, default=50, help="input-flip runs against a link "
+                    "without frame CRC checks, to show what the bench catches (default: "
+                    "%(default)s; 0 none)")
+    bq.add_argument("--seed", type=int, default=1, help="first seed (default: %(default)s)")
+    bq.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],
+                    help="simulator (default: %(default)s)")
+    bq.add_argument("-o", "--output", default="build/bench_faults", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bq.set_defaults(func=_cmd_bench_faults)
     bs = bsub.add_parser("sweep", help="insitu sweep on 1 and 2 Dask workers (40 resnet8 "
                          "points), scheduler overhead, synthesis time, a 1000-point projection")
     bs.add_argument("--limit", type=int, default=1000, help="test images per accuracy "
