@@ -3,6 +3,9 @@
 pins, the host driver against a board model, and the synth command's errors."""
 
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -138,8 +141,9 @@ def test_board_uart_bit_exact(tmp_path, scheme):
     plan, rng = small_plan(scheme)
     x = extreme_inputs(rng, 50, n_random=1)
     r = simulate_board(plan, x, tmp_path, gaps=0.2)
-    assert r["passed"], {k: r.get(k) for k in ("mismatches", "ident_ok", "counters_ok", "errors")}
+    assert r["passed"], {k: r.get(k) for k in ("mismatches", "ident_ok", "counters_ok", "refusals")}
     assert r["mismatches"] == 0 and r["vectors"] == len(x) and r["loads"] == len(list(P.load_words(plan)))
+    assert r["refusals_ok"] and r["refusals"]["bad_crc"] == ["R", "C"] and r["retries"] == 0
     assert r["outputs"] == golden_vectors(plan, x).tolist()
     assert all(c["weight_bits"] == plan.weight_bits_per_inference for c in r["counters"])
 
@@ -152,66 +156,101 @@ def test_complete_icebreaker_top_through_its_pins(tmp_path):
     x = extreme_inputs(rng, 50, n_random=1)
     r = simulate_board_top(plan, x, tmp_path, gaps=0.2)
     assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == len(x)
-    assert r["counters_ok"] and r["load_acks_ok"] and r["ident_ok"]
+    assert r["counters_ok"] and r["refusals_ok"] and r["ident_ok"]
     assert r["leds"] == [1, 1]                  # active-low LEDs: not busy, no error
 
 
-def test_board_uart_planted_error_fails(tmp_path):
-    """One flipped bit in one loaded weight word makes the board test fail."""
+def test_board_uart_planted_errors_fail(tmp_path):
+    """The bench can fail: one expected output off by one is a mismatch; one flipped bit in
+    one loaded weight word never verifies, so the board refuses to infer."""
     from insitu.sim.board_sim import simulate_board
     plan, rng = small_plan()
-    x = extreme_inputs(rng, 50, n_random=2)
-    i = plan.layers[2].wbase + 3                    # a final-layer code word
-
-    def corrupt(loads):
-        return [(mm, a, v ^ 4 if a == i and mm == 0 else v) for mm, a, v in loads]
-    r = simulate_board(plan, x, tmp_path, corrupt=corrupt)
-    assert not r["passed"] and r["mismatches"] > 0
+    x = extreme_inputs(rng, 50, n_random=0)[:2]
+    r = simulate_board(plan, x, tmp_path / "golden", plant="golden")
+    assert not r["passed"] and r["mismatches"] == 1
+    r = simulate_board(plan, x, tmp_path / "load", plant="load")
+    assert not r["passed"] and r["vectors"] == 0
+    assert r["error"].startswith("the loaded memories do not verify after 3 loads (words, crc32: "
+                                 "weight (")
 
 
 # -- host driver against a board model --------------------------------------------------------
 class FakeBoard:
-    """A board in Python: the protocol's answers from the golden model and a memory image."""
+    """A board in Python: protocol v2 frames answered from the golden model and a memory
+    image (the host driver's counterpart; the RTL is tested through its pins above).
+    ``flip``: every output off by one; ``empty``: the weight memory starts empty."""
 
-    def __init__(self, plan, flip=False):
+    def __init__(self, plan, flip=False, empty=True):
         self.plan, self.flip = plan, flip
         self.rx, self.tx = bytearray(), bytearray()
         self.lb = P.load_bytes(plan)
+        self.n_in, self.n_out = P.io_sizes(plan)
+        self.words = P.memory_words(plan)
         self.mem = {}
-        ly = plan.layers[0]
-        self.n_in = ly.cin * ly.h * ly.w
+        self.loaded = [[] if (i == 0 and empty) else list(w) for i, w in enumerate(self.words)]
+        self.inferences = 0
+
+    def _answer(self, code, payload=b""):
+        self.tx += P.frame(code, payload)
+
+    def _checks(self):
+        return [(len(ws), zlib.crc32(b"".join(w.to_bytes(self.lb, "little") for w in ws)))
+                for ws in self.loaded]
+
+    def _verified(self):
+        return self._checks() == P.memory_checks(self.plan)
 
     def write(self, data):
         self.rx += data
-        while self.rx:
-            c = self.rx[:1]
-            if c == b"I":
-                self.tx += P.ident(self.plan)
-                del self.rx[:1]
-            elif c == b"L":
-                if len(self.rx) < 4 + self.lb:
-                    return
-                mem, addr = self.rx[1], int.from_bytes(self.rx[2:4], "little")
-                self.mem[(mem, addr)] = int.from_bytes(self.rx[4:4 + self.lb], "little")
-                self.tx += b"K"
-                del self.rx[:4 + self.lb]
-            elif c == b"X":
-                if len(self.rx) < 1 + self.n_in:
-                    return
-                x = np.frombuffer(bytes(self.rx[1:1 + self.n_in]), dtype=np.uint8)
+        while len(self.rx) >= 3:
+            n = int.from_bytes(self.rx[1:3], "little")
+            if n > max(self.n_in, 3 + self.lb):
+                self._answer("W", self.rx[:1])
+                self.rx.clear()                  # dropped until the line is quiet
+                return
+            if len(self.rx) < 5 + n:
+                return
+            fr, self.rx = bytes(self.rx[:5 + n]), self.rx[5 + n:]
+            c, body = chr(fr[0]), fr[3:3 + n]
+            want = {"I": 0, "C": 0, "V": 0, "L": 3 + self.lb, "X": self.n_in}
+            if P.crc16(fr):
+                self._answer("R", fr[:1])
+            elif c in want and n != want[c]:
+                self._answer("W", fr[:1])
+            elif c == "I":
+                self._answer("I", P.ident(self.plan))
+            elif c == "V":
+                self._answer("V", b"".join(struct.pack("<HI", *t) for t in self._checks())
+                             + bytes([self._verified()]))
+            elif c == "L":
+                mem, addr = body[0], int.from_bytes(body[1:3], "little")
+                if mem >= 4 or addr >= len(self.words[mem]):
+                    self._answer("A", b"L")
+                    continue
+                have = self.loaded[mem]
+                if addr and addr > len(have):
+                    self._answer("G", b"L")
+                    continue
+                if addr == 0 or addr == len(have):
+                    del have[addr:]
+                    have.append(int.from_bytes(body[3:], "little"))
+                    self.mem[(mem, addr)] = have[-1]
+                self._answer("K", body[:3])
+            elif c == "X":
+                if not self._verified():
+                    self._answer("N", b"X")
+                    continue
+                x = np.frombuffer(body, dtype=np.uint8)
                 y = golden_vectors(self.plan, x[None].astype(np.int64))[0]
                 if self.flip:
                     y[0] += 1
-                self.tx += b"Y" + b"".join(int(v).to_bytes(4, "little", signed=True) for v in y)
-                del self.rx[:1 + self.n_in]
-            elif c == b"C":                     # cycles: 1000 + inferences so far
-                self.inferences = getattr(self, "inferences", 0) + 1
-                self.tx += (b"C" + (1000 + self.inferences).to_bytes(P.COUNTER_BYTES, "little")
-                            + bytes(P.STATUS_BYTES - 1 - P.COUNTER_BYTES))
-                del self.rx[:1]
+                self._answer("Y", b"".join(int(v).to_bytes(4, "little", signed=True) for v in y))
+            elif c == "C":                       # cycles: 1000 + inferences so far
+                self.inferences += 1
+                self._answer("C", (1000 + self.inferences).to_bytes(P.COUNTER_BYTES, "little")
+                             + bytes(P.STATUS_LEN - P.COUNTER_BYTES - 3) + b"\x08\x00\x00")
             else:
-                self.tx += b"?"
-                del self.rx[:1]
+                self._answer("?", fr[:1])
 
     def read(self, n):
         out = bytes(self.tx[:n])
@@ -219,16 +258,49 @@ class FakeBoard:
         return out
 
 
+class Noisy:
+    """A serial line to ``board`` that flips one bit of the written bytes whose index is in
+    ``flips`` (counted over everything written)."""
+
+    def __init__(self, board, flips):
+        self.board, self.flips, self.n = board, set(flips), 0
+
+    def write(self, data):
+        data = bytearray(data)
+        for i in range(len(data)):
+            if self.n + i in self.flips:
+                data[i] ^= 0x10
+        self.n += len(data)
+        self.board.write(bytes(data))
+
+    def read(self, n):
+        return self.board.read(n)
+
+
 def test_host_driver_loads_and_runs():
     plan, rng = small_plan()
     x = extreme_inputs(rng, 50, n_random=2)
     fb = FakeBoard(plan)
     rep = run_board(Board(fb), plan, x)
-    assert rep["bit_exact"] and rep["vectors"] == len(x)
+    assert rep["bit_exact"] and rep["vectors"] == len(x) and rep["link"]["retries"] == 0
     assert rep["loaded_words"] == sum(1 for _ in P.load_words(plan))
     assert fb.mem[(0, 5)] == plan.weight_words[5]
     bad = run_board(Board(FakeBoard(plan, flip=True)), plan, x)
     assert not bad["bit_exact"] and bad["mismatches"] == len(x)
+
+
+def test_host_driver_retries_corrupted_frames():
+    """Flipped bits in an identify, a load window and an input frame: each frame is refused
+    (bad CRC), resent, and the run ends bit-exact with the retries counted."""
+    plan, rng = small_plan()
+    x = extreme_inputs(rng, 50, n_random=0)[:2]
+    lf = 8 + P.load_bytes(plan)                      # bytes per load frame
+    n_load = lf * sum(1 for _ in P.load_words(plan))
+    # I's CRC byte; a data byte of the 4th load frame; the 11th input byte of the first X
+    flips = {3, 5 + 3 * lf + 6, 5 + n_load + 5 + 3 + 10}
+    rep = run_board(Board(Noisy(FakeBoard(plan), flips)), plan, x)
+    assert rep["bit_exact"] and rep["link"]["retries"] == 3
+    assert rep["link"]["causes"] == {"bad CRC (frame discarded)": 3}
 
 
 def test_host_driver_refuses_other_design_and_silence():
@@ -243,8 +315,55 @@ def test_host_driver_refuses_other_design_and_silence():
 
         def read(self, n):
             return b""
-    with pytest.raises(P.ProtocolError, match="no answer from the board"):
-        Board(Silent()).identify()
+    with pytest.raises(P.ProtocolError, match=r"did not take the 'I' frame in 5 tries "
+                                              r"\(last: no answer\)"):
+        Board(Silent()).drive(P.Host(plan).identify())
+
+
+@pytest.mark.parametrize("case, msg", [
+    ("bad_crc", "the board did not take the 'I' frame in 5 tries (last: bad CRC (frame "
+                "discarded))"),
+    ("unknown", "the board refused the 'Z' frame: unknown command"),
+    ("too_long", "the board did not take the 'C' frame in 5 tries (last: frame length wrong "
+                 "for the command)"),
+    ("address", "the board refused the load of memory 0 word 9999: load address out of range"),
+    ("not_verified", "the board refused the 'X' frame: memories not verified: load them before "
+                     "inferring"),
+])
+def test_host_messages_for_refused_frames(case, msg):
+    """The protocol's bad-input cases, as the host reports them: one line each."""
+    plan, _ = small_plan()
+    fb = FakeBoard(plan)
+    host = P.Host(plan)
+    if case == "bad_crc":
+        board, session = Board(Noisy(fb, range(0, 100, 5))), host.identify()
+    elif case == "unknown":
+        board, session = Board(fb), host.exchange("Z", b"", "Z")
+    elif case == "too_long":
+        board, session = Board(fb), host.exchange("C", b"\0" * 3, "C")
+    elif case == "address":
+        host = P.Host(plan, words=[(0, 9999, 0)])
+        board, session = Board(fb), host.load()
+    else:
+        board, session = Board(fb), host.infer(np.zeros(50), load=False)
+    with pytest.raises(P.ProtocolError) as exc:
+        board.drive(session)
+    assert str(exc.value) == msg and "\n" not in msg
+
+
+def test_cli_run_no_load_on_an_empty_board(tmp_path, capsys, monkeypatch):
+    """insitu run --no-load against a board whose weight memory is empty: verify refuses."""
+    from insitu.cli import board as cli_board
+    plan, rng = small_plan()
+    write_design(plan, tmp_path / "d", extreme_inputs(rng, 50, n_random=1))
+    fb = FakeBoard(plan)
+    fb.close = lambda: None
+    monkeypatch.setattr(cli_board, "open_port", lambda port, baud: fb)
+    assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", "--no-load"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("insitu: error: the board's memories do not match this "
+                                    "folder's image (verify answer); run without --no-load")
+    assert not (tmp_path / "d" / "run_report.json").exists()
 
 
 def test_cli_run_bad_port(tmp_path, capsys):
@@ -306,3 +425,18 @@ def test_cli_run_reports_cycles_and_latency(tmp_path, capsys, monkeypatch):
     assert rep["latency_ms_per_inference"][0] == pytest.approx(1001 / 25e3)
     assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", "--clock", "0"]) == 2
     assert "--clock must be a positive frequency in MHz, not 0.0" in capsys.readouterr().err
+
+
+def test_fault_campaign_short(tmp_path):
+    """The short version of 'insitu bench faults': two runs of every fault kind through the
+    pins end bit-exact or with a reported error, never silently wrong; the control (a link
+    that ignores frame CRCs) turns input-byte flips into silent wrong answers."""
+    from insitu.sim.board_sim import FAULT_KINDS, fault_campaign, link_test_plan
+    plan = link_test_plan()
+    x = np.random.default_rng(1).integers(0, 256, size=(2, 16))
+    r = fault_campaign(plan, x, tmp_path / "f", {k: 2 for k in FAULT_KINDS}, seed=3)
+    assert r["passed"] and len(r["runs"]) == 2 * len(FAULT_KINDS)
+    assert all(q["outcome"] in ("bit_exact", "error") for q in r["runs"])
+    assert sum(q["outcome"] == "bit_exact" for q in r["runs"]) >= len(FAULT_KINDS)
+    ctl = fault_campaign(plan, x, tmp_path / "c", {"flip_input": 3}, seed=3, check_frames=False)
+    assert not ctl["passed"] and any(q["outcome"] == "silent_wrong" for q in ctl["runs"])
