@@ -12,14 +12,18 @@ Properties:
 - ``asm_acc``: ``acc_len`` products of any codes and activations sum within the accumulator
   width ``AsmMacArray`` derives (no overflow is possible);
 - ``sd_rebuild``: the SmartDeal rebuild row (shift-add) equals ``sum_j c_j * B[j, k]``;
-- ``pow2_row``: the power-of-2 row decoder's fields and length equal the stream definition.
+- ``pow2_row``: the power-of-2 row decoder's fields and length equal the stream definition;
+- ``crc16_step`` / ``crc32_step``: the host link's CRC step equals a table built by Python's
+  ``binascii.crc_hqx`` / ``zlib.crc32``.
 """
 
 from __future__ import annotations
 
+import binascii
 import subprocess
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from amaranth.lib import data
 from ..gen import tools
 from ..gen.golden import AsmCodeFormat, SdFormat
 from ..rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank
+from ..rtl.crc import CRC16, CRC32, CrcSpec, crc_step
 from ..rtl.pow2 import Pow2RowDecode, pow2_row_layout
 from ..rtl.weightgen import SdRebuildRow
 
@@ -228,6 +233,45 @@ class Pow2RowMiter(Elaboratable):
         return m
 
 
+class CrcStepMiter(Elaboratable):
+    """The host link's byte-wise CRC step (``rtl.crc.crc_step``, eight unrolled shift/XOR
+    steps) against the table-driven CRC whose 256 entries come from Python's own CRC
+    functions (``binascii.crc_hqx`` for CRC-16/CCITT-FALSE, ``zlib.crc32`` for CRC-32), for
+    every register value and byte."""
+
+    def __init__(self, spec: CrcSpec, plant=False):
+        self.spec, self.plant = spec, plant
+        self.state = Signal(spec.width, name="state")
+        self.byte = Signal(8, name="byte")
+        self.inputs = [self.state, self.byte]
+
+    def table(self) -> list[int]:
+        if self.spec == CRC16:
+            t = [binascii.crc_hqx(bytes([i]), 0) for i in range(256)]
+        elif self.spec == CRC32:
+            t = [zlib.crc32(bytes([i]), 0xFFFFFFFF) ^ 0xFFFFFFFF for i in range(256)]
+        else:
+            raise ValueError("no software reference for this CRC")
+        if self.plant:
+            t[0x5A] ^= 1 << 3
+        return t
+
+    def elaborate(self, platform):
+        m = Module()
+        w, st, b = self.spec.width, self.state, self.byte
+        got = Signal(w, name="got")
+        m.d.comb += got.eq(crc_step(self.spec, st, b))
+        entry = Signal(w, name="entry")
+        index = (st ^ b)[:8] if self.spec.reflected else (st[w - 8:] ^ b)
+        with m.Switch(index):
+            for i, v in enumerate(self.table()):
+                with m.Case(i):
+                    m.d.comb += entry.eq(v)
+        shifted = (st >> 8) if self.spec.reflected else (st << 8)[:w]
+        m.d.comb += Assert(got == (shifted ^ entry))
+        return m
+
+
 def standard_proofs():
     """``{name: factory}`` of the proofs ``make test`` runs (each a few seconds at most)."""
     proofs = {}
@@ -248,4 +292,6 @@ def standard_proofs():
     for (e_min, e_max), bb in (((-1, 1), 3), ((0, 2), 3), ((0, 0), 6)):
         proofs[f"sd_rebuild[e{e_min}..{e_max},b{bb}]"] = (
             lambda lo=e_min, hi=e_max, b=bb: SdRebuildMiter(SdFormat(lo, hi), b))
+    proofs["crc16_step[ccitt-false]"] = lambda: CrcStepMiter(CRC16)
+    proofs["crc32_step[ieee]"] = lambda: CrcStepMiter(CRC32)
     return proofs

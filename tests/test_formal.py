@@ -3,9 +3,11 @@
 import pytest
 
 from insitu.gen.golden import SdFormat, asm_acc_bits
+from insitu.rtl.crc import CRC16, CRC32
 from insitu.sim.formal import (
     AsmAccBoundMiter,
     AsmLaneMiter,
+    CrcStepMiter,
     Pow2RowMiter,
     SdRebuildMiter,
     prove,
@@ -25,6 +27,8 @@ def test_proof(name):
     ("asm_lane wrong table entry", lambda: AsmLaneMiter("A4", 8, 4, False, plant=True)),
     ("sd_rebuild wrong power", lambda: SdRebuildMiter(SdFormat(0, 4), 3, plant=True)),
     ("pow2_row wrong length", lambda: Pow2RowMiter(SdFormat(), plant=True)),
+    ("crc16_step wrong table entry", lambda: CrcStepMiter(CRC16, plant=True)),
+    ("crc32_step wrong table entry", lambda: CrcStepMiter(CRC32, plant=True)),
     ("asm_acc one bit short", lambda: AsmAccBoundMiter("A2", 8, 4, True, 3,
                                                        acc_bits=asm_acc_bits(4, True, 8, "A2", 3) - 1)),
 ])
