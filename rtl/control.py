@@ -11,7 +11,7 @@ from amaranth.utils import ceil_log2
 
 from .util import layer_const
 
-__all__ = ["TileScheduler", "Controller"]
+__all__ = ["TileScheduler", "Controller", "running_max"]
 
 
 def _tile_lanes(m, sel, tk, layers, lanes, prefix):
@@ -28,6 +28,12 @@ def _check_layers(layers, lanes):
     if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
 
+
+
+def running_max(first, x, run):
+    """A max-pool window's maximum so far: ``x`` on the window's first term, else the larger
+    of ``x`` and ``run`` (unsigned; the formal proof ``maxpool`` unrolls it over a window)."""
+    return Mux(first | (x > run), x, run)
 
 class TileScheduler(wiring.Component):
     """Walks (layer, tile) for the tile fill and tracks which of the two tile slots is full.
@@ -291,7 +297,7 @@ class Controller(wiring.Component):
             # Max pooling (lane-serial, one channel at a time): the window's running maximum
             # is kept here and only the window's last term goes to the MAC, as max * 1.
             run = Signal(8)
-            x_max = Mux(s1_first | (x_now > run), x_now, run)
+            x_max = running_max(s1_first, x_now, run)
             with m.If(adv & s1_valid):
                 m.d.sync += run.eq(x_max)
             m.d.comb += [self.o.valid.eq(s1_valid & (~s1_max | s1_last)),

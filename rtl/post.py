@@ -13,7 +13,38 @@ from ..gen.memmap import BIAS_BITS, M_BITS, OUT_BITS, POST, POST_BITS, S_BITS
 from .layouts import struct_layout
 from .util import layer_const
 
-__all__ = ["PostProcessor", "post_layout", "output_layout"]
+__all__ = ["PostProcessor", "post_layout", "output_layout", "round_last", "saturate",
+           "shift_split"]
+
+
+# The requantisation's arithmetic after the products, one function per pipeline step (the
+# formal proofs ``requant`` / ``avgpool_divide`` compose the same functions).
+# Rounding half up without a 2**(S-1) constant: for S >= 1,
+# floor((p + 2**(S-1)) / 2**S) == floor((floor(p / 2**(S-1)) + 1) / 2).
+
+def shift_split(s):
+    """``(s == 0, S - 1 or 0)``: the first shift and whether there is a rounding step."""
+    return s == 0, Mux(s == 0, 0, s - 1)
+
+
+def round_last(t, s0):
+    """``t = p >> (S - 1)`` -> ``(p + 2**(S-1)) >> S`` (``p`` itself when ``S == 0``)."""
+    return Mux(s0, t, (t + 1) >> 1)
+
+
+def saturate(rounded, relu, signed_out):
+    """``(hidden, final)``: the hidden value saturated to u8 (ReLU) or s8 (``signed_out``),
+    and the final value saturated to int32 (then ReLU'd when ``relu``).  Bit tests (OR/AND
+    trees) instead of carry-chain compares (Fmax)."""
+    neg = rounded[-1]
+    u8 = Mux(neg, 0, Mux(rounded[8:].any(), 255, rounded[:8]))
+    top7 = rounded[7:]
+    s8 = Mux(top7.all() | ~top7.any(), rounded[:8], Mux(neg, 0x80, 0x7F))
+    lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
+    top = rounded[OUT_BITS - 1:]
+    fits = top.all() | ~top.any()
+    s32 = Mux(fits, rounded[:OUT_BITS].as_signed(), Mux(neg, lo32, hi32))
+    return Mux(signed_out, s8, u8), Mux(relu & neg, 0, s32)
 
 
 def post_layout() -> data.StructLayout:
@@ -221,11 +252,9 @@ class PostProcessor(wiring.Component):
         if self.residual:
             q2.update(r=(signed(9), rval), mr=(unsigned(M_BITS), ent.mr))
         t2, v2 = stage("q2", tags, q2)
-        # Rounding half up without a 2**(S-1) constant: for S >= 1,
-        # floor((p + 2**(S-1)) / 2**S) == floor((floor(p / 2**(S-1)) + 1) / 2).
+        s0, sh = shift_split(v2["s"])
         q3 = {"prod": (signed(pbits), v2["sum"] * v2["m"]),
-              "s0": (1, v2["s"] == 0),
-              "sh": (unsigned(S_BITS), Mux(v2["s"] == 0, 0, v2["s"] - 1))}
+              "s0": (1, s0), "sh": (unsigned(S_BITS), sh)}
         if self.residual:
             q3["rprod"] = (signed(9 + M_BITS + 1), v2["r"] * v2["mr"])
         t3, v3 = stage("q3", t2, q3)
@@ -234,20 +263,9 @@ class PostProcessor(wiring.Component):
                                         "s0": (1, v3["s0"]), "sh": (unsigned(S_BITS), v3["sh"])})
             v3 = v3r
         t4, v4 = stage("q4", t3, {"t": (signed(pbits), v3["prod"] >> v3["sh"]), "s0": (1, v3["s0"])})
-        t5, v5 = stage("q5", t4, {"r": (signed(pbits), Mux(v4["s0"], v4["t"], (v4["t"] + 1) >> 1))})
-        # Saturation by bit tests (OR/AND trees) instead of carry-chain compares (Fmax).
-        rounded = v5["r"]
-        neg = rounded[-1]
-        u8 = Mux(neg, 0, Mux(rounded[8:].any(), 255, rounded[:8]))
-        top7 = rounded[7:]
-        s8 = Mux(top7.all() | ~top7.any(), rounded[:8], Mux(neg, 0x80, 0x7F))
-        lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
-        top = rounded[OUT_BITS - 1:]
-        fits = top.all() | ~top.any()
-        s32 = Mux(fits, rounded[:OUT_BITS].as_signed(), Mux(neg, lo32, hi32))
-        s32 = Mux(t5["relu"] & neg, 0, s32)
-        q, v6 = stage("q6", t5, {"u8": (unsigned(8), Mux(t5["signed"], s8, u8)),
-                                 "s32": (signed(OUT_BITS), s32)})
+        t5, v5 = stage("q5", t4, {"r": (signed(pbits), round_last(v4["t"], v4["s0"]))})
+        hidden, final = saturate(v5["r"], t5["relu"], t5["signed"])
+        q, v6 = stage("q6", t5, {"u8": (unsigned(8), hidden), "s32": (signed(OUT_BITS), final)})
 
         wr_hidden = padv & q["valid"] & ~q["final"]
         m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(v6["u8"]),

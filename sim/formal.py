@@ -13,6 +13,10 @@ Properties:
   width ``AsmMacArray`` derives (no overflow is possible);
 - ``sd_rebuild``: the SmartDeal rebuild row (shift-add) equals ``sum_j c_j * B[j, k]``;
 - ``pow2_row``: the power-of-2 row decoder's fields and length equal the stream definition;
+- ``requant``: rounding and saturation after the products (the residual add's sum included)
+  equal the definition for every value;
+- ``avgpool_divide``: the average pool's multiply-shift is the exact rounded mean;
+- ``maxpool``: the running maximum over a window is the window's maximum;
 - ``crc16_step`` / ``crc32_step``: the host link's CRC step equals a table built by Python's
   ``binascii.crc_hqx`` / ``zlib.crc32``.
 """
@@ -28,13 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Assume, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Assert, Assume, Cat, Const, Elaboratable, Module, Mux, Signal, signed
 from amaranth.lib import data
 
 from ..gen import tools
 from ..gen.golden import AsmCodeFormat, SdFormat
 from ..rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank
+from ..gen.memmap import M_BITS, OUT_BITS, S_BITS
+from ..gen.quantise import shift_for
+from ..rtl.control import running_max
 from ..rtl.crc import CRC16, CRC32, CrcSpec, crc_step
+from ..rtl.post import round_last, saturate, shift_split
 from ..rtl.pow2 import Pow2RowDecode, pow2_row_layout
 from ..rtl.weightgen import SdRebuildRow
 
@@ -272,6 +280,109 @@ class CrcStepMiter(Elaboratable):
         return m
 
 
+class RequantMiter(Elaboratable):
+    """The post-processor's requantisation after the products (``rtl.post``: ``shift_split``,
+    the first shift, ``round_last``, ``saturate``, as its pipeline composes them) against the
+    definition ``(p + 2**(S-1)) >> S`` (one constant per S) and clamps by comparison: for
+    every 51-bit value ``p = (acc + bias) * M + res * Mr`` (the residual add included), every
+    ``S`` up to ``s_max``, ReLU or not, u8 or s8 hidden outputs."""
+
+    def __init__(self, pbits: int = 51, s_max: int = 47, plant=False):
+        self.pbits, self.s_max, self.plant = pbits, s_max, plant
+        self.p = Signal(signed(pbits), name="p")
+        self.s = Signal(S_BITS, name="s")
+        self.relu = Signal(name="relu")
+        self.signed_out = Signal(name="signed_out")
+        self.inputs = [self.p, self.s, self.relu, self.signed_out]
+
+    def elaborate(self, platform):
+        m = Module()
+        p, s = self.p, self.s
+        m.d.comb += Assume(s <= self.s_max)
+        s0, sh_v = shift_split(s)
+        sh = Signal(S_BITS, name="sh")                  # a register of this width in the RTL
+        m.d.comb += sh.eq(sh_v)
+        t = Signal(signed(self.pbits), name="t")
+        r = Signal(signed(self.pbits), name="rounded")
+        m.d.comb += [t.eq(p >> sh), r.eq(round_last(t, s0))]
+        hidden, final = saturate(r, self.relu, self.signed_out)
+        ref = Signal(signed(self.pbits + 1), name="ref")
+        with m.Switch(s):
+            for k in range(self.s_max + 1):
+                with m.Case(k):
+                    half = (1 << (k - 1)) if k else 0
+                    if self.plant and k == 5:
+                        half += 1
+                    m.d.comb += ref.eq((p + half) >> k)
+        lo8 = Mux(self.signed_out, -128, 0)
+        hi8 = Mux(self.signed_out, 127, 255)
+        ref8 = Mux(ref < lo8, lo8, Mux(ref > hi8, hi8, ref))
+        lo32, hi32 = -(1 << (OUT_BITS - 1)), (1 << (OUT_BITS - 1)) - 1
+        ref32 = Mux(ref < lo32, lo32, Mux(ref > hi32, hi32, ref))
+        ref32 = Mux(self.relu & (ref32 < 0), 0, ref32)
+        m.d.comb += [Assert(r == ref),
+                     Assert(Mux(self.signed_out, hidden.as_signed(), hidden) == ref8),
+                     Assert(final.as_signed() == ref32)]
+        return m
+
+
+class AvgPoolMiter(Elaboratable):
+    """The average pool's divide: a k x k window's sum times the compiler's ``M = round(2**S /
+    k**2)`` (``gen.quantise.shift_for``, same scale in and out) through the requantisation
+    functions equals the exact mean rounded half up, ``q`` with ``2 k^2 q <= 2 sum + k^2 <
+    2 k^2 (q + 1)``, for every window of u8 values."""
+
+    def __init__(self, k: int, plant=False):
+        self.k, self.plant = k, plant
+        self.sum = Signal(range(255 * k * k + 1), name="sum")
+        self.inputs = [self.sum]
+
+    def elaborate(self, platform):
+        m = Module()
+        k2 = self.k * self.k
+        S = shift_for(1 / k2)
+        M = round(2 ** S / k2)
+        pbits = 33 + M_BITS + 2
+        m.d.comb += Assume(self.sum <= 255 * k2)
+        p = Signal(signed(pbits), name="p")
+        m.d.comb += p.eq(self.sum * M)
+        s0, sh_v = shift_split(Const(S + (1 if self.plant else 0), S_BITS))   # plant: S off by one
+        sh = Signal(S_BITS, name="sh")
+        m.d.comb += sh.eq(sh_v)
+        t = Signal(signed(pbits), name="t")
+        r = Signal(signed(pbits), name="rounded")
+        m.d.comb += [t.eq(p >> sh), r.eq(round_last(t, s0))]
+        hidden, _ = saturate(r, Const(1), Const(0))
+        q = Signal(9, name="q")
+        m.d.comb += q.eq(hidden)
+        two_s = 2 * self.sum + k2
+        m.d.comb += Assert((q * (2 * k2) <= two_s) & (two_s < (q + 1) * (2 * k2)))
+        return m
+
+
+class MaxPoolMiter(Elaboratable):
+    """The max pool's running maximum (``rtl.control.running_max``) over a window of
+    ``terms`` u8 values equals the window's maximum: it is one of the values and no value is
+    larger."""
+
+    def __init__(self, terms: int = 9, plant=False):
+        self.terms, self.plant = terms, plant
+        self.xs = [Signal(8, name=f"x{i}") for i in range(terms)]
+        self.inputs = list(self.xs)
+
+    def elaborate(self, platform):
+        m = Module()
+        run = Const(0, 8)
+        for i, x in enumerate(self.xs):
+            nxt = Signal(8, name=f"run{i}")
+            first = Const(1 if i == 0 or (self.plant and i == 4) else 0, 1)
+            m.d.comb += nxt.eq(running_max(first, x, run))
+            run = nxt
+        m.d.comb += Assert(Cat(*(run >= x for x in self.xs)).all())
+        m.d.comb += Assert(Cat(*(run == x for x in self.xs)).any())
+        return m
+
+
 def standard_proofs():
     """``{name: factory}`` of the proofs ``make test`` runs (each a few seconds at most)."""
     proofs = {}
@@ -292,6 +403,10 @@ def standard_proofs():
     for (e_min, e_max), bb in (((-1, 1), 3), ((0, 2), 3), ((0, 0), 6)):
         proofs[f"sd_rebuild[e{e_min}..{e_max},b{bb}]"] = (
             lambda lo=e_min, hi=e_max, b=bb: SdRebuildMiter(SdFormat(lo, hi), b))
+    proofs["requant[residual,p51,S<=47]"] = lambda: RequantMiter()
+    for k in (2, 3, 4, 5, 7, 8):
+        proofs[f"avgpool_divide[k{k}]"] = lambda k=k: AvgPoolMiter(k)
+    proofs["maxpool[3x3]"] = lambda: MaxPoolMiter(9)
     proofs["crc16_step[ccitt-false]"] = lambda: CrcStepMiter(CRC16)
     proofs["crc32_step[ieee]"] = lambda: CrcStepMiter(CRC32)
     return proofs
