@@ -67,21 +67,37 @@ def simulate_streams(dut, sends: dict, out, n_out: int, rng=None, p_gap: float =
     return got
 
 
-def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None):
-    """Outputs ``[N, n_out]`` (emission order) and the counters after each inference."""
+def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None,
+               reset_mid=None):
+    """Outputs ``[N, n_out]`` (emission order) and the counters after each inference.
+
+    ``reset_mid = (n_bytes, cycles)``: first an aborted inference: ``n_bytes`` input bytes
+    (all of them: the engine starts computing), ``cycles`` more cycles, then a reset in the
+    middle of it; the vectors ``x`` follow and must come out exact."""
     import random
 
     import numpy as np
+    from amaranth.hdl import ResetInserter, Signal
     from amaranth.sim import Simulator
 
     dut = Engine(plan)
     n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
     rng = random.Random(seed)
     got, counters = [], []
-    sim = Simulator(dut)
+    rst = Signal()
+    sim = Simulator(ResetInserter({"sync": rst})(dut))
     sim.add_clock(CLK)
 
     async def producer(ctx):
+        if reset_mid is not None:
+            n_bytes, wait = reset_mid
+            await stream_put_many(ctx, dut.i_x, [rng.randrange(256) for _ in range(n_bytes)],
+                                  rng, p_gap)
+            await ctx.tick().repeat(max(1, wait))
+            ctx.set(rst, 1)
+            await ctx.tick().repeat(2)
+            ctx.set(rst, 0)
+            await ctx.tick()
         for mem, addr, data in loads:
             lay = dut.i_load.payload
             ctx.set(lay.mem, mem)

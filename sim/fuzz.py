@@ -150,12 +150,13 @@ def case_mlg(seed: int):
     return {**params, "shape": list(shape)}
 
 
-def _run_checked(plan, x, seed: int, rng) -> list[dict]:
-    """Run ``x`` through ``plan``'s engine under random gaps and stalls (drawn from ``rng``);
-    ``AssertionError`` naming the first output that differs from the golden network, or a
-    counter that differs from the plan.  Returns the counters of each inference."""
+def _run_checked(plan, x, seed: int, rng, reset_mid=None) -> list[dict]:
+    """Run ``x`` through ``plan``'s engine under random gaps and stalls (drawn from ``rng``),
+    after an inference aborted by a reset when ``reset_mid`` is given; ``AssertionError``
+    naming the first output that differs from the golden network, or a counter that differs
+    from the plan.  Returns the counters of each inference."""
     got, counters = run_engine(plan, x, seed=seed, p_gap=float(rng.uniform(0, 0.4)),
-                               p_stall=float(rng.uniform(0, 0.5)))
+                               p_stall=float(rng.uniform(0, 0.5)), reset_mid=reset_mid)
     exp = golden_vectors(plan, x)
     bad = np.argwhere(got != exp)
     if len(bad):
@@ -257,8 +258,9 @@ def _graph_layers(rng):
 
 def case_graph(seed: int):
     """A random layer graph (:func:`_graph_layers`), scheme, budget, lanes and weight link:
-    compiled, run on the engine under random stalls, compared with the golden network on
-    extreme and random inputs; the counters and the cycle model's error are reported."""
+    compiled, run on the engine under random stalls (half the cases after an inference cut by
+    a reset, in its input or while it computes), compared with the golden network on extreme
+    and random inputs; the counters and the cycle model's error are reported."""
     rng = np.random.default_rng(seed)
     layers, shape = _graph_layers(rng)
     scheme = str(rng.choice(list(schemes.NAMES)))
@@ -271,10 +273,17 @@ def case_graph(seed: int):
     feat = int(np.prod(shape))
     x = np.array([np.zeros(feat), np.full(feat, 255), rng.integers(0, 256, feat)],
                  dtype=np.int64)
-    counters = _run_checked(plan, x, seed, rng)
+    # Half the cases start with an inference cut by a reset: in the input, or while computing.
+    reset_mid = None
+    if rng.random() < 0.5:
+        est0 = estimate_cycles(plan).cycles
+        reset_mid = ((int(rng.integers(1, feat)), 1) if rng.random() < 0.5 else
+                     (feat, int(rng.integers(1, max(2, est0)))))
+    counters = _run_checked(plan, x, seed, rng, reset_mid)
     est = estimate_cycles(plan).cycles
     return {"scheme": scheme, "knobs": knobs, "lanes": lanes, "input_shape": list(shape),
             "weight_port_bits": plan.weight_port_bits,
+            "reset_mid": list(reset_mid) if reset_mid else None,
             "layers": [[ly.name, ly.kind, ly.stride, ly.src, ly.residual] for ly in layers],
             "cycles": counters[-1]["cycles"], "cycle_model_error":
                 round((est - counters[-1]["cycles"]) / counters[-1]["cycles"], 5)}
