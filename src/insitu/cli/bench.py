@@ -14,10 +14,12 @@ from ..gen.compiler import MAX_LANES
 from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
 from ..sim import fuzz
+from ..sim import mutate
 from ..sim.board_sim import FAULT_KINDS
 from . import bench_hw
 from .bench_bandwidth import run_bench_bandwidth
 from .bench_faults import run_bench_faults
+from .bench_mutants import run_bench_mutants
 from .bench_memory import SWEEPS, markdown, run_bench_memory
 from .bench_sweep import run_bench_sweep
 from .common import UserError, scheme_knobs
@@ -232,6 +234,21 @@ def _cmd_bench_faults(args) -> int:
     return 0 if rep["silent_wrong_total"] == 0 else 1
 
 
+def _cmd_bench_mutants(args) -> int:
+    files = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
+    for f in files or ():
+        if f not in mutate.RTL_FILES:
+            raise UserError(unknown_name("rtl file", f, mutate.RTL_FILES))
+    if args.per_file < 0 or args.jobs < 1:
+        raise UserError("--per-file must be >= 0 (0: every mutant) and --jobs >= 1")
+    rep = run_bench_mutants(Path(args.output), files=files, per_file=args.per_file,
+                            seed=args.seed, jobs=args.jobs)
+    print((Path(args.output) / "mutants.md").read_text())
+    print(f"wrote {Path(args.output) / 'mutants.json'} and mutants.md ({rep['seconds']:.0f} s)",
+          file=sys.stderr)
+    return 0
+
+
 def register(sub) -> None:
     """``bench fuzz``, ``bench memory``, ``bench hw``, ``bench sweep``, ``bench bandwidth``."""
     b = sub.add_parser("bench", help="benchmarks and long sweeps")
@@ -305,6 +322,17 @@ def register(sub) -> None:
     bq.add_argument("-o", "--output", default="build/bench_faults", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bq.set_defaults(func=_cmd_bench_faults)
+    bt = bsub.add_parser("mutants", help="mutation run over rtl/: operator and constant "
+                         "mutants, each against its file's tests; kill rate per file")
+    bt.add_argument("--files", default="", help="comma-separated rtl/ files (default: all)")
+    bt.add_argument("--per-file", type=int, default=10, help="mutants sampled per file "
+                    "(default: %(default)s; 0: every mutant)")
+    bt.add_argument("--jobs", type=int, default=1, help="mutants run at a time (default: "
+                    "%(default)s)")
+    bt.add_argument("--seed", type=int, default=1, help="sampling seed (default: %(default)s)")
+    bt.add_argument("-o", "--output", default="build/mutants", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bt.set_defaults(func=_cmd_bench_mutants)
     bs = bsub.add_parser("sweep", help="insitu sweep on 1 and 2 Dask workers (40 resnet8 "
                          "points), scheduler overhead, synthesis time, a 1000-point projection")
     bs.add_argument("--limit", type=int, default=1000, help="test images per accuracy "

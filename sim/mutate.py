@@ -1,0 +1,205 @@
+"""Mutation testing of ``rtl/``: plant one operator or constant change at a time in a copy of
+the tree and run the tests that cover that file; a mutant the tests fail on is *killed*.
+
+Mutations (on the source text, so line numbers stay):
+
+- arithmetic and bit operators: ``+`` <-> ``-``, ``<<`` <-> ``>>``, ``&`` <-> ``|``,
+  ``^`` -> ``|``;
+- comparisons: ``<`` <-> ``<=``, ``>`` <-> ``>=``, ``==`` <-> ``!=``;
+- integer constants off by one: ``n`` -> ``n + 1`` (and ``n - 1`` for ``n > 0``).
+
+Not mutated: docstrings, error messages (f-strings, ``raise`` and ``assert`` statements) and
+width arguments (``Signal``, ``range``, ``signed``, ``unsigned``, ``ceil_log2``: a wider
+register is an equivalent mutant, not a test gap).
+
+:data:`TESTS` maps each file to its tests (Amaranth-simulator units, the engine benches, the
+formal proofs); a mutant whose tests time out counts as killed (it hangs the design).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Mutant", "TESTS", "mutants_of", "run_mutant", "RTL_FILES"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_ENGINE = ["tests/test_engine.py", "tests/test_engine_graph.py"]
+#: The tests that cover each file of ``rtl/`` (pytest arguments).
+TESTS = {
+    "asm.py": ["tests/test_rtl_asm.py", "tests/test_formal.py", "-k", "asm or Asm or product"],
+    "pow2.py": ["tests/test_rtl_pow2.py", "tests/test_formal.py", "-k", "pow2 or decoder"],
+    "weightgen.py": ["tests/test_rtl_weightgen.py", "tests/test_formal.py", "-k",
+                     "sd_ or weight or mlg or generator"],
+    "baseline.py": ["tests/test_rtl_baseline.py", "tests/test_engine.py", "-k", "int8 or baseline"],
+    "crc.py": ["tests/test_formal.py", "tests/test_rtl_components.py", "-k", "crc"],
+    "uart.py": ["tests/test_boards.py", "-k", "uart_loopback or uart_rx or divisor"],
+    "flash.py": ["tests/test_flash.py"],
+    "post.py": _ENGINE + ["tests/test_formal.py"],
+    "control.py": _ENGINE + ["tests/test_formal.py"],
+    "emit.py": ["tests/test_cli.py", "-k", "compile or verilog or simulate"],
+}
+RTL_FILES = sorted(p.name for p in (ROOT / "rtl").glob("*.py") if p.name != "__init__.py")
+
+_WIDTH_CALLS = {"Signal", "range", "signed", "unsigned", "ceil_log2", "like"}
+_BINOPS = {ast.Add: ("+", "-"), ast.Sub: ("-", "+"), ast.LShift: ("<<", ">>"),
+           ast.RShift: (">>", "<<"), ast.BitAnd: ("&", "|"), ast.BitOr: ("|", "&"),
+           ast.BitXor: ("^", "|")}
+_CMPOPS = {ast.Lt: ("<", "<="), ast.LtE: ("<=", "<"), ast.Gt: (">", ">="),
+           ast.GtE: (">=", ">"), ast.Eq: ("==", "!="), ast.NotEq: ("!=", "==")}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    file: str
+    line: int
+    col: int          # start of the replaced text on that line
+    old: str
+    new: str
+
+    def describe(self) -> str:
+        return f"{self.file}:{self.line}: {self.old} -> {self.new}"
+
+
+def tests_for(name: str) -> list[str]:
+    return TESTS.get(name, _ENGINE)
+
+
+def _skip_nodes(tree) -> set:
+    """Nodes whose subtrees are not mutated (messages, asserts, raises, width arguments,
+    docstrings)."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.JoinedStr, ast.Assert, ast.Raise)):
+            skip.update(ast.walk(node))
+        elif isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) \
+                else None
+            if name in _WIDTH_CALLS:
+                for a in node.args + [k.value for k in node.keywords]:
+                    skip.update(ast.walk(a))
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Module)) and node.body and \
+                isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
+            skip.update(ast.walk(node.body[0]))
+    return skip
+
+
+def _find_op(lines, start, end, token) -> tuple[int, int] | None:
+    """``(line, col)`` of the single ``token`` between two positions (1-based lines)."""
+    (l0, c0), (l1, c1) = start, end
+    hits = []
+    for ln in range(l0, l1 + 1):
+        text = lines[ln - 1]
+        lo = c0 if ln == l0 else 0
+        hi = c1 if ln == l1 else len(text)
+        seg = text[lo:hi]
+        i = seg.find(token)
+        while i >= 0:
+            # not part of a longer operator (<<= , <=, ==, >>)
+            before = seg[i - 1] if i > 0 else " "
+            after = seg[i + len(token)] if i + len(token) < len(seg) else " "
+            if before not in "<>=!" and after not in "<>=":
+                hits.append((ln, lo + i))
+            i = seg.find(token, i + 1)
+    return hits[0] if len(hits) == 1 else None
+
+
+def mutants_of(path: Path) -> list[Mutant]:
+    """Every mutant of one source file."""
+    src = path.read_text()
+    lines = src.splitlines()
+    tree = ast.parse(src)
+    skip = _skip_nodes(tree)
+    out = []
+    for node in ast.walk(tree):
+        if node in skip:
+            continue
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            old, new = _BINOPS[type(node.op)]
+            pos = _find_op(lines, (node.left.end_lineno, node.left.end_col_offset),
+                           (node.right.lineno, node.right.col_offset), old)
+            if pos:
+                out.append(Mutant(path.name, pos[0], pos[1], old, new))
+        elif isinstance(node, ast.Compare):
+            prev = node.left
+            for op, right in zip(node.ops, node.comparators):
+                if type(op) in _CMPOPS:
+                    old, new = _CMPOPS[type(op)]
+                    pos = _find_op(lines, (prev.end_lineno, prev.end_col_offset),
+                                   (right.lineno, right.col_offset), old)
+                    if pos:
+                        out.append(Mutant(path.name, pos[0], pos[1], old, new))
+                prev = right
+        elif isinstance(node, ast.Constant) and type(node.value) is int and \
+                node.lineno == node.end_lineno:
+            text = lines[node.lineno - 1][node.col_offset:node.end_col_offset]
+            out.append(Mutant(path.name, node.lineno, node.col_offset, text, str(node.value + 1)))
+            if node.value > 0:
+                out.append(Mutant(path.name, node.lineno, node.col_offset, text,
+                                  str(node.value - 1)))
+    return sorted(set(out), key=lambda m: (m.line, m.col, m.new))
+
+
+def apply(src: str, mut: Mutant) -> str:
+    lines = src.splitlines(keepends=True)
+    line = lines[mut.line - 1]
+    if line[mut.col:mut.col + len(mut.old)] != mut.old:
+        raise ValueError(f"mutant {mut.describe()} does not match the source")
+    lines[mut.line - 1] = line[:mut.col] + mut.new + line[mut.col + len(mut.old):]
+    return "".join(lines)
+
+
+def make_tree(dest: Path) -> Path:
+    """A copy of the sources and tests (symlinks kept) in which mutants are planted."""
+    for d in ("rtl", "gen", "sim", "boards", "src", "tests", "models"):
+        shutil.copytree(ROOT / d, dest / d, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    return dest
+
+
+def run_mutant(tree: Path, mut: Mutant, timeout: float = 600) -> dict:
+    """Plant ``mut`` in ``tree``, run its file's tests, restore; ``{"killed", "seconds", ...}``."""
+    target = tree / "rtl" / mut.file
+    original = target.read_text()
+    target.write_text(apply(original, mut))
+    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               *tests_for(mut.file)], cwd=tree, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        killed, status = proc.returncode != 0, proc.returncode
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
+        why = tail[0][:200]
+    except subprocess.TimeoutExpired:
+        killed, status, why = True, "timeout", f"tests ran over {timeout:.0f} s"
+    finally:
+        target.write_text(original)
+    return {**asdict(mut), "mutant": mut.describe(), "killed": killed, "status": status,
+            "why": why, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def sample(files, per_file: int, seed: int) -> list[Mutant]:
+    """Up to ``per_file`` mutants of each file, drawn with ``seed`` (all when ``per_file``
+    is 0)."""
+    rng = random.Random(seed)
+    out = []
+    for name in files:
+        muts = mutants_of(ROOT / "rtl" / name)
+        out += muts if not per_file or len(muts) <= per_file else rng.sample(muts, per_file)
+    return out
+
+
+def new_tree() -> Path:
+    return make_tree(Path(tempfile.mkdtemp(prefix="insitu-mutants-")) / "tree")
