@@ -79,10 +79,12 @@ class HostLink(wiring.Component):
         max_len = max(lengths.values())
 
         # -- memory checks: word counts and running CRC-32 registers ---------------------------
-        counts = Array(Signal(16, name=f"words{i}", init=n if pre else 0)
+        # (A memory of no words takes no load: its count and CRC are constants.)
+        counts = Array(Signal(16, name=f"words{i}", init=n if pre else 0) if n else Const(0, 16)
                        for i, ((n, _), pre) in enumerate(zip(self.checks, self.preloaded)))
         crcs = Array(Signal(32, name=f"crc{i}", init=(c ^ 0xFFFFFFFF) if pre else CRC32.init)
-                     for i, ((_, c), pre) in enumerate(zip(self.checks, self.preloaded)))
+                     if n else Const(CRC32.init, 32)
+                     for i, ((n, c), pre) in enumerate(zip(self.checks, self.preloaded)))
         n_words = Array(Const(n, 16) for n, _ in self.checks)
         match = Cat(*((counts[i] == n) & (crcs[i] == (c ^ 0xFFFFFFFF))
                       for i, (n, c) in enumerate(self.checks)))
@@ -159,7 +161,7 @@ class HostLink(wiring.Component):
         receiving = Signal()
         m.d.comb += [rcrc.byte.eq(rx.payload), rcrc.en.eq(took & receiving),
                      rcrc.clear.eq(~receiving),
-                     tcrc.byte.eq(tx.payload), tcrc.clear.eq(s_idle)]
+                     tcrc.clear.eq(s_idle)]
 
         with m.If(took | ~rx.ready | rx.valid):
             m.d.sync += quiet.eq(0)
@@ -258,13 +260,17 @@ class HostLink(wiring.Component):
                     m.next = "LOAD_CRC"
                 with m.Else():
                     refuse("E")
-            with m.State("LOAD_CRC"):                # one data byte per cycle
-                m.d.sync += [mcrc.eq(crc_step(CRC32, mcrc, data.word_select(cnt, 8))),
+            with m.State("LOAD_CRC"):                # one data byte per cycle, shifted out
+                m.d.sync += [mcrc.eq(crc_step(CRC32, mcrc, data[:8])), args[24:].eq(data[8:]),
                              cnt.eq(cnt + 1)]
                 with m.If(cnt == lb - 1):
                     m.next = "LOAD_DONE"
             with m.State("LOAD_DONE"):
-                m.d.sync += [crcs[mem[:2]].eq(mcrc), counts[mem[:2]].eq(addr + 1)]
+                with m.Switch(mem[:2]):
+                    for i, (n, _) in enumerate(self.checks):
+                        if n:
+                            with m.Case(i):
+                                m.d.sync += [crcs[i].eq(mcrc), counts[i].eq(addr + 1)]
                 answer("K")
             with m.State("DRAIN"):                   # finish a failed X frame in the engine
                 m.d.comb += [rx.ready.eq(1), drain_ready.eq(1)]
@@ -295,6 +301,20 @@ class HostLink(wiring.Component):
                     m.d.comb += go.eq(1)
                     m.next = "IDLE"
 
+        # The sender fills a one-byte register in front of the UART (so the answer mux and
+        # the CRC step are separate paths); ``ocrc`` marks the CRC's own bytes.
+        obyte = Signal(8)
+        ovalid = Signal()
+        ocrc = Signal()
+        free = ~ovalid
+        m.d.comb += [tx.payload.eq(obyte), tx.valid.eq(ovalid), tcrc.byte.eq(obyte),
+                     tcrc.en.eq(ovalid & tx.ready & ~ocrc)]
+        with m.If(ovalid & tx.ready):
+            m.d.sync += ovalid.eq(0)
+
+        def emit(value, crc=0):
+            m.d.sync += [obyte.eq(value), ovalid.eq(1), ocrc.eq(crc), idx.eq(idx + 1)]
+
         with m.FSM(name="sender"):
             with m.State("IDLE"):
                 m.d.comb += s_idle.eq(1)
@@ -303,9 +323,8 @@ class HostLink(wiring.Component):
                                  s_err.eq(Cat(ecode, cmd)), idx.eq(0)]
                     m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += [tx.payload.eq(resp_byte), tx.valid.eq(1), tcrc.en.eq(tx.ready)]
-                with m.If(tx.ready):
-                    m.d.sync += idx.eq(idx + 1)
+                with m.If(free):
+                    emit(resp_byte)
                     with m.If(idx == size - 1):
                         m.d.sync += idx.eq(0)
                         with m.If(s_kind == kinds.index("Y")):
@@ -319,21 +338,17 @@ class HostLink(wiring.Component):
                                  idx.eq(0)]
                     m.next = "Y_SEND"
             with m.State("Y_SEND"):
-                m.d.comb += [tx.payload.eq(yval.word_select(idx[:2], 8)), tx.valid.eq(1),
-                             tcrc.en.eq(tx.ready)]
-                with m.If(tx.ready):
-                    m.d.sync += idx.eq(idx + 1)
+                with m.If(free):
+                    emit(yval.word_select(idx[:2], 8))
                     with m.If(idx == 3):
                         m.d.sync += idx.eq(0)
                         with m.If(ylast):
                             m.next = "SEND_CRC"
                         with m.Else():
                             m.next = "Y_WAIT"
-            with m.State("SEND_CRC"):                # high byte first
-                m.d.comb += [tx.payload.eq(Mux(idx == 0, tcrc.value[8:], tcrc.value[:8])),
-                             tx.valid.eq(1)]
-                with m.If(tx.ready):
-                    m.d.sync += idx.eq(idx + 1)
+            with m.State("SEND_CRC"):                # high byte first, once the last byte is in
+                with m.If(free):
+                    emit(Mux(idx == 0, tcrc.value[8:], tcrc.value[:8]), crc=1)
                     with m.If(idx == 1):
                         m.next = "IDLE"
         return m

@@ -262,10 +262,11 @@ class Host:
                 f"program it with 'insitu synth'")
         return info
 
-    def load(self, progress=None):
-        """Every memory word, ``window`` frames before reading their answers; after a refusal
-        the host resyncs and resends from the first word without its ``K``."""
-        words = self.words
+    def load(self, progress=None, memories=None):
+        """Every word (of ``memories``, default all), ``window`` frames before reading their
+        answers; after a refusal the host resyncs and resends from the first word without
+        its ``K``."""
+        words = [w for w in self.words if memories is None or w[0] in memories]
         tries = Counter()
         i = restarts = 0
         while i < len(words):
@@ -315,16 +316,24 @@ class Host:
         return v
 
     def load_verified(self, load: bool, progress=None):
-        """Load (when ``load``) until the verify answer matches the compiled image."""
+        """Verify; load (when ``load``) the memories that do not match the compiled image, and
+        verify again, until every memory matches.  Returns the words loaded."""
+        loaded = 0
+        v = yield from self.verify()
         for attempt in range(self.reloads + 1):
-            loaded = (yield from self.load(progress)) if load else 0
-            v = yield from self.verify()
             if v["match"]:
                 return loaded
             if not load:
                 raise ProtocolError("the board's memories do not match this folder's image "
                                     "(verify answer); run without --no-load")
-            self.stats["reloads"] += 1
+            if attempt:
+                self.stats["reloads"] += 1
+            stale = {i for i, (g, e) in enumerate(zip(v["memories"], v["expected"]))
+                     if tuple(g) != tuple(e)}
+            loaded += yield from self.load(progress, stale or None)
+            v = yield from self.verify()
+        if v["match"]:
+            return loaded
         names = ("weight", "aux", "post", "coef")
         bad = [f"{names[i]} {tuple(g)} != {tuple(e)}" for i, (g, e)
                in enumerate(zip(v["memories"], v["expected"])) if tuple(g) != tuple(e)]

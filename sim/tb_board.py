@@ -249,8 +249,8 @@ async def board_uart(dut):
 def _session_bytes(host) -> tuple[int, int]:
     """(bytes the host sends before its first input, bytes of the whole clean session)."""
     lb = host.lb
-    words = sum(1 for _ in P.load_words(PLAN))
-    before = 5 + words * (8 + lb) + 5                 # I, L frames, V
+    words = 0 if bool(VEC["preloaded"]) else len(PLAN.weight_words)    # the empty memory
+    before = 5 + 5 + words * (8 + lb) + 5             # I, V, L frames, V
     return before, before + len(VEC["x"]) * (5 + host.n_in)
 
 
@@ -285,7 +285,8 @@ async def one_run(dut, wire: Wire, kind: str, rng: random.Random) -> dict:
         o == [int(v) for v in y] for o, y in zip(outs, VEC["y"]))
     wrong = any(o != [int(v) for v in y] for o, y in zip(outs, VEC["y"]))
     await wire.resync()
-    return {"kind": kind, "at": fault["at"], "outcome": "silent_wrong" if wrong else
+    fired = wire.fired or kind in ("garbage", "reset_infer")
+    return {"kind": kind, "at": fault["at"], "fired": fired, "outcome": "silent_wrong" if wrong else
             "bit_exact" if exact else "error", "error": err, "retries": host.stats["retries"],
             "causes": {k: v for k, v in host.stats.items() if k != "retries"}}
 

@@ -42,6 +42,7 @@ def _row(kind: str, runs: list) -> dict:
     for r in runs:
         causes.update(r["causes"])
     return {"kind": kind, "runs": len(runs), **{o: out.get(o, 0) for o in OUTCOMES},
+            "fault_injected": sum(r.get("fired", True) for r in runs),
             "recovered": sum(r["outcome"] == "bit_exact" and r["retries"] > 0 for r in runs),
             "retries_mean": round(float(np.mean([r["retries"] for r in runs])), 2) if runs else 0,
             "retry_causes": dict(causes.most_common()),
@@ -91,13 +92,14 @@ def markdown(rep: dict) -> str:
     lines = [f"# Link faults through the UART pins ({rep['runs_per_kind']} runs per kind)", "",
              f"Each run: identify, load {rep['load_words']} words, verify, "
              f"{rep['vectors_per_run']} inferences, with one injected fault; {rep['sim']}.", "",
-             "| fault | runs | bit-exact | of which after retries | reported error | "
-             "silent wrong | retries per run | retry causes |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| fault | runs | fault injected | bit-exact | of which after retries | "
+             "reported error | silent wrong | retries per run | retry causes |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     rows = rep["kinds"] + ([rep["control"]] if rep.get("control") else [])
     for r in rows:
         causes = ", ".join(f"{k} {v}" for k, v in list(r["retry_causes"].items())[:4])
-        lines.append(f"| {r['kind']} | {r['runs']} | {r['bit_exact']} | {r['recovered']} | "
+        lines.append(f"| {r['kind']} | {r['runs']} | {r['fault_injected']} | {r['bit_exact']} | "
+                     f"{r['recovered']} | "
                      f"{r['error']} | {r['silent_wrong']} | {r['retries_mean']} | {causes} |")
     lines += ["", f"Silent wrong answers with the protocol's checks: "
               f"**{rep['silent_wrong_total']}**.", ""]
