@@ -94,6 +94,7 @@ class HostLink(wiring.Component):
         left = Signal(16)                  # the frame's length, then the bytes still to come
         len_bad = Signal()
         len_zero = Signal()
+        beyond, same, before = Signal(), Signal(), Signal()
         cnt = Signal(range(max(max_len, 2) + 1))
         args = Signal(8 * (3 + lb))
         mem, addr, data = args[:8], args[8:24], args[24:]
@@ -162,6 +163,14 @@ class HostLink(wiring.Component):
                      rcrc.clear.eq(~receiving),
                      tcrc.clear.eq(s_idle)]
 
+        # Input bytes reach the engine through a one-byte register (the link's state decode
+        # and the engine's input logic are separate paths).
+        xb = Signal(8)
+        xv = Signal()
+        m.d.comb += [eng.i_x.payload.eq(xb), eng.i_x.valid.eq(xv)]
+        with m.If(xv & eng.i_x.ready):
+            m.d.sync += xv.eq(0)
+
         with m.If(took | ~rx.ready | rx.valid):
             m.d.sync += quiet.eq(0)
         with m.Elif(~timed_out):
@@ -204,14 +213,12 @@ class HostLink(wiring.Component):
                     m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 m.d.comb += receiving.eq(1)
-                with m.If(x_live):
-                    m.d.comb += [eng.i_x.payload.eq(rx.payload), eng.i_x.valid.eq(rx.valid),
-                                 rx.ready.eq(eng.i_x.ready)]
-                with m.Else():
-                    m.d.comb += rx.ready.eq(1)
+                m.d.comb += rx.ready.eq(~(x_live & xv))
                 with m.If(took):
                     m.d.sync += [args.eq(Cat(args[8:], rx.payload)), left.eq(left - 1),
                                  xin.eq(xin + x_live)]
+                    with m.If(x_live):
+                        m.d.sync += [xb.eq(rx.payload), xv.eq(1)]
                     with m.If(left == 1):
                         m.next = "CHECK"
                 with m.Elif(timed_out):
@@ -219,6 +226,11 @@ class HostLink(wiring.Component):
                     m.next = "DRAIN"
             with m.State("CHECK"):
                 m.d.comb += [rx.ready.eq(1), receiving.eq(1)]
+                # A load's address checks, registered while the CRC bytes arrive (Fmax):
+                # compares with constants per memory, one comparator with the word count.
+                m.d.sync += [beyond.eq((mem >= P.N_MEMORIES) |
+                                       Array(addr >= n for n, _ in self.checks)[mem[:2]]),
+                             same.eq(addr == counts[mem[:2]]), before.eq(addr < counts[mem[:2]])]
                 with m.If(took):
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If(cnt == 1):
@@ -237,11 +249,7 @@ class HostLink(wiring.Component):
                             with m.Case(ord(c)):
                                 answer(c)
                         with m.Case(ord("L")):
-                            # (compares with constants per memory, one comparator)
-                            beyond = Array(addr >= n for n, _ in self.checks)[mem[:2]]
-                            same = addr == counts[mem[:2]]
-                            before = addr < counts[mem[:2]]
-                            with m.If((mem >= P.N_MEMORIES) | beyond):
+                            with m.If(beyond):
                                 refuse("A")
                             with m.Elif((addr == 0) | same):
                                 m.next = "LOAD"
@@ -285,10 +293,8 @@ class HostLink(wiring.Component):
                     with m.Else():
                         refuse("T")
                 with m.Else():
-                    with m.If(xin != n_in):
-                        m.d.comb += [eng.i_x.payload.eq(0), eng.i_x.valid.eq(1)]
-                        with m.If(eng.i_x.ready):
-                            m.d.sync += xin.eq(xin + 1)
+                    with m.If((xin != n_in) & ~xv):
+                        m.d.sync += [xb.eq(0), xv.eq(1), xin.eq(xin + 1)]
                     with m.If(eng.o_y.valid & eng.o_y.payload.last):
                         m.d.sync += ydone.eq(1)
                     with m.If(ydone):
