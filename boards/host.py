@@ -119,6 +119,5 @@ def run_board(board: Board, plan, x, *, load: bool = True, progress=None,
             "weight_bits_read": counters[-1]["weight_bits"] if counters else 0,
             "engine_errors": sum(c["err"] for c in counters),
             "link": {"retries": host.stats["retries"], "causes": {
-                k: v for k, v in sorted(host.stats.items()) if k != "retries"},
-                "frames_rejected_by_board": counters[-1]["rejected"] if counters else 0},
+                k: v for k, v in sorted(host.stats.items()) if k != "retries"}},
             "seconds": round(time.monotonic() - t0, 2), "outputs": canonical_outputs(plan, outs_arr)}

@@ -102,7 +102,6 @@ class HostLink(wiring.Component):
         xin = Signal(range(n_in + 1))      # bytes the engine took
         ydone = Signal()                   # DRAIN: the last output was dropped
         ecode = Signal(8)
-        rejected = Signal(8)
         mcrc = Signal(32)                  # CRC-32 of the memory being extended
         limit = self.timeout_bits * self.divisor
         quiet = Signal(range(limit + 1))
@@ -118,16 +117,16 @@ class HostLink(wiring.Component):
         verify = Cat(*(crcs[i] ^ 0xFFFFFFFF for i in range(P.N_MEMORIES)),
                      self.verified, Const(0, 7))
         s_args = Signal(24)
-        s_err = Signal(16)
+        s_err = Signal(8)
 
         def head(code, n):
             return Cat(code, Const(n, 16))
         answers = {
             "I": Cat(head(_c8("I"), P.IDENT_LEN), _byte_const(self.ident)),
-            "C": Cat(head(_c8("C"), P.STATUS_LEN), counters, status, rejected),
+            "C": Cat(head(_c8("C"), P.STATUS_LEN), counters, status),
             "V": Cat(head(_c8("V"), P.VERIFY_LEN), verify),
             "K": Cat(head(_c8("K"), 3), s_args),
-            "ERR": Cat(head(s_err[:8], 1), s_err[8:]),
+            "ERR": head(s_err, 0),
             "Y": head(_c8("Y"), 4 * n_out),
         }
         kinds = list(answers)
@@ -153,8 +152,6 @@ class HostLink(wiring.Component):
 
         def refuse(code):
             m.d.sync += ecode.eq(ord(code))
-            if code in "RTW":
-                m.d.sync += rejected.eq(rejected + (rejected != 0xFF))
             answer("ERR")
 
         # -- CRC registers: receive runs over the frame, transmit over the answer -----------------
@@ -331,7 +328,7 @@ class HostLink(wiring.Component):
                 m.d.comb += s_idle.eq(1)
                 with m.If(go):
                     m.d.sync += [s_kind.eq(p_kind), s_args.eq(args[:24]),
-                                 s_err.eq(Cat(ecode, cmd)), idx.eq(0)]
+                                 s_err.eq(ecode), idx.eq(0)]
                     m.next = "SEND"
             with m.State("SEND"):
                 with m.If(free):

@@ -21,11 +21,10 @@ command  payload                                     answer (code: payload)
 ``X``    n_in input bytes (u8, [C, H, W] order)      ``Y``: n_out outputs, int32 each (engine
                                                      order; see ``output_order``)
 ``C``    -                                           ``C``: cycles weight_bits (4 bytes
-                                                     each), status, rejected frames
-                                                     (saturating)
+                                                     each), status
 =======  ==========================================  =========================================
 
-Errors are answered with a one-byte payload, the command they refer to (:data:`ERRORS`).
+A refused frame is answered with an error code and no payload (:data:`ERRORS`).
 A frame whose bytes stop for :data:`TIMEOUT_BITS` bit times is dropped (``T``), so a lost
 byte costs that frame only; after a wrong length (``W``) the board drops bytes until the line
 is quiet for the same time.  An ``X`` frame that fails is still run to its end inside the
@@ -59,7 +58,7 @@ SCHEME_IDS = {name: i for i, name in enumerate(schemes.NAMES)}    # registry ord
 COUNTERS = ("cycles", "weight_bits")
 COUNTER_BYTES = 4
 IDENT_LEN = 12
-STATUS_LEN = len(COUNTERS) * COUNTER_BYTES + 1 + 1
+STATUS_LEN = len(COUNTERS) * COUNTER_BYTES + 1
 VERIFY_LEN = 4 * 4 + 1
 N_MEMORIES = 4
 #: Bit times without a byte after which the board drops a frame it is receiving.
@@ -162,9 +161,9 @@ def parse_status(data: bytes) -> dict:
     for i, name in enumerate(COUNTERS):
         off = i * COUNTER_BYTES
         out[name] = int.from_bytes(data[off:off + COUNTER_BYTES], "little")
-    st = data[-2]
+    st = data[-1]
     out.update({"busy": bool(st & 1), "err": bool(st & 2), "uart_err": bool(st & 4),
-                "verified": bool(st & 8), "rejected": data[-1]})
+                "verified": bool(st & 8)})
     return out
 
 

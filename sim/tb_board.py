@@ -198,15 +198,15 @@ async def board_uart(dut):
     bad_crc = bytearray(P.frame("C"))
     bad_crc[-1] ^= 1
     cases = {
-        "bad_crc": (bytes(bad_crc), ("R", b"C")),
-        "unknown": (P.frame("Z"), ("?", b"Z")),
-        "too_long": (P.frame("C", b"\0\0\0"), ("W", b"C")),
-        "address": (P.frame("L", P.load_payload(0, n_words, 1, lb)), ("A", b"L")),
-        "memory": (P.frame("L", P.load_payload(9, 0, 1, lb)), ("A", b"L")),
-        "gap": (P.frame("L", P.load_payload(0, 5, 1, lb)), ("G", b"L")),
+        "bad_crc": (bytes(bad_crc), ("R", b"")),
+        "unknown": (P.frame("Z"), ("?", b"")),
+        "too_long": (P.frame("C", b"\0\0\0"), ("W", b"")),
+        "address": (P.frame("L", P.load_payload(0, n_words, 1, lb)), ("A", b"")),
+        "memory": (P.frame("L", P.load_payload(9, 0, 1, lb)), ("A", b"")),
+        "gap": (P.frame("L", P.load_payload(0, 5, 1, lb)), ("G", b"")),
     }
     if not bool(VEC["preloaded"]):                   # the weight memory starts empty
-        cases["not_verified"] = (P.frame("X", bytes(host.n_in)), ("N", b"X"))
+        cases["not_verified"] = (P.frame("X", bytes(host.n_in)), ("N", b""))
     else:
         del cases["gap"]
     s["refusals"] = {}

@@ -144,7 +144,7 @@ def test_board_uart_bit_exact(tmp_path, scheme):
     assert r["passed"], {k: r.get(k) for k in ("mismatches", "ident_ok", "counters_ok", "refusals")}
     # only the empty SPRAM-style weight memory needs a load: the others match at power-up
     assert r["mismatches"] == 0 and r["vectors"] == len(x) and r["loads"] == len(plan.weight_words)
-    assert r["refusals_ok"] and r["refusals"]["bad_crc"] == ["R", "C"] and r["retries"] == 0
+    assert r["refusals_ok"] and r["refusals"]["bad_crc"] == ["R", ""] and r["retries"] == 0
     assert r["outputs"] == golden_vectors(plan, x).tolist()
     assert all(c["weight_bits"] == plan.weight_bits_per_inference for c in r["counters"])
 
@@ -206,7 +206,7 @@ class FakeBoard:
         while len(self.rx) >= 3:
             n = int.from_bytes(self.rx[1:3], "little")
             if n > max(self.n_in, 3 + self.lb):
-                self._answer("W", self.rx[:1])
+                self._answer("W")
                 self.rx.clear()                  # dropped until the line is quiet
                 return
             if len(self.rx) < 5 + n:
@@ -215,9 +215,9 @@ class FakeBoard:
             c, body = chr(fr[0]), fr[3:3 + n]
             want = {"I": 0, "C": 0, "V": 0, "L": 3 + self.lb, "X": self.n_in}
             if P.crc16(fr):
-                self._answer("R", fr[:1])
+                self._answer("R")
             elif c in want and n != want[c]:
-                self._answer("W", fr[:1])
+                self._answer("W")
             elif c == "I":
                 self._answer("I", P.ident(self.plan))
             elif c == "V":
@@ -226,11 +226,11 @@ class FakeBoard:
             elif c == "L":
                 mem, addr = body[0], int.from_bytes(body[1:3], "little")
                 if mem >= 4 or addr >= len(self.words[mem]):
-                    self._answer("A", b"L")
+                    self._answer("A")
                     continue
                 have = self.loaded[mem]
                 if addr and addr > len(have):
-                    self._answer("G", b"L")
+                    self._answer("G")
                     continue
                 if addr == 0 or addr == len(have):
                     del have[addr:]
@@ -239,7 +239,7 @@ class FakeBoard:
                 self._answer("K", body[:3])
             elif c == "X":
                 if not self._verified():
-                    self._answer("N", b"X")
+                    self._answer("N")
                     continue
                 x = np.frombuffer(body, dtype=np.uint8)
                 y = golden_vectors(self.plan, x[None].astype(np.int64))[0]
@@ -249,9 +249,9 @@ class FakeBoard:
             elif c == "C":                       # cycles: 1000 + inferences so far
                 self.inferences += 1
                 self._answer("C", (1000 + self.inferences).to_bytes(P.COUNTER_BYTES, "little")
-                             + bytes(P.STATUS_LEN - P.COUNTER_BYTES - 2) + b"\x08\x00")
+                             + bytes(P.STATUS_LEN - P.COUNTER_BYTES - 1) + b"\x08")
             else:
-                self._answer("?", fr[:1])
+                self._answer("?")
 
     def read(self, n):
         out = bytes(self.tx[:n])
