@@ -112,7 +112,8 @@ def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None
             await stream_get_many(ctx, dut.o_y, n_out, out, rng, p_stall)
             got.append(out)
             counters.append({c: ctx.get(getattr(dut, c)) for c in
-                             ("cycles", "mac_slots", "mac_terms", "weight_bits", "err")})
+                             ("cycles", "issue_cycles", "mac_slots", "mac_terms", "weight_bits",
+                              "err")})
     sim.add_testbench(producer)
     cycles = budget or 20 * len(x) * (plan.macs // plan.lanes + 500)
 

@@ -163,6 +163,8 @@ def _run_checked(plan, x, seed: int, rng, reset_mid=None) -> list[dict]:
         v, i = bad[0]
         raise AssertionError(f"vector {v} output {i}: RTL {got[v, i]} != golden {exp[v, i]}")
     for cnt in counters:
+        if not cnt["mac_terms"] <= cnt["issue_cycles"] <= cnt["cycles"]:
+            raise AssertionError(f"counters {cnt}: not terms <= issue cycles <= cycles")
         if cnt["weight_bits"] != plan.weight_bits_per_inference or cnt["mac_slots"] != plan.macs \
                 or cnt["err"]:
             raise AssertionError(f"counters {cnt} != planned bits {plan.weight_bits_per_inference}, "

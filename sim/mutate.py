@@ -8,8 +8,9 @@ Mutations (on the source text, so line numbers stay):
 - comparisons: ``<`` <-> ``<=``, ``>`` <-> ``>=``, ``==`` <-> ``!=``;
 - integer constants off by one: ``n`` -> ``n + 1`` (and ``n - 1`` for ``n > 0``).
 
-Not mutated: docstrings, error messages (f-strings, ``raise`` and ``assert`` statements) and
-width arguments (``Signal``, ``range``, ``signed``, ``unsigned``, ``ceil_log2``: a wider
+Not mutated: docstrings, error messages (f-strings, ``raise`` and ``assert`` statements),
+parameter checks (an ``if`` whose body raises), parameter defaults and width arguments
+(``Signal``, ``range``, ``signed``, ``unsigned``, ``ceil_log2``, ``In``, ``Out``: a wider
 register is an equivalent mutant, not a test gap).
 
 :data:`TESTS` maps each file to its tests (Amaranth-simulator units, the engine benches, the
@@ -50,7 +51,7 @@ TESTS = {
 }
 RTL_FILES = sorted(p.name for p in (ROOT / "rtl").glob("*.py") if p.name != "__init__.py")
 
-_WIDTH_CALLS = {"Signal", "range", "signed", "unsigned", "ceil_log2", "like"}
+_WIDTH_CALLS = {"Signal", "range", "signed", "unsigned", "ceil_log2", "like", "In", "Out"}
 _BINOPS = {ast.Add: ("+", "-"), ast.Sub: ("-", "+"), ast.LShift: ("<<", ">>"),
            ast.RShift: (">>", "<<"), ast.BitAnd: ("&", "|"), ast.BitOr: ("|", "&"),
            ast.BitXor: ("^", "|")}
@@ -81,6 +82,11 @@ def _skip_nodes(tree) -> set:
     for node in ast.walk(tree):
         if isinstance(node, (ast.JoinedStr, ast.Assert, ast.Raise)):
             skip.update(ast.walk(node))
+        elif isinstance(node, ast.If) and node.body and isinstance(node.body[0], ast.Raise):
+            skip.update(ast.walk(node.test))           # a parameter check: its own tests
+        elif isinstance(node, ast.arguments):            # default values of parameters
+            for d in node.defaults + [d for d in node.kw_defaults if d is not None]:
+                skip.update(ast.walk(d))
         elif isinstance(node, ast.Call):
             fn = node.func
             name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) \

@@ -41,6 +41,7 @@ def test_engine_network_bit_exact(scheme, stalls):
     assert (got == exp).all()
     for c in counters:
         assert c["weight_bits"] == plan.weight_bits_per_inference   # every word read as planned
+        assert 0 < c["mac_terms"] <= c["issue_cycles"] <= c["cycles"]
         if type(schemes.get(scheme)).bits_read is Scheme.bits_read:
             assert c["weight_bits"] == plan.weight_memory_bits      # every stored bit once
         assert c["mac_slots"] == plan.macs                  # every MAC done once

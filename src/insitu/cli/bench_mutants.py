@@ -8,12 +8,14 @@ surviving mutants).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..gen.util import write_atomic
 from ..sim import mutate
 from .plots import write_bench
 
@@ -23,6 +25,7 @@ __all__ = ["run_bench_mutants"]
 def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1, jobs: int = 1,
                       timeout: float = 600) -> dict:
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     files = list(files or mutate.RTL_FILES)
     muts = mutate.sample(files, per_file, seed)
@@ -36,6 +39,7 @@ def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1,
             r = mutate.run_mutant(tree, muts[k], timeout)
             res.append(r)
             results.append(r)
+            write_atomic(out / "mutants_partial.json", json.dumps(results, indent=1))
             print(f"[{len(results)}/{len(muts)}] {r['mutant']}: "
                   f"{'killed' if r['killed'] else 'SURVIVED'} ({r['seconds']:.0f} s)",
                   file=sys.stderr, flush=True)
