@@ -32,14 +32,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Assume, Cat, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import (
+    Assert,
+    Assume,
+    Cat,
+    Const,
+    Elaboratable,
+    Module,
+    Mux,
+    Signal,
+    signed,
+)
 from amaranth.lib import data
 
 from ..gen import tools
 from ..gen.golden import AsmCodeFormat, SdFormat
-from ..rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank
 from ..gen.memmap import M_BITS, OUT_BITS, S_BITS
 from ..gen.quantise import shift_for
+from ..rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank
 from ..rtl.control import running_max
 from ..rtl.crc import CRC16, CRC32, CrcSpec, crc_step
 from ..rtl.post import round_last, saturate, shift_split

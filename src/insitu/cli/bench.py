@@ -13,14 +13,13 @@ from ..gen import schemes as registry
 from ..gen.compiler import MAX_LANES
 from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
-from ..sim import fuzz
-from ..sim import mutate
+from ..sim import fuzz, mutate
 from ..sim.board_sim import FAULT_KINDS
 from . import bench_hw
 from .bench_bandwidth import run_bench_bandwidth
 from .bench_faults import run_bench_faults
-from .bench_mutants import run_bench_mutants
 from .bench_memory import SWEEPS, markdown, run_bench_memory
+from .bench_mutants import run_bench_mutants
 from .bench_sweep import run_bench_sweep
 from .common import UserError, scheme_knobs
 
