@@ -41,11 +41,13 @@ _ENGINE = ["tests/test_engine.py", "tests/test_engine_graph.py", "tests/test_for
            "avgpool or maxpool"]
 #: The tests that cover each file of ``rtl/`` (pytest arguments).
 TESTS = {
-    "asm.py": ["tests/test_rtl_asm.py", "tests/test_formal.py", "-k", "asm or Asm or product"],
+    "asm.py": ["tests/test_rtl_asm.py", "tests/test_formal.py", "tests/test_engine_graph.py",
+               "-k", "asm or Asm or product"],
     "pow2.py": ["tests/test_rtl_pow2.py", "tests/test_formal.py", "-k", "pow2 or decoder"],
     "weightgen.py": ["tests/test_rtl_weightgen.py", "tests/test_formal.py", "-k",
                      "sd_ or weight or mlg or generator"],
-    "baseline.py": ["tests/test_rtl_baseline.py", "tests/test_engine.py", "-k",
+    "baseline.py": ["tests/test_rtl_baseline.py", "tests/test_engine.py",
+                    "tests/test_engine_graph.py", "-k",
                     "int8 or baseline or exact or pow2 or lane"],
     "crc.py": ["tests/test_formal.py", "tests/test_rtl_components.py", "-k", "crc"],
     "uart.py": ["tests/test_boards.py", "-k", "uart_loopback or uart_rx or divisor"],
