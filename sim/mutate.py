@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: The engine's tests without their stall variants (the bench drives the same design), the
 #: graph benches and the proofs of the post-processor's and controller's arithmetic.
-_ENGINE = ["tests/test_engine.py", "tests/test_engine_graph.py", "tests/test_formal.py", "-k",
+_ENGINE = ["tests/test_engine.py", "tests/test_engine_graph.py", "tests/test_formal.py",
+           "tests/test_cycles.py", "-k",
            "False or switch or single or levels or load_stream or planted or requant or "
-           "avgpool or maxpool"]
+           "avgpool or maxpool or invalid or weight_port_in_rtl"]
 #: The tests that cover each file of ``rtl/`` (pytest arguments).
 TESTS = {
     "asm.py": ["tests/test_rtl_asm.py", "tests/test_formal.py", "tests/test_engine_graph.py",

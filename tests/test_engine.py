@@ -50,6 +50,27 @@ def test_engine_network_bit_exact(scheme, stalls):
         assert len({c["cycles"] for c in counters}) == 1    # data-independent timing
 
 
+def test_engine_flags_an_invalid_weight_code():
+    """A weight word whose code the golden decoder refuses (ASM A4: a select/shift pair past
+    15, not the zero code) raises the engine's sticky ``err`` for that inference."""
+    rng = np.random.default_rng(4)
+    plan = compile_model(small_net(rng), "asm", lanes=3, input_shape=(2, 5, 5),
+                         knobs={"alphabet": "A4", "weight_bits": 8})
+    x = extreme_inputs(rng, 50, n_random=0)[:1]
+    i = plan.layers[1].wbase + 5
+    for bit in range(plan.weight_word_bits):
+        bad = copy.deepcopy(plan)
+        bad.weight_words[i] ^= 1 << bit
+        try:
+            golden_vectors(bad, x)
+        except ValueError:                                     # an invalid code
+            break
+    else:
+        pytest.fail("no single bit flip makes an invalid code")
+    _, counters = run_engine(bad, x)
+    _, good = run_engine(plan, x)
+    assert counters[0]["err"] == 1 and good[0]["err"] == 0
+
 @pytest.mark.parametrize("scheme", schemes.NAMES)
 def test_engine_planted_weight_error_is_caught(scheme):
     rng = np.random.default_rng(4)
