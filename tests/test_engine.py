@@ -50,12 +50,14 @@ def test_engine_network_bit_exact(scheme, stalls):
         assert len({c["cycles"] for c in counters}) == 1    # data-independent timing
 
 
-def test_engine_flags_an_invalid_weight_code():
+@pytest.mark.parametrize("scheme, knobs", [("asm", {"alphabet": "A4", "weight_bits": 8}),
+                                           ("smartdeal", None)])
+def test_engine_flags_an_invalid_weight_code(scheme, knobs):
     """A weight word whose code the golden decoder refuses (ASM A4: a select/shift pair past
-    15, not the zero code) raises the engine's sticky ``err`` for that inference."""
+    15, not the zero code; SmartDeal: an exponent out of range, through the tile fill) raises
+    the engine's sticky ``err`` for that inference."""
     rng = np.random.default_rng(4)
-    plan = compile_model(small_net(rng), "asm", lanes=3, input_shape=(2, 5, 5),
-                         knobs={"alphabet": "A4", "weight_bits": 8})
+    plan = compile_model(small_net(rng), scheme, lanes=3, input_shape=(2, 5, 5), knobs=knobs)
     x = extreme_inputs(rng, 50, n_random=0)[:1]
     i = plan.layers[1].wbase + 5
     for bit in range(plan.weight_word_bits):
