@@ -226,7 +226,7 @@ class HostLink(wiring.Component):
                 # A load's address checks, registered while the CRC bytes arrive (Fmax):
                 # compares with constants per memory, one comparator with the word count.
                 m.d.sync += [beyond.eq((mem >= P.N_MEMORIES) |
-                                       Array(addr >= n for n, _ in self.checks)[mem[:2]]),
+                                       Array(addr >= n if n else Const(1) for n, _ in self.checks)[mem[:2]]),
                              same.eq(addr == counts[mem[:2]]), before.eq(addr < counts[mem[:2]])]
                 with m.If(took):
                     m.d.sync += cnt.eq(cnt + 1)
