@@ -54,6 +54,8 @@ TESTS = {
     "uart.py": ["tests/test_boards.py", "-k", "uart_loopback or uart_rx or divisor"],
     "flash.py": ["tests/test_flash.py"],
     "emit.py": ["tests/test_cli.py", "-k", "compile or verilog or simulate"],
+    # the SPRAM-style (empty at power-up) weight memory is built by the board tests only
+    "weightmem.py": _ENGINE[:-2] + ["tests/test_boards.py", "-k", _ENGINE[-1] + " or uart_bit_exact"],
 }
 RTL_FILES = sorted(p.name for p in (ROOT / "rtl").glob("*.py") if p.name != "__init__.py")
 
