@@ -95,7 +95,7 @@ class HostLink(wiring.Component):
         len_bad = Signal()
         len_zero = Signal()
         beyond, same, before = Signal(), Signal(), Signal()
-        cnt = Signal(range(max(max_len, 2) + 1))
+        cnt = Signal(range(max(lb, 2) + 1))   # length and CRC bytes, the load's data bytes
         args = Signal(8 * (3 + lb))
         mem, addr, data = args[:8], args[8:24], args[24:]
         x_live = Signal()                  # this X frame's payload goes to the engine
@@ -109,8 +109,8 @@ class HostLink(wiring.Component):
         m.d.comb += timed_out.eq(quiet == limit)
 
         # -- answers: a sender of its own, so the next frame arrives while one is answered ----
-        # The parser picks the kind (p_kind, p_code) and waits in ANSWER until the sender is
-        # idle; the sender then latches what it sends (s_kind, s_args, s_err).
+        # The parser picks the kind (p_kind; ecode for a refusal) and waits in ANSWER until the
+        # sender is idle; the sender then latches what it sends (s_kind, s_args, s_err).
         status = Cat(eng.busy, eng.err, urx.error, self.verified, Const(0, 4))
         counters = Cat(*(Cat(getattr(eng, n), Const(0, 8 * P.COUNTER_BYTES))[:8 * P.COUNTER_BYTES]
                          for n in P.COUNTERS))
@@ -282,24 +282,15 @@ class HostLink(wiring.Component):
                             with m.Case(i):
                                 m.d.sync += [crcs[i].eq(mcrc), counts[i].eq(addr + 1)]
                 answer("K")
-            with m.State("DRAIN"):                   # finish a failed X frame in the engine
-                m.d.comb += [rx.ready.eq(1), drain_ready.eq(1)]
-                with m.If(~x_live):
-                    with m.If(ecode == ord("R")):
-                        refuse("R")
-                    with m.Else():
-                        refuse("T")
-                with m.Else():
-                    with m.If((xin != n_in) & ~xv):
-                        m.d.sync += [xb.eq(0), xv.eq(1), xin.eq(xin + 1)]
-                    with m.If(eng.o_y.valid & eng.o_y.payload.last):
-                        m.d.sync += ydone.eq(1)
-                    with m.If(ydone):
-                        m.d.sync += ydone.eq(0)
-                        with m.If(ecode == ord("R")):
-                            refuse("R")
-                        with m.Else():
-                            refuse("T")
+            with m.State("DRAIN"):                   # finish a failed X frame in the engine,
+                m.d.comb += [rx.ready.eq(1), drain_ready.eq(1)]   # then refuse (ecode is set)
+                with m.If(x_live & (xin != n_in) & ~xv):
+                    m.d.sync += [xb.eq(0), xv.eq(1), xin.eq(xin + 1)]
+                with m.If(eng.o_y.valid & eng.o_y.payload.last):
+                    m.d.sync += ydone.eq(1)
+                with m.If(~x_live | ydone):
+                    m.d.sync += ydone.eq(0)
+                    answer("ERR")
             with m.State("DISCARD"):                 # a wrong length: drop until quiet
                 m.d.comb += rx.ready.eq(1)
                 with m.If(timed_out):

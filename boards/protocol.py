@@ -49,7 +49,14 @@ import zlib
 from collections import Counter
 
 from ..gen import schemes
-from ..gen.memmap import MEM_AUX, MEM_COEF, MEM_POST, MEM_WEIGHT, load_data_bits
+from ..gen.memmap import (
+    MEM_AUX,
+    MEM_COEF,
+    MEM_POST,
+    MEM_WEIGHT,
+    MEMORIES,
+    load_data_bits,
+)
 
 VERSION = 2
 SCHEME_IDS = {name: i for i, name in enumerate(schemes.NAMES)}    # registry order
@@ -81,6 +88,14 @@ TRANSIENT = frozenset("RTWG")
 
 class ProtocolError(RuntimeError):
     """The board answered something the protocol does not allow, or a frame kept failing."""
+
+
+class Refused(ProtocolError):
+    """The board refused a frame for good (``code``: one of :data:`ERRORS`)."""
+
+    def __init__(self, cmd: str, code: str):
+        super().__init__(f"the board refused the '{cmd}' frame: {ERRORS[code]}")
+        self.code = code
 
 
 class LinkFault(Exception):
@@ -215,6 +230,8 @@ class Host:
         self.plan, self.retries, self.reloads, self.window = plan, retries, reloads, window
         #: ``(mem, addr, value)`` to load: the plan's image unless a test plants an error.
         self.words = list(load_words(plan) if words is None else words)
+        #: The CRC-32 of each memory holding the compiled image (the verify answer's).
+        self.expected_crcs = [c for _, c in memory_checks(plan)]
         self.lb = load_bytes(plan)
         self.n_in, self.n_out = io_sizes(plan)
         self.stats: Counter = Counter()
@@ -247,7 +264,7 @@ class Host:
                 elif code in TRANSIENT:
                     last = ERRORS[code]
                 else:
-                    raise ProtocolError(f"the board refused the '{cmd}' frame: {ERRORS[code]}")
+                    raise Refused(cmd, code)
             self.stats[last] += 1
             self.stats["retries"] += 1
             yield ("resync",)
@@ -313,7 +330,7 @@ class Host:
 
     def verify(self) -> dict:
         v = parse_verify((yield from self.exchange("V", b"", "V")))
-        v["expected"] = [c for _, c in memory_checks(self.plan)]
+        v["expected"] = self.expected_crcs
         v["match"] = v["verified"] and v["crc32"] == v["expected"]
         return v
 
@@ -335,7 +352,7 @@ class Host:
             v = yield from self.verify()
         if v["match"]:
             return loaded
-        names = ("weight", "aux", "post", "coef")
+        names = {i: name for name, i in MEMORIES.items()}
         bad = [f"{names[i]} {g:08x} != {e:08x}" for i, (g, e)
                in enumerate(zip(v["crc32"], v["expected"])) if g != e]
         raise ProtocolError(f"the loaded memories do not verify after {self.reloads + 1} loads "
@@ -348,8 +365,8 @@ class Host:
             try:
                 return parse_outputs((yield from self.exchange("X", payload, "Y", "infer")),
                                      self.n_out)
-            except ProtocolError as exc:
-                if ERRORS["N"] not in str(exc) or not load or attempt == self.reloads:
+            except Refused as exc:
+                if exc.code != "N" or not load or attempt == self.reloads:
                     raise
             self.stats["reloads after a reset"] += 1
             yield from self.load_verified(load)
