@@ -15,6 +15,9 @@ tile ``k`` from the other, so per tile::
 * ``fill[k]``: the scheme's fill cycles (``Scheme.tile_costs``), or, with a weight port of
   ``port_bits`` bits per cycle, at least ``ceil(bits / port_bits)``: the weight words stream
   in from outside (flash) and nothing is kept on chip between inferences.
+* With a flash weight memory (``Plan.weight_flash``, ``gen.flashimage``), each tile's words
+  of the weight stream arrive at the flash's bits per cycle; the stream starts with the read
+  command (``COMMAND_CLOCKS`` flash clocks) and runs ahead of the fill by about two words.
 * A layer switch waits for the previous layer's results to be written back
   (``SWITCH`` cycles and one per lane of its last word).
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import schemes
+from .flashimage import COMMAND_CLOCKS, flash_bits_per_cycle, parse_flash, word_bytes
 
 __all__ = ["CycleEstimate", "estimate_cycles", "port_capacity", "SWITCH", "START"]
 
@@ -74,9 +78,12 @@ def _issue(plan, ly, lanes: int) -> int:
 def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
     """Cycles of one inference of ``plan`` (see the module docstring).  ``port_bits``: the
     weight port's bits per cycle (a positive integer), or None for the plan's own
-    (``Plan.weight_port_bits``; 0 there: on-chip memories read at once)."""
+    (``Plan.weight_port_bits``; 0 there: on-chip memories read at once, or the plan's flash
+    weight memory, ``Plan.weight_flash``)."""
+    flash = None
     if port_bits is None:
         port_bits = plan.weight_port_bits or None
+        flash = plan.weight_flash or None
     if port_bits is not None and (not isinstance(port_bits, int) or isinstance(port_bits, bool)
                                   or port_bits < 1):
         raise ValueError(f"Weight-port bits per cycle must be a positive integer, not {port_bits!r}")
@@ -88,10 +95,21 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
         for tk, (fc, bits) in enumerate(scheme.tile_costs(plan, ly)):
             tiles.append((min(L, ly.cout - tk * L), fc + 2, bits))
     cap = port_capacity(plan, port_bits) if port_bits is not None else 0
+    if flash:
+        rate = flash_bits_per_cycle(flash)
+        nb = word_bytes(plan)
+        fbits = [8 * nb * len(t) for ly in plan.weighted for t in scheme.weight_trace(plan, ly)]
+        cap = 16 * nb                 # one word waiting, one being gathered
+        latency = COMMAND_CLOCKS * 2 * parse_flash(flash)[1] + 4
 
     def fill_time(k, idle):
         """Cycles of tile k's fill; the port's buffer filled up while the fill was idle."""
         _, gen, bits = tiles[k]
+        if flash:
+            if not fbits[k]:
+                return gen, gen
+            head = min(cap, rate * idle) if k else -rate * latency
+            return max(gen, int(-(-max(0, fbits[k] - head) // rate)) + 2), gen
         if port_bits is None:
             return gen, gen
         head = min(cap, port_bits * idle)
@@ -125,7 +143,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                 begin = max(t, fill_end[k])
                 wait = begin - t
                 if wait > 0:
-                    label = "port" if port_bits is not None and need > gen else "fill"
+                    label = "port" if (port_bits is not None or flash) and need > gen else "fill"
                     bound[label] += wait
                 bound["mac"] += n
                 t = begin + n

@@ -6,6 +6,8 @@ Folder contents (``insitu compile ... -o DIR``):
 * ``manifest.json``: the plan (layer table, scales, widths, memory words in hex);
 * ``weight.hex``, ``aux.hex``, ``post.hex``: the memory images, one word per line (hex, for
   ``$readmemh`` or a loader over ``i_load``);
+* ``flash.bin`` (only with a flash weight memory, ``Plan.weight_flash``): the weight stream
+  the flash holds (``gen.flashimage``);
 * ``vectors.npz``: ``x`` (u8 inputs, ``[N, C*H*W]``) and ``y`` (golden final-layer values in
   the engine's emission order), from ``gen.network.forward_int`` on the decoded images;
 * ``compile_report.json``: weights, weight-memory bits, bits per weight, ratios, MACs;
@@ -27,15 +29,18 @@ import numpy as np
 from .buffers import buffer_report
 from .compiler import Plan, golden_layers
 from .cycles import estimate_cycles
+from .flashimage import flash_bits_per_cycle, flash_image
 from .model import ModelError
 from .network import forward_int, output_order
 
 __all__ = ["load_plan", "golden_vectors", "canonical_outputs", "compile_report",
-           "TOP", "SHIPPED", "write_checksums", "verify_design"]
+           "TOP", "SHIPPED", "FLASH", "write_checksums", "verify_design"]
 
 TOP = "insitu_engine"
-#: The files of a design folder that hardware is built or loaded from.
+#: The files of a design folder that hardware is built or loaded from (and ``FLASH`` in a
+#: folder whose weights stream from a flash).
 SHIPPED = ("engine.v", "manifest.json", "weight.hex", "aux.hex", "post.hex")
+FLASH = "flash.bin"
 
 
 def _sha256(path: Path) -> str:
@@ -45,7 +50,7 @@ def _sha256(path: Path) -> str:
 def write_checksums(folder) -> None:
     """``checksums.json`` of the shipped files in ``folder``."""
     d = Path(folder)
-    sums = {name: _sha256(d / name) for name in SHIPPED}
+    sums = {name: _sha256(d / name) for name in SHIPPED + (FLASH,) if (d / name).exists()}
     (d / "checksums.json").write_text(json.dumps({"sha256": sums}, indent=1) + "\n")
 
 
@@ -57,7 +62,7 @@ def verify_design(folder) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         raise ModelError(f"'{d}' has no valid checksums.json: recompile it with insitu "
                          f"compile") from None
-    for name in SHIPPED:
+    for name in SHIPPED + ((FLASH,) if FLASH in sums else ()):
         path = d / name
         if not path.exists():
             raise ModelError(f"'{path}' is missing: recompile the folder")
@@ -97,6 +102,9 @@ def compile_report(plan: Plan) -> dict:
             "memory_ratio_vs_int8": 8 * weights / bits, "memory_ratio_vs_fp32": 32 * weights / bits,
             "macs_per_inference": plan.macs,
             "weight_port_bits": plan.weight_port_bits,
+            "weight_flash": plan.weight_flash,
+            **({"flash_bits_per_cycle": flash_bits_per_cycle(plan.weight_flash),
+                "flash_bytes": len(flash_image(plan))} if plan.weight_flash else {}),
             "cycles_model": est.cycles, "limited_by": est.limit,
             "compressed_bits": plan.compressed_bits,
             "layout_bits": bits - plan.compressed_bits if plan.compressed_bits else 0,  # +/-

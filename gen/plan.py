@@ -87,6 +87,9 @@ class Plan:
     compressed_bits: int = 0        # the codes alone (what ``insitu compress`` counts)
     weight_port_bits: int = 0       # > 0: the weight memories are read through a link of
                                     # this many bits per cycle (rtl.weightport); 0: at once
+    weight_flash: str = ""          # "qspi[:DIV]" / "spi[:DIV]": the weight memory is not on
+                                    # chip, its read trace streams from a SPI NOR flash at
+                                    # every inference (gen.flashimage, rtl.weightstream)
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:

@@ -25,7 +25,15 @@ import numpy as np
 from amaranth.back import verilog
 
 from ..gen.compiler import Plan
-from ..gen.design import TOP, compile_report, golden_vectors, hex_image, write_checksums
+from ..gen.design import (
+    FLASH,
+    TOP,
+    compile_report,
+    golden_vectors,
+    hex_image,
+    write_checksums,
+)
+from ..gen.flashimage import flash_image
 from ..gen.memmap import POST_BITS
 from ..gen.util import atomic_dir, unknown
 from ..gen.util import parse_sets as parse_kv
@@ -208,6 +216,8 @@ def write_design(plan: Plan, out_dir, x_u8: np.ndarray | None = None, progress=N
         (tmp / "weight.hex").write_text(hex_image(plan.weight_words, plan.weight_word_bits))
         (tmp / "aux.hex").write_text(hex_image(plan.aux_words, plan.aux_word_bits))
         (tmp / "post.hex").write_text(hex_image(plan.post_words, POST_BITS))
+        if plan.weight_flash:
+            (tmp / FLASH).write_bytes(flash_image(plan))
         if source is not None:          # the float model, for simulate --labels
             shutil.copyfile(source, tmp / f"model{Path(source).suffix}")
         np.savez(tmp / "vectors.npz", x=x_u8.astype(np.uint8), y=y)

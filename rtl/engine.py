@@ -49,6 +49,7 @@ from ..gen import schemes
 from ..gen.buffers import memory_words
 from ..gen.compiler import MAX_LANES
 from ..gen.cycles import port_capacity
+from ..gen.flashimage import flash_image, parse_flash
 from ..gen.memmap import MEM_POST, load_data_bits
 from .actmem import ActivationMemory
 from .asm import AsmMacArray
@@ -60,6 +61,7 @@ from .fill import FILLS
 from .post import PostProcessor, output_layout, post_layout
 from .weightmem import WeightMemory, load_addr_bits, load_layout
 from .weightport import WeightPort
+from .weightstream import FLASH_PINS, WeightStream
 
 __all__ = ["Engine", "load_layout", "post_layout", "MACS"]
 
@@ -86,6 +88,8 @@ class Engine(wiring.Component):
         weight memory then starts empty and the host writes it over ``i_load``.
     counter_bits : int, keyword-only
         Width of the counters, 16..64 (48 by default; the board tops use 32).
+    flash_offset : int, keyword-only
+        With ``plan.weight_flash``: the flash address of the weight stream (0 by default).
 
     Members
     -------
@@ -96,6 +100,9 @@ class Engine(wiring.Component):
     busy : ``Out(1)``, an inference is running.
     err : ``Out(1)``, sticky until the next start: a bad weight code or an overrun was seen.
     cycles, issue_cycles, mac_terms, mac_slots, weight_bits : ``Out(counter_bits)`` counters.
+    flash : ``Out(FLASH_PINS)``, only with ``plan.weight_flash``: the weight memory is a SPI
+        NOR flash holding ``gen.flashimage.flash_image(plan)`` at ``flash_offset``, read once
+        per inference (:class:`~.weightstream.WeightStream`); nothing of it is kept on chip.
 
     Raises
     ------
@@ -104,9 +111,11 @@ class Engine(wiring.Component):
         layers, or ``weight_ram`` / ``counter_bits`` is out of range (one message each).
     """
 
-    def __init__(self, plan, *, weight_ram: str = "block", counter_bits: int = 48):
+    def __init__(self, plan, *, weight_ram: str = "block", counter_bits: int = 48,
+                 flash_offset: int = 0):
         self._plan = plan
         self._check(plan)
+        self.flash_offset = flash_offset
         self._scheme = schemes.get(plan.scheme)
         if weight_ram not in ("block", "huge"):
             raise ValueError(f"weight_ram must be 'block' or 'huge', not {weight_ram!r}")
@@ -121,6 +130,7 @@ class Engine(wiring.Component):
             "busy": Out(1),
             "err": Out(1),
             **{name: Out(counter_bits) for name in COUNTERS},
+            **({"flash": Out(FLASH_PINS)} if plan.weight_flash else {}),
         })
         self.lanes = plan.lanes
 
@@ -136,6 +146,11 @@ class Engine(wiring.Component):
             raise ValueError(f"Engine lanes must be an integer in 1..{MAX_LANES}, not {plan.lanes!r}")
         if not plan.layers:
             raise ValueError("Engine plan has no layers")
+        if plan.weight_flash:
+            parse_flash(plan.weight_flash)
+            if plan.weight_port_bits:
+                raise ValueError("Engine weights come from a flash or through a weight port, "
+                                 "not both")
 
     def elaborate(self, platform):
         m = Module()
@@ -150,7 +165,8 @@ class Engine(wiring.Component):
         running, idle = Signal(), Signal()
         m.d.comb += [idle.eq(~running), self.busy.eq(running)]
 
-        m.submodules.weights = wmem = WeightMemory(plan, weight_ram=self.weight_ram)
+        m.submodules.weights = wmem = WeightMemory(
+            plan, weight_ram="flash" if plan.weight_flash else self.weight_ram)
         wiring.connect(m, wiring.flipped(self.i_load), wmem.i_load)
         m.d.comb += wmem.enable.eq(idle)
 
@@ -171,7 +187,22 @@ class Engine(wiring.Component):
         fill = FILLS[self._scheme.fill](fplan, rmax=rmax, depths=wmem.depths)
         t_wr = tile.write_port(granularity=wbits)
         fill_start, fill_go = Signal(), Signal()
-        if plan.weight_port_bits:
+        if plan.weight_flash:
+            # The weight memory is a flash read once per inference: the fill advances when
+            # it takes no weight word or the next one has arrived.
+            quad, divider = parse_flash(plan.weight_flash)
+            m.submodules.wstream = ws = WeightStream(
+                word_bits=plan.weight_word_bits, count=len(flash_image(plan)),
+                offset=self.flash_offset, quad=quad, divider=divider)
+            wiring.connect(m, ws.flash, wiring.flipped(self.flash))
+            m.submodules.fill = EnableInserter(en := Signal())(fill)
+            m.d.comb += [en.eq(~fill.w_take | ws.ready), ws.start.eq(start),
+                         ws.take.eq(fill.w_take & en)]
+            held_start, held_go = Signal(), Signal()
+            m.d.sync += [held_start.eq((held_start | start) & ~en),
+                         held_go.eq((held_go | sched.go) & ~en)]
+            m.d.comb += [fill_start.eq(start | held_start), fill_go.eq(sched.go | held_go)]
+        elif plan.weight_port_bits:
             # A weight link of weight_port_bits bits per cycle: the fill runs under a clock
             # enable that a credit counter raises when the bits it reads have arrived; what
             # the fill drives outside (tile writes, read enables, done, counts) is gated by
@@ -195,6 +226,8 @@ class Engine(wiring.Component):
         for name in ("w_rd", "a_rd", "c_rd"):
             src, dst = getattr(fill, name), getattr(wmem, name)
             m.d.comb += [dst.addr.eq(src.addr), dst.en.eq(src.en & en), src.data.eq(dst.data)]
+        if plan.weight_flash:
+            m.d.comb += fill.w_rd.data.eq(ws.data)
         fill_done, fill_wbits, fill_err = fill.done & en, Mux(en, fill.wbits, 0), fill.err & en
         m.d.comb += [sched.start.eq(start), sched.fill_done.eq(fill_done),
                      fill.start.eq(fill_start), fill.go.eq(fill_go), fill.layer.eq(sched.layer),

@@ -8,7 +8,8 @@ All fills share :class:`Fill`'s signature, so the engine builds whichever the sc
   into tile-buffer slot ``slot``) and ``start`` (an inference starts);
 * out: ``t_wr``, the tile-buffer write port (rows of ``lanes x group`` weights, with a write
   enable per weight), ``done`` (the tile is complete), ``wbits`` (weight-memory bits read this
-  cycle) and ``err`` (a bad code was seen);
+  cycle), ``w_take`` (the read on ``w_rd`` this cycle is one the fill uses: the next word of
+  its read trace, ``Scheme.weight_trace``) and ``err`` (a bad code was seen);
 * ``w_rd``, ``a_rd``, ``c_rd``: read ports of the weight, aux and coefficient memories.
 """
 
@@ -44,7 +45,7 @@ class Fill(wiring.Component):
     -------
     start, go : ``In(1)``
     layer, tile, lanes, slot : ``In(...)``, the tile to fill
-    done, err : ``Out(1)``
+    done, err, w_take : ``Out(1)``
     wbits : ``Out(16)``
     t_wr : ``In(WritePort.Signature(...))``, the tile-buffer write port (driven by the fill)
     w_rd, a_rd, c_rd : ``In(ReadPort.Signature(...))``, memory read ports (driven by the fill)
@@ -70,6 +71,7 @@ class Fill(wiring.Component):
             "slot": In(1),
             "done": Out(1),
             "wbits": Out(16),
+            "w_take": Out(1),
             "err": Out(1),
             "t_wr": In(WritePort.Signature(addr_width=ceil_log2(2 * rmax),
                                            shape=unsigned(L * G * wb), granularity=wb)),
@@ -111,7 +113,8 @@ class CopyFill(Fill):
         m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + r1), self.t_wr.data.eq(self.w_rd.data),
                      self.t_wr.en.eq(Mux(v1, (1 << len(self.t_wr.en)) - 1, 0))]      # every lane
         m.d.comb += self.done.eq(v1 & (r1 == terms - 1))
-        m.d.comb += self.wbits.eq(Mux(active, plan.weight_word_bits, 0))
+        m.d.comb += [self.wbits.eq(Mux(active, plan.weight_word_bits, 0)),
+                     self.w_take.eq(active)]
         return m
 
 
@@ -159,6 +162,8 @@ too: read once more from the same address, counted once.
                 with m.If(valid & port.ready):
                     m.d.sync += sent.eq(Mux(again, sent + 1, 0))
             m.d.comb += [rd.addr.eq(Mux(again, addr - 1, addr)), rd.en.eq(can)]
+            if rd is self.w_rd:
+                m.d.comb += self.w_take.eq(can & go & (addr < n))
             with m.If(can & ~again):
                 m.d.sync += valid.eq(go & (addr < n))
                 with m.If(go & (addr < n)):
@@ -276,6 +281,7 @@ tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
                 # Wb[o] (level 1) from the weight memory, V[tile, o] from the aux memory.
                 m.d.comb += [wr_.addr.eq(lc["wbase"] + o), ar_.addr.eq(lc["vbase"] + self.tile * lc["bo"] + o)]
                 m.d.sync += [s_load.eq(1), s_o.eq(o)]
+                m.d.comb += self.w_take.eq(lc["l1"])
                 m.d.comb += self.wbits.eq(Mux(lc["l1"], plan.weight_word_bits, 0)
                                          + Mux(lc["l2"], plan.aux_word_bits, 0))
                 with m.If(o == lc["bo"] - 1):
@@ -286,7 +292,7 @@ tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
                 # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci].
                 m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og), wr_.addr.eq(p_addr)]
                 with m.If(~lc["l1"]):
-                    m.d.comb += wr_.en.eq(p_field == 0)
+                    m.d.comb += [wr_.en.eq(p_field == 0), self.w_take.eq(p_field == 0)]
                     with m.If(p_field == lc["per_word"] - 1):
                         m.d.sync += [p_field.eq(0), p_addr.eq(p_addr + 1)]
                     with m.Else():

@@ -66,10 +66,12 @@ class WeightMemory(wiring.Component):
     ----------
     plan : ``gen.plan.Plan``
         The compiled plan: memory images and word widths.
-    weight_ram : ``"block"`` or ``"huge"``
+    weight_ram : ``"block"``, ``"huge"`` or ``"flash"``
         ``"huge"`` asks synthesis for the large single-port RAM of the device (iCE40 UP5K
         SPRAM).  Such RAM is not initialised by the bitstream, so the weight memory starts
-        empty and the host loads it.
+        empty and the host loads it.  ``"flash"``: no weight memory is built (the engine
+        streams it from a flash, ``rtl.weightstream``); its loads are ignored and ``w_rd``
+        reads 0.
 
     Members
     -------
@@ -83,12 +85,12 @@ class WeightMemory(wiring.Component):
     Raises
     ------
     ValueError
-        If ``weight_ram`` is not ``"block"`` or ``"huge"``.
+        If ``weight_ram`` is not ``"block"``, ``"huge"`` or ``"flash"``.
     """
 
     def __init__(self, plan, *, weight_ram: str = "block"):
-        if weight_ram not in ("block", "huge"):
-            raise ValueError(f"weight_ram must be 'block' or 'huge', not {weight_ram!r}")
+        if weight_ram not in ("block", "huge", "flash"):
+            raise ValueError(f"weight_ram must be 'block', 'huge' or 'flash', not {weight_ram!r}")
         self._plan, self.weight_ram = plan, weight_ram
         self.depths = memory_depths(plan)
         self.addr_bits = load_addr_bits(plan)
@@ -108,6 +110,8 @@ class WeightMemory(wiring.Component):
         ld = self.i_load
         m.d.comb += ld.ready.eq(self.enable)
         for sel, name in PORTS.items():
+            if sel == MEM_WEIGHT and self.weight_ram == "flash":
+                continue                         # the user's w_rd.data stays 0
             mem = Memory(shape=widths[sel], depth=self.depths[sel],
                          # SPRAM has no initial contents: the host loads it
                          init=[] if sel == MEM_WEIGHT and huge else words[sel],

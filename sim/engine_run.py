@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..gen.cycles import estimate_cycles
-from ..gen.design import TOP, canonical_outputs, golden_vectors, load_plan
+from ..gen.design import FLASH, TOP, canonical_outputs, golden_vectors, load_plan
 from ..gen.model import ModelError, float_reference
 from ..gen.util import cache_dir, write_atomic
 from .hdl_bench import run_bench
@@ -52,6 +52,7 @@ def summarize(plan, summary: dict) -> dict:
         "lanes": L,
         "scheme": plan.scheme,
         "first_mismatches": summary.get("first_mismatches", []),
+        **({"flash": summary["flash"]} if "flash" in summary else {}),
     }
 
 
@@ -148,7 +149,7 @@ class ProgressBar:
 
 def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float = 0.0,
              reset: bool = False, progress=True, build_dir=None, labels=None,
-             waves: bool = False, bench: str = "hdl") -> dict:
+             waves: bool = False, bench: str = "hdl", flash_flip=None) -> dict:
     """Run the folder's engine over ``inputs`` (u8 array or floats in [0, 1], default
     ``vectors.npz``); with ``labels`` also the accuracy of the float model (the copy compile
     keeps in the folder), the golden integer model and the RTL, and the RTL's top-1
@@ -158,11 +159,18 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
     :mod:`insitu.sim.hdl_bench`, fast enough for hundreds of real-network inferences;
     ``"cocotb"`` runs the same checks from the Python bench ``insitu.sim.tb_engine``.
     ``progress``: True prints a progress bar, a callable ``(done, total, mismatches)`` is
-    called instead, False is silent."""
+    called instead, False is silent.  A folder whose weight memory is a flash
+    (``Plan.weight_flash``) always runs the cocotb bench with the flash model on its pins;
+    ``flash_flip = (byte, bit)`` plants a flipped bit in what the flash sends."""
     if bench not in BENCHES:
         raise ValueError(f"Unknown bench '{bench}' (benches: {', '.join(BENCHES)})")
     d = Path(design_dir)
     plan = load_plan(d)
+    flash = d / FLASH
+    if plan.weight_flash:
+        if not flash.exists():
+            raise ModelError(f"'{d}' has no {FLASH}: its weights stream from a flash; recompile")
+        bench = "cocotb"                 # the flash is a cocotb model on the engine's pins
     vfile = d / "engine.v"
     if not vfile.exists():
         raise ModelError(f"'{d}' has no engine.v: compile a model into it first")
@@ -211,12 +219,20 @@ def simulate(design_dir, inputs=None, *, sim: str = "verilator", stalls: float =
                                     "ENGINE_STALLS": str(stalls),
                                     "ENGINE_RESET": "1" if reset else "0",
                                     "ENGINE_PROGRESS": "1" if progress else "0",
-                                    "ENGINE_BUDGET": str(cycle_budget(plan))})
+                                    "ENGINE_BUDGET": str(cycle_budget(plan)),
+                                    **({"ENGINE_FLASH": str(flash.resolve())}
+                                       if plan.weight_flash else {}),
+                                    **({"ENGINE_FLASH_FLIP": "%d,%d" % tuple(flash_flip)}
+                                       if flash_flip else {})})
         summ_file = res.build_dir / "engine.json"
         summary = (json.loads(summ_file.read_text()) if summ_file.exists()
                    else {"vectors": len(x)})
         dump_dir = res.build_dir
     report = summarize(plan, summary)
+    if plan.weight_flash:
+        fl = summary.get("flash", {})
+        # every inference reads the whole stream once, and the flash saw nothing else
+        report["bit_exact"] = report["bit_exact"] and not fl.get("errors", ["no flash record"])
     # the simulation's own time, from the bench; the build is not counted, nor are runs too
     # short to measure (start-up would dominate)
     seconds = summary.get("seconds") or (time.monotonic() - t_sim)

@@ -7,7 +7,10 @@ by ``insitu.sim.engine_run`` from the golden network model.
 ``ENGINE_STALLS``: probability of an idle input cycle and of a dropped ``o_y.ready``
 (0 = stream as fast as the engine takes it).  ``ENGINE_RESET``: if "1", an inference is first
 interrupted by a reset in the middle, then every vector runs.  ``ENGINE_PROGRESS``: print
-progress to stderr.
+progress to stderr.  ``ENGINE_FLASH``: the flash image of an engine whose weight memory is a
+flash (``flash__*`` pins): a :class:`~insitu.sim.flash_model.SpiFlash` answers on them, and
+the flash reads it saw go to ``engine.json``; ``ENGINE_FLASH_FLIP`` = ``byte,bit`` flips one
+bit of the stream (a planted error).
 
 Writes ``engine.json``: vectors, mismatches, the first mismatches, and the engine's counters
 (``cycles``, ``issue_cycles``, ``mac_terms``, ``mac_slots``, ``weight_bits``) per inference.
@@ -24,12 +27,15 @@ import numpy as np
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 
 from insitu.sim.cocotb_util import drive, port, start
+from insitu.sim.flash_model import SpiFlash
 
 VEC = np.load(os.environ["ENGINE_VECTORS"])
 STALLS = float(os.environ.get("ENGINE_STALLS", "0"))
 RESET = os.environ.get("ENGINE_RESET", "0") == "1"
 PROGRESS = os.environ.get("ENGINE_PROGRESS", "0") == "1"
 BUDGET = int(os.environ.get("ENGINE_BUDGET", "100000"))   # cycles one inference may take
+FLASH = os.environ.get("ENGINE_FLASH")
+FLASH_FLIP = os.environ.get("ENGINE_FLASH_FLIP")          # "byte,bit": a planted flash error
 COUNTERS = ("cycles", "issue_cycles", "mac_terms", "mac_slots", "weight_bits")
 
 
@@ -75,6 +81,12 @@ async def infer(dut, x, n_out, rng, p):
 
 @cocotb.test()
 async def engine_network(dut):
+    flash = None
+    if FLASH:
+        with open(FLASH, "rb") as fh:
+            flash = SpiFlash(dut, fh.read(), prefix="flash__",
+                             flip=tuple(map(int, FLASH_FLIP.split(","))) if FLASH_FLIP else None)
+        flash.start()
     await start(dut, ["i_x", "i_load"], ["o_y"])
     rng = random.Random(7)
     X, Y = VEC["x"], VEC["y"]
@@ -112,6 +124,10 @@ async def engine_network(dut):
                   f"{el:.0f} s", end="" if k + 1 < n else "\n", file=sys.__stderr__, flush=True)
     summary = {"vectors": n, "mismatches": len(mismatches), "first_mismatches": mismatches[:5],
                "counters": per, "outputs": outputs, "seconds": round(time.time() - t0, 3)}
+    if flash is not None:
+        summary["flash"] = {"reads": len(flash.commands), "bytes_read": flash.bytes_read,
+                            "errors": flash.errors[:5]}
     with open("engine.json", "w") as fh:
         json.dump(summary, fh)
     assert not mismatches, f"{len(mismatches)} of {n} inferences differ from the golden model"
+    assert flash is None or not flash.errors, f"flash model: {flash.errors[:3]}"

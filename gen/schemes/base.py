@@ -85,6 +85,13 @@ class Scheme:
         the cycle model (``gen.cycles``).  The copy fill: one word per term and cycle."""
         return [(ly.terms, ly.terms * plan.weight_word_bits)] * ly.tiles
 
+    def weight_trace(self, plan, ly) -> list[list[int]]:
+        """Per tile of layer ``ly``, the weight-memory addresses the fill reads, in the order it
+        takes them (a word read twice appears twice): the order of the weight stream of a
+        flash-backed engine (``gen.flashimage``).  The copy fill: one word per term."""
+        return [list(range(ly.wbase + tk * ly.terms, ly.wbase + (tk + 1) * ly.terms))
+                for tk in range(ly.tiles)]
+
     def mac_params(self, plan) -> dict:
         """Keyword arguments of the MAC array beyond lanes/act_bits/acc_len."""
         return {"weight_bits": plan.tile_weight_bits}

@@ -190,6 +190,21 @@ class Mlg(Scheme):
             costs.append((cycles, bits))
         return costs
 
+    def weight_trace(self, plan, ly) -> list[list[int]]:
+        """Per tile: the level-1 basis kernels (``Bo`` words from ``wbase``) into the cache, or
+        without level 1 the packed basis rows, one word per ``per_word`` (ci, o) steps (the
+        tile's own words without level 2)."""
+        ex, trace = ly.extra, []
+        for tk in range(ly.tiles):
+            if ex["level1"]:
+                trace.append(list(range(ly.wbase, ly.wbase + ex["Bo"])))
+            else:
+                lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
+                n_o = ex["Bo"] if ex["level2"] else lanes
+                start = ly.wbase + (0 if ex["level2"] else tk * ex["tile_words"])
+                trace.append(list(range(start, start + -(-ly.cin * n_o // ex["per_word"]))))
+        return trace
+
     def mac_params(self, plan) -> dict:
         return {"weight_bits": plan.tile_weight_bits}
 

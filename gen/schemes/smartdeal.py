@@ -90,6 +90,18 @@ class SmartDeal(Scheme):
             costs.append(((c1 - c0) * rows, bits * c1 // ly.cout - bits * c0 // ly.cout))
         return costs
 
+    def weight_trace(self, plan, ly) -> list[list[int]]:
+        """The coefficient reader streams the whole weight memory once per inference, in
+        address order, ahead of the tiles: the layer's words, shared among its tiles as in
+        :meth:`tile_costs`."""
+        layers = plan.weighted
+        i = layers.index(ly)
+        end = layers[i + 1].wbase if i + 1 < len(layers) else len(plan.weight_words)
+        n = end - ly.wbase
+        cuts = [ly.wbase + n * min(ly.cout, tk * plan.lanes) // ly.cout
+                for tk in range(ly.tiles + 1)]
+        return [list(range(a, b)) for a, b in zip(cuts, cuts[1:])]
+
     def unpack(self, plan, lp) -> np.ndarray:
         fmt = SdFormat(plan.params["e_min"], plan.params["e_max"], plan.weight_word_bits)
         bf = basis_fields(rep_bits=plan.params.get("rep_bits", 0))

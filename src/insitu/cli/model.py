@@ -11,6 +11,7 @@ import numpy as np
 from ..gen import schemes as registry
 from ..gen.compiler import compile_model
 from ..gen.compress import compress_model, make_config, write_output
+from ..gen.flashimage import parse_flash
 from ..gen.model import ModelError, load_model, load_network
 from ..gen.util import unknown as unknown_name
 from ..rtl.emit import write_design
@@ -55,6 +56,14 @@ def _cmd_compile(args) -> int:
     if args.weight_port_bits < 0 or args.weight_port_bits > 4096:
         raise UserError(f"--weight-port-bits must be 1..4096 bits per cycle (0: no link), not "
                         f"{args.weight_port_bits}")
+    if args.weight_flash:
+        try:
+            parse_flash(args.weight_flash)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if args.weight_port_bits:
+            raise UserError("--weight-flash and --weight-port-bits exclude each other (the flash "
+                            "is the weight link)")
     try:
         knobs = parse_knobs(args.set)
         layers, shape = load_network(args.model)
@@ -78,6 +87,7 @@ def _cmd_compile(args) -> int:
                              calib=calib, knobs=knobs,
                              progress=lambda msg: print(msg, file=sys.stderr))
         plan.weight_port_bits = args.weight_port_bits
+        plan.weight_flash = args.weight_flash
         if inputs is not None:
             feat = int(np.prod(plan.input_shape))
             if inputs.size % feat:
@@ -104,6 +114,10 @@ def _cmd_compile(args) -> int:
           f"{rep['activation_bytes']} activation bytes (peak of the live buffers)")
     link = (f" through a {rep['weight_port_bits']}-bit/cycle weight link"
             if rep["weight_port_bits"] else "")
+    if rep["weight_flash"]:
+        link = (f" with the weight memory in a {rep['weight_flash']} flash "
+                f"({rep['flash_bits_per_cycle']:g} bits/cycle, {rep['flash_bytes']} bytes read "
+                f"per inference)")
     print(f"cycle model: {rep['cycles_model']} cycles/inference{link}, limited by "
           f"{LIMITS[rep['limited_by']]}")
     if rep["compressed_bits"] and rep["compressed_bits"] != rep["weight_memory_bits"]:
@@ -205,6 +219,10 @@ def register(sub) -> None:
                     help="read the weight memories through a link of B bits per cycle (the "
                          "memory-bound configuration of 'insitu bench bandwidth'; default: "
                          "at once)")
+    cp.add_argument("--weight-flash", metavar="qspi|spi[:DIV]", default="",
+                    help="keep no weight memory on chip: stream it from a SPI NOR flash at every "
+                         "inference (quad or single-bit reads, flash clock = clock / 2 / DIV; "
+                         "writes flash.bin)")
     cp.add_argument("--input-shape", metavar="C,H,W", help="input shape (needed when the first "
                     "layer is a convolution)")
     cp.add_argument("--calib", metavar="X.npy", help="float calibration inputs in [0, 1] "

@@ -1,0 +1,102 @@
+"""The weight memory of a flash-backed engine: a SPI / QSPI NOR flash read once per inference.
+
+The flash holds the fill's weight stream (``gen.flashimage``: the words in the order the fill
+takes them, ``ceil(bits / 8)`` bytes each, least significant byte first).  ``start`` issues
+one read of the whole stream from ``offset``; bytes are gathered into words, and a word
+waits in a one-word buffer until the fill takes it.  Nothing of the weight memory stays on
+chip between inferences.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .flash import ADDR_BITS, FlashReader
+
+__all__ = ["WeightStream", "FLASH_PINS"]
+
+#: The flash pins as a design drives them (``dq_i`` comes from the pads).
+FLASH_PINS = wiring.Signature({"sck": Out(1), "cs_n": Out(1, init=1), "dq_o": Out(4),
+                               "dq_oe": Out(4), "dq_i": In(4)})
+
+
+class WeightStream(wiring.Component):
+    """Weight words from a flash, in stream order.
+
+    Parameters
+    ----------
+    word_bits : int
+        Bits of a weight word.
+    count : int
+        Bytes of the stream (one inference).
+    offset : int
+        Flash address of its first byte.
+    quad, divider
+        :class:`~.flash.FlashReader` settings.
+
+    Members
+    -------
+    start : ``In(1)``
+        An inference starts: read the stream from its first byte.
+    take : ``In(1)``
+        The fill takes the next word this cycle (only while ``ready``).
+    ready : ``Out(1)``
+        A word is waiting.
+    data : ``Out(word_bits)``
+        The word taken last (held until the next take), as a memory read port shows it.
+    flash : ``Out(FLASH_PINS)``
+
+    Raises
+    ------
+    ValueError
+        If ``word_bits`` or ``count`` is not positive, or the stream does not fit the
+        flash's 24-bit address space from ``offset``.
+    """
+
+    def __init__(self, *, word_bits: int, count: int, offset: int = 0, quad: bool = True,
+                 divider: int = 1):
+        for name, v in (("word_bits", word_bits), ("count", count)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"Weight stream {name} must be a positive integer, not {v!r}")
+        if not isinstance(offset, int) or offset < 0 or offset + count > 1 << ADDR_BITS:
+            raise ValueError(f"Weight stream of {count} bytes at offset {offset!r} does not fit "
+                             f"a 24-bit flash address")
+        self.word_bits, self.count, self.offset = word_bits, count, offset
+        self.reader = FlashReader(quad=quad, divider=divider)
+        super().__init__({"start": In(1), "take": In(1), "ready": Out(1),
+                          "data": Out(word_bits), "flash": Out(FLASH_PINS)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader = rd = self.reader
+        nb = (self.word_bits + 7) // 8
+        m.d.comb += [self.flash.sck.eq(rd.sck), self.flash.cs_n.eq(rd.cs_n),
+                     self.flash.dq_o.eq(rd.dq_o), self.flash.dq_oe.eq(rd.dq_oe),
+                     rd.dq_i.eq(self.flash.dq_i)]
+        # one read of the whole stream per inference
+        pend = Signal()
+        m.d.comb += [rd.i_cmd.valid.eq(pend), rd.i_cmd.payload.addr.eq(self.offset),
+                     rd.i_cmd.payload.count.eq(self.count)]
+        with m.If(rd.i_cmd.ready):
+            m.d.sync += pend.eq(0)
+        # bytes -> a word (the first byte ends up least significant)
+        buf = Signal(8 * nb)
+        got = Signal(range(nb + 1))
+        word = Signal(8 * nb)
+        have = Signal()
+        take = Signal()
+        m.d.comb += [take.eq(self.take & have), self.ready.eq(have)]
+        byte = rd.o_data
+        m.d.comb += byte.ready.eq(got != nb)
+        with m.If(byte.valid & byte.ready):
+            m.d.sync += [buf.eq(Cat(buf[8:], byte.payload) if nb > 1 else byte.payload),
+                         got.eq(got + 1)]
+        with m.If(take):
+            m.d.sync += [self.data.eq(word[:self.word_bits]), have.eq(0)]
+        with m.If((got == nb) & (~have | take)):
+            m.d.sync += [word.eq(buf), have.eq(1), got.eq(0)]
+        with m.If(self.start):
+            m.d.sync += [pend.eq(1), got.eq(0), have.eq(0)]
+        return m
