@@ -6,25 +6,34 @@ image is written before the first layer and lives until its last reader.  Each t
 lowest address range that no tensor live at the same time occupies (first fit, largest
 first), so the memory is the peak of what is live, not the sum.  The final layer's values
 leave on the output stream and take no buffer.
+
+Banked (``bank_words > 0``, for single-port RAM such as the iCE40 UP5K's SPRAM): every tensor
+takes whole banks, so tensors live at the same time never share a bank, and a layer's input,
+residual and output (all live while it runs) are in different banks: each bank sees at most
+one access per cycle.
 """
 
 from __future__ import annotations
 
-__all__ = ["allocate", "buffer_report"]
+__all__ = ["allocate", "buffer_report", "memory_words", "banks_used"]
 
 
 def _size(lp) -> int:
     return lp.cout * lp.oh * lp.ow
 
 
-def allocate(plans, input_shape) -> int:
-    """Set ``in_base``, ``out_base``, ``res_base`` of every layer; returns the memory depth."""
+def allocate(plans, input_shape, bank_words: int = 0) -> int:
+    """Set ``in_base``, ``out_base``, ``res_base`` of every layer; returns the memory depth.
+    ``bank_words > 0``: each tensor takes whole banks of that many words."""
     n = len(plans)
     c, h, w = input_shape
+
+    def room(size):
+        return -(-size // bank_words) * bank_words if bank_words else size
     # tensor id -> (size, first layer alive, last layer alive); -1 is the input
-    tensors = {-1: [c * h * w, -1, -1]}
+    tensors = {-1: [room(c * h * w), -1, -1]}
     for i, lp in enumerate(plans[:-1]):
-        tensors[i] = [_size(lp), i, i]
+        tensors[i] = [room(_size(lp)), i, i]
     for i, lp in enumerate(plans):
         tensors[lp.src][2] = max(tensors[lp.src][2], i)
         if lp.res >= 0:
@@ -64,3 +73,8 @@ def memory_words(plans, input_shape) -> int:
     ends = [lp.in_base + c * h * w for lp in plans if lp.src == -1]
     ends += [lp.out_base + _size(lp) for lp in plans[:-1]]
     return max(2, *ends)
+
+
+def banks_used(plans, input_shape, bank_words: int) -> int:
+    """Banks of ``bank_words`` words the banked placement of ``plans`` takes."""
+    return -(-memory_words(plans, input_shape) // bank_words)

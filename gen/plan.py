@@ -8,6 +8,7 @@ fill component read them.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -87,6 +88,8 @@ class Plan:
     compressed_bits: int = 0        # the codes alone (what ``insitu compress`` counts)
     weight_port_bits: int = 0       # > 0: the weight memories are read through a link of
                                     # this many bits per cycle (rtl.weightport); 0: at once
+    act_bank_words: int = 0         # > 0: the activation memory is banks of this many words,
+                                    # one tensor per bank (single-port RAM: gen.buffers)
     weight_flash: str = ""          # "qspi[:DIV]" / "spi[:DIV]": the weight memory is not on
                                     # chip, its read trace streams from a SPI NOR flash at
                                     # every inference (gen.flashimage, rtl.weightstream)
@@ -111,6 +114,14 @@ class Plan:
             for i, lp in enumerate(plan.layers):
                 lp.src = i - 1
             allocate(plan.layers, plan.input_shape)
+        return plan
+
+    def banked(self, bank_words: int) -> "Plan":
+        """A copy of the plan with its activations placed in banks of ``bank_words`` words
+        (``gen.buffers``); the arithmetic is unchanged."""
+        plan = copy.deepcopy(self)
+        plan.act_bank_words = bank_words
+        allocate(plan.layers, plan.input_shape, bank_words)
         return plan
 
     # -- derived -------------------------------------------------------------------------

@@ -3,7 +3,7 @@ loader."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -30,6 +30,11 @@ class ActivationMemory(wiring.Component):
         Address of the input image.
     residual : bool
         Build the residual read port ``rr``.
+    bank_words : int
+        0: one memory.  Otherwise banks of ``bank_words`` words (a power of two), each with
+        a single address for its read and write (iCE40 SPRAM, ``ram_style = "huge"``); the
+        placement (``gen.buffers``, banked) never lets two ports use one bank in a cycle, and
+        ``conflict`` says when they do.  A read port's data holds while it is not enabled.
 
     Members
     -------
@@ -38,6 +43,8 @@ class ActivationMemory(wiring.Component):
     enable : ``In(1)``
     loaded : ``Out(1)``
         The last input value was taken this cycle.
+    conflict : ``Out(1)``
+        Two ports used one bank this cycle (banked only; never 1 for a placed plan).
     wb : ``Out(WritePort.Signature(addr_width=ceil_log2(depth), shape=8))``
         Layer-output write port.
     rd : ``Out(ReadPort.Signature(addr_width=ceil_log2(depth), shape=8))``
@@ -52,7 +59,8 @@ class ActivationMemory(wiring.Component):
         input does not fit (``in_base + in_size > depth``).
     """
 
-    def __init__(self, *, depth: int, in_size: int, in_base: int = 0, residual: bool = False):
+    def __init__(self, *, depth: int, in_size: int, in_base: int = 0, residual: bool = False,
+                 bank_words: int = 0):
         for name, v in (("depth", depth), ("in_size", in_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
@@ -61,12 +69,17 @@ class ActivationMemory(wiring.Component):
         if in_base + in_size > depth:
             raise ValueError(f"the input ({in_size} values at {in_base}) must fit depth "
                              f"({depth})")
+        if (not isinstance(bank_words, int) or bank_words < 0
+                or bank_words & (bank_words - 1)):
+            raise ValueError(f"bank_words must be 0 or a power of two, not {bank_words!r}")
         self.depth, self.in_size, self.in_base = depth, in_size, in_base
+        self.bank_words = bank_words
         aw = max(1, ceil_log2(depth))
         members = {
             "i_x": In(stream.Signature(8)),
             "enable": In(1),
             "loaded": Out(1),
+            "conflict": Out(1),
             "wb": Out(WritePort.Signature(addr_width=aw, shape=8)),
             "rd": Out(ReadPort.Signature(addr_width=aw, shape=8)),
         }
@@ -76,8 +89,11 @@ class ActivationMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.act = act = Memory(shape=8, depth=max(2, self.depth), init=[])
-        wr = act.write_port()
+        if self.bank_words:
+            wr = _Write(max(1, ceil_log2(self.depth)))
+        else:
+            m.submodules.act = act = Memory(shape=8, depth=max(2, self.depth), init=[])
+            wr = act.write_port()
         in_addr = Signal(range(self.in_base + self.in_size + 1), init=self.in_base)
         m.d.comb += self.i_x.ready.eq(self.enable)
         with m.If(self.i_x.valid & self.enable):
@@ -89,7 +105,47 @@ class ActivationMemory(wiring.Component):
                 m.d.sync += in_addr.eq(in_addr + 1)
         with m.If(self.wb.en):
             m.d.comb += [wr.addr.eq(self.wb.addr), wr.data.eq(self.wb.data), wr.en.eq(1)]
-        wiring.connect(m, wiring.flipped(self.rd), act.read_port())
-        if "rr" in self.signature.members:
-            wiring.connect(m, wiring.flipped(self.rr), act.read_port())
+        readers = [self.rd] + ([self.rr] if "rr" in self.signature.members else [])
+        if not self.bank_words:
+            for user in readers:
+                wiring.connect(m, wiring.flipped(user), act.read_port())
+            return m
+        # Banks: each takes the address of the one port that uses it this cycle (a write
+        # first); a reader's data comes from the bank it read last, held while idle.
+        lo = ceil_log2(self.bank_words)
+        n_banks = -(-self.depth // self.bank_words)
+        uses = []
+        datas = []
+        for k in range(n_banks):
+            bank = Memory(shape=8, depth=max(2, self.bank_words), init=[],
+                          attrs={"ram_style": "huge"})
+            m.submodules[f"bank{k}"] = bank
+            rp, wp = bank.read_port(), bank.write_port()
+            w_here = wr.en & (wr.addr[lo:] == k)
+            r_here = [u.en & (u.addr[lo:] == k) for u in readers]
+            sel = wr.addr[:lo]
+            for u, here in reversed(list(zip(readers, r_here))):
+                sel = Mux(here, u.addr[:lo], sel)
+            m.d.comb += [rp.addr.eq(Mux(w_here, wr.addr[:lo], sel)), wp.addr.eq(rp.addr),
+                         rp.en.eq(~w_here & sum(r_here).bool()),
+                         wp.data.eq(wr.data), wp.en.eq(w_here)]
+            uses.append(w_here.as_unsigned() + sum(h.as_unsigned() for h in r_here))
+            datas.append(rp.data)
+        m.d.comb += self.conflict.eq(Cat(*(u > 1 for u in uses)).any())
+        banks = Array(datas)
+        for u in readers:
+            which = Signal(range(max(2, n_banks)))
+            fresh, held = Signal(), Signal(8)
+            m.d.sync += fresh.eq(u.en)
+            with m.If(u.en):
+                m.d.sync += which.eq(u.addr[lo:])
+            m.d.comb += u.data.eq(Mux(fresh, banks[which], held))
+            m.d.sync += held.eq(u.data)
         return m
+
+
+class _Write:
+    """The write of a banked memory (address, data, enable), as one signal bundle."""
+
+    def __init__(self, addr_bits: int):
+        self.addr, self.data, self.en = Signal(addr_bits), Signal(8), Signal()

@@ -279,7 +279,9 @@ class Controller(wiring.Component):
                          s0_xaddr.eq(Mux(inside, x_addr, 0)),
                          s0_taddr.eq(c_slot * rmax + c_row), s0_free.eq(c_free)]
         m.d.comb += self.clr.eq(Mux(adv, s0_free, 0))
-        m.d.comb += [self.act_rd.addr.eq(s0_xaddr), self.act_rd.en.eq(adv),
+        # (a term in the padding or an idle stage reads nothing: its data is never used, and a
+        # banked activation memory sees no stray reads)
+        m.d.comb += [self.act_rd.addr.eq(s0_xaddr), self.act_rd.en.eq(adv & s0_valid & s0_inside),
                      self.t_rd.addr.eq(s0_taddr), self.t_rd.en.eq(adv)]
 
         with m.If(adv):

@@ -174,7 +174,7 @@ class Engine(wiring.Component):
         m.submodules.act = act = ActivationMemory(
             depth=act_depth, in_size=c * h * w,
             in_base=next(ly.in_base for ly in layers if ly.src == -1),
-            residual=any(ly.res >= 0 for ly in layers))
+            residual=any(ly.res >= 0 for ly in layers), bank_words=plan.act_bank_words)
         wiring.connect(m, wiring.flipped(self.i_x), act.i_x)
         m.d.comb += act.enable.eq(idle)
         start = act.loaded
@@ -249,7 +249,7 @@ class Engine(wiring.Component):
         m.submodules.post = post = PostProcessor(
             layers=layers, lanes=L, acc_bits=mac.acc_bits,
             result=mac.signature.members["o"].signature, act_depth=act_depth,
-            post_depth=wmem.depths[MEM_POST])
+            post_depth=wmem.depths[MEM_POST], banked=bool(plan.act_bank_words))
         wiring.connect(m, mac.o, post.i)
         wiring.connect(m, post.p_rd, wmem.p_rd)
         wiring.connect(m, post.wb, act.wb)
@@ -266,7 +266,7 @@ class Engine(wiring.Component):
         m.submodules.counters = cnt = Counters(lanes=L, counter_bits=self._counter_bits)
         m.d.comb += [cnt.start.eq(start), cnt.running.eq(running), cnt.issuing.eq(ctrl.issuing),
                      cnt.mac_fire.eq(mac.i.valid & mac.i.ready), cnt.lanes.eq(ctrl.lanes_used),
-                     cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err),
+                     cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err | act.conflict),
                      self.err.eq(cnt.err)]
         m.d.comb += [getattr(self, name).eq(getattr(cnt, name)) for name in COUNTERS]
         return m

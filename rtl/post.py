@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import ReadPort, WritePort
@@ -80,6 +80,10 @@ class PostProcessor(wiring.Component):
         Words per activation buffer.
     post_depth : int
         Words of the post-processing memory.
+    banked : bool
+        The activation memory is single-port banks (``rtl.actmem``): a layer's first value
+        waits until the previous layer's values in the pipeline are written back, so its
+        residual reads never meet those writes in one bank (a few cycles per layer).
 
     Members
     -------
@@ -102,8 +106,9 @@ class PostProcessor(wiring.Component):
     """
 
     def __init__(self, *, layers, lanes: int, acc_bits: int, result, act_depth: int,
-                 post_depth: int):
+                 post_depth: int, banked: bool = False):
         self._layers, self._lanes, self.acc_bits = list(layers), lanes, acc_bits
+        self.banked = banked
         self._act_depth = act_depth
         self.residual = any(ly.res >= 0 for ly in layers)
         aw = max(1, ceil_log2(act_depth))
@@ -157,6 +162,10 @@ class PostProcessor(wiring.Component):
         # taken), so this stall does not reach the MAC array combinationally (Fmax).  Costs
         # one cycle per result word.
         res = self.i.payload
+        # banked: a new layer's first value (and its residual read) waits for the pipeline
+        # to drain
+        fresh, in_flight = Signal(init=1), Signal()
+        hold = (fresh & in_flight) if self.banked else Const(0, 1)
         ack = Signal()
         m.d.comb += self.i.ready.eq(ack)
         m.d.sync += ack.eq(0)
@@ -175,8 +184,12 @@ class PostProcessor(wiring.Component):
         m.d.comb += [pr.addr.eq(post_base + co), pr.en.eq(padv)]
         if self.residual:
             res_base = const("res_base", lambda ly: ly.res_base, range(1 << 20))
-            m.d.comb += [self.rr.addr.eq(res_base + addr), self.rr.en.eq(padv)]
-        take = self.i.valid & ~ack & padv
+            # read only in layers with a residual (a banked memory sees no stray reads)
+            has_res = const("has_res", lambda ly: int(ly.res >= 0), 1)
+            m.d.comb += [self.rr.addr.eq(res_base + addr), self.rr.en.eq(padv & has_res & ~hold)]
+        take = self.i.valid & ~ack & padv & ~hold
+        with m.If(take):
+            m.d.sync += fresh.eq(0)
         pix_last = p_pix == n_pix - 1
         lane_last = p_lane == p_lanes - 1
         word_last = Mux(ser, 1, lane_last) if serial else lane_last     # last value of the word
@@ -191,7 +204,7 @@ class PostProcessor(wiring.Component):
         with m.If(take):
             with m.If(res.bad_code | res.overrun):
                 m.d.comb += self.err.eq(1)
-            layer_done = [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1)),
+            layer_done = [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1)), fresh.eq(1),
                           co.eq(0), co_base.eq(0), addr.eq(0), addr_base.eq(0)]
             with m.If(ser):
                 # (tile, lane, pixel) order: the address runs on by one.
@@ -252,21 +265,27 @@ class PostProcessor(wiring.Component):
         if self.residual:
             q2.update(r=(signed(9), rval), mr=(unsigned(M_BITS), ent.mr))
         t2, v2 = stage("q2", tags, q2)
+        flight = [tags, t2]                     # every stage's tags
         s0, sh = shift_split(v2["s"])
         q3 = {"prod": (signed(pbits), v2["sum"] * v2["m"]),
               "s0": (1, s0), "sh": (unsigned(S_BITS), sh)}
         if self.residual:
             q3["rprod"] = (signed(9 + M_BITS + 1), v2["r"] * v2["mr"])
         t3, v3 = stage("q3", t2, q3)
+        flight.append(t3)
         if self.residual:
             t3, v3r = stage("q3r", t3, {"prod": (signed(pbits), v3["prod"] + v3["rprod"]),
                                         "s0": (1, v3["s0"]), "sh": (unsigned(S_BITS), v3["sh"])})
             v3 = v3r
+            flight.append(t3)
         t4, v4 = stage("q4", t3, {"t": (signed(pbits), v3["prod"] >> v3["sh"]), "s0": (1, v3["s0"])})
         t5, v5 = stage("q5", t4, {"r": (signed(pbits), round_last(v4["t"], v4["s0"]))})
+        flight += [t4, t5]
         hidden, final = saturate(v5["r"], t5["relu"], t5["signed"])
         q, v6 = stage("q6", t5, {"u8": (unsigned(8), hidden), "s32": (signed(OUT_BITS), final)})
+        flight.append(q)
 
+        m.d.comb += in_flight.eq(Cat(*(t["valid"] for t in flight)).any())
         wr_hidden = padv & q["valid"] & ~q["final"]
         m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(v6["u8"]),
                      self.wb.en.eq(wr_hidden)]
