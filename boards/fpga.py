@@ -221,6 +221,18 @@ DEVICES = {
 
 
 @dataclass(frozen=True)
+class Flash:
+    """A board's SPI NOR flash as the engine's weight memory: its size, the offset the weight
+    stream goes to (after the bitstream), whether its clock pin is the FPGA's configuration
+    clock (ECP5: reached through the ``USRMCLK`` primitive) and the command that writes a
+    file at the offset (``{offset}``, ``{file}``)."""
+    size: int
+    offset: int
+    program: str
+    usrmclk: bool = False
+
+
+@dataclass(frozen=True)
 class Board:
     """One board: its amaranth-boards platform, device, oscillator and engine defaults."""
     name: str
@@ -233,6 +245,8 @@ class Board:
     demo_knobs: dict = field(default_factory=dict)
     #: Extra output pins held high (name, number), e.g. a shared UART line's enable.
     enables: tuple = ()
+    #: The SPI flash the weights can stream from (None: the board has none we can use).
+    flash: Flash | None = None
 
     @property
     def family(self) -> Family:
@@ -247,10 +261,15 @@ class Board:
 BOARDS = {
     "icebreaker": Board("icebreaker", "icebreaker", "ICEBreakerPlatform", DEVICES["up5k"],
                         osc_mhz=12.0, clock_mhz=30.0,
-                        demo_knobs={"alphabet": "A2", "weight_bits": 4}),
+                        demo_knobs={"alphabet": "A2", "weight_bits": 4},
+                        # W25Q128JV, 16 MB; the UP5K bitstream is 104 KB
+                        flash=Flash(16 << 20, 1 << 20, "iceprog -o {offset} {file}")),
     # the FTDI TX line is shared with the ESP32
     "ulx3s": Board("ulx3s", "ulx3s", "ULX3S_85F_Platform", DEVICES["ecp5-85f"],
-                   osc_mhz=25.0, clock_mhz=75.0, enables=(("uart_tx_enable", 0),)),
+                   osc_mhz=25.0, clock_mhz=75.0, enables=(("uart_tx_enable", 0),),
+                   # 16 MB (IS25LP128 / W25Q128); the 85F bitstream is about 2.3 MB
+                   flash=Flash(16 << 20, 4 << 20,
+                               "openFPGALoader -b ulx3s -f -o {offset} {file}", usrmclk=True)),
     "versa": Board("versa", "versa_ecp5", "VersaECP5Platform", DEVICES["ecp5-45f"],
                    osc_mhz=100.0, clock_mhz=75.0),
 }

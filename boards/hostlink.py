@@ -24,6 +24,7 @@ from ..gen.memmap import MEM_WEIGHT
 from ..rtl.crc import CRC16, CRC32, Crc, crc_step
 from ..rtl.engine import Engine
 from ..rtl.uart import UartRx, UartTx
+from ..rtl.weightstream import FLASH_PINS
 from . import protocol as P
 
 __all__ = ["HostLink"]
@@ -39,8 +40,10 @@ def _c8(ch: str):
 
 class HostLink(wiring.Component):
     """rx : ``In(1)``, tx : ``Out(1)``: the UART pins.  busy, err, uart_err, verified :
-    ``Out(1)``: status (for LEDs).  ``divisor``: clock cycles per UART bit; ``timeout_bits``:
-    bit times of silence that end a frame."""
+    ``Out(1)``: status (for LEDs).  flash : ``Out(FLASH_PINS)``, only when the plan's weight
+    memory is a flash (``Plan.weight_flash``): the flash is programmed apart, so the weight
+    memory counts as loaded and verified from power-up.  ``divisor``: clock cycles per UART
+    bit; ``timeout_bits``: bit times of silence that end a frame."""
 
     def __init__(self, plan, divisor: int, engine_kwargs: dict | None = None,
                  timeout_bits: int = P.TIMEOUT_BITS, check_frames: bool = True):
@@ -59,7 +62,8 @@ class HostLink(wiring.Component):
         # Memories the bitstream initialises hold the image at power-up.
         self.preloaded = [m not in empty for m in range(P.N_MEMORIES)]
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1),
-                          "err": Out(1), "uart_err": Out(1), "verified": Out(1)})
+                          "err": Out(1), "uart_err": Out(1), "verified": Out(1),
+                          **({"flash": Out(FLASH_PINS)} if plan.weight_flash else {})})
 
     def elaborate(self, platform):
         m = Module()
@@ -68,6 +72,8 @@ class HostLink(wiring.Component):
         m.submodules.utx = utx = UartTx(self.divisor)
         m.submodules.rcrc = rcrc = Crc(CRC16)
         m.submodules.tcrc = tcrc = Crc(CRC16)
+        if self._plan.weight_flash:
+            wiring.connect(m, eng.flash, wiring.flipped(self.flash))
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), self.busy.eq(eng.busy),
                      self.err.eq(eng.err), self.uart_err.eq(urx.error)]
         rx, tx = urx.o, utx.i

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from ..gen import tools
-from ..gen.buffers import memory_words
+from ..gen.design import FLASH
+from ..gen.flashimage import flash_image
 from .fpga import get_board
-from .top import BoardTop, board_platform, weight_ram_for
+from .top import BoardTop, board_platform, place_memories, spram_memories
 from .yosys import ToolError, abc_crashed, parse_stat, summarize, without_abc9
 
 #: Tool variables of the amaranth build scripts -> YoWASP commands.
@@ -75,20 +76,10 @@ def _run_step(argv, cwd: Path, what: str, log: Path | None, progress, every: flo
     return seconds
 
 
-def check_fits(board: str, plan, weight_ram: str) -> None:
-    """``ValueError`` naming the memory and both sizes when the plan's activations (and, in
-    block RAM, its weight images) cannot fit the device's block RAM."""
-    dev = get_board(board).device
-    have = dev.capacity["brams"] * dev.family.bram_bits
-    act = memory_words(plan.layers, plan.input_shape) * 8
-    if act > have:
-        raise ValueError(f"the activation memory needs {act // 8} bytes, more than the "
-                         f"{have // 8} bytes of block RAM of the {dev.part} on {board}")
-    weights = plan.weight_memory_bits if weight_ram == "block" else 0
-    if act + weights > have:
-        raise ValueError(f"the activation memory ({act // 8} bytes) and the weight images "
-                         f"({weights // 8} bytes) need more than the {have // 8} bytes of block "
-                         f"RAM of the {dev.part} on {board}")
+def check_fits(board: str, plan) -> None:
+    """``ValueError`` naming each memory's need and the device's block RAM / SPRAM when the
+    plan cannot be placed on the board (:func:`~.top.place_memories`)."""
+    place_memories(board, plan)
 
 
 def _check_cells(stat: Path, board: str) -> None:
@@ -112,19 +103,19 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     out = Path(out)
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
-    check_fits(board, plan, weight_ram_for(board, plan))
     top = BoardTop(plan, board, clock_mhz=clock_mhz, baud=baud)
+    place = top.placement
     platform = board_platform(board)
     fam = get_board(board).family
     say(f"[1/4] generate: {board} top, {plan.scheme} engine, {plan.lanes} lanes, "
-        f"{top.clock_mhz:.2f} MHz ({'PLL' if top.pll else 'oscillator'}), "
-        f"weights in {'SPRAM' if top.weight_ram == 'huge' else 'block RAM'}")
+        f"{top.clock_mhz:.2f} MHz ({'PLL' if top.pll else 'oscillator'}), {place.describe()}")
     bp = platform.prepare(top, name="top",
                           synth_opts=fam.synth_opts(),
                           # SPRAM cannot be initialised: drop the (all-zero) initial
                           # contents Amaranth gives every memory, or Yosys refuses SPRAM.
-                          script_after_read=("delete */t:$meminit_v2 */r:MEMID=\\wmem %i"
-                                             if top.weight_ram == "huge" else ""),
+                          script_after_read="\n".join(
+                              [f"delete */t:$meminit_v2 */r:MEMID=\\{name} %i"
+                               for name in spram_memories(top)]),
                           script_after_synth="tee -q -o stat.txt stat")
     seconds = {"generate": round(time.monotonic() - t0, 2)}
 
@@ -192,10 +183,18 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         "fmax_mhz": fmax_mhz, "clock_mhz": round(top.clock_mhz, 3),
         "timing_met": fmax_mhz is not None and fmax_mhz >= top.clock_mhz,
         "pll": top.pll, "baud": baud, "uart_divisor": top.divisor,
-        "weight_ram": "spram" if top.weight_ram == "huge" else "bram",
+        "weight_ram": {"huge": "spram", "block": "bram", "flash": "flash"}[top.weight_ram],
+        "act_ram": "spram" if place.act_ram == "huge" else "bram",
+        "placement": place.describe(),
         "capacity": get_board(board).device.capacity, "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
         "seconds": seconds, "bitstream": bit, "yosys_noabc_fallback": noabc,
     }
+    if top.weight_ram == "flash":
+        fl = get_board(board).flash
+        (work / FLASH).write_bytes(flash_image(top.plan))
+        report["flash"] = {"file": FLASH, "offset": fl.offset, "bytes": len(flash_image(top.plan)),
+                           "mode": top.plan.weight_flash,
+                           "program": fl.program.format(offset=f"0x{fl.offset:x}", file=FLASH)}
     (work / "synth_report.json").write_text(json.dumps(report, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)

@@ -10,20 +10,29 @@ LED 0 shows ``busy``, LED 1 an engine or UART error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import (
+    Cat,
     ClockDomain,
     ClockSignal,
+    Const,
     Elaboratable,
+    Instance,
     Module,
     Signal,
 )
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
+from ..gen.buffers import banks_used, memory_words
+from ..gen.flashimage import flash_image, parse_flash
+from ..gen.memmap import POST_BITS
 from .fpga import BOARDS, get_board
 from .hostlink import HostLink
 
-__all__ = ["BOARDS", "BoardTop", "board_platform", "weight_ram_for"]
+__all__ = ["BOARDS", "BoardTop", "Placement", "board_platform", "place_memories",
+           "spram_memories"]
 
 #: SPRAM on the UP5K: 4 blocks of 16 bits x 16K words.
 SPRAM_BLOCKS, SPRAM_BITS, SPRAM_DEPTH = 4, 16, 16384
@@ -34,13 +43,84 @@ def board_platform(board: str):
     return get_board(board).platform()
 
 
-def weight_ram_for(board: str, plan) -> str:
-    """``huge`` (SPRAM) on the UP5K when the weight memory fits its four blocks, else ``block``."""
-    if not get_board(board).device.capacity.get("sprams"):
-        return "block"
-    fits = (plan.weight_word_bits <= SPRAM_BLOCKS * SPRAM_BITS
-            and len(plan.weight_words) <= SPRAM_DEPTH)
-    return "huge" if fits else "block"
+@dataclass(frozen=True)
+class Placement:
+    """Where a plan's memories go on a board.
+
+    ``plan``: the plan as the board builds it (activations in banks when they are in SPRAM);
+    ``weight_ram``: ``"block"`` (block RAM, initialised by the bitstream), ``"huge"`` (SPRAM,
+    loaded by the host) or ``"flash"`` (the board's SPI flash, ``Plan.weight_flash``);
+    ``act_ram``: ``"block"`` or ``"huge"`` (SPRAM banks of 16K bytes, one tensor per bank)."""
+    plan: object
+    weight_ram: str
+    act_ram: str
+    block_bytes: int               # what the plan's memories need of the block RAM
+    sprams: int                    # SPRAM blocks used
+
+    def describe(self) -> str:
+        w = {"block": "block RAM", "huge": "SPRAM (host-loaded)", "flash": "SPI flash"}
+        a = {"block": "block RAM", "huge": f"SPRAM ({self.sprams_act} banks)"}
+        return f"weights in {w[self.weight_ram]}, activations in {a[self.act_ram]}"
+
+    @property
+    def sprams_act(self) -> int:
+        return banks_used(self.plan.layers, self.plan.input_shape, SPRAM_DEPTH) \
+            if self.act_ram == "huge" else 0
+
+
+def _weight_sprams(plan) -> int:
+    """SPRAM blocks of the weight memory, 0 when it does not map to SPRAM."""
+    if plan.weight_word_bits > SPRAM_BLOCKS * SPRAM_BITS or len(plan.weight_words) > SPRAM_DEPTH:
+        return 0
+    return -(-plan.weight_word_bits // SPRAM_BITS)
+
+
+def place_memories(board: str, plan) -> Placement:
+    """The first of these that fits the board: activations in block RAM with the weights in
+    SPRAM (the host loads them) or block RAM, then activations in SPRAM banks with the weights
+    in block RAM or SPRAM; a flash plan keeps its weights in the flash.  ``ValueError`` (one
+    line, each memory's need against what the device has) when none fits."""
+    dev = get_board(board).device
+    have_block = dev.capacity["brams"] * dev.family.bram_bits // 8
+    have_spram = dev.capacity.get("sprams") or 0
+    act = memory_words(plan.layers, plan.input_shape)
+    fixed = (plan.tile_buffer_bits + len(plan.post_words) * POST_BITS
+             + len(plan.aux_words) * plan.aux_word_bits
+             + len(plan.coef_words) * plan.coef_word_bits) // 8
+    weights = len(plan.weight_words) * plan.weight_word_bits // 8
+    wsp = _weight_sprams(plan)
+    banked = plan.banked(SPRAM_DEPTH) if have_spram else None
+    banks = banks_used(banked.layers, banked.input_shape, SPRAM_DEPTH) if banked else 0
+    if plan.weight_flash:
+        options = [("flash", "block"), ("flash", "huge")]
+    else:
+        options = [("huge", "block"), ("block", "block"), ("block", "huge"), ("huge", "huge")]
+    for wram, aram in options:
+        if aram == "huge" and not have_spram or wram == "huge" and not (have_spram and wsp):
+            continue
+        block = fixed + (act if aram == "block" else 0) + (weights if wram == "block" else 0)
+        sprams = (banks if aram == "huge" else 0) + (wsp if wram == "huge" else 0)
+        if block <= have_block and sprams <= have_spram:
+            return Placement(banked if aram == "huge" else plan, wram, aram, block, sprams)
+    need = [f"activations {act} bytes", f"tile buffers and post/aux/coefficient images "
+            f"{fixed} bytes", f"weight memory {'in flash' if plan.weight_flash else f'{weights} bytes'}"]
+    spram = (f", SPRAM {have_spram} x {SPRAM_DEPTH * SPRAM_BITS // 8} bytes (activations "
+             f"take {banks} as banks of {SPRAM_DEPTH} bytes"
+             + (f", the weight memory {wsp}" if wsp and not plan.weight_flash else "") + ")"
+             if have_spram else "")
+    hint = "" if plan.weight_flash or not have_spram else "; compile with --weight-flash"
+    raise ValueError(f"{plan.scheme} {'x'.join(map(str, plan.input_shape))} model does not fit "
+                     f"{board} ({dev.part}): needs {', '.join(need)}; has block RAM "
+                     f"{have_block} bytes{spram}{hint}")
+
+
+def spram_memories(top) -> list[str]:
+    """Names of the memories of ``top`` that go to SPRAM (synthesis drops their initial
+    contents: SPRAM has none)."""
+    names = ["wmem"] if top.weight_ram == "huge" else []
+    if top.placement.act_ram == "huge":
+        names += [f"bank{k}" for k in range(top.placement.sprams_act)]
+    return names
 
 
 class BoardTop(Elaboratable):
@@ -64,7 +144,17 @@ class BoardTop(Elaboratable):
         if self.divisor < 4 or abs(self.clock_mhz * 1e6 / self.divisor / baud - 1) > 0.02:
             raise ValueError(f"baud rate {baud} is not reachable from a {self.clock_mhz:.3f} MHz "
                              f"clock within 2%")
-        self.weight_ram = weight_ram_for(board, plan)
+        self.placement = place_memories(board, plan)
+        self.plan = self.placement.plan
+        self.weight_ram = self.placement.weight_ram
+        if self.weight_ram == "flash":
+            if b.flash is None:
+                raise ValueError(f"board {board} has no SPI flash the weights can stream from")
+            size = len(flash_image(plan))
+            if b.flash.offset + size > b.flash.size:
+                raise ValueError(f"the weight stream ({size} bytes at offset "
+                                 f"0x{b.flash.offset:x}) does not fit the {b.flash.size >> 20} MB "
+                                 f"flash of {board}")
 
     def elaborate(self, platform):
         m = Module()
@@ -89,8 +179,13 @@ class BoardTop(Elaboratable):
                                                      locked=locked)
         m.submodules.rst = ResetSynchronizer(~locked, domain="sync")
 
-        m.submodules.link = link = HostLink(self.plan, self.divisor,
-                                            {"weight_ram": self.weight_ram})
+        flash = self.weight_ram == "flash"
+        m.submodules.link = link = HostLink(
+            self.plan, self.divisor,
+            {"weight_ram": "block" if flash else self.weight_ram,
+             **({"flash_offset": b.flash.offset} if flash else {})})
+        if flash:
+            self._flash_pins(m, platform, b, link.flash)
         uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
         m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
@@ -102,3 +197,35 @@ class BoardTop(Elaboratable):
             m.submodules[f"out_buf{i}"] = buf = io.Buffer("o", pin)
             m.d.comb += buf.o.eq(value)
         return m
+
+    def _flash_pins(self, m, platform, b, pins):
+        """The engine's flash pins on the board's SPI flash: DQ0 both ways, DQ1 in; in quad
+        mode DQ2/DQ3 in, else held high (WP#, HOLD# inactive); chip select; the clock on its
+        pin or, on ECP5, through USRMCLK (the configuration clock)."""
+        quad = parse_flash(self.plan.weight_flash)[0]
+        if b.flash.usrmclk:
+            res = platform.request("spi_flash", 0, dir="-")
+            # wp and hold are active-low pins: as data lines they are not inverted
+            dq, clk = [res.copi, res.cipo, ~res.wp, ~res.hold], None
+            m.submodules.usrmclk = Instance("USRMCLK", i_USRMCLKI=pins.sck, i_USRMCLKTS=0)
+        else:
+            res = platform.request("spi_flash_4x", 0, dir="-")
+            dq, clk = [res.dq[i] for i in range(4)], res.clk
+        m.submodules.fl_cs = cs = io.Buffer("o", res.cs)         # cs is active low: inverted
+        m.d.comb += cs.o.eq(~pins.cs_n)
+        if clk is not None:
+            m.submodules.fl_clk = ck = io.Buffer("o", clk)
+            m.d.comb += ck.o.eq(pins.sck)
+        m.submodules.fl_dq0 = d0 = io.Buffer("io", dq[0])
+        m.submodules.fl_dq1 = d1 = io.Buffer("i", dq[1])
+        m.d.comb += [d0.o.eq(pins.dq_o[0]), d0.oe.eq(pins.dq_oe[0])]
+        ins = [d0.i, d1.i]
+        for k in (2, 3):
+            buf = io.Buffer("i" if quad else "o", dq[k])
+            m.submodules[f"fl_dq{k}"] = buf
+            if quad:
+                ins.append(buf.i)
+            else:
+                m.d.comb += buf.o.eq(1)
+                ins.append(Const(1, 1))
+        m.d.comb += pins.dq_i.eq(Cat(*ins))

@@ -17,7 +17,7 @@ tile ``k`` from the other, so per tile::
   in from outside (flash) and nothing is kept on chip between inferences.
 * With a flash weight memory (``Plan.weight_flash``, ``gen.flashimage``), each tile's words
   of the weight stream arrive at the flash's bits per cycle; the stream starts with the read
-  command (``COMMAND_CLOCKS`` flash clocks) and runs ahead of the fill by about two words.
+  command (``COMMAND_CLOCKS`` flash clocks) and runs ahead of the fill by about one word.
 * A layer switch waits for the previous layer's results to be written back
   (``SWITCH`` cycles and one per lane of its last word).
 
@@ -99,7 +99,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
         rate = flash_bits_per_cycle(flash)
         nb = word_bytes(plan)
         fbits = [8 * nb * len(t) for ly in plan.weighted for t in scheme.weight_trace(plan, ly)]
-        cap = 16 * nb                 # one word waiting, one being gathered
+        cap = 8 * nb + 16             # one word waiting, two bytes in the reader
         latency = COMMAND_CLOCKS * 2 * parse_flash(flash)[1] + 4
 
     def fill_time(k, idle):

@@ -131,6 +131,16 @@ class Plan:
         return [ly for ly in self.layers if not ly.pool]
 
     @property
+    def tile_rows(self) -> int:
+        """Rows of one tile-buffer slot (the engine's tile buffer holds two)."""
+        return max(max(-(-ly.terms // self.group) for ly in self.weighted), self.tile_rows_max)
+
+    @property
+    def tile_buffer_bits(self) -> int:
+        """Bits of the engine's double-buffered tile buffer (block RAM)."""
+        return 2 * self.tile_rows * self.lanes * self.group * self.tile_weight_bits
+
+    @property
     def weights(self) -> int:
         return sum(ly.cout * ly.terms for ly in self.layers if not ly.pool)
 

@@ -159,7 +159,7 @@ class Engine(wiring.Component):
         weighted = [ly for ly in layers if not ly.pool]      # the layers that need tiles
         G = plan.group                          # terms per tile-buffer row (ASM 1, SD 3, MLG K2)
         wbits = plan.tile_weight_bits           # bits per weight (or code) in the tile buffer
-        rmax = max(max(-(-ly.terms // G) for ly in weighted), plan.tile_rows_max)
+        rmax = plan.tile_rows
         act_depth = memory_words(layers, plan.input_shape)
 
         running, idle = Signal(), Signal()

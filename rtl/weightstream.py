@@ -2,8 +2,8 @@
 
 The flash holds the fill's weight stream (``gen.flashimage``: the words in the order the fill
 takes them, ``ceil(bits / 8)`` bytes each, least significant byte first).  ``start`` issues
-one read of the whole stream from ``offset``; bytes are gathered into words, and a word
-waits in a one-word buffer until the fill takes it.  Nothing of the weight memory stays on
+one read of the whole stream from ``offset``; bytes are gathered into a word, which waits
+until the fill takes it (the flash clock stops meanwhile).  Nothing of the weight memory stays on
 chip between inferences.
 """
 
@@ -81,22 +81,18 @@ class WeightStream(wiring.Component):
                      rd.i_cmd.payload.count.eq(self.count)]
         with m.If(rd.i_cmd.ready):
             m.d.sync += pend.eq(0)
-        # bytes -> a word (the first byte ends up least significant)
+        # bytes -> a word (the first byte ends up least significant); a complete word waits
+        # in `buf` until the fill takes it into `data`, and the next one starts then
         buf = Signal(8 * nb)
         got = Signal(range(nb + 1))
-        word = Signal(8 * nb)
-        have = Signal()
-        take = Signal()
-        m.d.comb += [take.eq(self.take & have), self.ready.eq(have)]
+        m.d.comb += self.ready.eq(got == nb)
         byte = rd.o_data
         m.d.comb += byte.ready.eq(got != nb)
         with m.If(byte.valid & byte.ready):
             m.d.sync += [buf.eq(Cat(buf[8:], byte.payload) if nb > 1 else byte.payload),
                          got.eq(got + 1)]
-        with m.If(take):
-            m.d.sync += [self.data.eq(word[:self.word_bits]), have.eq(0)]
-        with m.If((got == nb) & (~have | take)):
-            m.d.sync += [word.eq(buf), have.eq(1), got.eq(0)]
+        with m.If(self.take & self.ready):
+            m.d.sync += [self.data.eq(buf[:self.word_bits]), got.eq(0)]
         with m.If(self.start):
-            m.d.sync += [pend.eq(1), got.eq(0), have.eq(0)]
+            m.d.sync += [pend.eq(1), got.eq(0)]
         return m

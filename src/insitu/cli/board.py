@@ -64,6 +64,11 @@ def _cmd_synth(args) -> int:
           f"({'met' if rep['timing_met'] else 'NOT met'})")
     sec = rep["seconds"]
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in sec.items()))
+    print(f"memories: {rep['placement']}")
+    if "flash" in rep:
+        fl = rep["flash"]
+        print(f"weight stream: {fl['bytes']} bytes ({fl['mode']}) at flash offset 0x{fl['offset']:x}; "
+              f"program it once with: cd {args.output} && {fl['program']}")
     print(f"wrote {args.output}/{rep['bitstream']} and synth_report.json", file=sys.stderr)
     if not rep["timing_met"]:
         print(f"insitu: warning: timing not met: Fmax {rep['fmax_mhz']} MHz < clock "

@@ -33,7 +33,8 @@ from ..rtl.emit import write_design
 from ..sim.engine_run import bar_text, simulate
 from .plots import plot_demo
 
-__all__ = ["run_real_demo", "REAL_MODELS", "checkpoint", "batched", "scheme_network"]
+__all__ = ["run_real_demo", "REAL_MODELS", "checkpoint", "batched", "scheme_network",
+           "real_plan"]
 
 REAL_MODELS = ("resnet8", "dscnn")
 ROOT = Path(__file__).resolve().parents[3]
@@ -79,6 +80,21 @@ def scheme_network(model, scheme, knobs, layers):
         with np.load(codes) as z:
             comp = codes_from_arrays(tl, scheme, knobs, z)
     return tl, comp, True
+
+
+def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: str = ""):
+    """The plan the demo compiles for ``model`` and ``scheme`` (the committed checkpoint, the
+    scheme's fine-tuned one when there is one; 256 training images calibrate), with its
+    ``(C, H, W)`` test inputs of the first ``16`` test images (u8)."""
+    graph = load_onnx(checkpoint(model))
+    layers, shape = graph_network(graph)
+    data = fashion_mnist()
+    calib = pad_to(data.x_train[:256], shape[1]) / 255.0
+    net, codes, _ = scheme_network(model, scheme, knobs, layers)
+    plan = compile_model(net, scheme, lanes=lanes, input_shape=shape, calib=calib, knobs=knobs,
+                         compressed=codes)
+    plan.weight_flash = weight_flash
+    return plan, pad_to(data.x_test[:16], shape[1]).reshape(16, -1)
 
 
 class Progress:

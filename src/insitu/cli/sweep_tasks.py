@@ -32,7 +32,6 @@ from threadpoolctl import threadpool_limits
 
 from ..boards.fpga import get_board
 from ..boards.synth import check_fits, synth_board
-from ..boards.top import weight_ram_for
 from ..gen.compiler import compile_model, compress_layers, golden_layers
 from ..gen.cycles import estimate_cycles
 from ..gen.datasets import fashion_mnist, pad_to
@@ -224,7 +223,7 @@ def point_stage(point: dict, stage: dict, root: str, key: str) -> dict:
             b = get_board(point["board"])
             row["device"] = b.device.part
             if "synth" in point["stages"]:
-                check_fits(point["board"], plan, weight_ram_for(point["board"], plan))
+                check_fits(point["board"], plan)
                 syn = synth_board(point["board"], plan, folder / f"synth-{point['board']}",
                                   timeout=point.get("timeout"))
                 row.update({"luts": syn["luts"], "ffs": syn["ffs"], "brams": syn["brams"],
