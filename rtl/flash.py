@@ -42,6 +42,9 @@ class FlashReader(wiring.Component):
         Quad-output reads (``0x6B``) instead of single-bit fast reads (``0x0B``).
     divider : int
         Clock cycles per half SCK period (1..255).
+    fixed : ``(addr, count)`` or None
+        Every read is this one (the engine's weight stream): ``i_cmd.payload`` is ignored and
+        the command, address and byte count are constants (a smaller reader).
 
     Members
     -------
@@ -62,15 +65,21 @@ class FlashReader(wiring.Component):
     Raises
     ------
     ValueError
-        If ``quad`` is not a bool or ``divider`` is not an integer in 1..255.
+        If ``quad`` is not a bool, ``divider`` is not an integer in 1..255 or ``fixed`` is
+        not an address and a positive count inside the 24-bit address space.
     """
 
-    def __init__(self, *, quad: bool = True, divider: int = 1):
+    def __init__(self, *, quad: bool = True, divider: int = 1, fixed=None):
         if not isinstance(quad, bool):
             raise ValueError(f"quad must be a bool, not {quad!r}")
         if not isinstance(divider, int) or isinstance(divider, bool) or not 1 <= divider <= 255:
             raise ValueError(f"Flash clock divider must be an integer in 1..255, not {divider!r}")
-        self.quad, self.divider = quad, divider
+        if fixed is not None:
+            addr, count = fixed
+            if not (0 <= addr and 1 <= count and addr + count <= 1 << ADDR_BITS):
+                raise ValueError(f"Fixed flash read must be an address and a positive count "
+                                 f"inside 24 bits, not {fixed!r}")
+        self.quad, self.divider, self.fixed = quad, divider, fixed
         super().__init__({
             "i_cmd": In(stream.Signature(command_layout())),
             "o_data": Out(stream.Signature(8)),
@@ -91,9 +100,17 @@ class FlashReader(wiring.Component):
         t = Signal(range(2 * d))              # position in the SCK period: low half, high half
         high = t == d                         # SCK's first high cycle: sample DQ here
         end = t == 2 * d - 1                  # SCK falls after this cycle
-        out = Signal(32)                      # command + address, MSB first on DQ0
         n = Signal(range(33))                 # SCK clocks left in this phase
-        left = Signal(ADDR_BITS)              # bytes still to read
+        opcode = READ_QUAD if self.quad else READ
+        if self.fixed is None:
+            out = Signal(32)                  # command + address, MSB first on DQ0
+            out_bit = out[31]
+            left = Signal(ADDR_BITS)          # bytes still to read
+        else:                                 # the one command, bit n - 1 of it on DQ0
+            out = None
+            word = Const(opcode << ADDR_BITS | self.fixed[0], 32)
+            out_bit = word.bit_select((n - 1)[:5], 1)
+            left = Signal(range(self.fixed[1] + 1))
         byte = Signal(8)
         got = Signal(range(9))                # bits of `byte` received
         full = Signal()                       # `byte` is complete, waiting for o_data
@@ -111,22 +128,28 @@ class FlashReader(wiring.Component):
         # values of the cycle before, so SCK rises at the end of the `high` cycle, when DQ
         # is sampled, and falls at the end of the `end` cycle, when DQ0 shifts.
         sck, cs, send = Signal(), Signal(), Signal()
-        m.d.sync += [self.sck.eq(sck), self.cs_n.eq(~cs), self.dq_o.eq(out[31] & send),
+        m.d.sync += [self.sck.eq(sck), self.cs_n.eq(~cs), self.dq_o.eq(out_bit & send),
                      self.dq_oe.eq(send), self.busy.eq(cs)]
         m.d.comb += sck.eq(cs & (t >= d))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i_cmd.ready.eq(1)
-                with m.If(self.i_cmd.valid & (self.i_cmd.payload.count != 0)):
-                    m.d.sync += [out.eq(Cat(self.i_cmd.payload.addr,
-                                            Const(READ_QUAD if self.quad else READ, 8))),
-                                 left.eq(self.i_cmd.payload.count), n.eq(32), t.eq(0)]
-                    m.next = "SEND"
+                if self.fixed is None:
+                    with m.If(self.i_cmd.valid & (self.i_cmd.payload.count != 0)):
+                        m.d.sync += [out.eq(Cat(self.i_cmd.payload.addr, Const(opcode, 8))),
+                                     left.eq(self.i_cmd.payload.count), n.eq(32), t.eq(0)]
+                        m.next = "SEND"
+                else:
+                    with m.If(self.i_cmd.valid):
+                        m.d.sync += [left.eq(self.fixed[1]), n.eq(32), t.eq(0)]
+                        m.next = "SEND"
             with m.State("SEND"):             # command and address on DQ0
                 m.d.comb += [cs.eq(1), send.eq(1)]
                 m.d.sync += t.eq(t + 1)
                 with m.If(end):
-                    m.d.sync += [t.eq(0), out.eq(out << 1), n.eq(n - 1)]
+                    m.d.sync += [t.eq(0), n.eq(n - 1)]
+                    if out is not None:
+                        m.d.sync += out.eq(out << 1)
                     with m.If(n == 1):
                         m.d.sync += n.eq(DUMMY_CLOCKS)
                         m.next = "DUMMY"

@@ -64,7 +64,7 @@ class WeightStream(wiring.Component):
             raise ValueError(f"Weight stream of {count} bytes at offset {offset!r} does not fit "
                              f"a 24-bit flash address")
         self.word_bits, self.count, self.offset = word_bits, count, offset
-        self.reader = FlashReader(quad=quad, divider=divider)
+        self.reader = FlashReader(quad=quad, divider=divider, fixed=(offset, count))
         super().__init__({"start": In(1), "take": In(1), "ready": Out(1),
                           "data": Out(word_bits), "flash": Out(FLASH_PINS)})
 
@@ -77,8 +77,7 @@ class WeightStream(wiring.Component):
                      rd.dq_i.eq(self.flash.dq_i)]
         # one read of the whole stream per inference
         pend = Signal()
-        m.d.comb += [rd.i_cmd.valid.eq(pend), rd.i_cmd.payload.addr.eq(self.offset),
-                     rd.i_cmd.payload.count.eq(self.count)]
+        m.d.comb += rd.i_cmd.valid.eq(pend)
         with m.If(rd.i_cmd.ready):
             m.d.sync += pend.eq(0)
         # bytes -> a word (the first byte ends up least significant); a complete word waits
