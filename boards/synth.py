@@ -103,6 +103,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     out = Path(out)
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
+    place_memories(board, plan)             # its one-line errors before any elaboratable exists
     top = BoardTop(plan, board, clock_mhz=clock_mhz, baud=baud)
     place = top.placement
     platform = board_platform(board)
@@ -191,6 +192,11 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     }
     if top.weight_ram == "flash":
         fl = get_board(board).flash
+        size = (work / bit).stat().st_size
+        if size > fl.offset:
+            work.rename(failed)
+            raise ToolError(f"the bitstream ({size} bytes) would overlap the weight stream at "
+                            f"flash offset 0x{fl.offset:x}")
         (work / FLASH).write_bytes(flash_image(top.plan))
         report["flash"] = {"file": FLASH, "offset": fl.offset, "bytes": len(flash_image(top.plan)),
                            "mode": top.plan.weight_flash,

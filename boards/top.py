@@ -32,7 +32,7 @@ from .fpga import BOARDS, get_board
 from .hostlink import HostLink
 
 __all__ = ["BOARDS", "BoardTop", "Placement", "board_platform", "place_memories",
-           "spram_memories"]
+           "spram_memories", "check_flash"]
 
 #: SPRAM on the UP5K: 4 blocks of 16 bits x 16K words.
 SPRAM_BLOCKS, SPRAM_BITS, SPRAM_DEPTH = 4, 16, 16384
@@ -78,8 +78,10 @@ def _weight_sprams(plan) -> int:
 def place_memories(board: str, plan) -> Placement:
     """The first of these that fits the board: activations in block RAM with the weights in
     SPRAM (the host loads them) or block RAM, then activations in SPRAM banks with the weights
-    in block RAM or SPRAM; a flash plan keeps its weights in the flash.  ``ValueError`` (one
-    line, each memory's need against what the device has) when none fits."""
+    in block RAM or SPRAM; a flash plan keeps its weights in the flash (:func:`check_flash`).
+    ``ValueError`` (one line, each memory's need against what the device has) when none
+    fits."""
+    check_flash(board, plan)
     dev = get_board(board).device
     have_block = dev.capacity["brams"] * dev.family.bram_bits // 8
     have_spram = dev.capacity.get("sprams") or 0
@@ -108,10 +110,24 @@ def place_memories(board: str, plan) -> Placement:
              f"take {banks} as banks of {SPRAM_DEPTH} bytes"
              + (f", the weight memory {wsp}" if wsp and not plan.weight_flash else "") + ")"
              if have_spram else "")
-    hint = "" if plan.weight_flash or not have_spram else "; compile with --weight-flash"
+    hint = "" if plan.weight_flash else "; stream the weights from the flash (--weight-flash qspi)"
     raise ValueError(f"{plan.scheme} {'x'.join(map(str, plan.input_shape))} model does not fit "
                      f"{board} ({dev.part}): needs {', '.join(need)}; has block RAM "
                      f"{have_block} bytes{spram}{hint}")
+
+
+def check_flash(board: str, plan) -> None:
+    """``ValueError`` when ``plan`` streams its weights from a flash that ``board`` does not
+    have, or that the stream does not fit after the bitstream."""
+    if not plan.weight_flash:
+        return
+    fl = get_board(board).flash
+    if fl is None:
+        raise ValueError(f"board {board} has no SPI flash the weights can stream from")
+    size = len(flash_image(plan))
+    if fl.offset + size > fl.size:
+        raise ValueError(f"the weight stream ({size} bytes at offset 0x{fl.offset:x}) does not "
+                         f"fit the {fl.size >> 20} MB flash of {board}")
 
 
 def spram_memories(top) -> list[str]:
@@ -147,14 +163,6 @@ class BoardTop(Elaboratable):
         self.placement = place_memories(board, plan)
         self.plan = self.placement.plan
         self.weight_ram = self.placement.weight_ram
-        if self.weight_ram == "flash":
-            if b.flash is None:
-                raise ValueError(f"board {board} has no SPI flash the weights can stream from")
-            size = len(flash_image(plan))
-            if b.flash.offset + size > b.flash.size:
-                raise ValueError(f"the weight stream ({size} bytes at offset "
-                                 f"0x{b.flash.offset:x}) does not fit the {b.flash.size >> 20} MB "
-                                 f"flash of {board}")
 
     def elaborate(self, platform):
         m = Module()

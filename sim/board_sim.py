@@ -19,7 +19,8 @@ from ..boards.hostlink import HostLink
 from ..boards.top import BOARDS, BoardTop, board_platform
 from ..boards.yosys import CELL_DEFINES, cell_models, yosys_command
 from ..gen.compiler import compile_model
-from ..gen.design import golden_vectors
+from ..gen.design import FLASH, golden_vectors
+from ..gen.flashimage import flash_image
 from ..gen.model import Layer
 from ..rtl.emit import time0_safe
 from .engine_run import cycle_budget
@@ -35,7 +36,7 @@ FAULT_KINDS = ("flip", "flip_input", "drop", "dup", "break", "gap", "garbage", "
 
 def _run_bench(plan, x, build_dir, *, preloaded, divisor, gaps, sim, toplevel,
                verilog_text=None, sources=(), defines=None, faults=None, seed=1,
-               plant=None) -> dict:
+               plant=None, powerup=False) -> dict:
     """Write the bench's vectors and run ``insitu.sim.tb_board`` on ``toplevel``: the normal
     run (``board.json`` plus ``passed``) or, with ``faults`` (``{kind: runs}``), the fault
     campaign (``{"runs": [...], "passed": ...}``)."""
@@ -50,7 +51,15 @@ def _run_bench(plan, x, build_dir, *, preloaded, divisor, gaps, sim, toplevel,
              timeout_bits=P.TIMEOUT_BITS, preloaded=preloaded,
              wbits=plan.weight_bits_per_inference, macs=plan.macs)
     env = {"BOARD_VECTORS": str(vec.resolve()), "BOARD_GAPS": str(gaps),
-           "BOARD_SEED": str(seed), "BOARD_PLANT": plant or ""}
+           "BOARD_SEED": str(seed), "BOARD_PLANT": plant or "",
+           "BOARD_POWERUP": "1" if powerup else ""}
+    if plan.weight_flash:                             # the flash model on the link's pins
+        image = bytearray(flash_image(plan))
+        if plant == "flash":                          # a planted error in the flash
+            image[len(image) // 2] ^= 0x10
+        (build_dir / FLASH).write_bytes(bytes(image))
+        image = build_dir / FLASH
+        env["BOARD_FLASH"] = str(image.resolve())
     name = "board.json"
     if faults:
         env["BOARD_FAULTS"] = ",".join(f"{k}:{n}" for k, n in faults.items())
@@ -78,21 +87,27 @@ def link_test_plan(scheme: str = "mlg", lanes: int = 8):
 
 def link_verilog(plan, *, divisor: int = 8, weight_ram: str = "huge",
                  check_frames: bool = True) -> str:
-    """The host link (engine included) as Verilog, as the board tops instantiate it."""
+    """The host link (engine included) as Verilog, as the board tops instantiate it (a plan
+    whose weights stream from a flash has no weight memory: ``weight_ram`` is moot)."""
     from amaranth.back import verilog
-    link = HostLink(plan, divisor, {"weight_ram": weight_ram}, check_frames=check_frames)
+    link = HostLink(plan, divisor, {"weight_ram": "block" if plan.weight_flash else weight_ram},
+                    check_frames=check_frames)
     return time0_safe(verilog.convert(link, name=TOP, emit_src=False))
 
 
 def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
-                   gaps: float = 0.0, weight_ram: str = "huge", plant=None) -> dict:
+                   gaps: float = 0.0, weight_ram: str = "huge", plant=None,
+                   powerup: bool = False) -> dict:
     """Run ``x`` (u8 vectors) through the host link's UART pins with the protocol's host
     session; returns the bench's summary plus ``passed``.  ``plant``: ``"golden"`` (one
     expected output off by one) or ``"load"`` (one loaded weight word flipped), planted
-    errors the bench must catch."""
+    errors the bench must catch, or ``"flash"`` (one flipped bit in the flash image).  A plan
+    whose weights stream from a flash gets the flash model on its pins.  ``powerup``: the inferences are the first frames after reset (no
+    load, no verify; the weights must be in block RAM or the flash)."""
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    return _run_bench(plan, x, build_dir, preloaded=weight_ram != "huge", divisor=divisor,
+    preloaded = weight_ram != "huge" or bool(plan.weight_flash)
+    return _run_bench(plan, x, build_dir, preloaded=preloaded, divisor=divisor, powerup=powerup,
                       gaps=gaps, sim=sim, toplevel=TOP, plant=plant,
                       verilog_text=link_verilog(plan, divisor=divisor, weight_ram=weight_ram))
 

@@ -12,6 +12,10 @@ initialised by the bitstream).
 ``BOARD_GAPS``: probability of an idle gap (1-3 bit times) before each byte the host sends.
 ``BOARD_FAULTS``: ``kind:runs[,kind:runs...]`` runs the fault campaign instead (test
 ``board_faults``; needs a ``rst`` pin).
+``BOARD_FLASH``: the flash image of a link whose engine streams its weights from a flash
+(``flash__*`` pins): a :class:`~insitu.sim.flash_model.SpiFlash` answers on them.
+``BOARD_POWERUP``: "1": the first frame after reset is an inference (no identify, no load, no
+verify): the board must infer with what the bitstream and the flash hold.
 
 Writes ``board.json`` (the normal run) or ``faults.json`` (the campaign).
 """
@@ -28,11 +32,14 @@ from cocotb.triggers import FallingEdge, Timer
 from insitu.boards import protocol as P
 from insitu.gen.plan import Plan
 from insitu.sim.board_sim import FAULT_KINDS
+from insitu.sim.flash_model import SpiFlash
 
 VEC = np.load(os.environ["BOARD_VECTORS"])
 GAPS = float(os.environ.get("BOARD_GAPS", "0"))
 FAULTS = os.environ.get("BOARD_FAULTS", "")
 PLANT = os.environ.get("BOARD_PLANT", "")
+FLASH = os.environ.get("BOARD_FLASH", "")
+POWERUP = os.environ.get("BOARD_POWERUP", "") == "1"
 D = int(VEC["divisor"])
 TIMEOUT = int(VEC["timeout_bits"])
 PERIOD = 10                                          # ns per clock cycle
@@ -176,19 +183,50 @@ async def raw(wire: Wire, data: bytes, wait_bits: int = 0):
         return ("!", str(exc).encode())
 
 
+async def power_up(dut, wire, s, flash):
+    """Inferences as the first frames after reset: nothing loaded, nothing verified."""
+    host = P.Host(PLAN)
+    try:
+        for x, y in zip(VEC["x"], VEC["y"]):
+            got = await drive(wire, host.infer(x, load=False))
+            s["outputs"].append(got)
+            s["vectors"] += 1
+            s["mismatches"] += got != [int(v) for v in y]
+        s["counters"] = [await drive(wire, host.counters())]
+    except P.ProtocolError as exc:
+        s["error"] = str(exc)
+    s["host_stats"] = dict(host.stats)
+    if flash is not None:
+        s["flash"] = {"reads": len(flash.commands), "bytes_read": flash.bytes_read,
+                      "errors": flash.errors[:5]}
+    with open("board.json", "w") as f:
+        json.dump(s, f, indent=1, default=int)
+    assert "error" not in s, s["error"]
+    assert s["vectors"] == len(VEC["x"]) and s["mismatches"] == 0, s
+    assert flash is None or not flash.errors, flash.errors[:3]
+
+
 @cocotb.test()
 async def board_uart(dut):
     """Identify, the protocol's refusals, load, verify, every vector bit-exact, counters."""
     if FAULTS:
         return
+    flash = None
+    if FLASH:
+        with open(FLASH, "rb") as fh:
+            flash = SpiFlash(dut, fh.read(), prefix="flash__")
+        flash.start()
     await start(dut)
     wire = Wire(dut, random.Random(11))
+    s = {"mismatches": 0, "vectors": 0, "outputs": []}
+    if POWERUP:
+        await power_up(dut, wire, s, flash)
+        return
     words = list(P.load_words(PLAN))
     if PLANT == "load":                              # one flipped bit in one weight word
         i = len(PLAN.weight_words) // 2
         words[i] = (words[i][0], words[i][1], words[i][2] ^ 4)
     host = P.Host(PLAN, words=words)
-    s = {"mismatches": 0, "vectors": 0, "outputs": []}
     info = await drive(wire, host.identify())
     s["ident_ok"] = P.ident(PLAN) == bytes(VEC["ident"]) and info["version"] == P.VERSION
 
@@ -236,6 +274,9 @@ async def board_uart(dut):
                            for c in counters)
     s["retries"] = host.stats["retries"]
     s["framing_errors"] = wire.framing
+    if flash is not None:
+        s["flash"] = {"reads": len(flash.commands), "bytes_read": flash.bytes_read,
+                      "errors": flash.errors[:5]}
     with open("board.json", "w") as f:
         json.dump(s, f, indent=1, default=int)
     assert "error" not in s, s["error"]

@@ -3,6 +3,7 @@
 pins, the host driver against a board model, and the synth command's errors."""
 
 
+import dataclasses
 import struct
 import zlib
 
@@ -15,9 +16,10 @@ import insitu.cli as cli
 from insitu.boards import protocol as P
 from insitu.boards.fpga import BOARDS, DEVICES, FAMILIES
 from insitu.boards.host import Board, run_board
-from insitu.boards.top import BoardTop
+from insitu.boards.top import BoardTop, place_memories
 from insitu.gen.compiler import compile_model
-from insitu.gen.design import golden_vectors
+from insitu.gen.design import golden_vectors, load_plan
+from insitu.gen.flashimage import flash_image
 from insitu.rtl.emit import write_design
 from insitu.rtl.uart import UartRx, UartTx
 
@@ -391,19 +393,68 @@ def test_cli_synth_bad_input(tmp_path, capsys, args, msg):
 
 
 def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
-    """ResNet-8's 49,152 activation bytes do not fit the UP5K's 15,360 bytes of EBR: one line
-    naming the memory and both sizes, before any tool runs, nothing written."""
+    """ResNet-8 int8 with its weights on chip does not fit the UP5K: one line naming each
+    memory's need and the device's block RAM and SPRAM, before any tool runs, nothing
+    written; with its weights in the flash it is placed (activations in three SPRAM banks)."""
     from insitu.cli import main
     out = tmp_path / "ice"
     from pathlib import Path
     onnx_file = Path(__file__).resolve().parents[1] / "models" / "resnet8" / "model.onnx"
     assert main(["compile", str(onnx_file), "--scheme", "int8", "-o",
                  str(tmp_path / "r8")]) == 0
+    capsys.readouterr()
     assert main(["synth", str(tmp_path / "r8"), "--board", "icebreaker", "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "the activation memory needs 49152 bytes, more than the 15360 bytes of block RAM of " \
-           "the iCE40UP5K-SG48 on icebreaker" in err
+    assert ("int8 1x32x32 model does not fit icebreaker (iCE40UP5K-SG48): needs activations "
+            "49152 bytes, tile buffers and post/aux/coefficient images 12803 bytes, weight "
+            "memory 77456 bytes; has block RAM 15360 bytes, SPRAM 4 x 32768 bytes") in err
+    assert err.count("\n") == 1 and "--weight-flash qspi" in err
     assert not out.exists()
+    plan = load_plan(tmp_path / "r8")
+    plan.weight_flash = "qspi"
+    place = place_memories("icebreaker", plan)
+    assert (place.weight_ram, place.act_ram, place.sprams) == ("flash", "huge", 3)
+    assert {lp.out_base % 16384 for lp in place.plan.layers} == {0}
+    plan.weight_flash = ""
+    assert place_memories("ulx3s", plan).weight_ram == "block"
+
+
+def test_flash_placement_errors(monkeypatch):
+    """A board without a usable flash, and a weight stream larger than the flash after the
+    bitstream: one line each."""
+    from insitu.boards import fpga
+    from insitu.sim.board_sim import link_test_plan
+    plan = link_test_plan("asm", lanes=3)
+    plan.weight_flash = "qspi"
+    with pytest.raises(ValueError, match="^board versa has no SPI flash the weights can stream"):
+        place_memories("versa", plan)
+    small = dataclasses.replace(BOARDS["icebreaker"].flash,
+                                size=(1 << 20) + len(flash_image(plan)) - 1)
+    monkeypatch.setitem(fpga.BOARDS, "icebreaker",
+                        dataclasses.replace(BOARDS["icebreaker"], flash=small))
+    with pytest.raises(ValueError, match=r"^the weight stream \(\d+ bytes at offset 0x100000\) "
+                                         r"does not fit the 1 MB flash of icebreaker$"):   # (1 MB rounded down)
+        place_memories("icebreaker", plan)
+
+
+@pytest.mark.parametrize("scheme", ["asm", "mlg"])
+def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
+    """A board whose weights stream from the SPI flash (the flash model on the link's pins):
+    the first frames after reset are inferences (nothing loaded, nothing verified) and they
+    are bit-exact; the flash is read once per inference.  A flipped bit in the flash fails."""
+    from insitu.sim.board_sim import link_test_plan, simulate_board
+    plan = link_test_plan(scheme, lanes=3)
+    plan.weight_flash = "qspi:2"
+    x = np.random.default_rng(0).integers(0, 256, (3, 16))
+    r = simulate_board(plan, x, tmp_path / "ok", sim="verilator", powerup=True)
+    assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 3
+    assert r["outputs"] == golden_vectors(plan, x).tolist()
+    assert r["flash"]["reads"] == 3 and r["flash"]["bytes_read"] == 3 * len(flash_image(plan))
+    assert r["counters"][0]["verified"] and not r["counters"][0]["err"]
+    if scheme == "asm":
+        r = simulate_board(plan, x, tmp_path / "bad", sim="verilator", powerup=True,
+                           plant="flash")
+        assert not r["passed"] and r["mismatches"] >= 1
 
 
 def test_cli_run_reports_cycles_and_latency(tmp_path, capsys, monkeypatch):

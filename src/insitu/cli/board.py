@@ -16,16 +16,22 @@ from ..boards.yosys import ToolError
 from ..gen import schemes as registry
 from ..gen.compiler import MAX_LANES
 from ..gen.design import load_plan
+from ..gen.flashimage import parse_flash
 from ..gen.model import ModelError
 from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
 from .common import UserError, load_array, scheme_knobs
 from .demo import demo_plan
+from .demo_real import REAL_MODELS, real_plan
 
 
 def _board_plan(args):
-    """The compiled folder's plan, or the digits demo model's (trained or cached)."""
+    """The compiled folder's plan, or a demo model's: the digits CNN (trained or cached) or
+    a real network's committed checkpoint (``--model resnet8|dscnn``)."""
     if args.design:
+        if args.weight_flash or args.model != "cnn":
+            raise UserError("--model and --weight-flash are for the demo models; a compiled "
+                            "folder has its own (insitu compile --weight-flash)")
         try:
             return load_plan(args.design)
         except ModelError as exc:
@@ -34,7 +40,23 @@ def _board_plan(args):
         raise UserError(unknown_name("scheme", args.scheme, registry.NAMES))
     if not 1 <= args.lanes <= MAX_LANES:
         raise UserError(f"--lanes must be in 1..{MAX_LANES}, not {args.lanes}")
-    return demo_plan("cnn", args.scheme, args.lanes, scheme_knobs(args.scheme, args.set) or None)
+    if args.model not in ("cnn",) + REAL_MODELS:
+        raise UserError(unknown_name("model", args.model, ("cnn",) + REAL_MODELS))
+    if args.weight_flash:
+        try:
+            parse_flash(args.weight_flash)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    knobs = scheme_knobs(args.scheme, args.set) or None
+    try:
+        if args.model == "cnn":
+            plan = demo_plan("cnn", args.scheme, args.lanes, knobs)
+        else:
+            plan = real_plan(args.model, args.scheme, args.lanes, knobs)[0]
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+    plan.weight_flash = args.weight_flash
+    return plan
 
 
 def _cmd_synth(args) -> int:
@@ -42,7 +64,8 @@ def _cmd_synth(args) -> int:
         raise UserError(unknown_name("board", args.board, BOARDS))
     if args.lanes is None:
         args.lanes = BOARDS[args.board].demo_lanes
-    if not args.design and not args.set and args.scheme == registry.BOARD_DEFAULT:
+    if (not args.design and not args.set and args.scheme == registry.BOARD_DEFAULT
+            and args.model == "cnn"):
         args.set = [f"{k}={v}" for k, v in BOARDS[args.board].demo_knobs.items()]
     plan = _board_plan(args)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
@@ -124,8 +147,14 @@ def register(sub) -> None:
     sy.add_argument("design", nargs="?", metavar="DIR", help="folder written by 'insitu compile' "
                     "(default: the digits CNN demo model)")
     sy.add_argument("--board", required=True, help="icebreaker, ulx3s or versa")
+    sy.add_argument("--model", default="cnn", help="demo model when no DIR is given: cnn (the "
+                    "digits CNN), resnet8 or dscnn (the committed Fashion-MNIST checkpoints; "
+                    "default: %(default)s)")
     sy.add_argument("--scheme", default=registry.BOARD_DEFAULT, help="demo model scheme when no DIR is given "
                     "(default: %(default)s)")
+    sy.add_argument("--weight-flash", default="", metavar="qspi|spi[:DIV]", help="demo model: "
+                    "stream the weights from the board's SPI flash at every inference (writes "
+                    "flash.bin and prints the programming command)")
     sy.add_argument("--lanes", type=int, help="demo model lanes when no DIR is given "
                     "(default: 8)")
     sy.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
