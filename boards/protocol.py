@@ -243,7 +243,9 @@ class Host:
         n = struct.unpack("<H", head[1:3])[0]
         if n > max(4 * self.n_out, STATUS_LEN, VERIFY_LEN, IDENT_LEN):
             raise LinkFault("answer length")
-        rest = yield ("read", n + 2, "answer")
+        # (a Y answer's head leaves when the inference starts, its outputs when it ends: the
+        # rest of the frame gets the same wait)
+        rest = yield ("read", n + 2, wait)
         return parse_frame(head + rest)
 
     def exchange(self, cmd: str, payload: bytes, want: str, wait: str = "answer"):

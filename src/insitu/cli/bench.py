@@ -11,6 +11,7 @@ from ..boards.fpga import BOARDS, DEVICES
 from ..boards.yosys import ToolError
 from ..gen import schemes as registry
 from ..gen.compiler import MAX_LANES
+from ..gen.flashimage import parse_flash
 from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
 from ..sim import fuzz, mutate
@@ -205,14 +206,25 @@ def _cmd_bench_bandwidth(args) -> int:
         if not (l.isdigit() and b.isdigit() and int(l) >= 1 and int(b) >= 1) or int(l) > MAX_LANES:
             raise UserError(f"--rtl expects LANES:BITS pairs, e.g. 8:2,64:2, not {item!r}")
         rtl.append((int(l), int(b)))
+    rtl_flash = []
+    for item in filter(None, (args.rtl_flash or "").split(",")):
+        l, _, mode = item.partition(":")
+        try:
+            parse_flash(mode)
+        except ValueError:
+            mode = None
+        if not (l.isdigit() and 1 <= int(l) <= MAX_LANES and mode):
+            raise UserError(f"--rtl-flash expects LANES:qspi|spi pairs, e.g. 8:qspi, not {item!r}")
+        rtl_flash.append((int(l), mode))
     if args.limit < 1:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
     rep = run_bench_bandwidth(Path(args.output), lanes=lanes, bits=bits, rtl=rtl,
-                              limit=args.limit, sim=args.sim)
+                              rtl_flash=rtl_flash, limit=args.limit, sim=args.sim)
     print((Path(args.output) / "bench_bandwidth.md").read_text())
     print(f"wrote {Path(args.output) / 'bench_bandwidth.json'}, bench_bandwidth.md, "
           f"bench_bandwidth.png ({rep['seconds']:.0f} s)", file=sys.stderr)
-    ok = all(r["bit_exact"] for r in rep["rtl"]) and rep["rtl_within_2_percent"]
+    ok = (all(r["bit_exact"] for r in rep["rtl"] + rep["rtl_flash"])
+          and rep["rtl_within_2_percent"])
     return 0 if ok else 1
 
 
@@ -299,6 +311,10 @@ def register(sub) -> None:
                     "%(default)s)")
     bb.add_argument("--rtl", default="8:2,64:2", metavar="LANES:B,...",
                     help="points simulated in RTL for every scheme (default: %(default)s; '' none)")
+    bb.add_argument("--rtl-flash", default="8:qspi,64:qspi", metavar="LANES:MODE,...",
+                    help="points simulated in RTL with the SPI flash model on the weight pins, "
+                    "for every scheme (MODE qspi or spi, flash clock half the engine's; default: "
+                    "%(default)s; '' none)")
     bb.add_argument("--limit", type=int, default=10000, help="test images for the accuracy "
                     "(default: %(default)s)")
     bb.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],

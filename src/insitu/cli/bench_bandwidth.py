@@ -13,6 +13,13 @@ image, bit-exact against the golden model); their cycle counters must be within 
 model.  B = 2 and 4 are the QSPI class: a quad-SPI flash clocked at half or the whole engine
 clock.
 
+The flash rows (``flash``: ``qspi`` and ``spi`` at a flash clock of half the engine clock, 2
+and 0.5 bits per cycle) are the engine as boards build it with ``--weight-flash``: the weight
+memory streams from the flash in the fill's read order (``gen.flashimage``: words padded to
+whole bytes, MLG's level-1 basis once per tile) while the small aux / coefficient memories stay
+in block RAM.  Their RTL points (``--rtl-flash``, LANES:MODE pairs) run the cocotb engine bench
+with the SPI flash model on the engine's pins.
+
 Writes ``bench_bandwidth.json``, ``bench_bandwidth.md`` and ``bench_bandwidth.png``.
 """
 
@@ -29,6 +36,7 @@ from ..gen import schemes as registry
 from ..gen.compiler import compile_model, golden_layers
 from ..gen.cycles import estimate_cycles
 from ..gen.datasets import fashion_mnist, pad_to
+from ..gen.flashimage import flash_bits_per_cycle, stream_bits
 from ..gen.model import load_network
 from ..gen.network import forward_int
 from ..rtl.emit import write_design
@@ -48,8 +56,13 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+#: Flash modes of the grid (at a flash clock of half the engine clock).
+FLASH_MODES = ("qspi", "spi")
+
+
 def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), bits=BITS,
-                        rtl=((8, 2), (64, 2)), limit: int = 10000, sim: str = "verilator") -> dict:
+                        rtl=((8, 2), (64, 2)), rtl_flash=((8, "qspi"), (64, "qspi")),
+                        limit: int = 10000, sim: str = "verilator") -> dict:
     out = Path(out_dir)
     t_all = time.monotonic()
     layers, shape = load_network(checkpoint(model))
@@ -85,8 +98,20 @@ def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), b
                              "port_stall_cycles": est.bound_cycles["port"],
                              "fill_stall_cycles": est.bound_cycles["fill"],
                              "accuracy_hw": accuracy[scheme]})
+            for mode in FLASH_MODES:
+                plan.weight_flash = mode
+                est = estimate_cycles(plan)
+                plan.weight_flash = ""
+                rows.append({"lanes": L, "scheme": scheme, "port_bits": None, "flash": mode,
+                             "flash_bits_per_cycle": flash_bits_per_cycle(mode),
+                             "flash_bytes": stream_bits(plan) // 8,
+                             "weight_bits_read": est.weight_bits, "cycles": est.cycles,
+                             "limit": est.limit, "port_stall_cycles": est.bound_cycles["port"],
+                             "fill_stall_cycles": est.bound_cycles["fill"],
+                             "accuracy_hw": accuracy[scheme]})
     for r in rows:
         base = next(q for q in rows if q["lanes"] == r["lanes"] and q["port_bits"] == r["port_bits"]
+                    and q.get("flash") == r.get("flash")
                     and q["scheme"] == registry.BASELINE.name)
         r["speedup_vs_int8"] = base["cycles"] / r["cycles"]
     for L, B in rtl:
@@ -111,9 +136,37 @@ def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), b
                              "seconds": round(time.monotonic() - t0, 1)})
             _log(f"[rtl {scheme} L{L} B{B}] {rep['cycles']} cycles (model {est.cycles}, "
                  f"{100 * rtl_rows[-1]['error']:+.2f}%), bit-exact {rep['bit_exact']}")
+    flash_rows = []
+    for L, mode in rtl_flash:
+        for scheme in schemes:
+            net, codes, _ = nets[scheme]
+            plan = compile_model(net, scheme, lanes=L, input_shape=shape, calib=calib,
+                                 compressed=codes)
+            plan.weight_flash = mode
+            t0 = time.monotonic()
+            ddir = out / "designs" / f"{scheme}-L{L}-{mode.replace(':', '-')}"
+            write_design(plan, ddir, x_test[:1].reshape(1, -1))
+            rep = simulate(ddir, sim=sim, progress=False)
+            est = estimate_cycles(plan)
+            fl = rep.get("flash", {})
+            flash_rows.append({"lanes": L, "scheme": scheme, "flash": mode,
+                               "rtl_cycles": rep["cycles"], "model_cycles": est.cycles,
+                               "error": (est.cycles - rep["cycles"]) / rep["cycles"],
+                               "bit_exact": rep["bit_exact"],
+                               "flash_bytes_read": fl.get("bytes_read", 0),
+                               "flash_bytes": stream_bits(plan) // 8,
+                               "seconds": round(time.monotonic() - t0, 1)})
+            _log(f"[rtl {scheme} L{L} {mode} flash] {rep['cycles']} cycles (model {est.cycles}, "
+                 f"{100 * flash_rows[-1]['error']:+.2f}%), {fl.get('bytes_read', 0)} flash bytes, "
+                 f"bit-exact {rep['bit_exact']}")
+    for r in flash_rows:
+        base = next((q for q in flash_rows if q["lanes"] == r["lanes"] and q["flash"] == r["flash"]
+                     and q["scheme"] == registry.BASELINE.name), None)
+        r["rtl_speedup_vs_int8"] = base["rtl_cycles"] / r["rtl_cycles"] if base else None
     report = {"model": model, "test_images": n, "accuracy_hw": accuracy, "lanes": list(lanes),
               "bits": list(bits), "qspi_bits": list(QSPI), "grid": rows, "rtl": rtl_rows,
-              "rtl_within_2_percent": all(abs(r["error"]) <= 0.02 for r in rtl_rows),
+              "flash_modes": list(FLASH_MODES), "rtl_flash": flash_rows,
+              "rtl_within_2_percent": all(abs(r["error"]) <= 0.02 for r in rtl_rows + flash_rows),
               "seconds": round(time.monotonic() - t_all, 1)}
     write_bench(out, "bench_bandwidth", report, markdown, _plot)
     return report
@@ -128,13 +181,16 @@ def markdown(rep: dict) -> str:
              f"'on chip' is no link; 'N% link' is the share of the cycles the MAC array "
              f"waits for the link (the rest it computes).", ""]
     for L in rep["lanes"]:
-        head = ["scheme", "bits read/weight"] + [f"B={b}{'*' if b in rep['qspi_bits'] else ''}"
-                                                 for b in rep["bits"]] + ["on chip"]
+        modes = rep.get("flash_modes", [])
+        head = (["scheme", "bits read/weight"]
+                + [f"B={b}{'*' if b in rep['qspi_bits'] else ''}" for b in rep["bits"]]
+                + ["on chip"] + [f"{m} flash" for m in modes])
         lines += [f"## {L} lanes", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in rep["accuracy_hw"]:
-            mine = {r["port_bits"]: r for r in rep["grid"] if r["lanes"] == L and r["scheme"] == s}
+            mine = {r.get("flash") or r["port_bits"]: r for r in rep["grid"]
+                    if r["lanes"] == L and r["scheme"] == s}
             cells = [s, f"{mine[None]['bits_per_weight_read']:.2f}"]
-            for b in (*rep["bits"], None):
+            for b in (*rep["bits"], None, *modes):
                 r = mine[b]
                 stall = r["port_stall_cycles"] / r["cycles"]
                 cells.append(f"{r['cycles']:,} (x{r['speedup_vs_int8']:.2f}"
@@ -149,6 +205,15 @@ def markdown(rep: dict) -> str:
             lines.append(f"| {r['lanes']} | {r['port_bits']} | {r['scheme']} | {r['rtl_cycles']:,} | "
                          f"{r['model_cycles']:,} | {100 * r['error']:+.2f}% | "
                          f"{'yes' if r['bit_exact'] else 'NO'} | {r['weight_bits_read']:,} |")
+    if rep.get("rtl_flash"):
+        lines += ["", "## RTL with the SPI flash model (cocotb + Verilator, one test image)", "",
+                  "| lanes | flash | scheme | RTL cycles | model cycles | error | x int8 (RTL) | "
+                  "flash bytes read | bit-exact |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in rep["rtl_flash"]:
+            sp = f"x{r['rtl_speedup_vs_int8']:.2f}" if r["rtl_speedup_vs_int8"] else "-"
+            lines.append(f"| {r['lanes']} | {r['flash']} | {r['scheme']} | {r['rtl_cycles']:,} | "
+                         f"{r['model_cycles']:,} | {100 * r['error']:+.2f}% | {sp} | "
+                         f"{r['flash_bytes_read']:,} | {'yes' if r['bit_exact'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -162,12 +227,21 @@ def _plot(rep: dict, path: Path) -> None:
         for s in rep["accuracy_hw"]:
             pts = [r for r in rep["grid"] if r["lanes"] == L and r["scheme"] == s
                    and r["port_bits"] is not None]
-            ax.plot([r["port_bits"] for r in pts], [r["cycles"] / 1e6 for r in pts],
-                    marker=registry.get(s).marker, label=s)
+            fl = [r for r in rep["grid"] if r["lanes"] == L and r["scheme"] == s and r.get("flash")]
+            line, = ax.plot([r["port_bits"] for r in pts], [r["cycles"] / 1e6 for r in pts],
+                            marker=registry.get(s).marker, label=s)
+            ax.scatter([r["flash_bits_per_cycle"] for r in fl], [r["cycles"] / 1e6 for r in fl],
+                       marker=registry.get(s).marker, facecolors="none",
+                       edgecolors=line.get_color(), s=60, zorder=3)
         for r in rep["rtl"]:
             if r["lanes"] == L:
                 ax.scatter([r["port_bits"]], [r["rtl_cycles"] / 1e6], marker="x", color="k",
                            zorder=4, label="RTL" if r is rep["rtl"][0] else None)
+        for r in rep.get("rtl_flash", []):
+            if r["lanes"] == L:
+                ax.scatter([flash_bits_per_cycle(r["flash"])], [r["rtl_cycles"] / 1e6],
+                           marker="+", color="r", s=80, zorder=5,
+                           label="RTL + flash model" if r is rep["rtl_flash"][0] else None)
         ax.axvspan(min(rep["qspi_bits"]), max(rep["qspi_bits"]), color="gray", alpha=0.15,
                    label="QSPI class")
         ax.set_xscale("log", base=2)
