@@ -38,6 +38,7 @@ cleared when an inference starts and hold their values after it.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import replace
 
 from amaranth.hdl import EnableInserter, Module, Mux, Signal, unsigned
@@ -103,6 +104,7 @@ class Engine(wiring.Component):
     flash : ``Out(FLASH_PINS)``, only with ``plan.weight_flash``: the weight memory is a SPI
         NOR flash holding ``gen.flashimage.flash_image(plan)`` at ``flash_offset``, read once
         per inference (:class:`~.weightstream.WeightStream`); nothing of it is kept on chip.
+        Every read is checked against the stream's CRC-32: a mismatch raises ``err``.
 
     Raises
     ------
@@ -191,9 +193,10 @@ class Engine(wiring.Component):
             # The weight memory is a flash read once per inference: the fill advances when
             # it takes no weight word or the next one has arrived.
             quad, divider = parse_flash(plan.weight_flash)
+            image = flash_image(plan)
             m.submodules.wstream = ws = WeightStream(
-                word_bits=plan.weight_word_bits, count=len(flash_image(plan)),
-                offset=self.flash_offset, quad=quad, divider=divider)
+                word_bits=plan.weight_word_bits, count=len(image), offset=self.flash_offset,
+                quad=quad, divider=divider, crc=zlib.crc32(image))
             wiring.connect(m, ws.flash, wiring.flipped(self.flash))
             m.submodules.fill = EnableInserter(en := Signal())(fill)
             m.d.comb += [en.eq(~fill.w_take | ws.ready), ws.start.eq(start),
@@ -264,9 +267,10 @@ class Engine(wiring.Component):
             m.d.sync += running.eq(0)
 
         m.submodules.counters = cnt = Counters(lanes=L, counter_bits=self._counter_bits)
+        flash_bad = ws.bad if plan.weight_flash else 0
         m.d.comb += [cnt.start.eq(start), cnt.running.eq(running), cnt.issuing.eq(ctrl.issuing),
                      cnt.mac_fire.eq(mac.i.valid & mac.i.ready), cnt.lanes.eq(ctrl.lanes_used),
-                     cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err | act.conflict),
+                     cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err | act.conflict | flash_bad),
                      self.err.eq(cnt.err)]
         m.d.comb += [getattr(self, name).eq(getattr(cnt, name)) for name in COUNTERS]
         return m

@@ -13,6 +13,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .crc import CRC32, Crc
 from .flash import ADDR_BITS, FlashReader
 
 __all__ = ["WeightStream", "FLASH_PINS"]
@@ -35,6 +36,10 @@ class WeightStream(wiring.Component):
         Flash address of its first byte.
     quad, divider
         :class:`~.flash.FlashReader` settings.
+    crc : int or None
+        The CRC-32 (``zlib.crc32``) of the stream: every read is checked against it and
+        ``bad`` pulses after a read whose bytes differ (a corrupt or wrongly programmed
+        flash).
 
     Members
     -------
@@ -46,6 +51,8 @@ class WeightStream(wiring.Component):
         A word is waiting.
     data : ``Out(word_bits)``
         The word taken last (held until the next take), as a memory read port shows it.
+    bad : ``Out(1)``
+        One cycle after a read whose CRC-32 is not ``crc``.
     flash : ``Out(FLASH_PINS)``
 
     Raises
@@ -56,17 +63,17 @@ class WeightStream(wiring.Component):
     """
 
     def __init__(self, *, word_bits: int, count: int, offset: int = 0, quad: bool = True,
-                 divider: int = 1):
+                 divider: int = 1, crc: int | None = None):
         for name, v in (("word_bits", word_bits), ("count", count)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"Weight stream {name} must be a positive integer, not {v!r}")
         if not isinstance(offset, int) or offset < 0 or offset + count > 1 << ADDR_BITS:
             raise ValueError(f"Weight stream of {count} bytes at offset {offset!r} does not fit "
                              f"a 24-bit flash address")
-        self.word_bits, self.count, self.offset = word_bits, count, offset
+        self.word_bits, self.count, self.offset, self.crc = word_bits, count, offset, crc
         self.reader = FlashReader(quad=quad, divider=divider, fixed=(offset, count))
         super().__init__({"start": In(1), "take": In(1), "ready": Out(1),
-                          "data": Out(word_bits), "flash": Out(FLASH_PINS)})
+                          "data": Out(word_bits), "bad": Out(1), "flash": Out(FLASH_PINS)})
 
     def elaborate(self, platform):
         m = Module()
@@ -94,4 +101,18 @@ class WeightStream(wiring.Component):
             m.d.sync += [self.data.eq(buf[:self.word_bits]), got.eq(0)]
         with m.If(self.start):
             m.d.sync += [pend.eq(1), got.eq(0)]
+        if self.crc is not None:
+            # CRC-32 of the bytes as they arrive; checked once the read is over and its last
+            # byte was taken
+            m.submodules.crc = crc = Crc(CRC32)
+            checking = Signal()
+            m.d.comb += [crc.clear.eq(self.start), crc.byte.eq(byte.payload),
+                         crc.en.eq(byte.valid & byte.ready)]
+            with m.If(self.start):
+                m.d.sync += checking.eq(1)
+            with m.Elif(checking & ~pend & rd.i_cmd.ready & ~byte.valid):   # reader idle
+                m.d.sync += [checking.eq(0),
+                             self.bad.eq(crc.value != (self.crc ^ CRC32.xorout))]
+            with m.If(~checking):
+                m.d.sync += self.bad.eq(0)
         return m

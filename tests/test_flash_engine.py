@@ -59,10 +59,24 @@ def test_flash_engine_bit_exact(build_dir, scheme, flash):
 
 @needs_verilator
 def test_planted_flash_bit_flip_fails(build_dir):
+    """A flipped bit in the second inference's read: that inference differs and raises err
+    (the stream's CRC-32)."""
     design = _compile(build_dir, "asm", "qspi")
     n = json.loads((design / "compile_report.json").read_text())["flash_bytes"]
     rep = simulate(design, sim="verilator", progress=False, flash_flip=(n + 5, 2))
     assert not rep["bit_exact"] and rep["mismatches"] == 1
+    assert rep["first_mismatches"][0]["vector"] == 1 and rep["first_mismatches"][0]["err"] == 1
+
+
+@needs_verilator
+def test_flash_crc_catches_a_flip_the_outputs_do_not_show(build_dir):
+    """MLG words are 54 bits in 7 bytes: a flipped padding bit changes no weight, so the
+    outputs stay right, but the read's CRC-32 differs and the engine raises err."""
+    design = _compile(build_dir, "mlg", "qspi")
+    assert json.loads((design / "manifest.json").read_text())["weight_word_bits"] % 8 != 0
+    rep = simulate(design, sim="verilator", progress=False, flash_flip=(6, 7))
+    bad = rep["first_mismatches"]
+    assert rep["mismatches"] == 1 and bad[0]["outputs"] == [] and bad[0]["err"] == 1
 
 
 @pytest.mark.parametrize("scheme", schemes.NAMES)
