@@ -250,6 +250,8 @@ def test_compile_with_a_weight_link(tmp_path, capsys):
     (["--lanes", "0"], "--lanes must be positive integers, not '0'"),
     (["--lanes", "65"], "--lanes must be at most 64, not 65"),
     (["--bits", "two"], "--bits must be comma-separated integers, not 'two'"),
+    (["--rtl-flash", "8:ospi"], "--rtl-flash expects LANES:qspi|spi pairs, e.g. 8:qspi, not "
+                                "'8:ospi'"),
 ])
 def test_bench_bandwidth_bad_input(tmp_path, capsys, args, msg):
     assert cli.main(["bench", "bandwidth", *args, "-o", str(tmp_path / "o")]) == 2

@@ -44,6 +44,21 @@ def test_weight_port_bandwidth():
         estimate_cycles(plan, 0)
 
 
+def test_flash_weight_memory_model():
+    """A slower flash is never faster, never faster than on-chip memories, and a slow one
+    limits the inference."""
+    plan, _ = _plan("int8", 8)
+    on_chip = estimate_cycles(plan).cycles
+    runs = []
+    for mode in ("qspi", "qspi:2", "spi", "spi:4"):
+        plan.weight_flash = mode
+        runs.append(estimate_cycles(plan))
+    plan.weight_flash = ""
+    cycles = [r.cycles for r in runs]
+    assert cycles == sorted(cycles) and cycles[0] > on_chip
+    assert runs[-1].limit == "port"
+
+
 @pytest.mark.parametrize("scheme", schemes.NAMES)
 @pytest.mark.parametrize("port_bits", [1, 5])
 def test_weight_port_in_rtl(scheme, port_bits):
