@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _ENGINE = ["tests/test_engine.py", "tests/test_engine_graph.py", "tests/test_formal.py",
            "tests/test_cycles.py", "-k",
            "False or switch or single or levels or load_stream or planted or requant or "
-           "avgpool or maxpool or invalid or weight_port_in_rtl"]
+           "avgpool or maxpool or invalid or weight_port_in_rtl or bank"]
 #: The tests that cover each file of ``rtl/`` (pytest arguments).
 TESTS = {
     "asm.py": ["tests/test_rtl_asm.py", "tests/test_formal.py", "tests/test_engine_graph.py",
@@ -52,7 +52,8 @@ TESTS = {
                     "int8 or baseline or exact or pow2 or lane"],
     "crc.py": ["tests/test_formal.py", "tests/test_rtl_components.py", "-k", "crc"],
     "uart.py": ["tests/test_boards.py", "-k", "uart_loopback or uart_rx or divisor"],
-    "flash.py": ["tests/test_flash.py"],
+    "flash.py": ["tests/test_flash.py", "tests/test_flash_engine.py"],
+    "weightstream.py": ["tests/test_flash_engine.py"],
     "emit.py": ["tests/test_cli.py", "-k", "compile or verilog or simulate"],
     # the SPRAM-style (empty at power-up) weight memory is built by the board tests only
     "weightmem.py": _ENGINE[:-2] + ["tests/test_boards.py", "-k", _ENGINE[-1] + " or uart_bit_exact"],
