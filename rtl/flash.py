@@ -109,7 +109,7 @@ class FlashReader(wiring.Component):
         else:                                 # the one command, bit n - 1 of it on DQ0
             out = None
             word = Const(opcode << ADDR_BITS | self.fixed[0], 32)
-            out_bit = word.bit_select((n - 1)[:5], 1)
+            out_bit = (word >> (n - 1)[:5])[0]
             left = Signal(range(self.fixed[1] + 1))
         byte = Signal(8)
         got = Signal(range(9))                # bits of `byte` received

@@ -36,7 +36,7 @@ FAULT_KINDS = ("flip", "flip_input", "drop", "dup", "break", "gap", "garbage", "
 
 def _run_bench(plan, x, build_dir, *, preloaded, divisor, gaps, sim, toplevel,
                verilog_text=None, sources=(), defines=None, faults=None, seed=1,
-               plant=None, powerup=False) -> dict:
+               plant=None, powerup=False, flash_base: int = 0) -> dict:
     """Write the bench's vectors and run ``insitu.sim.tb_board`` on ``toplevel``: the normal
     run (``board.json`` plus ``passed``) or, with ``faults`` (``{kind: runs}``), the fault
     campaign (``{"runs": [...], "passed": ...}``)."""
@@ -60,6 +60,7 @@ def _run_bench(plan, x, build_dir, *, preloaded, divisor, gaps, sim, toplevel,
         (build_dir / FLASH).write_bytes(bytes(image))
         image = build_dir / FLASH
         env["BOARD_FLASH"] = str(image.resolve())
+        env["BOARD_FLASH_BASE"] = str(flash_base)
     name = "board.json"
     if faults:
         env["BOARD_FAULTS"] = ",".join(f"{k}:{n}" for k, n in faults.items())
@@ -136,6 +137,20 @@ module insitu_board_pins(input clk, input rx, output tx, output led0, output led
 endmodule
 """
 
+#: The same with the iCEBreaker's quad-SPI flash pins: the flash model drives DQ weakly, so
+#: the FPGA's pad wins whenever it drives (DQ0 during the command).
+HARNESS_FLASH = """
+module insitu_board_pins(input clk, input rx, output tx, output led0, output led1,
+  output flash__sck, output flash__cs_n, output [3:0] flash__dq_o, input [3:0] flash__dq_i);
+  wire [3:0] dq;
+  assign (weak0, weak1) dq = flash__dq_i;
+  assign flash__dq_o = dq;
+  top u_top(.clk12_0__io(clk), .uart_0__rx__io(rx), .uart_0__tx__io(tx),
+            .led_0__io(led0), .led_1__io(led1), .spi_flash_4x_0__cs__io(flash__cs_n),
+            .spi_flash_4x_0__clk__io(flash__sck), .spi_flash_4x_0__dq__io(dq));
+endmodule
+"""
+
 #: The iCE40 PLL's simulation model in Yosys is a black box: a pass-through stand-in (the
 #: design then runs at the oscillator's clock; UART timing is counted in cycles, unchanged).
 PLL_STANDIN = """
@@ -155,11 +170,13 @@ endmodule
 
 
 def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
-                       gaps: float = 0.0) -> dict:
+                       gaps: float = 0.0, powerup: bool = False, plant=None) -> dict:
     """The complete iCEBreaker top (PLL, reset synchroniser, SB_IO pads, LEDs, host link,
     engine with its SPRAM-style weight memory) from amaranth-boards' own build files, as
-    Verilog with Yosys' iCE40 cell models, driven only through its clock, UART and LED pins.
-    The top is built for a baud rate of clock / ``divisor`` so the run stays short."""
+    Verilog with Yosys' iCE40 cell models, driven only through its clock, UART and LED pins
+    (and, for a plan whose weights stream from the flash, its flash pins, with the flash model
+    on them; Icarus, for the pads' drive strengths).  The top is built for a baud rate of
+    clock / ``divisor`` so the run stays short."""
     import re
     import subprocess
 
@@ -177,11 +194,23 @@ def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int 
     if proc.returncode != 0:
         raise RuntimeError(f"Yosys could not convert the board top: {proc.stderr[-400:]}")
     text = time0_safe((build_dir / "top_sim.v").read_text())
-    (build_dir / "board_top.v").write_text(text + HARNESS + PLL_STANDIN)
+    harness = HARNESS_FLASH if plan.weight_flash else HARNESS
+    (build_dir / "board_top.v").write_text(text + harness + PLL_STANDIN)
     models = cell_models("ice40", build_dir)
-    models.write_text(re.sub(r"module SB_PLL40_PAD\b.*?endmodule", "", models.read_text(),
-                             flags=re.S))
-    return _run_bench(plan, x, build_dir, preloaded=False, divisor=divisor, gaps=gaps,
-                      sim=sim, toplevel="insitu_board_pins",
+    text = re.sub(r"module SB_PLL40_PAD\b.*?endmodule", "", models.read_text(), flags=re.S)
+    # SB_IO's input and output muxes are `always @*` blocks: they run first when an input
+    # changes, so a pad that holds its time-0 value (a flash DQ0 until the first 1 bit it
+    # sends, a DQ line until the flash first drives a 1) reads or drives X.  Evaluate both
+    # once after time 0 as well.
+    text = text.replace("\tassign D_IN_0 = din_0, D_IN_1 = din_1;",
+                        "\tinitial #1 begin\n"
+                        "\t\tdout = PIN_TYPE[3] ? (PIN_TYPE[2] ? !dout_q_0 : D_OUT_0) : dout_q_0;\n"
+                        "\t\tif (!PIN_TYPE[1] || !LATCH_INPUT_VALUE)\n"
+                        "\t\t\tdin_0 = PIN_TYPE[0] ? PACKAGE_PIN : din_q_0;\n"
+                        "\tend\n\tassign D_IN_0 = din_0, D_IN_1 = din_1;", 1)
+    models.write_text(text)
+    return _run_bench(plan, x, build_dir, preloaded=top.weight_ram != "huge", divisor=divisor,
+                      gaps=gaps, sim=sim, toplevel="insitu_board_pins", powerup=powerup,
+                      plant=plant, flash_base=BOARDS["icebreaker"].flash.offset,
                       sources=[build_dir / "board_top.v", models],
                       defines=CELL_DEFINES["ice40"])

@@ -7,8 +7,9 @@ It samples DQ0 on SCK's rising edge and changes its output after the falling edg
 flash does; chip select high ends a command at any point.  Anything else it sees (another
 command, a clock edge with chip select high) is recorded in ``errors``.
 
-``flip``: ``(byte index, bit)`` of a read to corrupt, counting bytes from the first read
-(a planted error, to show a bench can fail).
+``base``: the address of the image's first byte (a board puts the weights after its
+bitstream).  ``flip``: ``(byte index, bit)`` of a read to corrupt, counting bytes from the
+first read (a planted error, to show a bench can fail).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ class SpiFlash:
     """``image`` (bytes) behind the pins ``sck``, ``cs_n``, ``dq_o``/``dq_oe`` (driven by the
     design) and ``dq_i`` (driven here)."""
 
-    def __init__(self, dut, image: bytes, *, prefix: str = "", flip=None):
-        self.image = bytes(image)
+    def __init__(self, dut, image: bytes, *, prefix: str = "", flip=None, base: int = 0):
+        self.image, self.base = bytes(image), base
         self.sck = getattr(dut, f"{prefix}sck")
         self.cs_n = getattr(dut, f"{prefix}cs_n")
         self.dq_o = getattr(dut, f"{prefix}dq_o")
@@ -44,26 +45,43 @@ class SpiFlash:
     def start(self):
         return cocotb.start_soon(self._run())
 
+    def _deselected(self) -> bool:
+        """Chip select high, or not driven yet (X / Z before the design's reset)."""
+        v = self.cs_n.value
+        return not v.is_resolvable or bool(int(v))
+
     async def _run(self):
         while True:
-            if int(self.cs_n.value):
+            if self._deselected():
                 await FallingEdge(self.cs_n)
+                if self._deselected():
+                    continue
             await self._command()
-            if not int(self.cs_n.value):
+            if not self._deselected():
                 await RisingEdge(self.cs_n)
             self.dq_i.value = 0
 
     async def _clock(self, edge):
         """Wait for ``edge`` of SCK; False when chip select rose first."""
         await First(edge(self.sck), RisingEdge(self.cs_n))
-        return not int(self.cs_n.value)
+        return not self._deselected()
+
+    def _dq0(self, i: int) -> int:
+        """DQ0 as the design drives it (the other lines may float: they are not its input);
+        an undriven DQ0 is recorded in ``errors``."""
+        v = self.dq_o.value
+        bit = v[0] if len(v) > 1 else v
+        if not bit.is_resolvable:
+            self.errors.append(f"DQ0 not driven ({bit}) at command bit {i}")
+            return 0
+        return int(bit)
 
     async def _command(self):
         word = 0
-        for _ in range(8 + ADDR_BITS):
+        for i in range(8 + ADDR_BITS):
             if not await self._clock(RisingEdge):
                 return
-            word = (word << 1) | (int(self.dq_o.value) & 1)
+            word = (word << 1) | self._dq0(i)
         cmd, addr = word >> ADDR_BITS, word & ((1 << ADDR_BITS) - 1)
         if cmd not in (READ, READ_QUAD):
             self.errors.append(f"unknown command 0x{cmd:02x}")
@@ -74,7 +92,7 @@ class SpiFlash:
         per = 4 if cmd == READ_QUAD else 1
         count = 0
         while True:                     # bytes until chip select rises
-            value = self.image[(addr + count) % len(self.image)]
+            value = self.image[(addr - self.base + count) % len(self.image)]
             if self.flip is not None and self.bytes_read == self.flip[0]:
                 value ^= 1 << self.flip[1]
             for k in range(8 // per):

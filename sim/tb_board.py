@@ -13,7 +13,8 @@ initialised by the bitstream).
 ``BOARD_FAULTS``: ``kind:runs[,kind:runs...]`` runs the fault campaign instead (test
 ``board_faults``; needs a ``rst`` pin).
 ``BOARD_FLASH``: the flash image of a link whose engine streams its weights from a flash
-(``flash__*`` pins): a :class:`~insitu.sim.flash_model.SpiFlash` answers on them.
+(``flash__*`` pins): a :class:`~insitu.sim.flash_model.SpiFlash` answers on them, with the
+image at ``BOARD_FLASH_BASE`` (the board's flash offset; 0 by default).
 ``BOARD_POWERUP``: "1": the first frame after reset is an inference (no identify, no load, no
 verify): the board must infer with what the bitstream and the flash hold.
 
@@ -214,7 +215,8 @@ async def board_uart(dut):
     flash = None
     if FLASH:
         with open(FLASH, "rb") as fh:
-            flash = SpiFlash(dut, fh.read(), prefix="flash__")
+            flash = SpiFlash(dut, fh.read(), prefix="flash__",
+                             base=int(os.environ.get("BOARD_FLASH_BASE", "0")))
         flash.start()
     await start(dut)
     wire = Wire(dut, random.Random(11))

@@ -163,6 +163,20 @@ def test_complete_icebreaker_top_through_its_pins(tmp_path):
     assert r["leds"] == [1, 1]                  # active-low LEDs: not busy, no error
 
 
+def test_complete_icebreaker_top_with_its_flash(tmp_path):
+    """The whole iCEBreaker top with its weights in the SPI flash: the flash model on the
+    quad-SPI pads (image at the board's 1 MB offset), inferences as the first frames after
+    configuration, bit-exact, the flash read once per inference."""
+    from insitu.sim.board_sim import link_test_plan, simulate_board_top
+    plan = link_test_plan("asm", lanes=3)
+    plan.weight_flash = "qspi"
+    x = np.random.default_rng(0).integers(0, 256, (2, 16))
+    r = simulate_board_top(plan, x, tmp_path, powerup=True)
+    assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 2
+    assert r["flash"]["reads"] == 2 and r["flash"]["errors"] == []
+    assert r["counters"][0]["verified"] and not r["counters"][0]["err"]
+
+
 def test_board_uart_planted_errors_fail(tmp_path):
     """The bench can fail: one expected output off by one is a mismatch; one flipped bit in
     one loaded weight word never verifies, so the board refuses to infer."""
