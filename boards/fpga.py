@@ -225,11 +225,14 @@ class Flash:
     """A board's SPI NOR flash as the engine's weight memory: its size, the offset the weight
     stream goes to (after the bitstream), whether its clock pin is the FPGA's configuration
     clock (ECP5: reached through the ``USRMCLK`` primitive) and the command that writes a
-    file at the offset (``{offset}``, ``{file}``)."""
+    file at the offset (``{offset}``, ``{file}``).  ``pins``: ``(cs_n, "dq0 dq1 dq2 dq3",
+    attrs)`` when the board's amaranth-boards resource has no quad-SPI variant with bidirectional data
+    lines (the top then declares its own)."""
     size: int
     offset: int
     program: str
     usrmclk: bool = False
+    pins: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,11 @@ BOARDS = {
                    osc_mhz=25.0, clock_mhz=75.0, enables=(("uart_tx_enable", 0),),
                    # 16 MB (IS25LP128 / W25Q128); the 85F bitstream is about 2.3 MB
                    flash=Flash(16 << 20, 4 << 20,
-                               "openFPGALoader -b ulx3s -f -o {offset} {file}", usrmclk=True)),
+                               "openFPGALoader -b ulx3s -f -o {offset} {file}", usrmclk=True,
+                               # its "spi_flash" resource: cs R2, copi W2, cipo V2, wp Y2,
+                               # hold W1 (one direction each)
+                               pins=("R2", "W2 V2 Y2 W1",
+                                     {"IO_TYPE": "LVCMOS33", "PULLMODE": "UP"}))),
     "versa": Board("versa", "versa_ecp5", "VersaECP5Platform", DEVICES["ecp5-45f"],
                    osc_mhz=100.0, clock_mhz=75.0),
 }

@@ -22,6 +22,7 @@ from amaranth.hdl import (
     Module,
     Signal,
 )
+from amaranth.build import Attrs, Pins, PinsN, Resource, Subsignal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
@@ -194,7 +195,7 @@ class BoardTop(Elaboratable):
              **({"flash_offset": b.flash.offset} if flash else {})})
         if flash:
             self._flash_pins(m, platform, b, link.flash)
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
         m.d.comb += [link.rx.eq(rx.i), tx.o.eq(link.tx)]
@@ -209,16 +210,21 @@ class BoardTop(Elaboratable):
     def _flash_pins(self, m, platform, b, pins):
         """The engine's flash pins on the board's SPI flash: DQ0 both ways, DQ1 in; in quad
         mode DQ2/DQ3 in, else held high (WP#, HOLD# inactive); chip select; the clock on its
-        pin or, on ECP5, through USRMCLK (the configuration clock)."""
+        pin or, on ECP5, through USRMCLK (the configuration clock).  The board's quad-SPI
+        resource, or its own pins (``Flash.pins``) when that has no bidirectional lines."""
         quad = parse_flash(self.plan.weight_flash)[0]
-        if b.flash.usrmclk:
-            res = platform.request("spi_flash", 0, dir="-")
-            # wp and hold are active-low pins: as data lines they are not inverted
-            dq, clk = [res.copi, res.cipo, ~res.wp, ~res.hold], None
-            m.submodules.usrmclk = Instance("USRMCLK", i_USRMCLKI=pins.sck, i_USRMCLKTS=0)
+        if b.flash.pins is not None:
+            cs_pin, dq_pins, attrs = b.flash.pins
+            platform.add_resources([Resource(
+                "insitu_flash", 0, Subsignal("cs", PinsN(cs_pin, dir="o")),
+                Subsignal("dq", Pins(dq_pins, dir="io")), Attrs(**attrs))])
+            res = platform.request("insitu_flash", 0, dir="-")
+            dq, clk = [res.dq[i] for i in range(4)], None
         else:
             res = platform.request("spi_flash_4x", 0, dir="-")
             dq, clk = [res.dq[i] for i in range(4)], res.clk
+        if b.flash.usrmclk:             # the configuration clock pin: only through USRMCLK
+            m.submodules.usrmclk = Instance("USRMCLK", i_USRMCLKI=pins.sck, i_USRMCLKTS=0)
         m.submodules.fl_cs = cs = io.Buffer("o", res.cs)         # cs is active low: inverted
         m.d.comb += cs.o.eq(~pins.cs_n)
         if clk is not None:

@@ -16,7 +16,7 @@ import insitu.cli as cli
 from insitu.boards import protocol as P
 from insitu.boards.fpga import BOARDS, DEVICES, FAMILIES
 from insitu.boards.host import Board, run_board
-from insitu.boards.top import BoardTop, place_memories
+from insitu.boards.top import BoardTop, board_platform, place_memories
 from insitu.gen.compiler import compile_model
 from insitu.gen.design import golden_vectors, load_plan
 from insitu.gen.flashimage import flash_image
@@ -431,6 +431,19 @@ def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
     assert {lp.out_base % 16384 for lp in place.plan.layers} == {0}
     plan.weight_flash = ""
     assert place_memories("ulx3s", plan).weight_ram == "block"
+
+
+def test_flash_tops_elaborate():
+    """The flash pins of both flash boards: the iCEBreaker's quad-SPI resource; the ULX3S's
+    own bidirectional pins with its clock through USRMCLK."""
+    from insitu.sim.board_sim import link_test_plan
+    plan = link_test_plan("asm", lanes=3)
+    plan.weight_flash = "qspi"
+    ice = board_platform("icebreaker").prepare(BoardTop(plan, "icebreaker"), name="top")
+    assert "spi_flash_4x_0__dq__io" in ice.files["top.il"]
+    ulx = board_platform("ulx3s").prepare(BoardTop(plan, "ulx3s"), name="top")
+    assert "USRMCLK" in ulx.files["top.il"] and "insitu_flash_0__dq__io" in ulx.files["top.il"]
+    assert 'LOCATE COMP "insitu_flash_0__dq__io[0]" SITE "W2"' in ulx.files["top.lpf"]
 
 
 def test_flash_placement_errors(monkeypatch):
