@@ -61,6 +61,9 @@ class HostLink(wiring.Component):
         empty = {MEM_WEIGHT} if kwargs.get("weight_ram") == "huge" else set()
         # Memories the bitstream initialises hold the image at power-up.
         self.preloaded = [m not in empty for m in range(P.N_MEMORIES)]
+        #: False when every memory is preloaded (block RAM, flash): the link then has no load
+        #: path at all (``L`` is refused with ``A``), its checks are constants.
+        self.loadable = not all(self.preloaded)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1),
                           "err": Out(1), "uart_err": Out(1), "verified": Out(1),
                           **({"flash": Out(FLASH_PINS)} if plan.weight_flash else {})})
@@ -86,10 +89,11 @@ class HostLink(wiring.Component):
 
         # -- memory checks: word counts and running CRC-32 registers ---------------------------
         # (A memory of no words takes no load: its count and CRC are constants.)
-        counts = Array(Signal(16, name=f"words{i}", init=n if pre else 0) if n else Const(0, 16)
+        counts = Array(Signal(16, name=f"words{i}", init=n if pre else 0)
+                       if n and self.loadable else Const(n, 16)
                        for i, ((n, _), pre) in enumerate(zip(self.checks, self.preloaded)))
         crcs = Array(Signal(32, name=f"crc{i}", init=(c ^ 0xFFFFFFFF) if pre else CRC32.init)
-                     if n else Const(CRC32.init, 32)
+                     if n and self.loadable else Const((c ^ 0xFFFFFFFF) if n else CRC32.init, 32)
                      for i, ((n, c), pre) in enumerate(zip(self.checks, self.preloaded)))
         match = Cat(*((counts[i] == n) & (crcs[i] == (c ^ 0xFFFFFFFF))
                       for i, (n, c) in enumerate(self.checks)))
@@ -102,7 +106,7 @@ class HostLink(wiring.Component):
         len_zero = Signal()
         beyond, same, before = Signal(), Signal(), Signal()
         cnt = Signal(range(max(lb, 2) + 1))   # length and CRC bytes, the load's data bytes
-        args = Signal(8 * (3 + lb))
+        args = Signal(8 * (3 + lb) if self.loadable else 24)     # a load's mem, addr, data
         mem, addr, data = args[:8], args[8:24], args[24:]
         x_live = Signal()                  # this X frame's payload goes to the engine
         xin = Signal(range(n_in + 1))      # bytes the engine took
@@ -231,9 +235,12 @@ class HostLink(wiring.Component):
                 m.d.comb += [rx.ready.eq(1), receiving.eq(1)]
                 # A load's address checks, registered while the CRC bytes arrive (Fmax):
                 # compares with constants per memory, one comparator with the word count.
-                m.d.sync += [beyond.eq((mem >= P.N_MEMORIES) |
-                                       Array(addr >= n if n else Const(1) for n, _ in self.checks)[mem[:2]]),
-                             same.eq(addr == counts[mem[:2]]), before.eq(addr < counts[mem[:2]])]
+                if self.loadable:
+                    m.d.sync += [beyond.eq((mem >= P.N_MEMORIES) |
+                                           Array(addr >= n if n else Const(1)
+                                                 for n, _ in self.checks)[mem[:2]]),
+                                 same.eq(addr == counts[mem[:2]]),
+                                 before.eq(addr < counts[mem[:2]])]
                 with m.If(took):
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If(cnt == 1):
@@ -252,14 +259,17 @@ class HostLink(wiring.Component):
                             with m.Case(ord(c)):
                                 answer(c)
                         with m.Case(ord("L")):
-                            with m.If(beyond):
-                                refuse("A")
-                            with m.Elif((addr == 0) | same):
-                                m.next = "LOAD"
-                            with m.Elif(before):
-                                answer("K")          # a repeated frame: already written
-                            with m.Else():
-                                refuse("G")
+                            if not self.loadable:
+                                refuse("A")          # no memory takes loads
+                            else:
+                                with m.If(beyond):
+                                    refuse("A")
+                                with m.Elif((addr == 0) | same):
+                                    m.next = "LOAD"
+                                with m.Elif(before):
+                                    answer("K")      # a repeated frame: already written
+                                with m.Else():
+                                    refuse("G")
                         with m.Case(ord("X")):
                             with m.If(x_live):
                                 answer("Y")
@@ -267,27 +277,28 @@ class HostLink(wiring.Component):
                                 refuse("N")
                         with m.Default():
                             refuse("?")
-            with m.State("LOAD"):
-                ld = eng.i_load
-                m.d.comb += [ld.payload.mem.eq(mem[:2]), ld.payload.addr.eq(addr),
-                             ld.payload.data.eq(data), ld.valid.eq(1)]
-                with m.If(ld.ready):
-                    m.d.sync += [mcrc.eq(Mux(addr == 0, CRC32.init, crcs[mem[:2]])), cnt.eq(0)]
-                    m.next = "LOAD_CRC"
-                with m.Else():
-                    refuse("E")
-            with m.State("LOAD_CRC"):                # one data byte per cycle, shifted out
-                m.d.sync += [mcrc.eq(crc_step(CRC32, mcrc, data[:8])), args[24:].eq(data[8:]),
-                             cnt.eq(cnt + 1)]
-                with m.If(cnt == lb - 1):
-                    m.next = "LOAD_DONE"
-            with m.State("LOAD_DONE"):
-                with m.Switch(mem[:2]):
-                    for i, (n, _) in enumerate(self.checks):
-                        if n:
-                            with m.Case(i):
-                                m.d.sync += [crcs[i].eq(mcrc), counts[i].eq(addr + 1)]
-                answer("K")
+            if self.loadable:                    # (no load path when all is preloaded)
+                with m.State("LOAD"):
+                    ld = eng.i_load
+                    m.d.comb += [ld.payload.mem.eq(mem[:2]), ld.payload.addr.eq(addr),
+                                 ld.payload.data.eq(data), ld.valid.eq(1)]
+                    with m.If(ld.ready):
+                        m.d.sync += [mcrc.eq(Mux(addr == 0, CRC32.init, crcs[mem[:2]])), cnt.eq(0)]
+                        m.next = "LOAD_CRC"
+                    with m.Else():
+                        refuse("E")
+                with m.State("LOAD_CRC"):                # one data byte per cycle, shifted out
+                    m.d.sync += [mcrc.eq(crc_step(CRC32, mcrc, data[:8])), args[24:].eq(data[8:]),
+                                 cnt.eq(cnt + 1)]
+                    with m.If(cnt == lb - 1):
+                        m.next = "LOAD_DONE"
+                with m.State("LOAD_DONE"):
+                    with m.Switch(mem[:2]):
+                        for i, (n, _) in enumerate(self.checks):
+                            if n:
+                                with m.Case(i):
+                                    m.d.sync += [crcs[i].eq(mcrc), counts[i].eq(addr + 1)]
+                    answer("K")
             with m.State("DRAIN"):                   # finish a failed X frame in the engine,
                 m.d.comb += [rx.ready.eq(1), drain_ready.eq(1)]   # then refuse (ecode is set)
                 with m.If(x_live & (xin != n_in) & ~xv):
