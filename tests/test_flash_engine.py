@@ -65,6 +65,7 @@ def test_planted_flash_bit_flip_fails(build_dir):
     n = json.loads((design / "compile_report.json").read_text())["flash_bytes"]
     rep = simulate(design, sim="verilator", progress=False, flash_flip=(n + 5, 2))
     assert not rep["bit_exact"] and rep["mismatches"] == 1
+    assert rep["flash"]["bytes_read"] == 6 * n           # not one flash clock more per read
     assert rep["first_mismatches"][0]["vector"] == 1 and rep["first_mismatches"][0]["err"] == 1
 
 
