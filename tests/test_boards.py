@@ -482,6 +482,10 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
         r = simulate_board(plan, x, tmp_path / "bad", sim="verilator", powerup=True,
                            plant="flash")
         assert not r["passed"] and r["mismatches"] >= 1
+        # the whole session on this load-less link: every load refused with A, nothing to load
+        r = simulate_board(plan, x, tmp_path / "session", sim="verilator")
+        assert r["passed"] and r["refusals_ok"] and r["loads"] == 0 and r["counters_ok"]
+        assert r["refusals"]["address"] == ["A", ""] and r["refusals"]["memory"] == ["A", ""]
 
 
 def test_cli_run_reports_cycles_and_latency(tmp_path, capsys, monkeypatch):
