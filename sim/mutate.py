@@ -23,6 +23,7 @@ import ast
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -190,14 +191,18 @@ def run_mutant(tree: Path, mut: Mutant, timeout: float = 600) -> dict:
     target.write_text(apply(original, mut))
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.monotonic()
+    # its own process group, so a timeout also ends the simulators the tests started
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                             *tests_for(mut.file)], cwd=tree, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                               *tests_for(mut.file)], cwd=tree, env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
         killed, status = proc.returncode != 0, proc.returncode
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
+        tail = out.strip().splitlines()[-1:] or [""]
         why = tail[0][:200]
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         killed, status, why = True, "timeout", f"tests ran over {timeout:.0f} s"
     finally:
         target.write_text(original)
