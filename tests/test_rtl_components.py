@@ -18,6 +18,7 @@ from insitu.rtl.counters import Counters
 from insitu.rtl.engine import Engine
 from insitu.rtl.post import PostProcessor, output_layout
 from insitu.rtl.weightmem import WeightMemory, load_layout
+from insitu.rtl.weightstream import FLASH_PINS, WeightStream
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_counters_wrong(kw, msg):
 
 def test_actmem_signature():
     members = {
-        "i_x": In(stream.Signature(8)), "enable": In(1), "loaded": Out(1),
+        "i_x": In(stream.Signature(8)), "enable": In(1), "loaded": Out(1), "conflict": Out(1),
         "wb": Out(WritePort.Signature(addr_width=7, shape=8)),
         "rd": Out(ReadPort.Signature(addr_width=7, shape=8))}
     assert ActivationMemory(depth=100, in_size=50).signature.members == \
@@ -61,10 +62,22 @@ def test_actmem_signature():
     ({"depth": 4, "in_size": 2.0}, "in_size must be a positive integer, not 2.0"),
     ({"depth": 4, "in_size": 1, "in_base": -1}, "in_base must be a non-negative integer, not -1"),
     ({"depth": 4, "in_size": 3, "in_base": 2}, r"the input \(3 values at 2\) must fit depth \(4\)"),
+    ({"depth": 4, "in_size": 1, "bank_words": 3}, "bank_words must be 0 or a power of two, not 3"),
 ])
 def test_actmem_wrong(kw, msg):
     with pytest.raises(ValueError, match=msg):
         ActivationMemory(**kw)
+
+
+def test_weightstream_signature_and_errors():
+    ws = WeightStream(word_bits=20, count=30, offset=1 << 20)
+    assert ws.signature.members == wiring.Signature({
+        "start": In(1), "take": In(1), "ready": Out(1), "data": Out(20), "bad": Out(1),
+        "flash": Out(FLASH_PINS)}).members
+    with pytest.raises(ValueError, match="Weight stream count must be a positive integer, not 0"):
+        WeightStream(word_bits=8, count=0)
+    with pytest.raises(ValueError, match="does not fit a 24-bit flash address"):
+        WeightStream(word_bits=8, count=2, offset=(1 << 24) - 1)
 
 
 def test_weightmem_signature(plan):
@@ -81,7 +94,7 @@ def test_weightmem_signature(plan):
 
 
 def test_weightmem_wrong(plan):
-    with pytest.raises(ValueError, match="weight_ram must be 'block' or 'huge', not 'spram'"):
+    with pytest.raises(ValueError, match="weight_ram must be 'block', 'huge' or 'flash', not 'spram'"):
         WeightMemory(plan, weight_ram="spram")
 
 
