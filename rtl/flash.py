@@ -70,6 +70,19 @@ class FlashReader(wiring.Component):
     """
 
     def __init__(self, *, quad: bool = True, divider: int = 1, fixed=None):
+        self.check(quad=quad, divider=divider, fixed=fixed)
+        self.quad, self.divider, self.fixed = quad, divider, fixed
+        super().__init__({
+            "i_cmd": In(stream.Signature(command_layout())),
+            "o_data": Out(stream.Signature(8)),
+            "busy": Out(1),
+            "sck": Out(1), "cs_n": Out(1, init=1),
+            "dq_o": Out(4), "dq_oe": Out(4), "dq_i": In(4),
+        })
+
+    @staticmethod
+    def check(*, quad: bool = True, divider: int = 1, fixed=None) -> None:
+        """The parameter checks of the constructor (``ValueError``), without building one."""
         if not isinstance(quad, bool):
             raise ValueError(f"quad must be a bool, not {quad!r}")
         if not isinstance(divider, int) or isinstance(divider, bool) or not 1 <= divider <= 255:
@@ -79,14 +92,6 @@ class FlashReader(wiring.Component):
             if not (0 <= addr and 1 <= count and addr + count <= 1 << ADDR_BITS):
                 raise ValueError(f"Fixed flash read must be an address and a positive count "
                                  f"inside 24 bits, not {fixed!r}")
-        self.quad, self.divider, self.fixed = quad, divider, fixed
-        super().__init__({
-            "i_cmd": In(stream.Signature(command_layout())),
-            "o_data": Out(stream.Signature(8)),
-            "busy": Out(1),
-            "sck": Out(1), "cs_n": Out(1, init=1),
-            "dq_o": Out(4), "dq_oe": Out(4), "dq_i": In(4),
-        })
 
     @property
     def bits_per_cycle(self) -> float:

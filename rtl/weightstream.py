@@ -71,13 +71,15 @@ class WeightStream(wiring.Component):
             raise ValueError(f"Weight stream of {count} bytes at offset {offset!r} does not fit "
                              f"a 24-bit flash address")
         self.word_bits, self.count, self.offset, self.crc = word_bits, count, offset, crc
-        self.reader = FlashReader(quad=quad, divider=divider, fixed=(offset, count))
+        self.quad, self.divider = quad, divider
+        FlashReader.check(quad=quad, divider=divider, fixed=(offset, count))
         super().__init__({"start": In(1), "take": In(1), "ready": Out(1),
                           "data": Out(word_bits), "bad": Out(1), "flash": Out(FLASH_PINS)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.reader = rd = self.reader
+        m.submodules.reader = rd = FlashReader(quad=self.quad, divider=self.divider,
+                                               fixed=(self.offset, self.count))
         nb = (self.word_bits + 7) // 8
         m.d.comb += [self.flash.sck.eq(rd.sck), self.flash.cs_n.eq(rd.cs_n),
                      self.flash.dq_o.eq(rd.dq_o), self.flash.dq_oe.eq(rd.dq_oe),
