@@ -197,8 +197,9 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
             work.rename(failed)
             raise ToolError(f"the bitstream ({size} bytes) would overlap the weight stream at "
                             f"flash offset 0x{fl.offset:x}")
-        (work / FLASH).write_bytes(flash_image(top.plan))
-        report["flash"] = {"file": FLASH, "offset": fl.offset, "bytes": len(flash_image(top.plan)),
+        image = flash_image(top.plan)
+        (work / FLASH).write_bytes(image)
+        report["flash"] = {"file": FLASH, "offset": fl.offset, "bytes": len(image),
                            "mode": top.plan.weight_flash,
                            "program": fl.program.format(offset=f"0x{fl.offset:x}", file=FLASH)}
     (work / "synth_report.json").write_text(json.dumps(report, indent=2) + "\n")

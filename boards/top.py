@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amaranth.build import Attrs, Pins, PinsN, Resource, Subsignal
 from amaranth.hdl import (
     Cat,
     ClockDomain,
@@ -22,12 +23,11 @@ from amaranth.hdl import (
     Module,
     Signal,
 )
-from amaranth.build import Attrs, Pins, PinsN, Resource, Subsignal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..gen.buffers import banks_used, memory_words
-from ..gen.flashimage import flash_image, parse_flash
+from ..gen.flashimage import parse_flash, stream_bits
 from ..gen.memmap import POST_BITS
 from .fpga import BOARDS, get_board
 from .hostlink import HostLink
@@ -125,7 +125,7 @@ def check_flash(board: str, plan) -> None:
     fl = get_board(board).flash
     if fl is None:
         raise ValueError(f"board {board} has no SPI flash the weights can stream from")
-    size = len(flash_image(plan))
+    size = stream_bits(plan) // 8
     if fl.offset + size > fl.size:
         raise ValueError(f"the weight stream ({size} bytes at offset 0x{fl.offset:x}) does not "
                          f"fit the {fl.size >> 20} MB flash of {board}")

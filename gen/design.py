@@ -29,7 +29,7 @@ import numpy as np
 from .buffers import buffer_report
 from .compiler import Plan, golden_layers
 from .cycles import estimate_cycles
-from .flashimage import flash_bits_per_cycle, flash_image
+from .flashimage import flash_bits_per_cycle, stream_bits
 from .model import ModelError
 from .network import forward_int, output_order
 
@@ -104,7 +104,7 @@ def compile_report(plan: Plan) -> dict:
             "weight_port_bits": plan.weight_port_bits,
             "weight_flash": plan.weight_flash,
             **({"flash_bits_per_cycle": flash_bits_per_cycle(plan.weight_flash),
-                "flash_bytes": len(flash_image(plan))} if plan.weight_flash else {}),
+                "flash_bytes": stream_bits(plan) // 8} if plan.weight_flash else {}),
             "cycles_model": est.cycles, "limited_by": est.limit,
             "compressed_bits": plan.compressed_bits,
             "layout_bits": bits - plan.compressed_bits if plan.compressed_bits else 0,  # +/-

@@ -189,6 +189,7 @@ class Engine(wiring.Component):
         fill = FILLS[self._scheme.fill](fplan, rmax=rmax, depths=wmem.depths)
         t_wr = tile.write_port(granularity=wbits)
         fill_start, fill_go = Signal(), Signal()
+        en = 1                          # the fill's clock enable (a link may hold it)
         if plan.weight_flash:
             # The weight memory is a flash read once per inference: the fill advances when
             # it takes no weight word or the next one has arrived.
@@ -198,32 +199,29 @@ class Engine(wiring.Component):
                 word_bits=plan.weight_word_bits, count=len(image), offset=self.flash_offset,
                 quad=quad, divider=divider, crc=zlib.crc32(image))
             wiring.connect(m, ws.flash, wiring.flipped(self.flash))
-            m.submodules.fill = EnableInserter(en := Signal())(fill)
+            en = Signal()
             m.d.comb += [en.eq(~fill.w_take | ws.ready), ws.start.eq(start),
                          ws.take.eq(fill.w_take & en)]
-            held_start, held_go = Signal(), Signal()
-            m.d.sync += [held_start.eq((held_start | start) & ~en),
-                         held_go.eq((held_go | sched.go) & ~en)]
-            m.d.comb += [fill_start.eq(start | held_start), fill_go.eq(sched.go | held_go)]
         elif plan.weight_port_bits:
-            # A weight link of weight_port_bits bits per cycle: the fill runs under a clock
-            # enable that a credit counter raises when the bits it reads have arrived; what
-            # the fill drives outside (tile writes, read enables, done, counts) is gated by
-            # the same enable, and its one-cycle commands wait for an enabled cycle.
+            # A weight link of weight_port_bits bits per cycle: a credit counter raises the
+            # enable when the bits the fill reads have arrived.
             m.submodules.port = port = WeightPort(
                 bits=plan.weight_port_bits,
                 capacity=port_capacity(plan, plan.weight_port_bits))
-            m.submodules.fill = EnableInserter(port.go)(fill)
             en = port.go
             m.d.comb += port.want.eq(fill.wbits)
+        if not (plan.weight_flash or plan.weight_port_bits):
+            m.submodules.fill = fill
+            m.d.comb += [fill_start.eq(start), fill_go.eq(sched.go)]
+        else:
+            # The fill runs under the clock enable; what it drives outside (tile writes, read
+            # enables, done, counts) is gated by the same enable, and its one-cycle commands
+            # wait for an enabled cycle.
+            m.submodules.fill = EnableInserter(en)(fill)
             held_start, held_go = Signal(), Signal()
             m.d.sync += [held_start.eq((held_start | start) & ~en),
                          held_go.eq((held_go | sched.go) & ~en)]
             m.d.comb += [fill_start.eq(start | held_start), fill_go.eq(sched.go | held_go)]
-        else:
-            m.submodules.fill = fill
-            en = 1
-            m.d.comb += [fill_start.eq(start), fill_go.eq(sched.go)]
         m.d.comb += [t_wr.addr.eq(fill.t_wr.addr), t_wr.data.eq(fill.t_wr.data),
                      t_wr.en.eq(Mux(en, fill.t_wr.en, 0))]
         for name in ("w_rd", "a_rd", "c_rd"):

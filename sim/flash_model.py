@@ -42,6 +42,11 @@ class SpiFlash:
         self.bytes_read = 0
         self.dq_i.value = 0
 
+    def summary(self) -> dict:
+        """What the benches report: reads seen, bytes sent, the first errors."""
+        return {"reads": len(self.commands), "bytes_read": self.bytes_read,
+                "errors": self.errors[:5]}
+
     def start(self):
         return cocotb.start_soon(self._run())
 

@@ -198,8 +198,7 @@ async def power_up(dut, wire, s, flash):
         s["error"] = str(exc)
     s["host_stats"] = dict(host.stats)
     if flash is not None:
-        s["flash"] = {"reads": len(flash.commands), "bytes_read": flash.bytes_read,
-                      "errors": flash.errors[:5]}
+        s["flash"] = flash.summary()
     with open("board.json", "w") as f:
         json.dump(s, f, indent=1, default=int)
     assert "error" not in s, s["error"]
@@ -277,8 +276,7 @@ async def board_uart(dut):
     s["retries"] = host.stats["retries"]
     s["framing_errors"] = wire.framing
     if flash is not None:
-        s["flash"] = {"reads": len(flash.commands), "bytes_read": flash.bytes_read,
-                      "errors": flash.errors[:5]}
+        s["flash"] = flash.summary()
     with open("board.json", "w") as f:
         json.dump(s, f, indent=1, default=int)
     assert "error" not in s, s["error"]

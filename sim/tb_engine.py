@@ -125,8 +125,7 @@ async def engine_network(dut):
     summary = {"vectors": n, "mismatches": len(mismatches), "first_mismatches": mismatches[:5],
                "counters": per, "outputs": outputs, "seconds": round(time.time() - t0, 3)}
     if flash is not None:
-        summary["flash"] = {"reads": len(flash.commands), "bytes_read": flash.bytes_read,
-                            "errors": flash.errors[:5]}
+        summary["flash"] = flash.summary()
     with open("engine.json", "w") as fh:
         json.dump(summary, fh)
     assert not mismatches, f"{len(mismatches)} of {n} inferences differ from the golden model"

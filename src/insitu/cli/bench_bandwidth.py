@@ -114,51 +114,48 @@ def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), b
                     and q.get("flash") == r.get("flash")
                     and q["scheme"] == registry.BASELINE.name)
         r["speedup_vs_int8"] = base["cycles"] / r["cycles"]
+    def plan_for(L, scheme):
+        if (L, scheme) not in plans:
+            net, codes, _ = nets[scheme]
+            plans[L, scheme] = compile_model(net, scheme, lanes=L, input_shape=shape,
+                                             calib=calib, compressed=codes)
+        return plans[L, scheme]
+
+    def rtl_point(plan, name):
+        """Compile and simulate ``plan`` on one test image: the row's shared fields."""
+        t0 = time.monotonic()
+        ddir = out / "designs" / name
+        write_design(plan, ddir, x_test[:1].reshape(1, -1))
+        rep = simulate(ddir, sim=sim, progress=False)
+        est = estimate_cycles(plan)
+        return rep, {"lanes": plan.lanes, "scheme": plan.scheme, "rtl_cycles": rep["cycles"],
+                     "model_cycles": est.cycles,
+                     "error": (est.cycles - rep["cycles"]) / rep["cycles"],
+                     "bit_exact": rep["bit_exact"], "seconds": round(time.monotonic() - t0, 1)}
+
     for L, B in rtl:
         for scheme in schemes:
-            plan = plans.get((L, scheme))
-            if plan is None:
-                net, codes, _ = nets[scheme]
-                plan = compile_model(net, scheme, lanes=L, input_shape=shape, calib=calib,
-                                     compressed=codes)
+            plan = plan_for(L, scheme)
             plan.weight_port_bits = B
-            t0 = time.monotonic()
-            ddir = out / "designs" / f"{scheme}-L{L}-B{B}"
-            write_design(plan, ddir, x_test[:1].reshape(1, -1))
-            rep = simulate(ddir, sim=sim, progress=False)
-            est = estimate_cycles(plan)
+            rep, row = rtl_point(plan, f"{scheme}-L{L}-B{B}")
             plan.weight_port_bits = 0
-            rtl_rows.append({"lanes": L, "scheme": scheme, "port_bits": B,
-                             "rtl_cycles": rep["cycles"], "model_cycles": est.cycles,
-                             "error": (est.cycles - rep["cycles"]) / rep["cycles"],
-                             "bit_exact": rep["bit_exact"],
-                             "weight_bits_read": rep["weight_bits_read"],
-                             "seconds": round(time.monotonic() - t0, 1)})
-            _log(f"[rtl {scheme} L{L} B{B}] {rep['cycles']} cycles (model {est.cycles}, "
-                 f"{100 * rtl_rows[-1]['error']:+.2f}%), bit-exact {rep['bit_exact']}")
+            rtl_rows.append({**row, "port_bits": B, "weight_bits_read": rep["weight_bits_read"]})
+            _log(f"[rtl {scheme} L{L} B{B}] {row['rtl_cycles']} cycles (model "
+                 f"{row['model_cycles']}, {100 * row['error']:+.2f}%), bit-exact {row['bit_exact']}")
     flash_rows = []
     for L, mode in rtl_flash:
         for scheme in schemes:
-            net, codes, _ = nets[scheme]
-            plan = compile_model(net, scheme, lanes=L, input_shape=shape, calib=calib,
-                                 compressed=codes)
+            plan = plan_for(L, scheme)
             plan.weight_flash = mode
-            t0 = time.monotonic()
-            ddir = out / "designs" / f"{scheme}-L{L}-{mode.replace(':', '-')}"
-            write_design(plan, ddir, x_test[:1].reshape(1, -1))
-            rep = simulate(ddir, sim=sim, progress=False)
-            est = estimate_cycles(plan)
-            fl = rep.get("flash", {})
-            flash_rows.append({"lanes": L, "scheme": scheme, "flash": mode,
-                               "rtl_cycles": rep["cycles"], "model_cycles": est.cycles,
-                               "error": (est.cycles - rep["cycles"]) / rep["cycles"],
-                               "bit_exact": rep["bit_exact"],
-                               "flash_bytes_read": fl.get("bytes_read", 0),
-                               "flash_bytes": stream_bits(plan) // 8,
-                               "seconds": round(time.monotonic() - t0, 1)})
-            _log(f"[rtl {scheme} L{L} {mode} flash] {rep['cycles']} cycles (model {est.cycles}, "
-                 f"{100 * flash_rows[-1]['error']:+.2f}%), {fl.get('bytes_read', 0)} flash bytes, "
-                 f"bit-exact {rep['bit_exact']}")
+            rep, row = rtl_point(plan, f"{scheme}-L{L}-{mode.replace(':', '-')}")
+            flash_bytes = stream_bits(plan) // 8
+            plan.weight_flash = ""
+            read = rep.get("flash", {}).get("bytes_read", 0)
+            flash_rows.append({**row, "flash": mode, "flash_bytes_read": read,
+                               "flash_bytes": flash_bytes})
+            _log(f"[rtl {scheme} L{L} {mode} flash] {row['rtl_cycles']} cycles (model "
+                 f"{row['model_cycles']}, {100 * row['error']:+.2f}%), {read} flash bytes, "
+                 f"bit-exact {row['bit_exact']}")
     for r in flash_rows:
         base = next((q for q in flash_rows if q["lanes"] == r["lanes"] and q["flash"] == r["flash"]
                      and q["scheme"] == registry.BASELINE.name), None)
