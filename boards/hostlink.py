@@ -53,7 +53,7 @@ class HostLink(wiring.Component):
         if self.engine.load_addr_bits > 16:
             raise ValueError(f"memory of {1 << self.engine.load_addr_bits} words is larger "
                              f"than the host protocol's 16-bit address")
-        self.divisor, self.timeout_bits = divisor, timeout_bits
+        self.divisor, self.timeout_bits = divisor, P.check_frame_timeout(timeout_bits)
         #: False only for the fault bench's control run: frame CRCs are not checked.
         self.check_frames = check_frames
         self.ident = P.ident(plan)

@@ -68,8 +68,24 @@ IDENT_LEN = 12
 STATUS_LEN = len(COUNTERS) * COUNTER_BYTES + 1
 VERIFY_LEN = 4 * 4 + 1
 N_MEMORIES = 4
-#: Bit times without a byte after which the board drops a frame it is receiving.
+#: Bit times without a byte after which the board drops a frame it is receiving (the
+#: default; ``insitu synth --frame-timeout`` builds another, within :data:`TIMEOUT_RANGE`).
 TIMEOUT_BITS = 64
+TIMEOUT_RANGE = (8, 1 << 20)
+
+
+def check_frame_timeout(bits) -> int:
+    """``bits`` if it is a frame timeout a board can be built with, else a ``ValueError``."""
+    lo, hi = TIMEOUT_RANGE
+    if isinstance(bits, bool) or not isinstance(bits, int) or not lo <= bits <= hi:
+        raise ValueError(f"frame timeout must be {lo}..{hi} bit times, not {bits!r}")
+    return bits
+
+
+def resync_seconds(frame_timeout: int, baud: int) -> float:
+    """How long the host waits for a quiet line after an error: twice the board's frame
+    timeout, and at least 20 ms (a USB serial adapter's latency)."""
+    return max(0.02, 2 * frame_timeout / baud)
 
 #: Answer codes for a refused frame, with the host's one-line reading of each.
 ERRORS = {

@@ -21,6 +21,7 @@ from ..gen import tools
 from ..gen.design import FLASH
 from ..gen.flashimage import flash_image
 from .fpga import get_board
+from .protocol import TIMEOUT_BITS
 from .top import BoardTop, board_platform, place_memories, spram_memories
 from .yosys import ToolError, abc_crashed, parse_stat, summarize, without_abc9
 
@@ -96,15 +97,16 @@ def _check_cells(stat: Path, board: str) -> None:
 
 def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 baud: int = 115200, seed: int = 1, progress=None,
-                timeout: float | None = None) -> dict:
+                timeout: float | None = None, frame_timeout: int = TIMEOUT_BITS) -> dict:
     """Build the bitstream of ``plan`` on ``board`` into ``out``; returns the report.
-    ``timeout``: seconds each tool may run before it is killed (a :class:`ToolError`)."""
+    ``timeout``: seconds each tool may run before it is killed (a :class:`ToolError`);
+    ``frame_timeout``: the host link's frame timeout in bit times."""
     t_all = time.monotonic()
     out = Path(out)
     say = progress or (lambda msg: None)
     t0 = time.monotonic()
     place_memories(board, plan)             # its one-line errors before any elaboratable exists
-    top = BoardTop(plan, board, clock_mhz=clock_mhz, baud=baud)
+    top = BoardTop(plan, board, clock_mhz=clock_mhz, baud=baud, frame_timeout=frame_timeout)
     place = top.placement
     platform = board_platform(board)
     fam = get_board(board).family
@@ -184,6 +186,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         "fmax_mhz": fmax_mhz, "clock_mhz": round(top.clock_mhz, 3),
         "timing_met": fmax_mhz is not None and fmax_mhz >= top.clock_mhz,
         "pll": top.pll, "baud": baud, "uart_divisor": top.divisor,
+        "frame_timeout_bits": frame_timeout,
         "weight_ram": {"huge": "spram", "block": "bram", "flash": "flash"}[top.weight_ram],
         "act_ram": "spram" if place.act_ram == "huge" else "bram",
         "placement": place.describe(),

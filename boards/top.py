@@ -29,6 +29,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from ..gen.buffers import banks_used, memory_words
 from ..gen.flashimage import parse_flash, stream_bits
 from ..gen.memmap import POST_BITS
+from . import protocol as P
 from .fpga import BOARDS, get_board
 from .hostlink import HostLink
 
@@ -144,10 +145,14 @@ class BoardTop(Elaboratable):
     """The host link with its clock, reset, UART pins and LEDs on ``board``.
 
     ``clock_mhz``: the engine clock; ``None`` picks the board's default (``BOARDS``), the
-    oscillator frequency uses no PLL.  ``baud``: the UART rate."""
+    oscillator frequency uses no PLL.  ``baud``: the UART rate.  ``frame_timeout``: bit times
+    of silence after which the link drops a half-received frame."""
 
-    def __init__(self, plan, board: str, clock_mhz: float | None = None, baud: int = 115200):
+    def __init__(self, plan, board: str, clock_mhz: float | None = None, baud: int = 115200,
+                 frame_timeout: int = P.TIMEOUT_BITS):
         b = get_board(board)
+        P.check_frame_timeout(frame_timeout)
+        self.frame_timeout = frame_timeout
         self.board, self.plan = board, plan
         want = b.clock_mhz if clock_mhz is None else float(clock_mhz)
         if not 1 <= want <= 400:
@@ -192,7 +197,8 @@ class BoardTop(Elaboratable):
         m.submodules.link = link = HostLink(
             self.plan, self.divisor,
             {"weight_ram": "block" if flash else self.weight_ram,
-             **({"flash_offset": b.flash.offset} if flash else {})})
+             **({"flash_offset": b.flash.offset} if flash else {})},
+            timeout_bits=self.frame_timeout)
         if flash:
             self._flash_pins(m, platform, b, link.flash)
         uart = platform.request("uart", 0, dir="-")

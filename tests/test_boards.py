@@ -16,6 +16,7 @@ import insitu.cli as cli
 from insitu.boards import protocol as P
 from insitu.boards.fpga import BOARDS, DEVICES, FAMILIES
 from insitu.boards.host import Board, run_board
+from insitu.boards.hostlink import HostLink
 from insitu.boards.top import BoardTop, board_platform, place_memories
 from insitu.gen.compiler import compile_model
 from insitu.gen.design import golden_vectors, load_plan
@@ -97,6 +98,54 @@ def test_uart_divisor_checked():
         UartRx(3)
 
 
+def _link_answers(timeout_bits, pause_bits, divisor=4):
+    """An ``I`` frame into the host link's rx pin with a pause of ``pause_bits`` bit times
+    after its second byte; the frames the link answers (Amaranth simulator)."""
+    from insitu.sim.board_sim import link_test_plan
+    link = HostLink(link_test_plan("asm", lanes=2), divisor, {"weight_ram": "block"},
+                    timeout_bits=timeout_bits)
+    sim = Simulator(link)
+    sim.add_clock(1e-8)
+    trace = []
+
+    async def host(ctx):
+        for i, b in enumerate(P.frame("I")):
+            if i == 2:
+                await ctx.tick().repeat(divisor * pause_bits)
+            for bit in [0] + [(b >> k) & 1 for k in range(8)] + [1]:
+                ctx.set(link.rx, bit)
+                await ctx.tick().repeat(divisor)
+        await ctx.tick().repeat(divisor * 10 * (8 + P.IDENT_LEN))
+
+    async def line(ctx):                          # the tx pin, one sample per cycle
+        async for _, _, tx in ctx.tick().sample(link.tx):
+            trace.append(tx)
+
+    sim.add_testbench(host)
+    sim.add_testbench(line, background=True)
+    sim.run()
+    got, t = bytearray(), 0
+    while True:                                   # UART bytes, sampled mid-bit
+        try:
+            t = trace.index(0, t)
+        except ValueError:
+            return bytes(got)
+        bits = [trace[t + divisor // 2 + divisor * k] for k in range(1, 9)]
+        got.append(sum(b << k for k, b in enumerate(bits)))
+        t += divisor * 10 - divisor // 2
+
+
+def test_frame_timeout_is_a_build_parameter():
+    """``synth --frame-timeout``: a pause of 40 bit times inside a frame drops it (``T``) on a
+    link built with a 16-bit-time timeout and is only a pause on one built with 200."""
+    short = _link_answers(16, 40)
+    assert P.parse_frame(short[:5]) == ("T", b"")
+    long = _link_answers(200, 40)
+    code, payload = P.parse_frame(long)
+    assert code == "I" and len(payload) == P.IDENT_LEN
+    assert P.resync_seconds(64, 115200) == 0.02 and P.resync_seconds(4096, 115200) > 0.07
+
+
 # -- PLL settings (checked against yowasp-icepll / yowasp-ecppll outputs) ----------------------
 def test_pll_settings_match_vendor_tools():
     ice40_pll, ecp5_pll = FAMILIES["ice40"].pll, FAMILIES["ecp5"].pll
@@ -117,8 +166,12 @@ def test_board_top_checks():
         BoardTop(plan, "de0")
     with pytest.raises(ValueError, match="baud rate 1300000 is not reachable"):
         BoardTop(plan, "icebreaker", clock_mhz=12, baud=1_300_000)
+    for bad in (7, 1 << 21, 64.0, True):
+        with pytest.raises(ValueError, match=r"^frame timeout must be 8\.\.1048576 bit times"):
+            BoardTop(plan, "icebreaker", frame_timeout=bad)
     top = BoardTop(plan, "icebreaker")
     assert top.weight_ram == "huge" and top.pll and top.divisor == round(30e6 / 115200)
+    assert top.frame_timeout == P.TIMEOUT_BITS
     assert BoardTop(plan, "ulx3s", clock_mhz=25).pll is None
     assert set(BOARDS) == {"icebreaker", "ulx3s", "versa"}
 
@@ -376,7 +429,7 @@ def test_cli_run_no_load_on_an_empty_board(tmp_path, capsys, monkeypatch):
     write_design(plan, tmp_path / "d", extreme_inputs(rng, 50, n_random=1))
     fb = FakeBoard(plan)
     fb.close = lambda: None
-    monkeypatch.setattr(cli_board, "open_port", lambda port, baud: fb)
+    monkeypatch.setattr(cli_board, "open_port", lambda port, baud, timeout: fb)
     assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", "--no-load"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == ("insitu: error: the board's memories do not match this "
@@ -498,7 +551,7 @@ def test_cli_run_reports_cycles_and_latency(tmp_path, capsys, monkeypatch):
     write_design(plan, tmp_path / "d", x)
     fb = FakeBoard(plan)
     fb.close = lambda: None
-    monkeypatch.setattr(cli_board, "open_port", lambda port, baud: fb)
+    monkeypatch.setattr(cli_board, "open_port", lambda port, baud, timeout: fb)
     assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", "--clock", "25"]) == 0
     out = capsys.readouterr().out
     n = len(x)
@@ -509,6 +562,36 @@ def test_cli_run_reports_cycles_and_latency(tmp_path, capsys, monkeypatch):
     assert rep["latency_ms_per_inference"][0] == pytest.approx(1001 / 25e3)
     assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", "--clock", "0"]) == 2
     assert "--clock must be a positive frequency in MHz, not 0.0" in capsys.readouterr().err
+
+
+def test_cli_run_timeouts(tmp_path, capsys, monkeypatch):
+    """insitu run --timeout / --infer-timeout / --frame-timeout reach the serial port and the
+    host driver (its resync waits twice the board's frame timeout); bad values are one line."""
+    from insitu.cli import board as cli_board
+    plan, rng = small_plan()
+    write_design(plan, tmp_path / "d", extreme_inputs(rng, 50, n_random=0)[:2])
+    fb = FakeBoard(plan)
+    fb.close = lambda: None
+    seen = {}
+    monkeypatch.setattr(cli_board, "open_port",
+                        lambda port, baud, timeout: seen.update(timeout=timeout) or fb)
+    real_board = cli_board.Board
+    monkeypatch.setattr(cli_board, "Board", lambda ser, **kw: seen.update(kw) or real_board(ser, **kw))
+    assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", "--baud", "9600",
+                     "--timeout", "0.5", "--infer-timeout", "30", "--frame-timeout", "960"]) == 0
+    assert seen == {"timeout": 0.5, "infer_timeout": 30.0, "settle": 0.2}
+    capsys.readouterr()
+    for args, msg in ((["--timeout", "0"], "--timeout must be a positive number of seconds, not 0.0"),
+                      (["--infer-timeout", "nan"], "--infer-timeout must be a positive number"),
+                      (["--frame-timeout", "4"], "--frame-timeout: frame timeout must be 8..1048576 "
+                                                 "bit times, not 4")):
+        assert cli.main(["run", str(tmp_path / "d"), "--port", "fake", *args]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1
+    assert cli.main(["synth", "--board", "icebreaker", "--frame-timeout", "0", "-o",
+                     str(tmp_path / "out")]) == 2
+    assert "--frame-timeout: frame timeout must be 8..1048576" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_fault_campaign_short(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..boards.fpga import BOARDS
 from ..boards.host import Board, open_port, run_board
-from ..boards.protocol import ProtocolError
+from ..boards.protocol import TIMEOUT_BITS, ProtocolError, check_frame_timeout, resync_seconds
 from ..boards.synth import synth_board
 from ..boards.yosys import ToolError
 from ..gen import schemes as registry
@@ -59,7 +59,20 @@ def _board_plan(args):
     return plan
 
 
+def _check_timeouts(args) -> None:
+    try:
+        check_frame_timeout(args.frame_timeout)
+    except ValueError as exc:
+        raise UserError(f"--frame-timeout: {exc}") from None
+    for name in ("timeout", "infer_timeout"):
+        value = getattr(args, name, None)
+        if value is not None and not (value > 0 and np.isfinite(value)):
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number of seconds, "
+                            f"not {value}")
+
+
 def _cmd_synth(args) -> int:
+    _check_timeouts(args)
     if args.board not in BOARDS:
         raise UserError(unknown_name("board", args.board, BOARDS))
     if args.lanes is None:
@@ -71,7 +84,8 @@ def _cmd_synth(args) -> int:
     say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
     try:
         rep = synth_board(args.board, plan, Path(args.output), clock_mhz=args.clock,
-                          baud=args.baud, seed=args.seed, progress=say)
+                          baud=args.baud, seed=args.seed, progress=say,
+                          frame_timeout=args.frame_timeout)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except ToolError as exc:
@@ -103,6 +117,7 @@ def _cmd_synth(args) -> int:
 def _cmd_run(args) -> int:
     if args.clock is not None and not args.clock > 0:
         raise UserError(f"--clock must be a positive frequency in MHz, not {args.clock}")
+    _check_timeouts(args)
     try:
         plan = load_plan(args.design)
         if args.inputs:
@@ -116,9 +131,11 @@ def _cmd_run(args) -> int:
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.integer) or x.size == 0 or x.min() < 0 or x.max() > 255:
             raise UserError("Inputs must be unsigned 8-bit integers (0..255)")
-        ser = open_port(args.port, args.baud)
+        ser = open_port(args.port, args.baud, timeout=args.timeout)
+        board = Board(ser, infer_timeout=args.infer_timeout,
+                      settle=resync_seconds(args.frame_timeout, args.baud))
         try:
-            rep = run_board(Board(ser), plan, x.reshape(len(x), -1), load=not args.no_load,
+            rep = run_board(board, plan, x.reshape(len(x), -1), load=not args.no_load,
                             progress=lambda msg: print(msg, file=sys.stderr, flush=True))
         finally:
             ser.close()
@@ -165,6 +182,9 @@ def register(sub) -> None:
                     "board's: 30 MHz iCEBreaker, 75 MHz ECP5; the oscillator's uses no PLL)")
     sy.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: %(default)s)")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: %(default)s)")
+    sy.add_argument("--frame-timeout", type=int, default=TIMEOUT_BITS, metavar="BITS",
+                    help="bit times of silence after which the board drops a half-received "
+                    "frame (default: %(default)s)")
     sy.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     sy.set_defaults(func=_cmd_synth)
 
@@ -176,6 +196,14 @@ def register(sub) -> None:
     rn.add_argument("--inputs", metavar="X.npy", help="u8 inputs (default: DIR/vectors.npz)")
     rn.add_argument("--clock", type=float, metavar="MHZ", help="the board's engine clock "
                     "(synth_report.json's clock_mhz): report each inference's latency")
+    rn.add_argument("--frame-timeout", type=int, default=TIMEOUT_BITS, metavar="BITS",
+                    help="the board's frame timeout (synth --frame-timeout; default: "
+                    "%(default)s): after an error the host waits twice that, at least 20 ms, "
+                    "for a quiet line")
+    rn.add_argument("--timeout", type=float, default=3.0, metavar="S",
+                    help="seconds to wait for an answer (default: %(default)s)")
+    rn.add_argument("--infer-timeout", type=float, default=10.0, metavar="S",
+                    help="seconds to wait for an inference's outputs (default: %(default)s)")
     rn.add_argument("--no-load", action="store_true", help="do not write the weights first "
                     "(only when the board already holds them)")
     rn.set_defaults(func=_cmd_run)
