@@ -8,7 +8,9 @@ Receive path: ``IDLE`` takes the command byte, ``HEAD`` the length, ``PAYLOAD`` 
 runs over the whole frame and must end at 0.  A frame that stops for ``timeout_bits`` bit
 times is dropped; a wrong length sends the parser to ``DISCARD`` until the line is quiet.
 A failed ``X`` frame is run to its end (``DRAIN``: zeros for missing bytes, outputs dropped)
-so the engine is idle again before the error is answered.
+so the engine is idle again before the error is answered.  The ``Y`` answer of an inference
+during which the engine raised ``err`` ends with an inverted CRC, so its outputs are never
+read as results (the host then reads the status and reports the engine error).
 
 Loads: per memory a word count and a running CRC-32 of the data fields, compared with the
 plan's image; ``verified`` is set while every memory matches.
@@ -357,8 +359,12 @@ class HostLink(wiring.Component):
                         with m.If(ov.last):
                             m.next = "SEND_CRC"
             with m.State("SEND_CRC"):                # high byte first, once the last byte is in
+                # outputs of an inference the engine flagged (a weight stream CRC mismatch, an
+                # invalid code, a memory conflict) get a spoilt CRC: never taken as results
+                spoil = Mux((s_kind == kinds.index("Y")) & eng.err, 0xFFFF, 0)
+                crc_out = tcrc.value ^ spoil
                 with m.If(free):
-                    emit(Mux(idx == 0, tcrc.value[8:], tcrc.value[:8]), crc=1)
+                    emit(Mux(idx == 0, crc_out[8:], crc_out[:8]), crc=1)
                     with m.If(idx == 1):
                         m.next = "IDLE"
         return m

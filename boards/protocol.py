@@ -98,6 +98,10 @@ ERRORS = {
     "N": "memories not verified: load them before inferring",
     "E": "engine busy",
 }
+#: Why an inference has no results when the engine flagged it (``err``: the board spoils the
+#: ``Y`` answer's CRC).
+ENGINE_ERROR = ("the engine flagged the inference (weight stream CRC mismatch, invalid weight "
+                "code or memory conflict): no results")
 #: Refusals a retry can cure (a corrupted, cut or misaligned frame).
 TRANSIENT = frozenset("RTWG")
 
@@ -274,6 +278,9 @@ class Host:
                 code, body = yield from self._answer(wait)
             except LinkFault as fault:
                 last = fault.kind
+                if cmd == "X" and fault.kind == "answer CRC":
+                    yield ("resync",)
+                    last = (yield from self._engine_error()) or last
             else:
                 if code == want:
                     return body
@@ -288,6 +295,19 @@ class Host:
             yield ("resync",)
         raise ProtocolError(f"the board did not take the '{cmd}' frame in {self.retries + 1} "
                             f"tries (last: {last})")
+
+    def _engine_error(self):
+        """After an unreadable ``Y`` answer: ``ENGINE_ERROR`` if the board's status says the
+        engine flagged that inference (the board then spoils the answer's CRC on purpose),
+        else ``""`` (a damaged answer: retried as any other)."""
+        yield ("write", frame("C"))
+        try:
+            code, body = yield from self._answer()
+        except LinkFault:
+            return ""
+        if code == "C" and len(body) == STATUS_LEN and parse_status(body)["err"]:
+            return ENGINE_ERROR
+        return ""
 
     def identify(self):
         info = parse_ident((yield from self.exchange("I", b"", "I")))

@@ -197,6 +197,10 @@ async def power_up(dut, wire, s, flash):
     except P.ProtocolError as exc:
         s["error"] = str(exc)
     s["host_stats"] = dict(host.stats)
+    if hasattr(dut, "led1"):                         # the board top: LED 1 is the error LED
+        s["error_led"] = int(dut.led1.value)
+    elif hasattr(dut, "err"):
+        s["error_led"] = int(dut.err.value)
     if flash is not None:
         s["flash"] = flash.summary()
     with open("board.json", "w") as f:

@@ -250,8 +250,8 @@ class FakeBoard:
     image (the host driver's counterpart; the RTL is tested through its pins above).
     ``flip``: every output off by one; ``empty``: the weight memory starts empty."""
 
-    def __init__(self, plan, flip=False, empty=True):
-        self.plan, self.flip = plan, flip
+    def __init__(self, plan, flip=False, empty=True, engine_err=False):
+        self.plan, self.flip, self.engine_err = plan, flip, engine_err
         self.rx, self.tx = bytearray(), bytearray()
         self.lb = P.load_bytes(plan)
         self.n_in, self.n_out = P.io_sizes(plan)
@@ -315,10 +315,13 @@ class FakeBoard:
                 if self.flip:
                     y[0] += 1
                 self._answer("Y", b"".join(int(v).to_bytes(4, "little", signed=True) for v in y))
+                if self.engine_err:                  # the board spoils a flagged Y's CRC
+                    self.tx[-2:] = bytes(b ^ 0xFF for b in self.tx[-2:])
             elif c == "C":                       # cycles: 1000 + inferences so far
                 self.inferences += 1
                 self._answer("C", (1000 + self.inferences).to_bytes(P.COUNTER_BYTES, "little")
-                             + bytes(P.STATUS_LEN - P.COUNTER_BYTES - 1) + b"\x08")
+                             + bytes(P.STATUS_LEN - P.COUNTER_BYTES - 1)
+                             + bytes([8 | 2 * self.engine_err]))
             else:
                 self._answer("?")
 
@@ -372,6 +375,35 @@ def test_host_driver_retries_corrupted_frames():
     rep = run_board(Board(Noisy(FakeBoard(plan), flips)), plan, x)
     assert rep["bit_exact"] and rep["link"]["retries"] == 3
     assert rep["link"]["causes"] == {"bad CRC (frame discarded)": 3}
+
+
+def test_host_driver_reports_an_engine_error():
+    """A board whose engine flagged the inference spoils its Y answer's CRC: the host reads
+    the status, retries, and ends with the engine's error, never with outputs; a Y answer
+    damaged on the line (status clean) stays an ordinary retry."""
+    plan, rng = small_plan()
+    x = extreme_inputs(rng, 50, n_random=0)[:1]
+    fb = FakeBoard(plan, empty=False, engine_err=True)
+    host = P.Host(plan)
+    with pytest.raises(P.ProtocolError) as exc:
+        Board(fb).drive(host.infer(x[0], load=False))
+    assert str(exc.value) == f"the board did not take the 'X' frame in 5 tries (last: " \
+                             f"{P.ENGINE_ERROR})"
+    assert host.stats[P.ENGINE_ERROR] == 5
+
+    class BadOnce(FakeBoard):                    # the first Y answer damaged on the line
+        spoiled = False
+
+        def read(self, n):
+            out = super().read(n)
+            if not self.spoiled and n > 3:
+                self.spoiled = True
+                out = out[:-1] + bytes([out[-1] ^ 1])
+            return out
+    host = P.Host(plan)
+    got = Board(BadOnce(plan, empty=False)).drive(host.infer(x[0], load=False))
+    assert got == golden_vectors(plan, x)[0].tolist()
+    assert host.stats["answer CRC"] == 1 and host.stats[P.ENGINE_ERROR] == 0
 
 
 def test_host_driver_refuses_other_design_and_silence():
@@ -532,9 +564,14 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
     assert r["flash"]["reads"] == 3 and r["flash"]["bytes_read"] == 3 * len(flash_image(plan))
     assert r["counters"][0]["verified"] and not r["counters"][0]["err"]
     if scheme == "asm":
+        # a flipped flash bit: the stream's CRC check raises the engine's err (the error LED)
+        # and the board spoils every Y answer's CRC: an error, never a result
         r = simulate_board(plan, x, tmp_path / "bad", sim="verilator", powerup=True,
                            plant="flash")
-        assert not r["passed"] and r["mismatches"] >= 1
+        assert not r["passed"] and r["vectors"] == 0 and r["outputs"] == []
+        assert r["error"] == f"the board did not take the 'X' frame in 5 tries (last: " \
+                             f"{P.ENGINE_ERROR})" and r["error_led"] == 1
+        assert r["host_stats"][P.ENGINE_ERROR] == 5
         # the whole session on this load-less link: every load refused with A, nothing to load
         r = simulate_board(plan, x, tmp_path / "session", sim="verilator")
         assert r["passed"] and r["refusals_ok"] and r["loads"] == 0 and r["counters_ok"]
