@@ -16,7 +16,7 @@ import numpy as np
 
 from ..boards import protocol as P
 from ..boards.hostlink import HostLink
-from ..boards.top import BOARDS, BoardTop, board_platform
+from ..boards.top import BOARDS, BoardTop, board_platform, spram_memories
 from ..boards.yosys import CELL_DEFINES, cell_models, yosys_command
 from ..gen.compiler import compile_model
 from ..gen.design import FLASH, golden_vectors
@@ -170,13 +170,16 @@ endmodule
 
 
 def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
-                       gaps: float = 0.0, powerup: bool = False, plant=None) -> dict:
+                       gaps: float = 0.0, powerup: bool = False, plant=None,
+                       netlist: bool = False) -> dict:
     """The complete iCEBreaker top (PLL, reset synchroniser, SB_IO pads, LEDs, host link,
     engine with its SPRAM-style weight memory) from amaranth-boards' own build files, as
     Verilog with Yosys' iCE40 cell models, driven only through its clock, UART and LED pins
     (and, for a plan whose weights stream from the flash, its flash pins, with the flash model
     on them; Icarus, for the pads' drive strengths).  The top is built for a baud rate of
-    clock / ``divisor`` so the run stays short."""
+    clock / ``divisor`` so the run stays short.  ``netlist``: the top as ``insitu synth``
+    maps it (Yosys ``synth_ice40 -dsp``: LUT4s, carries, flip-flops, EBR, SPRAM, DSPs, pads),
+    simulated gate by gate."""
     import re
     import subprocess
 
@@ -188,8 +191,15 @@ def simulate_board_top(plan, x, build_dir, *, sim: str = "icarus", divisor: int 
         raise ValueError(f"divisor {divisor} is not reachable")
     bp = board_platform("icebreaker").prepare(top, name="top")
     (build_dir / "top.il").write_text(bp.files["top.il"])
-    proc = subprocess.run([yosys_command(), "-q", "-p",
-                           "read_rtlil top.il; proc; opt_clean; write_verilog -noattr top_sim.v"],
+    if netlist:
+        fam = BOARDS["icebreaker"].family
+        drop = "".join(f"delete */t:$meminit_v2 */r:MEMID=\\{name} %i; "
+                       for name in spram_memories(top))
+        script = (f"read_rtlil top.il; {drop}{fam.synth_command(dsp=True)} -top top; "
+                  f"write_verilog -noattr top_sim.v")
+    else:
+        script = "read_rtlil top.il; proc; opt_clean; write_verilog -noattr top_sim.v"
+    proc = subprocess.run([yosys_command(), "-q", "-p", script],
                           cwd=build_dir, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"Yosys could not convert the board top: {proc.stderr[-400:]}")

@@ -81,6 +81,39 @@ class Mutant:
         return f"{self.file}:{self.line}: {self.old} -> {self.new}"
 
 
+#: Mutants that no input can tell from the original, with the reason: they are not run and
+#: not counted in the kill rate.  Keyed by :func:`key_of` (file, the stripped source line, the
+#: column in it, old, new), so an entry follows its line when the file changes around it and
+#: lapses when the line itself changes.
+EQUIVALENT = {
+    ("baseline.py", "self._pbits = signed_bits_for(-max(-lo, hi) * (1 << (weight_bits - 1)),",
+     47, "1", "0"):
+        "the product width's lower bound; the (equal) upper bound on the next line sets it",
+    ("baseline.py", "self._pbits = signed_bits_for(-max(-lo, hi) * (1 << (weight_bits - 1)),",
+     67, "1", "2"):
+        "the product width's lower bound; the (equal) upper bound on the next line sets it",
+    ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
+        "a power-of-2 product bound twice too large: a wider accumulator",
+    ("asm.py", '"last": 1,', 8, "1", "2"):
+        "a 2-bit `last` field: only its truth is used, packed as 0 or 1",
+    ("actmem.py", "rp.en.eq(~w_here & sum(r_here).bool()),", 17, "&", "|"):
+        "the bank also reads while no reader wants it: held data is only taken the cycle "
+        "after a reader's own read (power, not function)",
+}
+
+
+def key_of(mut: Mutant, root: Path = ROOT) -> tuple:
+    """``(file, stripped line, column in it, old, new)``: the :data:`EQUIVALENT` key."""
+    line = (root / "rtl" / mut.file).read_text().splitlines()[mut.line - 1]
+    indent = len(line) - len(line.lstrip())
+    return (mut.file, line.strip(), mut.col - indent, mut.old, mut.new)
+
+
+def equivalent(mut: Mutant, root: Path = ROOT) -> str:
+    """Why ``mut`` is equivalent (:data:`EQUIVALENT`), or ``""``."""
+    return EQUIVALENT.get(key_of(mut, root), "")
+
+
 def tests_for(name: str) -> list[str]:
     return TESTS.get(name, _ENGINE)
 

@@ -198,7 +198,7 @@ async def power_up(dut, wire, s, flash):
         s["error"] = str(exc)
     s["host_stats"] = dict(host.stats)
     if hasattr(dut, "led1"):                         # the board top: LED 1 is the error LED
-        s["error_led"] = int(dut.led1.value)
+        s["error_led"] = 1 - int(dut.led1.value)     # (the iCEBreaker's LEDs are active-low)
     elif hasattr(dut, "err"):
         s["error_led"] = int(dut.err.value)
     if flash is not None:

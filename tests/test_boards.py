@@ -228,6 +228,27 @@ def test_complete_icebreaker_top_with_its_flash(tmp_path):
     assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 2
     assert r["flash"]["reads"] == 2 and r["flash"]["errors"] == []
     assert r["counters"][0]["verified"] and not r["counters"][0]["err"]
+    assert r["error_led"] == 0
+
+
+@pytest.mark.parametrize("plant", [None, "flash"])
+def test_complete_icebreaker_top_netlist_with_its_flash(tmp_path, plant):
+    """Gate level: the same top as ``insitu synth`` maps it (synth_ice40 -dsp: LUT4s,
+    carries, flip-flops, EBR, DSP, SB_IO pads) with the flash model on its quad-SPI pads:
+    power-up inferences bit-exact, error LED off; with one flipped bit in the flash, no
+    result at all, the error LED on."""
+    from insitu.sim.board_sim import link_test_plan, simulate_board_top
+    plan = link_test_plan("asm", lanes=3)
+    plan.weight_flash = "qspi"
+    x = np.random.default_rng(0).integers(0, 256, (2, 16))
+    r = simulate_board_top(plan, x, tmp_path, powerup=True, netlist=True, plant=plant)
+    assert "SB_LUT4 " in (tmp_path / "top_sim.v").read_text()
+    if plant is None:
+        assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 2
+        assert r["flash"]["reads"] == 2 and r["flash"]["errors"] == [] and r["error_led"] == 0
+    else:
+        assert not r["passed"] and r["vectors"] == 0 and r["error_led"] == 1
+        assert r["error"].endswith(f"(last: {P.ENGINE_ERROR})")
 
 
 def test_board_uart_planted_errors_fail(tmp_path):

@@ -252,8 +252,22 @@ def _cmd_bench_mutants(args) -> int:
             raise UserError(unknown_name("rtl file", f, mutate.RTL_FILES))
     if args.per_file < 0 or args.jobs < 1:
         raise UserError("--per-file must be >= 0 (0: every mutant) and --jobs >= 1")
-    rep = run_bench_mutants(Path(args.output), files=files, per_file=args.per_file,
-                            seed=args.seed, jobs=args.jobs)
+    rerun = None
+    if args.rerun:
+        try:
+            rerun = json.loads(Path(args.rerun).read_text())
+            if isinstance(rerun, dict):                  # mutants.json (the partial file: a list)
+                rerun = rerun["results"]
+            if not isinstance(rerun, list) or not all(isinstance(r, dict) for r in rerun):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"--rerun '{args.rerun}' is not a mutants.json of "
+                            f"'insitu bench mutants'") from None
+    try:
+        rep = run_bench_mutants(Path(args.output), files=files, per_file=args.per_file,
+                                seed=args.seed, jobs=args.jobs, rerun=rerun)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     print((Path(args.output) / "mutants.md").read_text())
     print(f"wrote {Path(args.output) / 'mutants.json'} and mutants.md ({rep['seconds']:.0f} s)",
           file=sys.stderr)
@@ -345,6 +359,8 @@ def register(sub) -> None:
     bt.add_argument("--jobs", type=int, default=1, help="mutants run at a time (default: "
                     "%(default)s)")
     bt.add_argument("--seed", type=int, default=1, help="sampling seed (default: %(default)s)")
+    bt.add_argument("--rerun", metavar="MUTANTS.json", help="run the surviving mutants of an "
+                    "earlier run again (after new tests), keep its killed ones")
     bt.add_argument("-o", "--output", default="build/mutants", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bt.set_defaults(func=_cmd_bench_mutants)
