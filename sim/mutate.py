@@ -92,6 +92,12 @@ EQUIVALENT = {
     ("baseline.py", "self._pbits = signed_bits_for(-max(-lo, hi) * (1 << (weight_bits - 1)),",
      67, "1", "2"):
         "the product width's lower bound; the (equal) upper bound on the next line sets it",
+    ("baseline.py", "self._pbits = signed_bits_for(-max(-lo, hi) * (1 << (weight_bits - 1)),",
+     65, "-", "+"):
+        "the product width's lower bound four times too large: a wider product register",
+    ("control.py", "with m.If(~active & (pending | ~first) & ~self.full.bit_select(self.slot, 1)):",
+     74, "1", "2"):
+        "a 2-bit slice of `full`: its upper bit meets zero-extended 1-bit operands in the `&`",
     ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
         "a power-of-2 product bound twice too large: a wider accumulator",
     ("asm.py", '"last": 1,', 8, "1", "2"):

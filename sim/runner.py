@@ -94,8 +94,9 @@ def run_cocotb(verilog_text: str | None, toplevel: str, test_module: str, build_
     else:
         raise ValueError(f"Unknown simulator '{sim}' (simulators: icarus, verilator)")
     runner = get_runner(sim)
-    # The simulator build's compiler lines go to a log file unless INSITU_VERBOSE is set
-    # (``insitu -v``); a failed build names the file.
+    # The simulator build's compiler lines and the run's cocotb lines go to log files
+    # (build.log, sim.log) unless INSITU_VERBOSE is set (``insitu -v``); a failed build names
+    # its file.
     log = None if os.environ.get("INSITU_VERBOSE") else build_dir / "build.log"
     try:
         runner.build(sources=srcs, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
@@ -110,7 +111,8 @@ def run_cocotb(verilog_text: str | None, toplevel: str, test_module: str, build_
                     test_dir=build_dir, seed=seed, results_xml=str(results), waves=waves,
                     extra_env={k: (v if isinstance(v, str) else json.dumps(v))
                                for k, v in (extra_env or {}).items()},
-                    testcase=testcase)
+                    testcase=testcase,
+                    log_file=None if log is None else build_dir / "sim.log")
     except SystemExit:
         pass                                   # failures are read from the results file
     try:

@@ -652,6 +652,32 @@ def test_cli_run_timeouts(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_bench_board(tmp_path, capsys):
+    """insitu bench board: a compiled folder placed as the iCEBreaker build places it, run
+    through the host link's pins (a load first: its weights go to SPRAM), bit-exact, with the
+    engine's cycle counter and the latency at the board's clock; bad input is one line."""
+    import json
+    plan, rng = small_plan()
+    write_design(plan, tmp_path / "d", extreme_inputs(rng, 50, n_random=1))
+    out = tmp_path / "b"
+    assert cli.main(["bench", "board", str(tmp_path / "d"), "--board", "icebreaker",
+                     "--images", "2", "-o", str(out)]) == 0
+    rep = json.loads((out / "bench_board.json").read_text())
+    assert rep["bit_exact"] and rep["vectors"] == 2 and not rep["powerup"]
+    assert rep["placement"].startswith("weights in SPRAM")
+    assert rep["cycles"] > 0 and rep["latency_ms"] == round(rep["cycles"] / 30e3, 3)
+    assert "| bit-exact | yes (0 mismatches) |" in capsys.readouterr().out
+    for args, msg in (
+            (["--board", "ulx3s", "--top"], "the complete top (--top, --netlist) is simulated "
+                                            "for the iCEBreaker only, not ulx3s"),
+            (["--board", "icebreaker", "--images", "0"], "--images must be a positive integer"),
+            (["--board", "de0"], "Unknown board 'de0'")):
+        assert cli.main(["bench", "board", str(tmp_path / "d"), *args, "-o",
+                         str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") <= 2      # (the progress line, the error)
+
+
 def test_fault_campaign_short(tmp_path):
     """The short version of 'insitu bench faults': two runs of every fault kind through the
     pins end bit-exact or with a reported error, never silently wrong; the control (a link

@@ -1,4 +1,5 @@
-"""Benchmark commands: ``bench fuzz``, ``memory``, ``hw``, ``sweep``, ``bandwidth``, ``faults``."""
+"""Benchmark commands: ``bench fuzz``, ``memory``, ``hw``, ``sweep``, ``bandwidth``, ``board``,
+``faults``, ``mutants``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..boards.fpga import BOARDS, DEVICES
 from ..boards.yosys import ToolError
 from ..gen import schemes as registry
 from ..gen.compiler import MAX_LANES
+from ..gen.datasets import fashion_mnist, pad_to
+from ..gen.digits import load_digits_split
 from ..gen.flashimage import parse_flash
 from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
@@ -18,10 +23,12 @@ from ..sim import fuzz, mutate
 from ..sim.board_sim import FAULT_KINDS
 from . import bench_hw
 from .bench_bandwidth import run_bench_bandwidth
+from .bench_board import run_bench_board
 from .bench_faults import run_bench_faults
 from .bench_memory import SWEEPS, markdown, run_bench_memory
 from .bench_mutants import run_bench_mutants
 from .bench_sweep import run_bench_sweep
+from .board import board_plan
 from .common import UserError, scheme_knobs
 
 
@@ -228,6 +235,50 @@ def _cmd_bench_bandwidth(args) -> int:
     return 0 if ok else 1
 
 
+def _board_bench_inputs(args, plan, n: int) -> np.ndarray:
+    """u8 inputs: the compiled folder's vectors, or the demo model's test images."""
+    if args.design:
+        vec = Path(args.design) / "vectors.npz"
+        if not vec.exists():
+            raise UserError(f"'{args.design}' has no vectors.npz")
+        with np.load(vec) as z:
+            x = z["x"]
+    elif args.model == "cnn":
+        x = np.round(load_digits_split()[2] * 255)
+    else:
+        x = pad_to(fashion_mnist().x_test[:n], plan.input_shape[1])
+    return np.asarray(x, dtype=np.int64).reshape(len(x), -1)[:n]
+
+
+def _cmd_bench_board(args) -> int:
+    if args.board not in BOARDS:
+        raise UserError(unknown_name("board", args.board, BOARDS))
+    if args.images < 1:
+        raise UserError(f"--images must be a positive integer, not {args.images}")
+    if args.clock is not None and not args.clock > 0:
+        raise UserError(f"--clock must be a positive frequency in MHz, not {args.clock}")
+    if args.lanes is None:
+        args.lanes = BOARDS[args.board].demo_lanes
+    if (not args.design and not args.set and args.scheme == registry.BOARD_DEFAULT
+            and args.model == "cnn"):
+        args.set = [f"{k}={v}" for k, v in BOARDS[args.board].demo_knobs.items()]
+    plan = board_plan(args)
+    x = _board_bench_inputs(args, plan, args.images)
+    print(f"[bench board] {args.board}: {plan.scheme}, {plan.lanes} lanes, {len(x)} images "
+          f"through the pins ({'netlist, ' if args.netlist else 'complete top, ' if args.top else ''}"
+          f"{'icarus' if args.top or args.netlist else args.sim}; a ResNet-8 image takes about "
+          f"a minute on Verilator)...", file=sys.stderr, flush=True)
+    try:
+        rep = run_bench_board(Path(args.output), plan, x, board=args.board, top=args.top,
+                              netlist=args.netlist, sim=args.sim, clock_mhz=args.clock)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print((Path(args.output) / "bench_board.md").read_text())
+    print(f"wrote {Path(args.output) / 'bench_board.json'} and bench_board.md "
+          f"({rep['sim_seconds']:.0f} s)", file=sys.stderr)
+    return 0 if rep["bit_exact"] else 1
+
+
 def _cmd_bench_faults(args) -> int:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     bad = [k for k in kinds if k not in FAULT_KINDS]
@@ -336,6 +387,34 @@ def register(sub) -> None:
     bb.add_argument("-o", "--output", default="build/bench_bandwidth", metavar="DIR",
                     help="output folder (default: %(default)s)")
     bb.set_defaults(func=_cmd_bench_bandwidth)
+    bd = bsub.add_parser("board", help="a design as a board builds it (memory placement, "
+                         "flash), simulated through its UART and flash pins: bit-exact, cycles, "
+                         "flash bytes, latency")
+    bd.add_argument("design", nargs="?", metavar="DIR", help="folder written by 'insitu "
+                    "compile' (default: a demo model, --model)")
+    bd.add_argument("--board", required=True, help="icebreaker, ulx3s or versa")
+    bd.add_argument("--model", default="cnn", help="demo model when no DIR is given: cnn, "
+                    "resnet8 or dscnn (default: %(default)s)")
+    bd.add_argument("--scheme", default=registry.BOARD_DEFAULT, help="demo model scheme "
+                    "(default: %(default)s)")
+    bd.add_argument("--lanes", type=int, help="demo model lanes (default: the board's demo "
+                    "lanes)")
+    bd.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="demo model compressor knob")
+    bd.add_argument("--weight-flash", default="", metavar="qspi|spi[:DIV]", help="demo model: "
+                    "weights streamed from the SPI flash (the flash model on the pins)")
+    bd.add_argument("--images", type=int, default=2, help="test images (default: %(default)s)")
+    bd.add_argument("--top", action="store_true", help="the complete iCEBreaker top (PLL "
+                    "stand-in, SB_IO pads, LEDs) on Icarus instead of the host link and engine")
+    bd.add_argument("--netlist", action="store_true", help="the complete top's gate-level "
+                    "netlist (synth_ice40 -dsp) on Icarus")
+    bd.add_argument("--clock", type=float, metavar="MHZ", help="clock of the latency "
+                    "(default: the board's: synth_report.json's clock_mhz)")
+    bd.add_argument("--sim", default="verilator", choices=["icarus", "verilator"],
+                    help="simulator of the host link and engine (default: %(default)s)")
+    bd.add_argument("-o", "--output", default="build/bench_board", metavar="DIR",
+                    help="output folder (default: %(default)s)")
+    bd.set_defaults(func=_cmd_bench_board)
     bq = bsub.add_parser("faults", help="link faults and resets injected through the board's "
                          "UART pins: every run bit-exact or a reported error, never silent")
     bq.add_argument("--runs", type=int, default=200, help="runs per fault kind (default: "

@@ -10,7 +10,12 @@ import numpy as np
 
 from ..boards.fpga import BOARDS
 from ..boards.host import Board, open_port, run_board
-from ..boards.protocol import TIMEOUT_BITS, ProtocolError, check_frame_timeout, resync_seconds
+from ..boards.protocol import (
+    TIMEOUT_BITS,
+    ProtocolError,
+    check_frame_timeout,
+    resync_seconds,
+)
 from ..boards.synth import synth_board
 from ..boards.yosys import ToolError
 from ..gen import schemes as registry
@@ -25,7 +30,7 @@ from .demo import demo_plan
 from .demo_real import REAL_MODELS, real_plan
 
 
-def _board_plan(args):
+def board_plan(args):
     """The compiled folder's plan, or a demo model's: the digits CNN (trained or cached) or
     a real network's committed checkpoint (``--model resnet8|dscnn``)."""
     if args.design:
@@ -80,7 +85,7 @@ def _cmd_synth(args) -> int:
     if (not args.design and not args.set and args.scheme == registry.BOARD_DEFAULT
             and args.model == "cnn"):
         args.set = [f"{k}={v}" for k, v in BOARDS[args.board].demo_knobs.items()]
-    plan = _board_plan(args)
+    plan = board_plan(args)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
     try:
         rep = synth_board(args.board, plan, Path(args.output), clock_mhz=args.clock,
