@@ -35,6 +35,8 @@ from ..gen.design import (
 )
 from ..gen.flashimage import flash_image
 from ..gen.memmap import POST_BITS
+from ..gen.mlg import MlgConfig
+from ..gen.smartdeal import SdConfig
 from ..gen.util import atomic_dir, unknown
 from ..gen.util import parse_sets as parse_kv
 from .asm import AsmMacArray
@@ -91,6 +93,9 @@ def _weight_gen_relevant(params):
     return {"scheme", *keys}
 
 
+#: The blocks' defaults are the schemes' default configurations (one source).
+_SD, _MLG = SdConfig(), MlgConfig()
+
 BLOCKS: dict[str, Block] = {
     b.name: b for b in [
         Block("asm-mac", "ASM shift-add MAC array: shared precompute bank, lanes of "
@@ -99,13 +104,14 @@ BLOCKS: dict[str, Block] = {
                "lanes": 8, "acc_len": 1024, "acc_bits": None}),
         Block("pow2-decoder", "power-of-2 sparse decoder: packed SmartDeal coefficient words "
               "in, one kernel row of shift/sign/select controls out per cycle", _pow2_decoder,
-              {"e_min": -8, "e_max": 5, "word_bits": 32}),
+              {"e_min": _SD.e_min, "e_max": _SD.e_max, "word_bits": _SD.word_bits}),
         Block("weight-gen", "basis-coefficient weight generator: scheme=smartdeal (decoder + "
               "shift-add rebuild + int8 requant) or scheme=mlg (two-level generation)",
               _weight_gen,
-              {"scheme": "smartdeal", "e_min": -8, "e_max": 5, "word_bits": 32,
-               "basis_bits": 8, "requant": True, "Bi": 2, "Bo": 44, "K2": 9, "qb": 3,
-               "qu": 6, "qv": 3, "level1": True, "level2": True},
+              {"scheme": "smartdeal", "e_min": _SD.e_min, "e_max": _SD.e_max,
+               "word_bits": _SD.word_bits, "basis_bits": _SD.basis_bits, "requant": True,
+               "Bi": _MLG.Bi, "Bo": _MLG.Bo, "K2": 9, "qb": _MLG.qb, "qu": _MLG.qu,
+               "qv": _MLG.qv, "level1": True, "level2": True},
               _weight_gen_relevant),
     ]
 }

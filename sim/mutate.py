@@ -98,6 +98,9 @@ EQUIVALENT = {
     ("control.py", "with m.If(~active & (pending | ~first) & ~self.full.bit_select(self.slot, 1)):",
      74, "1", "2"):
         "a 2-bit slice of `full`: its upper bit meets zero-extended 1-bit operands in the `&`",
+    ("control.py", 'if any(ly.kind == "maxpool" for ly in layers):', 15, "==", "!="):
+        "an elaboration guard: the max-pool logic is built for nets without a max pool too, "
+        "where the per-layer flag keeps it idle (logic, not function)",
     ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
         "a power-of-2 product bound twice too large: a wider accumulator",
     ("asm.py", '"last": 1,', 8, "1", "2"):
