@@ -8,7 +8,8 @@ Mutations (on the source text, so line numbers stay):
 - comparisons: ``<`` <-> ``<=``, ``>`` <-> ``>=``, ``==`` <-> ``!=``;
 - integer constants off by one: ``n`` -> ``n + 1`` (and ``n - 1`` for ``n > 0``).
 
-Not mutated: docstrings, error messages (f-strings, ``raise`` and ``assert`` statements),
+Not mutated: docstrings, type annotations (never evaluated: ``from __future__ import
+annotations``), error messages (f-strings, ``raise`` and ``assert`` statements),
 parameter checks (an ``if`` whose body raises), parameter defaults and width arguments
 (``Signal``, ``range``, ``signed``, ``unsigned``, ``ceil_log2``, ``In``, ``Out``: a wider
 register is an equivalent mutant, not a test gap).
@@ -129,13 +130,15 @@ def tests_for(name: str) -> list[str]:
 
 def _skip_nodes(tree) -> set:
     """Nodes whose subtrees are not mutated (messages, asserts, raises, width arguments,
-    docstrings)."""
+    annotations, docstrings)."""
     skip = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.JoinedStr, ast.Assert, ast.Raise)):
             skip.update(ast.walk(node))
         elif isinstance(node, ast.If) and node.body and isinstance(node.body[0], ast.Raise):
             skip.update(ast.walk(node.test))           # a parameter check: its own tests
+        elif isinstance(node, ast.arg) and node.annotation is not None:
+            skip.update(ast.walk(node.annotation))       # annotations are never evaluated
         elif isinstance(node, ast.arguments):            # default values of parameters
             for d in node.defaults + [d for d in node.kw_defaults if d is not None]:
                 skip.update(ast.walk(d))
@@ -146,7 +149,11 @@ def _skip_nodes(tree) -> set:
             if name in _WIDTH_CALLS:
                 for a in node.args + [k.value for k in node.keywords]:
                     skip.update(ast.walk(a))
-        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Module)) and node.body and \
+        if isinstance(node, ast.AnnAssign):
+            skip.update(ast.walk(node.annotation))
+        if isinstance(node, ast.FunctionDef) and node.returns is not None:
+            skip.update(ast.walk(node.returns))
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Module)) and node.body and \
                 isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
             skip.update(ast.walk(node.body[0]))
     return skip

@@ -13,7 +13,8 @@ SOURCE = '''"""Docstring 1 + 2."""
 from amaranth.hdl import Signal
 
 
-def f(a, b=3):
+def f(a: int | None, b=3) -> int | None:
+    x: int | None = a
     if a < 0:
         raise ValueError(f"bad {a + 1}")
     assert b > 0, "b"
@@ -26,17 +27,17 @@ def test_mutants_of_skips_messages_checks_defaults_and_widths(tmp_path):
     path = tmp_path / "x.py"
     path.write_text(SOURCE)
     got = {(m.line, m.old, m.new) for m in mutate.mutants_of(path)}
-    # line 10: the operators, the comparison and the constant are mutated
-    assert {(10, "+", "-"), (10, "<<", ">>"), (10, "==", "!="), (10, "&", "|"),
-            (10, "1", "2"), (10, "1", "0")} <= got
-    # the docstring, the check before a raise, the message, the assert, the default and the
-    # Signal width are not
-    assert not {ln for ln, _, _ in got} & {1, 5, 6, 7, 8, 9}
-    m = mutate.Mutant("x.py", 10, SOURCE.splitlines()[9].index("<<"), "<<", ">>")
-    assert mutate.apply(SOURCE, m).splitlines()[9] == \
+    # line 11: the operators, the comparison and the constant are mutated
+    assert {(11, "+", "-"), (11, "<<", ">>"), (11, "==", "!="), (11, "&", "|"),
+            (11, "1", "2"), (11, "1", "0")} <= got
+    # the docstring, the annotations, the check before a raise, the message, the assert,
+    # the default and the Signal width are not
+    assert not {ln for ln, _, _ in got} & {1, 5, 6, 7, 8, 9, 10}
+    m = mutate.Mutant("x.py", 11, SOURCE.splitlines()[10].index("<<"), "<<", ">>")
+    assert mutate.apply(SOURCE, m).splitlines()[10] == \
         "    return (a + b) >> 1 if a == b else a & b"
     with pytest.raises(ValueError, match="does not match the source"):
-        mutate.apply(SOURCE, mutate.Mutant("x.py", 10, 0, "<<", ">>"))
+        mutate.apply(SOURCE, mutate.Mutant("x.py", 11, 0, "<<", ">>"))
 
 
 def test_every_equivalent_entry_names_a_mutant_of_today():

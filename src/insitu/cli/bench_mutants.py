@@ -33,8 +33,9 @@ def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    results, kept = [], []
+    results, kept, dropped = [], [], 0
     if rerun is not None:
+        sites = {}
         for r in rerun:
             mut = mutate.Mutant(r["file"], r["line"], r["col"], r["old"], r["new"])
             try:
@@ -42,6 +43,11 @@ def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1,
             except (ValueError, IndexError, OSError):
                 raise ValueError(f"mutant {mut.describe()} no longer matches rtl/{mut.file}: "
                                  f"the file changed since that run") from None
+            if mut.file not in sites:
+                sites[mut.file] = set(mutate.mutants_of(mutate.ROOT / "rtl" / mut.file))
+            if mut not in sites[mut.file]:         # no longer planted (e.g. an annotation)
+                dropped += 1
+                continue
             (kept if r["killed"] else results).append(r)
         files = sorted({r["file"] for r in rerun})
         muts = [mutate.Mutant(r["file"], r["line"], r["col"], r["old"], r["new"])
@@ -94,7 +100,7 @@ def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1,
            "survived": total - killed - equiv,
            "kill_rate": round(killed / (total - equiv), 3) if total > equiv else 0.0,
            "kill_rate_all": round(killed / total, 3) if total else 0.0,
-           "per_file_sample": per_file,
+           "per_file_sample": per_file, "dropped": dropped,
            "seed": seed, "tests": {f: mutate.tests_for(f) for f in files},
            "results": results, "seconds": round(time.monotonic() - t0, 1)}
     write_bench(out, "mutants", rep, markdown, lambda rep, path: False)
