@@ -599,6 +599,18 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
         assert r["refusals"]["address"] == ["A", ""] and r["refusals"]["memory"] == ["A", ""]
 
 
+def test_board_powers_up_with_weights_in_the_bitstream(tmp_path):
+    """The bitstream-only deployment: every memory in block RAM, initialised by the
+    bitstream; the first frames after reset are inferences, bit-exact (no load, no verify)."""
+    from insitu.sim.board_sim import link_test_plan, simulate_board
+    plan = link_test_plan("mlg", lanes=3)
+    x = np.random.default_rng(2).integers(0, 256, (2, 16))
+    r = simulate_board(plan, x, tmp_path, sim="verilator", powerup=True, weight_ram="block")
+    assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 2
+    assert r["counters"][0]["verified"] and not r["counters"][0]["err"] and r["error_led"] == 0
+    assert "flash" not in r
+
+
 def test_cli_run_reports_cycles_and_latency(tmp_path, capsys, monkeypatch):
     """insitu run: the cycle counter of every inference, and with --clock its latency."""
     import json
