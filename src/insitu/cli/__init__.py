@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "inference hardware (SmartDeal, MLG, ASM).")
     p.add_argument("--version", action="version", version=f"insitu {__version__}")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="show the simulator builds' compiler output (kept in build.log otherwise)")
+                   help="show the simulator builds' compiler output and the cocotb runs' lines "
+                   "(kept in build.log and sim.log otherwise)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for group in (blocks, model, train, bench, board, sweep):
         group.register(sub)
