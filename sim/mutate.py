@@ -52,6 +52,9 @@ TESTS = {
     "baseline.py": ["tests/test_rtl_baseline.py", "tests/test_engine.py",
                     "tests/test_engine_graph.py", "-k",
                     "int8 or baseline or exact or pow2 or lane"],
+    # the MAC pipeline every array shares: its unit tests (golden under stalls, overrun, bad
+    # codes, throughput, back-pressure) through the ASM and baseline arrays
+    "mac.py": ["tests/test_rtl_asm.py", "tests/test_rtl_baseline.py"],
     "crc.py": ["tests/test_formal.py", "tests/test_rtl_components.py", "-k", "crc"],
     "uart.py": ["tests/test_boards.py", "-k", "uart_loopback or uart_rx or divisor"],
     "flash.py": ["tests/test_flash.py", "tests/test_flash_engine.py"],
@@ -102,6 +105,13 @@ EQUIVALENT = {
     ("control.py", 'if any(ly.kind == "maxpool" for ly in layers):', 15, "==", "!="):
         "an elaboration guard: the max-pool logic is built for nets without a max pool too, "
         "where the per-layer flag keeps it idle (logic, not function)",
+    ("fill.py", 'm.d.comb += self.t_wr.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))',
+     43, "1", "2"):
+        "an all-ones write mask one bit wider than the L*G-bit enable it is truncated to",
+    ("fill.py", 'm.submodules.vc = vc = Memory(shape=unsigned(L * qv), depth=max(2, bo_max), init=[])',
+     64, "2", "1"):
+        "the depth guard's floor: with Bo = 1 a one-word V cache works the same (an MLG net "
+        "with Bo = 1 ran bit-exact with this mutant)",
     ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
         "a power-of-2 product bound twice too large: a wider accumulator",
     ("asm.py", '"last": 1,', 8, "1", "2"):
