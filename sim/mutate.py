@@ -112,6 +112,8 @@ EQUIVALENT = {
      64, "2", "1"):
         "the depth guard's floor: with Bo = 1 a one-word V cache works the same (an MLG net "
         "with Bo = 1 ran bit-exact with this mutant)",
+    ("mac.py", '"bad_code": 1,', 12, "1", "2"):
+        "a 2-bit `bad_code` field: only its truth is used, and the layout places the fields",
     ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
         "a power-of-2 product bound twice too large: a wider accumulator",
     ("asm.py", '"last": 1,', 8, "1", "2"):
