@@ -86,10 +86,17 @@ def test_bench_mutants_bad_input(tmp_path, capsys):
     bad.write_text("{}")
     assert cli.main(["bench", "mutants", "--rerun", str(bad), "-o", str(tmp_path / "o")]) == 2
     assert "is not a mutants.json of 'insitu bench mutants'" in capsys.readouterr().err
+    gone = tmp_path / "g.json"
+    gone.write_text(json.dumps([{"file": "nope.py", "line": 1, "col": 0, "old": "<<",
+                                 "new": ">>", "killed": False, "status": 0}]))
+    assert cli.main(["bench", "mutants", "--rerun", str(gone), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "mutant nope.py:1: << -> >>: no file rtl/nope.py" in err and err.count("\n") == 1
+    # a mutant whose line changed since is dropped, not run
     stale = tmp_path / "s.json"
     stale.write_text(json.dumps([{"file": "crc.py", "line": 1, "col": 0, "old": "<<",
                                   "new": ">>", "killed": False, "status": 0}]))
-    assert cli.main(["bench", "mutants", "--rerun", str(stale), "-o", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "no longer matches rtl/crc.py" in err and err.count("\n") == 1
+    assert cli.main(["bench", "mutants", "--rerun", str(stale), "-o", str(tmp_path / "o")]) == 0
+    rep = json.loads((tmp_path / "o" / "mutants.json").read_text())
+    assert rep["dropped"] == 1 and rep["mutants"] == 0
     assert cli.main(["bench", "mutants", "--files", "nope.py", "-o", str(tmp_path / "o")]) == 2

@@ -38,14 +38,12 @@ def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1,
         sites = {}
         for r in rerun:
             mut = mutate.Mutant(r["file"], r["line"], r["col"], r["old"], r["new"])
-            try:
-                mutate.apply((mutate.ROOT / "rtl" / mut.file).read_text(), mut)
-            except (ValueError, IndexError, OSError):
-                raise ValueError(f"mutant {mut.describe()} no longer matches rtl/{mut.file}: "
-                                 f"the file changed since that run") from None
+            if mut.file not in mutate.RTL_FILES:
+                raise ValueError(f"mutant {mut.describe()}: no file rtl/{mut.file}")
             if mut.file not in sites:
                 sites[mut.file] = set(mutate.mutants_of(mutate.ROOT / "rtl" / mut.file))
-            if mut not in sites[mut.file]:         # no longer planted (e.g. an annotation)
+            # its line changed since that run, or it is no longer planted (an annotation)
+            if mut not in sites[mut.file]:
                 dropped += 1
                 continue
             (kept if r["killed"] else results).append(r)
@@ -121,6 +119,9 @@ def markdown(rep: dict) -> str:
     surv = [r for r in rep["results"] if not r["killed"] and r["status"] != "equivalent"]
     if surv:
         lines += ["", "Surviving mutants:", ""] + [f"- `{r['mutant']}`" for r in surv]
+    if rep.get("dropped"):
+        lines += ["", f"{rep['dropped']} mutants of the earlier run were dropped: their lines "
+                  "changed since, or the runner no longer plants them."]
     eq = [r for r in rep["results"] if r["status"] == "equivalent"]
     if eq:
         lines += ["", "Equivalent mutants (not run; `insitu.sim.mutate.EQUIVALENT`):", ""] + \
