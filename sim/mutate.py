@@ -131,6 +131,13 @@ EQUIVALENT = {
         "saturating from r > 126 to 127 gives 127 for r = 127 as well",
     ("weightgen.py", '"err": 1, "last": 1, "end": 1})', 18, "1", "2"):
         "a 2-bit `err` field: only its truth is used, and the layout places the fields",
+    ("weightmem.py", "MEM_POST: max(2, len(plan.post_words)), MEM_COEF: max(2, "
+     "len(plan.coef_words))}", 14, "2", "1"):
+        "the depth floor: a one-word post memory works the same (a one-output linear net "
+        "ran bit-exact with this mutant)",
+    ("weightport.py", "m.d.sync += self.level.eq(Mux(after > self.capacity, self.capacity, "
+     "after))", 36, ">", ">="):
+        "saturating at after >= capacity gives capacity for after = capacity as well",
     ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
         "a power-of-2 product bound twice too large: a wider accumulator",
     ("asm.py", '"last": 1,', 8, "1", "2"):
