@@ -155,6 +155,38 @@ def key_of(mut: Mutant, root: Path = ROOT) -> tuple:
     return (mut.file, line.strip(), mut.col - indent, mut.old, mut.new)
 
 
+def record(mut: Mutant, source: str | None = None) -> dict:
+    """A result's fields naming ``mut``: position, the source line's text and indent (so a
+    rerun finds it when the line moves), its description."""
+    if source is None:
+        source = (ROOT / "rtl" / mut.file).read_text()
+    line = source.splitlines()[mut.line - 1]
+    return {**asdict(mut), "source": line.strip(), "indent": len(line) - len(line.lstrip()),
+            "mutant": mut.describe()}
+
+
+def relocate(rec: dict, root: Path = ROOT) -> Mutant | None:
+    """The mutant of an earlier run's ``rec`` in today's file: at its line, or, when the
+    record names its source line (``source``) and that line moved, at the one line with the
+    same text; ``None`` when it is gone."""
+    path = root / "rtl" / rec["file"]
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    mut = Mutant(rec["file"], rec["line"], rec["col"], rec["old"], rec["new"])
+    text = rec.get("source")
+    if text is None:
+        return mut
+    if 0 < mut.line <= len(lines) and lines[mut.line - 1].strip() == text:
+        return mut
+    hits = [i for i, ln in enumerate(lines, 1) if ln.strip() == text]
+    if len(hits) != 1:
+        return None
+    line = lines[hits[0] - 1]
+    col = mut.col - rec.get("indent", 0) + len(line) - len(line.lstrip())
+    return Mutant(mut.file, hits[0], col, mut.old, mut.new)
+
+
 def equivalent(mut: Mutant, root: Path = ROOT) -> str:
     """Why ``mut`` is equivalent (:data:`EQUIVALENT`), or ``""``."""
     return EQUIVALENT.get(key_of(mut, root), "")
@@ -291,7 +323,7 @@ def run_mutant(tree: Path, mut: Mutant, timeout: float = 600) -> dict:
         killed, status, why = True, "timeout", f"tests ran over {timeout:.0f} s"
     finally:
         target.write_text(original)
-    return {**asdict(mut), "mutant": mut.describe(), "killed": killed, "status": status,
+    return {**record(mut, original), "killed": killed, "status": status,
             "why": why, "seconds": round(time.monotonic() - t0, 1)}
 
 

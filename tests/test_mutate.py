@@ -40,6 +40,18 @@ def test_mutants_of_skips_messages_checks_defaults_and_widths(tmp_path):
         mutate.apply(SOURCE, mutate.Mutant("x.py", 11, 0, "<<", ">>"))
 
 
+def test_rerun_finds_a_moved_line():
+    """A result records its source line: a rerun finds the mutant when the line moved and
+    drops it when the line's text changed."""
+    mut = mutate.mutants_of(mutate.ROOT / "rtl" / "crc.py")[3]
+    rec = mutate.record(mut)
+    assert mutate.relocate(rec) == mut
+    moved = {**rec, "line": rec["line"] + 7, "col": rec["col"] - rec["indent"],
+             "indent": 0}
+    assert mutate.relocate(moved) == mut
+    assert mutate.relocate({**moved, "source": rec["source"] + " # changed"}) is None
+
+
 def test_every_equivalent_entry_names_a_mutant_of_today():
     """An entry whose line changed lapses: each one must still match a mutant of its file."""
     keys = {}

@@ -308,6 +308,8 @@ def _cmd_bench_mutants(args) -> int:
         try:
             rerun = json.loads(Path(args.rerun).read_text())
             if isinstance(rerun, dict):                  # mutants.json (the partial file: a list)
+                args.per_file = rerun.get("per_file_sample", args.per_file)
+                args.seed = rerun.get("seed", args.seed)
                 rerun = rerun["results"]
             if not isinstance(rerun, list) or not all(isinstance(r, dict) for r in rerun):
                 raise TypeError

@@ -29,7 +29,8 @@ __all__ = ["run_bench_mutants"]
 def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1, jobs: int = 1,
                       timeout: float = 600, rerun: list[dict] | None = None) -> dict:
     """Sample, run and report; ``rerun``: the results of an earlier run, whose surviving
-    mutants run again (the others keep their outcome)."""
+    mutants run again (the others keep their outcome; a mutant whose line moved is found by
+    its text, one whose line changed is dropped)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -37,15 +38,17 @@ def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1,
     if rerun is not None:
         sites = {}
         for r in rerun:
-            mut = mutate.Mutant(r["file"], r["line"], r["col"], r["old"], r["new"])
-            if mut.file not in mutate.RTL_FILES:
-                raise ValueError(f"mutant {mut.describe()}: no file rtl/{mut.file}")
-            if mut.file not in sites:
+            if r["file"] not in mutate.RTL_FILES:
+                raise ValueError(f"mutant {r['file']}:{r['line']}: {r['old']} -> {r['new']}: "
+                                 f"no file rtl/{r['file']}")
+            mut = mutate.relocate(r)
+            if mut is not None and mut.file not in sites:
                 sites[mut.file] = set(mutate.mutants_of(mutate.ROOT / "rtl" / mut.file))
             # its line changed since that run, or it is no longer planted (an annotation)
-            if mut not in sites[mut.file]:
+            if mut is None or mut not in sites[mut.file]:
                 dropped += 1
                 continue
+            r = {**r, **asdict(mut), "mutant": mut.describe()}
             (kept if r["killed"] else results).append(r)
         files = sorted({r["file"] for r in rerun})
         muts = [mutate.Mutant(r["file"], r["line"], r["col"], r["old"], r["new"])
@@ -56,8 +59,8 @@ def run_bench_mutants(out_dir, *, files=None, per_file: int = 10, seed: int = 1,
         muts = mutate.sample(files, per_file, seed)
     # equivalent mutants (mutate.EQUIVALENT) are recorded with their reason, not run
     for mut in [m for m in muts if mutate.equivalent(m)]:
-        results.append({**asdict(mut), "mutant": mut.describe(), "killed": False,
-                        "status": "equivalent", "why": mutate.equivalent(mut), "seconds": 0.0})
+        results.append({**mutate.record(mut), "killed": False, "status": "equivalent",
+                        "why": mutate.equivalent(mut), "seconds": 0.0})
     muts = [m for m in muts if not mutate.equivalent(m)]
     results += kept
     trees = [mutate.new_tree() for _ in range(min(jobs, max(1, len(muts))))]
