@@ -19,6 +19,24 @@ def test_verilog_list(capsys):
     assert capsys.readouterr().out.split() == list(BLOCKS)
 
 
+def test_block_defaults_are_the_documented_ones():
+    """The README's ``key`` [default] lists of each block name exactly the catalogue's
+    defaults (what ``insitu verilog BLOCK`` builds without --set)."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    asm = readme[readme.index("`insitu verilog asm-mac` parameters"):]
+    asm = asm[:asm.index("\n\n", asm.index("| key |"))]
+    pow2 = readme[readme.index("Defaults of `pow2-decoder`"):]
+    gen = pow2[pow2.index("Defaults of `weight-gen`"):]
+    pow2, gen = pow2[:pow2.index("Defaults of `weight-gen`")], gen[:gen.index("\n\n")]
+    for block, text in (("asm-mac", asm), ("pow2-decoder", pow2), ("weight-gen", gen)):
+        doc = dict(re.findall(r"`(\w+)` \[([^\]]+)\]", text))
+        want = {k: "auto" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in BLOCKS[block].defaults.items()}
+        assert doc == want, block
+
+
 def test_python_dash_m(tmp_path):
     out = run_cli("verilog", "--list")
     assert out.returncode == 0 and "asm-mac" in out.stdout.split()
