@@ -153,6 +153,13 @@ EQUIVALENT = {
     ("baseline.py", 'return data.StructLayout({"exp": exp_bits, "sign": 1, "zero": 1})', 51,
      "1", "2"):
         "a 2-bit `sign` field: only its truth is used, and the layout places the fields",
+    ("flash.py", "sample = self.dq_i[:4] if self.quad else self.dq_i[1]", 20, "4", "5"):
+        "slicing five bits of the 4-bit DQ input gives the same four",
+    ("mac.py", '"overrun": 1,', 11, "1", "2"):
+        "a 2-bit `overrun` field: only its truth is used, and the layout places the fields",
+    ("post.py", "aw = max(1, ceil_log2(act_depth))", 9, "1", "0"):
+        "the address width's floor: an activation memory holds at least two words, so "
+        "ceil_log2 is at least 1",
     ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
         "a power-of-2 product bound twice too large: a wider accumulator",
     ("asm.py", '"last": 1,', 8, "1", "2"):
