@@ -160,6 +160,9 @@ EQUIVALENT = {
     ("post.py", "aw = max(1, ceil_log2(act_depth))", 9, "1", "0"):
         "the address width's floor: an activation memory holds at least two words, so "
         "ceil_log2 is at least 1",
+    ("weightmem.py", "return {MEM_WEIGHT: max(2, len(plan.weight_words)), MEM_AUX: max(2, "
+     "len(plan.aux_words)),", 65, "2", "3"):
+        "the depth floor one higher: a memory one word deeper than its image (never addressed)",
     ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
         "a power-of-2 product bound twice too large: a wider accumulator",
     ("asm.py", '"last": 1,', 8, "1", "2"):
