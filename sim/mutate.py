@@ -163,6 +163,10 @@ EQUIVALENT = {
     ("weightmem.py", "return {MEM_WEIGHT: max(2, len(plan.weight_words)), MEM_AUX: max(2, "
      "len(plan.aux_words)),", 65, "2", "3"):
         "the depth floor one higher: a memory one word deeper than its image (never addressed)",
+    ("weightmem.py", "return {MEM_WEIGHT: max(2, len(plan.weight_words)), MEM_AUX: max(2, "
+     "len(plan.aux_words)),", 24, "2", "1"):
+        "the depth floor: a one-word memory works the same as a two-word one (checked by "
+        "running the same mutant of the post memory)",
     ("baseline.py", "top = max(-lo, hi) << ((1 << exp_bits) - 1)", 24, "1", "2"):
         "a power-of-2 product bound twice too large: a wider accumulator",
     ("asm.py", '"last": 1,', 8, "1", "2"):
