@@ -24,7 +24,13 @@ from ..gen.golden import (
 )
 from .mac import MacPipeline, _any, mac_output_layout
 
-__all__ = ["asm_code_layout", "bank_mult_shape", "AsmMacIO", "PrecomputeBank", "AsmProduct", "AsmMacArray"]
+__all__ = ["asm_code_layout", "bank_mult_shape", "magnitude_shape", "AsmMacIO", "PrecomputeBank", "AsmProduct", "AsmMacArray"]
+
+
+def magnitude_shape(alphabet, weight_bits: int, act_bits: int, act_signed: bool):
+    """Shape of ``AsmProduct.magnitude``, ``x * |w|``: signed for signed activations."""
+    bound = asm_product_bound(act_bits, act_signed, weight_bits, parse_alphabet(alphabet))
+    return signed(signed_bits_for(-bound, bound)) if act_signed else unsigned(bound.bit_length())
 
 
 def asm_code_layout(fmt: AsmCodeFormat) -> data.StructLayout:
@@ -162,8 +168,7 @@ class AsmProduct(wiring.Component):
         self._mult_shape = bank_mult_shape(self._alphabet, act_bits, act_signed)
         bound = asm_product_bound(act_bits, act_signed, weight_bits, self._alphabet)
         self._product_bits = signed_bits_for(-bound, bound)
-        self._magnitude_shape = (signed(self._product_bits) if act_signed
-                                 else unsigned(bound.bit_length()))
+        self._magnitude_shape = magnitude_shape(self._alphabet, weight_bits, act_bits, act_signed)
         super().__init__({
             "mult": In(data.ArrayLayout(self._mult_shape, len(self._alphabet))),
             "code": In(asm_code_layout(self._fmt)),

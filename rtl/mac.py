@@ -12,7 +12,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 
-__all__ = ["mac_output_layout", "MacPipeline"]
+__all__ = ["mac_output_layout", "fold_add", "MacPipeline"]
 
 
 def mac_output_layout(acc_bits: int, lanes: int) -> data.StructLayout:
@@ -21,6 +21,21 @@ def mac_output_layout(acc_bits: int, lanes: int) -> data.StructLayout:
         "bad_code": 1,
         "overrun": 1,
     })
+
+
+def fold_add(m, acc, magnitude, negate, bits: int, name: str = "acc"):
+    """``acc - magnitude`` if ``negate`` else ``acc + magnitude``, ``bits`` wide (wrapping).
+
+    Computed as ``acc + (magnitude ^ negate...negate) + negate``: the conditional negation
+    rides in the accumulator's adder (LUT inputs and carry-in) instead of costing its own
+    adder.  Returns the signed sum signal."""
+    ext = Signal(signed(bits), name=f"{name}_term")
+    m.d.comb += ext.eq(magnitude)
+    flip = Signal(signed(bits), name=f"{name}_term_x")
+    m.d.comb += flip.eq(ext ^ negate.replicate(bits))
+    total = Signal(signed(bits), name=f"{name}_sum")
+    m.d.comb += total.eq(acc + flip + negate)
+    return total
 
 
 def _any(bits):
@@ -88,18 +103,10 @@ class MacPipeline(wiring.Component):
         ]
 
         # Stage 3: accumulate; on `last` move the sums to the output register and clear.
-        # acc -/+ mag is acc + (mag ^ neg...neg) + neg: the conditional negation rides in the
-        # accumulator's adder (LUT inputs and carry-in) instead of costing its own adder.
+        # acc -/+ mag in one adder (fold_add).
         acc = Signal(data.ArrayLayout(signed(acc_bits), lanes), name="acc")
-        acc_sum = []
-        for n in range(lanes):
-            ext = Signal(signed(acc_bits), name=f"lane{n}_term")
-            m.d.comb += ext.eq(s2_mag[n])
-            flip = Signal(signed(acc_bits), name=f"lane{n}_term_x")
-            m.d.comb += flip.eq(ext ^ s2_neg[n].replicate(acc_bits))
-            total = Signal(signed(acc_bits), name=f"lane{n}_sum")
-            m.d.comb += total.eq(acc[n] + flip + s2_neg[n])
-            acc_sum.append(total)
+        acc_sum = [fold_add(m, acc[n], s2_mag[n], s2_neg[n], acc_bits, name=f"lane{n}")
+                   for n in range(lanes)]
         count = Signal(range(acc_len + 2))          # terms so far, saturating at acc_len + 1
         bad_r, over_r = Signal(), Signal()
         count_next = Mux(count == acc_len + 1, count, count + 1)

