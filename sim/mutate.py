@@ -106,6 +106,10 @@ EQUIVALENT = {
     ("control.py", 'if any(ly.kind == "maxpool" for ly in layers):', 15, "==", "!="):
         "an elaboration guard: the max-pool logic is built for nets without a max pool too, "
         "where the per-layer flag keeps it idle (logic, not function)",
+    ("crc.py", "CRC32 = CrcSpec(32, 0xEDB88320, 0xFFFFFFFF, True, 0xFFFFFFFF)", 16, "32", "33"):
+        "a 33-bit CRC-32 register: the CRC is reflected (shifts right), its init, polynomial "
+        "and final XOR have no bit 32, so the extra top bit stays 0 and the low 32 bits are "
+        "the CRC (the CRC-32 step proof also holds: its bit 32 shifts into bit 24 in both)",
     ("fill.py", 'm.d.comb += self.t_wr.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))',
      43, "1", "2"):
         "an all-ones write mask one bit wider than the L*G-bit enable it is truncated to",
