@@ -110,6 +110,13 @@ EQUIVALENT = {
         "a 33-bit CRC-32 register: the CRC is reflected (shifts right), its init, polynomial "
         "and final XOR have no bit 32, so the extra top bit stays 0 and the low 32 bits are "
         "the CRC (the CRC-32 step proof also holds: its bit 32 shifts into bit 24 in both)",
+    ("emit.py", "x_u8 = np.random.default_rng(0).integers(0, 256, (8, "
+                "int(np.prod(plan.input_shape))))", 50, "8", "7"):
+        "seven default random test vectors in a compiled folder instead of eight: the "
+        "hardware is the same and any number of vectors checks it",
+    ("post.py", '"s0": (1, v3["s0"]), "sh": (unsigned(S_BITS), v3["sh"])})', 7, "1", "2"):
+        "a 2-bit register for the 1-bit rounding flag after the residual sum: zero-extended, "
+        "only its truth is used",
     ("fill.py", 'm.d.comb += self.t_wr.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))',
      43, "1", "2"):
         "an all-ones write mask one bit wider than the L*G-bit enable it is truncated to",
