@@ -10,7 +10,10 @@ times is dropped; a wrong length sends the parser to ``DISCARD`` until the line 
 A failed ``X`` frame is run to its end (``DRAIN``: zeros for missing bytes, outputs dropped)
 so the engine is idle again before the error is answered.  The ``Y`` answer of an inference
 during which the engine raised ``err`` ends with an inverted CRC, so its outputs are never
-read as results (the host then reads the status and reports the engine error).
+read as results (the host then reads the status and reports the engine error).  An engine
+whose weights stream from a flash checks the whole image's CRC-32 after reset, before its first
+inference (``Engine(boot_check=True)``): a bad image keeps ``err`` (the error LED) on until
+the next reset, so every inference is answered as an error.
 
 Loads: per memory a word count and a running CRC-32 of the data fields, compared with the
 plan's image; ``verified`` is set while every memory matches.
@@ -50,7 +53,9 @@ class HostLink(wiring.Component):
     def __init__(self, plan, divisor: int, engine_kwargs: dict | None = None,
                  timeout_bits: int = P.TIMEOUT_BITS, check_frames: bool = True):
         self._plan = plan
-        kwargs = {"counter_bits": 32, **(engine_kwargs or {})}
+        # a board reading its weights from a flash checks the image at power-up
+        kwargs = {"counter_bits": 32, "boot_check": bool(plan.weight_flash),
+                  **(engine_kwargs or {})}
         self.engine = Engine(plan, **kwargs)
         if self.engine.load_addr_bits > 16:
             raise ValueError(f"memory of {1 << self.engine.load_addr_bits} words is larger "

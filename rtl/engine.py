@@ -91,6 +91,11 @@ class Engine(wiring.Component):
         Width of the counters, 16..64 (48 by default; the board tops use 32).
     flash_offset : int, keyword-only
         With ``plan.weight_flash``: the flash address of the weight stream (0 by default).
+    boot_check : bool, keyword-only
+        With ``plan.weight_flash``: after reset, read the whole stream once and check its
+        CRC-32 before the first inference (the board tops do).  Inputs are taken meanwhile;
+        an inference whose inputs are complete waits for the check.  A bad image raises
+        ``err`` for good (until the next reset), so no inference is ever answered as good.
 
     Members
     -------
@@ -98,8 +103,9 @@ class Engine(wiring.Component):
         inference starts when the last one is taken.
     o_y : ``Out(stream.Signature({"value": signed(32), "last": 1}))``, the final layer.
     i_load : ``In(stream.Signature(load_layout(...)))``, memory writes, taken only when idle.
-    busy : ``Out(1)``, an inference is running.
-    err : ``Out(1)``, sticky until the next start: a bad weight code or an overrun was seen.
+    busy : ``Out(1)``, an inference (or the power-up image check) is running.
+    err : ``Out(1)``, sticky until the next start: a bad weight code, an overrun, a memory
+        conflict or a flash read with a wrong CRC was seen (or the power-up check failed).
     cycles, issue_cycles, mac_terms, mac_slots, weight_bits : ``Out(counter_bits)`` counters.
     flash : ``Out(FLASH_PINS)``, only with ``plan.weight_flash``: the weight memory is a SPI
         NOR flash holding ``gen.flashimage.flash_image(plan)`` at ``flash_offset``, read once
@@ -114,10 +120,11 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, plan, *, weight_ram: str = "block", counter_bits: int = 48,
-                 flash_offset: int = 0):
+                 flash_offset: int = 0, boot_check: bool = False):
         self._plan = plan
         self._check(plan)
         self.flash_offset = flash_offset
+        self.boot_check = bool(boot_check and plan.weight_flash)
         self._scheme = schemes.get(plan.scheme)
         if weight_ram not in ("block", "huge"):
             raise ValueError(f"weight_ram must be 'block' or 'huge', not {weight_ram!r}")
@@ -165,7 +172,10 @@ class Engine(wiring.Component):
         act_depth = memory_words(layers, plan.input_shape)
 
         running, idle = Signal(), Signal()
-        m.d.comb += [idle.eq(~running), self.busy.eq(running)]
+        # the power-up image check (boot_check): from reset until the check's read is over
+        booting = Signal(init=int(self.boot_check))
+        boot_bad = Signal()                     # the check failed: err until reset
+        m.d.comb += [idle.eq(~running), self.busy.eq(running | booting)]
 
         m.submodules.weights = wmem = WeightMemory(
             plan, weight_ram="flash" if plan.weight_flash else self.weight_ram)
@@ -178,8 +188,15 @@ class Engine(wiring.Component):
             in_base=next(ly.in_base for ly in layers if ly.src == -1),
             residual=any(ly.res >= 0 for ly in layers), bank_words=plan.act_bank_words)
         wiring.connect(m, wiring.flipped(self.i_x), act.i_x)
-        m.d.comb += act.enable.eq(idle)
-        start = act.loaded
+        if self.boot_check:
+            # Inputs complete during the check wait for it (and take no more bytes).
+            start, waiting = Signal(), Signal()
+            m.d.comb += [start.eq((act.loaded | waiting) & ~booting),
+                         act.enable.eq(idle & ~waiting)]
+            m.d.sync += waiting.eq((waiting | act.loaded) & booting)
+        else:
+            m.d.comb += act.enable.eq(idle)
+            start = act.loaded
 
         # Weight side: the scheduler picks the tile, the scheme's fill builds it (the
         # weighted layers only: pools have no tiles).
@@ -202,6 +219,12 @@ class Engine(wiring.Component):
             en = Signal()
             m.d.comb += [en.eq(~fill.w_take | ws.ready), ws.start.eq(start),
                          ws.take.eq(fill.w_take & en)]
+            if self.boot_check:
+                kick = Signal(init=1)               # the first cycle after reset
+                m.d.sync += kick.eq(0)
+                m.d.comb += ws.check.eq(kick)
+                with m.If(booting & ~kick & ~ws.busy):         # the check's verdict
+                    m.d.sync += [booting.eq(0), boot_bad.eq(ws.bad)]
         elif plan.weight_port_bits:
             # A weight link of weight_port_bits bits per cycle: a credit counter raises the
             # enable when the bits the fill reads have arrived.
@@ -269,6 +292,6 @@ class Engine(wiring.Component):
         m.d.comb += [cnt.start.eq(start), cnt.running.eq(running), cnt.issuing.eq(ctrl.issuing),
                      cnt.mac_fire.eq(mac.i.valid & mac.i.ready), cnt.lanes.eq(ctrl.lanes_used),
                      cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err | act.conflict | flash_bad),
-                     self.err.eq(cnt.err)]
+                     self.err.eq(cnt.err | boot_bad)]
         m.d.comb += [getattr(self, name).eq(getattr(cnt, name)) for name in COUNTERS]
         return m

@@ -45,6 +45,11 @@ class WeightStream(wiring.Component):
     -------
     start : ``In(1)``
         An inference starts: read the stream from its first byte.
+    check : ``In(1)``
+        Read the whole stream once and discard its words (a power-up check of the image:
+        ``bad`` as for an inference's read).  Not while a read is running.
+    busy : ``Out(1)``
+        A read (an inference's or a check's) is running.
     take : ``In(1)``
         The fill takes the next word this cycle (only while ``ready``).
     ready : ``Out(1)``
@@ -73,8 +78,9 @@ class WeightStream(wiring.Component):
         self.word_bits, self.count, self.offset, self.crc = word_bits, count, offset, crc
         self.quad, self.divider = quad, divider
         FlashReader.check(quad=quad, divider=divider, fixed=(offset, count))
-        super().__init__({"start": In(1), "take": In(1), "ready": Out(1),
-                          "data": Out(word_bits), "bad": Out(1), "flash": Out(FLASH_PINS)})
+        super().__init__({"start": In(1), "check": In(1), "take": In(1), "ready": Out(1),
+                          "data": Out(word_bits), "bad": Out(1), "busy": Out(1),
+                          "flash": Out(FLASH_PINS)})
 
     def elaborate(self, platform):
         m = Module()
@@ -99,22 +105,29 @@ class WeightStream(wiring.Component):
         with m.If(byte.valid & byte.ready):
             m.d.sync += [buf.eq(Cat(buf[8:], byte.payload) if nb > 1 else byte.payload),
                          got.eq(got + 1)]
-        with m.If(self.take & self.ready):
-            m.d.sync += [self.data.eq(buf[:self.word_bits]), got.eq(0)]
-        with m.If(self.start):
-            m.d.sync += [pend.eq(1), got.eq(0)]
+        draining = Signal()             # a check's read: complete words are dropped
+        with m.If((self.take | draining) & self.ready):
+            m.d.sync += got.eq(0)
+            with m.If(~draining):
+                m.d.sync += self.data.eq(buf[:self.word_bits])
+        begin = self.start | self.check
+        with m.If(begin):
+            m.d.sync += [pend.eq(1), got.eq(0), draining.eq(self.check)]
+        reading = Signal()
+        over = reading & ~pend & rd.i_cmd.ready & ~byte.valid        # the reader went idle
+        with m.If(begin):
+            m.d.sync += reading.eq(1)
+        with m.Elif(over):
+            m.d.sync += [reading.eq(0), draining.eq(0)]
+        m.d.comb += self.busy.eq(reading)
         if self.crc is not None:
             # CRC-32 of the bytes as they arrive; checked once the read is over and its last
             # byte was taken
             m.submodules.crc = crc = Crc(CRC32)
-            checking = Signal()
-            m.d.comb += [crc.clear.eq(self.start), crc.byte.eq(byte.payload),
+            m.d.comb += [crc.clear.eq(begin), crc.byte.eq(byte.payload),
                          crc.en.eq(byte.valid & byte.ready)]
-            with m.If(self.start):
-                m.d.sync += checking.eq(1)
-            with m.Elif(checking & ~pend & rd.i_cmd.ready & ~byte.valid):   # reader idle
-                m.d.sync += [checking.eq(0),
-                             self.bad.eq(crc.value != (self.crc ^ CRC32.xorout))]
-            with m.If(~checking):
+            with m.If(over):
+                m.d.sync += self.bad.eq(crc.value != (self.crc ^ CRC32.xorout))
+            with m.If(~reading):
                 m.d.sync += self.bad.eq(0)
         return m

@@ -184,9 +184,28 @@ async def raw(wire: Wire, data: bytes, wait_bits: int = 0):
         return ("!", str(exc).encode())
 
 
+def _status(dut):
+    """``(busy, error)`` as the board shows them (LED 0 and LED 1 of the top, active-low on
+    the iCEBreaker; the link's status outputs)."""
+    if hasattr(dut, "led1"):
+        return 1 - int(dut.led0.value), 1 - int(dut.led1.value)
+    return int(dut.busy.value), int(dut.err.value)
+
+
+async def watch_boot(dut, s):
+    """A flash board checks its image after reset: record the error LED when the engine
+    first goes idle (before any inference ran)."""
+    await FallingEdge(dut.clk)
+    while _status(dut)[0]:
+        await FallingEdge(dut.clk)
+    s["error_led_at_boot"] = _status(dut)[1]
+
+
 async def power_up(dut, wire, s, flash):
     """Inferences as the first frames after reset: nothing loaded, nothing verified."""
     host = P.Host(PLAN)
+    if flash is not None:
+        cocotb.start_soon(watch_boot(dut, s))
     try:
         for x, y in zip(VEC["x"], VEC["y"]):
             got = await drive(wire, host.infer(x, load=False))
@@ -197,10 +216,8 @@ async def power_up(dut, wire, s, flash):
     except P.ProtocolError as exc:
         s["error"] = str(exc)
     s["host_stats"] = dict(host.stats)
-    if hasattr(dut, "led1"):                         # the board top: LED 1 is the error LED
-        s["error_led"] = 1 - int(dut.led1.value)     # (the iCEBreaker's LEDs are active-low)
-    elif hasattr(dut, "err"):
-        s["error_led"] = int(dut.err.value)
+    if hasattr(dut, "led1") or hasattr(dut, "err"):
+        s["error_led"] = _status(dut)[1]
     if flash is not None:
         s["flash"] = flash.summary()
     with open("board.json", "w") as f:

@@ -219,24 +219,25 @@ def test_complete_icebreaker_top_through_its_pins(tmp_path):
 def test_complete_icebreaker_top_with_its_flash(tmp_path):
     """The whole iCEBreaker top with its weights in the SPI flash: the flash model on the
     quad-SPI pads (image at the board's 1 MB offset), inferences as the first frames after
-    configuration, bit-exact, the flash read once per inference."""
+    configuration, bit-exact; the flash read once at power-up (the image check) and once
+    per inference."""
     from insitu.sim.board_sim import link_test_plan, simulate_board_top
     plan = link_test_plan("asm", lanes=3)
     plan.weight_flash = "qspi"
     x = np.random.default_rng(0).integers(0, 256, (2, 16))
     r = simulate_board_top(plan, x, tmp_path, powerup=True)
     assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 2
-    assert r["flash"]["reads"] == 2 and r["flash"]["errors"] == []
+    assert r["flash"]["reads"] == 3 and r["flash"]["errors"] == []
     assert r["counters"][0]["verified"] and not r["counters"][0]["err"]
-    assert r["error_led"] == 0
+    assert r["error_led"] == 0 and r["error_led_at_boot"] == 0
 
 
 @pytest.mark.parametrize("plant", [None, "flash"])
 def test_complete_icebreaker_top_netlist_with_its_flash(tmp_path, plant):
     """Gate level: the same top as ``insitu synth`` maps it (synth_ice40 -dsp: LUT4s,
     carries, flip-flops, EBR, DSP, SB_IO pads) with the flash model on its quad-SPI pads:
-    power-up inferences bit-exact, error LED off; with one flipped bit in the flash, no
-    result at all, the error LED on."""
+    power-up inferences bit-exact, error LED off; with one flipped bit in the flash, the
+    error LED on after the power-up image check, before any inference, and no result at all."""
     from insitu.sim.board_sim import link_test_plan, simulate_board_top
     plan = link_test_plan("asm", lanes=3)
     plan.weight_flash = "qspi"
@@ -245,9 +246,11 @@ def test_complete_icebreaker_top_netlist_with_its_flash(tmp_path, plant):
     assert "SB_LUT4 " in (tmp_path / "top_sim.v").read_text()
     if plant is None:
         assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 2
-        assert r["flash"]["reads"] == 2 and r["flash"]["errors"] == [] and r["error_led"] == 0
+        assert r["flash"]["reads"] == 3 and r["flash"]["errors"] == [] and r["error_led"] == 0
+        assert r["error_led_at_boot"] == 0
     else:
         assert not r["passed"] and r["vectors"] == 0 and r["error_led"] == 1
+        assert r["error_led_at_boot"] == 1
         assert r["error"].endswith(f"(last: {P.ENGINE_ERROR})")
 
 
@@ -574,7 +577,9 @@ def test_flash_placement_errors(monkeypatch):
 def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
     """A board whose weights stream from the SPI flash (the flash model on the link's pins):
     the first frames after reset are inferences (nothing loaded, nothing verified) and they
-    are bit-exact; the flash is read once per inference.  A flipped bit in the flash fails."""
+    are bit-exact; the flash is read once at power-up (the image check) and once per
+    inference.  A flipped bit in the flash lights the error LED before any inference and
+    no inference is answered."""
     from insitu.sim.board_sim import link_test_plan, simulate_board
     plan = link_test_plan(scheme, lanes=3)
     plan.weight_flash = "qspi:2"
@@ -582,8 +587,9 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
     r = simulate_board(plan, x, tmp_path / "ok", sim="verilator", powerup=True)
     assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 3
     assert r["outputs"] == golden_vectors(plan, x).tolist()
-    assert r["flash"]["reads"] == 3 and r["flash"]["bytes_read"] == 3 * len(flash_image(plan))
+    assert r["flash"]["reads"] == 4 and r["flash"]["bytes_read"] == 4 * len(flash_image(plan))
     assert r["counters"][0]["verified"] and not r["counters"][0]["err"]
+    assert r["error_led_at_boot"] == 0
     if scheme == "asm":
         # a flipped flash bit: the stream's CRC check raises the engine's err (the error LED)
         # and the board spoils every Y answer's CRC: an error, never a result
@@ -592,6 +598,7 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
         assert not r["passed"] and r["vectors"] == 0 and r["outputs"] == []
         assert r["error"] == f"the board did not take the 'X' frame in 5 tries (last: " \
                              f"{P.ENGINE_ERROR})" and r["error_led"] == 1
+        assert r["error_led_at_boot"] == 1
         assert r["host_stats"][P.ENGINE_ERROR] == 5
         # the whole session on this load-less link: every load refused with A, nothing to load
         r = simulate_board(plan, x, tmp_path / "session", sim="verilator")

@@ -72,8 +72,8 @@ def test_actmem_wrong(kw, msg):
 def test_weightstream_signature_and_errors():
     ws = WeightStream(word_bits=20, count=30, offset=1 << 20)
     assert ws.signature.members == wiring.Signature({
-        "start": In(1), "take": In(1), "ready": Out(1), "data": Out(20), "bad": Out(1),
-        "flash": Out(FLASH_PINS)}).members
+        "start": In(1), "check": In(1), "take": In(1), "ready": Out(1), "data": Out(20),
+        "bad": Out(1), "busy": Out(1), "flash": Out(FLASH_PINS)}).members
     with pytest.raises(ValueError, match="Weight stream count must be a positive integer, not 0"):
         WeightStream(word_bits=8, count=0)
     with pytest.raises(ValueError, match="does not fit a 24-bit flash address"):

@@ -64,6 +64,7 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
         "flash_bytes_per_inference": (flash["bytes_read"] // max(1, flash["reads"])
                                       if flash else None),
         "flash_image_bytes": len(flash_image(p)) if p.weight_flash else None,
+        "error_led_at_boot": r.get("error_led_at_boot"),
         "sim_seconds": round(seconds, 1),
     }
     write_bench(out, "bench_board", rep, markdown, lambda rep, path: False)
