@@ -63,7 +63,8 @@ async def smartdeal_layers(dut, stalls):
     cfg = SdConfig(e_min=P["e_min"], e_max=P["e_max"], word_bits=P["word_bits"],
                    basis_bits=P["basis_bits"], threshold=0.02)
     blocks = []
-    for kind, shape in (("conv3x3", (4, 70, 3, 3)), ("linear", (6, 40))):
+    filters = int(os.environ.get("SD_FILTERS", "4"))    # fewer for the slow gate-level runs
+    for kind, shape in (("conv3x3", (filters, 70, 3, 3)), ("linear", (filters + 2, 40))):
         blocks += sd_blocks_from_layer(sd_compress(Layer("l", kind, trained_like(rng, shape)), cfg))
     exp, rows = await run_sd(dut, blocks, 3 + stalls, stalls)
     report(dut, f"weight_gen_sd_layers_{'stalls' if stalls else 'flat'}", exp, rows,
@@ -83,7 +84,8 @@ def mlg_words():
     """Input words, golden kernels and an output decoder for a compressed MLG layer."""
     rng = np.random.default_rng(31)
     cfg = MlgConfig(P["Bi"], P["Bo"], P["qb"], P["qu"], P["qv"])
-    kind, shape = ("conv3x3", (12, 6, 3, 3)) if P["K2"] == 9 else ("linear", (12, 16))
+    cout = int(os.environ.get("MLG_FILTERS", "12"))     # fewer for the slow gate-level run
+    kind, shape = ("conv3x3", (cout, 6, 3, 3)) if P["K2"] == 9 else ("linear", (cout, 16))
     mlg = mlg_compress(Layer("l", kind, trained_like(rng, shape)), cfg)
     assert (mlg.level1, mlg.level2, mlg.Bo) == (P["level1"], P["level2"], P["Bo"]), "bench/DUT mismatch"
     terms, exp = mlg_terms(mlg)

@@ -54,14 +54,14 @@ def test_pow2_decoder_netlist(build_dir, family):
 def test_sd_weight_gen_netlist(build_dir, family):
     dut = SdWeightGen(requant=True)
     r = run_gate_level(build_dir, dut, "weight_gen", "insitu.sim.tb_weight_gen",
-                       {"scheme": "smartdeal", **dut.params()}, family)
+                       {"scheme": "smartdeal", **dut.params()}, family, {"SD_FILTERS": "2"})
     assert_clean(r, ["weight_gen_sd_layers_flat", "weight_gen_sd_adversarial"])
 
 
 def test_mlg_weight_gen_netlist(build_dir):
     dut = MlgWeightGen(Bi=2, Bo=5, K2=9, qb=3, qu=6, qv=3)
     r = run_gate_level(build_dir, dut, "weight_gen", "insitu.sim.tb_weight_gen",
-                       {"scheme": "mlg", **dut.params()}, "ice40")
+                       {"scheme": "mlg", **dut.params()}, "ice40", {"MLG_FILTERS": "6"})
     assert_clean(r, ["weight_gen_mlg_flat", "weight_gen_mlg_stalls"])
 
 
