@@ -128,7 +128,7 @@ class HostLink(wiring.Component):
         # -- answers: a sender of its own, so the next frame arrives while one is answered ----
         # The parser picks the kind (p_kind; ecode for a refusal) and waits in ANSWER until the
         # sender is idle; the sender then latches what it sends (s_kind, s_args, s_err).
-        status = Cat(eng.busy, eng.err, urx.error, self.verified, Const(0, 4))
+        status = Cat(eng.busy, eng.err, urx.error, self.verified, eng.image_bad, Const(0, 3))
         counters = Cat(*(Cat(getattr(eng, n), Const(0, 8 * P.COUNTER_BYTES))[:8 * P.COUNTER_BYTES]
                          for n in P.COUNTERS))
         verify = Cat(*(crcs[i] ^ 0xFFFFFFFF for i in range(P.N_MEMORIES)),

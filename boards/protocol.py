@@ -102,6 +102,11 @@ ERRORS = {
 #: ``Y`` answer's CRC).
 ENGINE_ERROR = ("the engine flagged the inference (weight stream CRC mismatch, invalid weight "
                 "code or memory conflict): no results")
+#: Why no inference can ever succeed until the board is reset: its power-up check of the
+#: flash's weight image failed (status bit 4).
+IMAGE_BAD = ("the weight image in the flash failed the board's power-up CRC-32 check: program "
+             "the flash with this folder's flash.bin (at the offset 'insitu synth' printed) "
+             "and reset the board")
 #: Refusals a retry can cure (a corrupted, cut or misaligned frame).
 TRANSIENT = frozenset("RTWG")
 
@@ -198,7 +203,7 @@ def parse_status(data: bytes) -> dict:
         out[name] = int.from_bytes(data[off:off + COUNTER_BYTES], "little")
     st = data[-1]
     out.update({"busy": bool(st & 1), "err": bool(st & 2), "uart_err": bool(st & 4),
-                "verified": bool(st & 8)})
+                "verified": bool(st & 8), "image_bad": bool(st & 16)})
     return out
 
 
@@ -281,6 +286,9 @@ class Host:
                 if cmd == "X" and fault.kind == "answer CRC":
                     yield ("resync",)
                     last = (yield from self._engine_error()) or last
+                    if last == IMAGE_BAD:           # permanent: no retry can cure it
+                        self.stats[last] += 1
+                        raise ProtocolError(IMAGE_BAD)
             else:
                 if code == want:
                     return body
@@ -297,16 +305,21 @@ class Host:
                             f"tries (last: {last})")
 
     def _engine_error(self):
-        """After an unreadable ``Y`` answer: ``ENGINE_ERROR`` if the board's status says the
-        engine flagged that inference (the board then spoils the answer's CRC on purpose),
-        else ``""`` (a damaged answer: retried as any other)."""
+        """After an unreadable ``Y`` answer: ``IMAGE_BAD`` if the board's status says its
+        power-up image check failed, ``ENGINE_ERROR`` if it says the engine flagged that
+        inference (the board then spoils the answer's CRC on purpose), else ``""`` (a damaged
+        answer: retried as any other)."""
         yield ("write", frame("C"))
         try:
             code, body = yield from self._answer()
         except LinkFault:
             return ""
-        if code == "C" and len(body) == STATUS_LEN and parse_status(body)["err"]:
-            return ENGINE_ERROR
+        if code == "C" and len(body) == STATUS_LEN:
+            st = parse_status(body)
+            if st["image_bad"]:
+                return IMAGE_BAD
+            if st["err"]:
+                return ENGINE_ERROR
         return ""
 
     def identify(self):

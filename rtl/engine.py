@@ -106,6 +106,8 @@ class Engine(wiring.Component):
     busy : ``Out(1)``, an inference (or the power-up image check) is running.
     err : ``Out(1)``, sticky until the next start: a bad weight code, an overrun, a memory
         conflict or a flash read with a wrong CRC was seen (or the power-up check failed).
+    image_bad : ``Out(1)``, only with ``boot_check``: the power-up check of the flash image
+        failed (a permanent error until reset; always 0 without the check).
     cycles, issue_cycles, mac_terms, mac_slots, weight_bits : ``Out(counter_bits)`` counters.
     flash : ``Out(FLASH_PINS)``, only with ``plan.weight_flash``: the weight memory is a SPI
         NOR flash holding ``gen.flashimage.flash_image(plan)`` at ``flash_offset``, read once
@@ -138,6 +140,7 @@ class Engine(wiring.Component):
             "i_load": In(stream.Signature(load_layout(self._load_bits, self._addr_bits))),
             "busy": Out(1),
             "err": Out(1),
+            "image_bad": Out(1),
             **{name: Out(counter_bits) for name in COUNTERS},
             **({"flash": Out(FLASH_PINS)} if plan.weight_flash else {}),
         })
@@ -292,6 +295,6 @@ class Engine(wiring.Component):
         m.d.comb += [cnt.start.eq(start), cnt.running.eq(running), cnt.issuing.eq(ctrl.issuing),
                      cnt.mac_fire.eq(mac.i.valid & mac.i.ready), cnt.lanes.eq(ctrl.lanes_used),
                      cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err | act.conflict | flash_bad),
-                     self.err.eq(cnt.err | boot_bad)]
+                     self.err.eq(cnt.err | boot_bad), self.image_bad.eq(boot_bad)]
         m.d.comb += [getattr(self, name).eq(getattr(cnt, name)) for name in COUNTERS]
         return m

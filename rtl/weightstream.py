@@ -111,12 +111,10 @@ class WeightStream(wiring.Component):
             with m.If(~draining):
                 m.d.sync += self.data.eq(buf[:self.word_bits])
         begin = self.start | self.check
-        with m.If(begin):
-            m.d.sync += [pend.eq(1), got.eq(0), draining.eq(self.check)]
         reading = Signal()
         over = reading & ~pend & rd.i_cmd.ready & ~byte.valid        # the reader went idle
         with m.If(begin):
-            m.d.sync += reading.eq(1)
+            m.d.sync += [pend.eq(1), got.eq(0), draining.eq(self.check), reading.eq(1)]
         with m.Elif(over):
             m.d.sync += [reading.eq(0), draining.eq(0)]
         m.d.comb += self.busy.eq(reading)

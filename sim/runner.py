@@ -8,6 +8,7 @@ both under pytest and from the command line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -68,7 +69,9 @@ def run_cocotb(verilog_text: str | None, toplevel: str, test_module: str, build_
                seed: int = 1, waves: bool = False, sources=(), defines=None,
                includes=()) -> CocotbResult:
     """Build ``verilog_text`` (plus ``sources``, e.g. a netlist and cell models) and run
-    ``test_module`` against it; never raises on test failure."""
+    ``test_module`` against it; never raises on test failure.  A ``build_dir`` that already
+    holds the build of the very same sources, defines and options is run without rebuilding
+    (runs of one design with other vectors, plants or flash images share it)."""
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
@@ -77,7 +80,8 @@ def run_cocotb(verilog_text: str | None, toplevel: str, test_module: str, build_
     srcs = [Path(p).resolve() for p in sources]
     if verilog_text is not None:
         src = build_dir / f"{toplevel}.v"
-        src.write_text(verilog_text)
+        if not src.exists() or src.read_text() != verilog_text:    # (its date drives rebuilds)
+            src.write_text(verilog_text)
         srcs.insert(0, src)
     build_kwargs = {}
     if sim == "icarus":
@@ -93,19 +97,31 @@ def run_cocotb(verilog_text: str | None, toplevel: str, test_module: str, build_
         build_kwargs["timescale"] = ("1ns", "1ps")
     else:
         raise ValueError(f"Unknown simulator '{sim}' (simulators: icarus, verilator)")
+    # What the build depends on; the same key as the last good build here: no rebuild.
+    key = hashlib.sha256(json.dumps(
+        [sim, toplevel, waves, sorted((defines or {}).items()), [str(p) for p in includes],
+         sorted(build_kwargs.items()), [(str(p), hashlib.sha256(p.read_bytes()).hexdigest())
+                                        for p in srcs]], default=str).encode()).hexdigest()
+    stamp = build_dir / "build.key"
+    fresh = not (stamp.exists() and stamp.read_text() == key)
+    stamp.unlink(missing_ok=True)
     runner = get_runner(sim)
     # The simulator build's compiler lines and the run's cocotb lines go to log files
     # (build.log, sim.log) unless INSITU_VERBOSE is set (``insitu -v``); a failed build names
     # its file.
     log = None if os.environ.get("INSITU_VERBOSE") else build_dir / "build.log"
     try:
-        runner.build(sources=srcs, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+        runner.build(sources=srcs, hdl_toplevel=toplevel, build_dir=build_dir, always=fresh,
                      waves=waves, defines=dict(defines or {}), log_file=log,
                      includes=[str(p) for p in includes], **build_kwargs)
     except (subprocess.CalledProcessError, RuntimeError, SystemExit):
         raise SimulatorError(f"the {sim} build of {toplevel} failed"
                              + (f": see {log}" if log else "")) from None
+    stamp.write_text(key)
     results = build_dir / "results.xml"
+    results.unlink(missing_ok=True)                # never a previous run's verdict
+    for old in build_dir.glob("*.json"):           # nor its summaries (the benches write
+        old.unlink()                               # theirs here; their inputs are .npz)
     try:
         runner.test(hdl_toplevel=toplevel, test_module=test_module, build_dir=build_dir,
                     test_dir=build_dir, seed=seed, results_xml=str(results), waves=waves,

@@ -260,9 +260,9 @@ def test_board_uart_planted_errors_fail(tmp_path):
     from insitu.sim.board_sim import simulate_board
     plan, rng = small_plan()
     x = extreme_inputs(rng, 50, n_random=0)[:2]
-    r = simulate_board(plan, x, tmp_path / "golden", plant="golden", sim="verilator")
+    r = simulate_board(plan, x, tmp_path, plant="golden", sim="verilator")
     assert not r["passed"] and r["mismatches"] == 1
-    r = simulate_board(plan, x, tmp_path / "load", plant="load", sim="verilator")
+    r = simulate_board(plan, x, tmp_path, plant="load", sim="verilator")
     assert not r["passed"] and r["vectors"] == 0
     assert r["error"].startswith("the loaded memories do not verify after 3 loads (crc32: "
                                  "weight ")
@@ -272,10 +272,12 @@ def test_board_uart_planted_errors_fail(tmp_path):
 class FakeBoard:
     """A board in Python: protocol v2 frames answered from the golden model and a memory
     image (the host driver's counterpart; the RTL is tested through its pins above).
-    ``flip``: every output off by one; ``empty``: the weight memory starts empty."""
+    ``flip``: every output off by one; ``empty``: the weight memory starts empty;
+    ``engine_err``: every inference flagged; ``image_bad``: the power-up image check failed."""
 
-    def __init__(self, plan, flip=False, empty=True, engine_err=False):
-        self.plan, self.flip, self.engine_err = plan, flip, engine_err
+    def __init__(self, plan, flip=False, empty=True, engine_err=False, image_bad=False):
+        self.plan, self.flip, self.image_bad = plan, flip, image_bad
+        self.engine_err = engine_err or image_bad
         self.rx, self.tx = bytearray(), bytearray()
         self.lb = P.load_bytes(plan)
         self.n_in, self.n_out = P.io_sizes(plan)
@@ -345,7 +347,7 @@ class FakeBoard:
                 self.inferences += 1
                 self._answer("C", (1000 + self.inferences).to_bytes(P.COUNTER_BYTES, "little")
                              + bytes(P.STATUS_LEN - P.COUNTER_BYTES - 1)
-                             + bytes([8 | 2 * self.engine_err]))
+                             + bytes([8 | 2 * self.engine_err | 16 * self.image_bad]))
             else:
                 self._answer("?")
 
@@ -414,6 +416,12 @@ def test_host_driver_reports_an_engine_error():
     assert str(exc.value) == f"the board did not take the 'X' frame in 5 tries (last: " \
                              f"{P.ENGINE_ERROR})"
     assert host.stats[P.ENGINE_ERROR] == 5
+    # a failed power-up image check is permanent: one try, and the message says what to do
+    host = P.Host(plan)
+    with pytest.raises(P.ProtocolError) as exc:
+        Board(FakeBoard(plan, empty=False, image_bad=True)).drive(host.infer(x[0], load=False))
+    assert str(exc.value) == P.IMAGE_BAD and host.stats[P.IMAGE_BAD] == 1
+    assert host.stats["retries"] == 0
 
     class BadOnce(FakeBoard):                    # the first Y answer damaged on the line
         spoiled = False
@@ -584,7 +592,7 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
     plan = link_test_plan(scheme, lanes=3)
     plan.weight_flash = "qspi:2"
     x = np.random.default_rng(0).integers(0, 256, (2, 16))
-    r = simulate_board(plan, x, tmp_path / "ok", sim="verilator", powerup=True)
+    r = simulate_board(plan, x, tmp_path, sim="verilator", powerup=True)
     assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 2
     assert r["outputs"] == golden_vectors(plan, x).tolist()
     assert r["flash"]["reads"] == 3 and r["flash"]["bytes_read"] == 3 * len(flash_image(plan))
@@ -593,15 +601,14 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
     if scheme == "asm":
         # a flipped flash bit: the stream's CRC check raises the engine's err (the error LED)
         # and the board spoils every Y answer's CRC: an error, never a result
-        r = simulate_board(plan, x, tmp_path / "bad", sim="verilator", powerup=True,
+        r = simulate_board(plan, x, tmp_path, sim="verilator", powerup=True,
                            plant="flash")
         assert not r["passed"] and r["vectors"] == 0 and r["outputs"] == []
-        assert r["error"] == f"the board did not take the 'X' frame in 5 tries (last: " \
-                             f"{P.ENGINE_ERROR})" and r["error_led"] == 1
+        assert r["error"] == P.IMAGE_BAD and r["error_led"] == 1
         assert r["error_led_at_boot"] == 1
-        assert r["host_stats"][P.ENGINE_ERROR] == 5
+        assert r["host_stats"][P.IMAGE_BAD] == 1 and r["host_stats"].get("retries", 0) == 0
         # the whole session on this load-less link: every load refused with A, nothing to load
-        r = simulate_board(plan, x, tmp_path / "session", sim="verilator")
+        r = simulate_board(plan, x, tmp_path, sim="verilator")
         assert r["passed"] and r["refusals_ok"] and r["loads"] == 0 and r["counters_ok"]
         assert r["refusals"]["address"] == ["A", ""] and r["refusals"]["memory"] == ["A", ""]
 

@@ -276,3 +276,20 @@ def test_bench_bandwidth_bad_input(tmp_path, capsys, args, msg):
     err = capsys.readouterr().err.strip()
     assert err == f"insitu: error: {msg}"
     assert not (tmp_path / "o").exists()
+
+
+def test_simulator_build_is_reused_only_for_the_same_design(tmp_path):
+    """A second run of the same Verilog in the same folder skips the build; other Verilog
+    rebuilds; a previous run's summaries and verdict never survive into the next run.
+    (Icarus; Verilator skips by itself when the unchanged source keeps its date.)"""
+    from insitu.sim.runner import run_cocotb
+    sim, exe = "icarus", tmp_path / "sim.vvp"
+    text = "module m(input clk, output reg q); always @(posedge clk) q <= ~q; endmodule\n"
+    run_cocotb(text, "m", "insitu.sim.no_such_bench", tmp_path, sim=sim)
+    built = exe.stat().st_mtime_ns
+    (tmp_path / "engine.json").write_text("{}")
+    r = run_cocotb(text, "m", "insitu.sim.no_such_bench", tmp_path, sim=sim)
+    assert exe.stat().st_mtime_ns == built and not r.passed
+    assert not (tmp_path / "engine.json").exists()
+    run_cocotb(text.replace("~q", "q"), "m", "insitu.sim.no_such_bench", tmp_path, sim=sim)
+    assert exe.stat().st_mtime_ns != built
