@@ -20,16 +20,19 @@ venv:
 	$(PIP) install --quiet -e '.[test,torch,sweep]'
 
 # Icarus Verilog and Fashion-MNIST come from Debian; installed when missing and we are allowed to.
-DEBS := iverilog dataset-fashion-mnist
+# ccache (optional, also Debian) lets Verilator builds reuse the compiled simulator runtime.
+DEBS := iverilog dataset-fashion-mnist ccache
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
 simulator:
-	@if command -v iverilog >/dev/null 2>&1 && [ -e $(FASHION) ]; then \
+	@if command -v iverilog >/dev/null 2>&1 && [ -e $(FASHION) ] && command -v ccache >/dev/null 2>&1; then \
 	    echo "iverilog: $$(iverilog -V 2>&1 | head -n1); Fashion-MNIST: $(dir $(FASHION))"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS); \
 	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
 	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS); \
+	elif command -v iverilog >/dev/null 2>&1 && [ -e $(FASHION) ]; then \
+	    echo "ccache is missing and cannot be installed here: Verilator builds take longer"; \
 	else \
 	    echo "error: $(DEBS) are missing and cannot be installed here; install your distribution's packages" >&2; \
 	    exit 1; \

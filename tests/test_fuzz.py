@@ -13,7 +13,7 @@ from insitu.sim import fuzz
 
 
 @pytest.mark.parametrize("kind", fuzz.KINDS)
-@settings(max_examples=12, deadline=None, derandomize=True)
+@settings(max_examples=8, deadline=None, derandomize=True)
 @given(seed=st.integers(min_value=0, max_value=2**32 - 1))
 def test_fuzzed_configuration_matches_golden(kind, seed):
     result = fuzz.run_case(kind, seed)

@@ -148,7 +148,7 @@ def test_engine_signature(plan):
         "i_x": In(stream.Signature(8)),
         "o_y": Out(stream.Signature(output_layout())),
         "i_load": In(stream.Signature(load_layout(eng.load_data_bits, eng.load_addr_bits))),
-        "busy": Out(1), "err": Out(1),
+        "busy": Out(1), "err": Out(1), "image_bad": Out(1),
         **{n: Out(32) for n in ("cycles", "issue_cycles", "mac_terms", "mac_slots",
                                 "weight_bits")}}).members
 

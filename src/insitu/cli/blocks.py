@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -98,6 +99,9 @@ def _cmd_doctor(args) -> int:
     missing = [name for name, ver in rows if ver is None]
     for name, ver in rows:
         print(f"{name:22s} {ver if ver else 'MISSING'}")
+    cc = tools.tool_version(["ccache", "--version"]) if shutil.which("ccache") else None
+    print(f"{'ccache':22s} {cc or 'not found'} (optional: Verilator builds "
+          f"{'reuse' if cc else 'recompile'} the compiled simulator runtime)")
     if missing:
         print(f"insitu: error: missing tools: {', '.join(missing)} (run 'make setup')",
               file=sys.stderr)
