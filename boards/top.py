@@ -26,6 +26,7 @@ from amaranth.hdl import (
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
+from ..gen import schemes
 from ..gen.buffers import banks_used, memory_words
 from ..gen.flashimage import parse_flash, stream_bits
 from ..gen.memmap import POST_BITS
@@ -90,7 +91,8 @@ def place_memories(board: str, plan) -> Placement:
     act = memory_words(plan.layers, plan.input_shape)
     fixed = (plan.tile_buffer_bits + len(plan.post_words) * POST_BITS
              + len(plan.aux_words) * plan.aux_word_bits
-             + len(plan.coef_words) * plan.coef_word_bits) // 8
+             + len(plan.coef_words) * plan.coef_word_bits
+             + schemes.get(plan.scheme).fill_cache_bits(plan)) // 8
     weights = len(plan.weight_words) * plan.weight_word_bits // 8
     wsp = _weight_sprams(plan)
     banked = plan.banked(SPRAM_DEPTH) if have_spram else None
@@ -106,7 +108,7 @@ def place_memories(board: str, plan) -> Placement:
         sprams = (banks if aram == "huge" else 0) + (wsp if wram == "huge" else 0)
         if block <= have_block and sprams <= have_spram:
             return Placement(banked if aram == "huge" else plan, wram, aram, block, sprams)
-    need = [f"activations {act} bytes", f"tile buffers and post/aux/coefficient images "
+    need = [f"activations {act} bytes", f"tile buffers, fill caches and post/aux/coefficient images "
             f"{fixed} bytes", f"weight memory {'in flash' if plan.weight_flash else f'{weights} bytes'}"]
     spram = (f", SPRAM {have_spram} x {SPRAM_DEPTH * SPRAM_BITS // 8} bytes (activations "
              f"take {banks} as banks of {SPRAM_DEPTH} bytes"

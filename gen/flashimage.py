@@ -4,8 +4,9 @@ fill takes them during one inference, as bytes for a SPI NOR flash.
 A flash-backed engine keeps no weight-memory words on chip: at the start of every inference
 it reads the whole stream from the flash, once, from the first byte (``FlashReader``), and
 hands the fill one word each time it takes one.  The stream is the fill's read trace
-(``Scheme.weight_trace``), not the memory image: a word the fill reads twice (MLG's level-1
-basis, once per tile) is stored twice, so the reader never seeks.  Each word takes
+(``Scheme.weight_trace``), not the memory image: a word the fill read twice would be stored
+twice (none does today: MLG keeps its level-1 basis in the fill for the layer's later tiles),
+so the reader never seeks.  Each word takes
 ``ceil(weight_word_bits / 8)`` bytes, least significant byte first.
 """
 

@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..gen.memmap import MEM_AUX, MEM_COEF, MEM_WEIGHT
+from ..gen.schemes.mlg import SCHEME as MLG
 from ..gen.schemes.smartdeal import basis_fields
 from .util import layer_const
 from .weightgen import SdWeightGen
@@ -204,13 +205,17 @@ too: read once more from the same address, counted once.
 
 
 class GenerateFill(Fill):
-    """MLG: per tile, V (one word per ``o``: the tile's self.lanes) and, with level 1, the basis
-kernels ``Wb[o]`` are read once into small caches; then for each input channel ``ci``
-and each ``o`` one coefficient word (``U[o, ci]``, or the level-1-bypassed basis row
-``Wb[o, ci]``) is read, ``w1 = sum_b odd(U_b) odd(Wb[o, b])`` and every lane
-accumulates ``odd(V[lane, o]) * w1``; after the last ``o`` the self.lanes' kernels (``K2``
-weights each) are written to the tile row of ``ci``.  Without level 2, ``o`` walks the
-tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
+    """MLG: per tile, V (one word per ``o``: the tile's lanes) is read into a small cache, and
+    on a layer's first tile so are the level-1 basis kernels ``Wb[o]`` (kept for the layer's
+    other tiles); then for each input channel ``ci`` and each ``o`` one coefficient word
+    (``U[o, ci]``, or the level-1-bypassed basis row ``Wb[o, ci]``) is taken,
+    ``w1 = sum_b odd(U_b) odd(Wb[o, b])`` and every lane accumulates ``odd(V[lane, o]) * w1``;
+    after the last ``o`` the lanes' kernels (``K2`` weights each) are written to the tile row
+    of ``ci``.  With level 2 every tile walks the same ``cin x Bo`` coefficient words: the
+    first tile reads them from the memories and stores them in the coefficient cache, later
+    tiles read the cache (``Mlg.reuse``), so every image word is read once per inference.
+    Without level 2, ``o`` walks the tile's own output channels and lane ``o - tile start``
+    takes ``w1`` as it is.
     """
 
     def elaborate(self, platform):
@@ -237,7 +242,9 @@ tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
             ("per_word", lambda ly: ly.extra["per_word"], range(1 << 12)),
             ("k2qb", lambda ly: ly.k * ly.k * qb, range(1 << 12)),
             ("tile_words", lambda ly: ly.extra["tile_words"], range(1 << 20)),
+            ("reuse", lambda ly: int(MLG.reuse(plan, ly)), 1),
         ]}
+        c_depth, c_width = MLG.cache_shape(plan)
         n_o = Mux(lc["l2"], lc["bo"], self.lanes)            # o per input channel
         # Level-1-bypassed basis rows are packed per_word to a weight-memory word, in the
         # order the fill walks them; a word is fetched once, when its first row is due.
@@ -268,21 +275,29 @@ tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
         ]
         og = Signal(range(1 << 16), name="mlg_og")      # the global o (tile channel without level 2)
         m.d.comb += [og.eq(Mux(lc["l2"], o, self.tile * L + o)), wbc_r.addr.eq(Mux(phase == 2, og, o))]
-        need_load = lc["l1"] | lc["l2"]
+        first = Signal(name="mlg_first_tile")
+        cached = Signal(name="mlg_cached")      # this tile takes its (ci, o) words from the cache
+        load_wb = Signal(name="mlg_load_wb")    # this tile loads the basis kernels
+        m.d.comb += [first.eq(self.tile == 0), cached.eq(lc["reuse"] & ~first),
+                     load_wb.eq(lc["l1"] & first)]
+        need_load = lc["l2"] | load_wb
+        s_load_wb, s_cached, s_store = Signal(), Signal(), Signal()
+        cidx = Signal(range(max(2, c_depth)), name="mlg_cidx")   # ci * Bo + o
+        s_cidx = Signal.like(cidx)
         with m.If(phase != 2):
             m.d.comb += wr_.en.eq(1)
         with m.If(self.go):
             m.d.sync += [o.eq(0), ci.eq(0), phase.eq(Mux(need_load, 1, 2)),
                          p_addr.eq(lc["wbase"] + Mux(lc["l2"], 0, self.tile * lc["tile_words"])),
-                         p_field.eq(0), ci_row.eq(0), ci_col.eq(0)]
+                         p_field.eq(0), ci_row.eq(0), ci_col.eq(0), cidx.eq(0)]
         m.d.sync += [s_load.eq(0), s_gen.eq(0)]
         with m.Switch(phase):
             with m.Case(1):
                 # Wb[o] (level 1) from the weight memory, V[tile, o] from the aux memory.
                 m.d.comb += [wr_.addr.eq(lc["wbase"] + o), ar_.addr.eq(lc["vbase"] + self.tile * lc["bo"] + o)]
-                m.d.sync += [s_load.eq(1), s_o.eq(o)]
-                m.d.comb += self.w_take.eq(lc["l1"])
-                m.d.comb += self.wbits.eq(Mux(lc["l1"], plan.weight_word_bits, 0)
+                m.d.sync += [s_load.eq(1), s_load_wb.eq(load_wb), s_o.eq(o)]
+                m.d.comb += self.w_take.eq(load_wb)
+                m.d.comb += self.wbits.eq(Mux(load_wb, plan.weight_word_bits, 0)
                                          + Mux(lc["l2"], plan.aux_word_bits, 0))
                 with m.If(o == lc["bo"] - 1):
                     m.d.sync += [o.eq(0), phase.eq(2)]
@@ -292,13 +307,16 @@ tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
                 # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci].
                 m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og), wr_.addr.eq(p_addr)]
                 with m.If(~lc["l1"]):
-                    m.d.comb += [wr_.en.eq(p_field == 0), self.w_take.eq(p_field == 0)]
+                    m.d.comb += [wr_.en.eq((p_field == 0) & ~cached),
+                                 self.w_take.eq((p_field == 0) & ~cached)]
                     with m.If(p_field == lc["per_word"] - 1):
                         m.d.sync += [p_field.eq(0), p_addr.eq(p_addr + 1)]
                     with m.Else():
                         m.d.sync += p_field.eq(p_field + 1)
-                m.d.comb += self.wbits.eq(Mux(lc["l1"], plan.coef_word_bits,
-                                             Mux(p_field == 0, plan.weight_word_bits, 0)))
+                m.d.comb += self.wbits.eq(Mux(cached, 0, Mux(lc["l1"], plan.coef_word_bits,
+                                                             Mux(p_field == 0, plan.weight_word_bits, 0))))
+                m.d.sync += [cidx.eq(cidx + 1), s_cidx.eq(cidx), s_cached.eq(cached),
+                             s_store.eq(lc["reuse"] & first)]
                 m.d.sync += [s_gen.eq(1), s_o.eq(o), s_ci.eq(ci), s_first.eq(o == 0),
                              s_last.eq(o == n_o - 1), s_field.eq(p_field),
                              s_row.eq(ci_row), s_col.eq(ci_col)]
@@ -315,7 +333,7 @@ tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
                 with m.Else():
                     m.d.sync += o.eq(o + 1)
         # cache writes (load phase, data of last cycle's reads)
-        m.d.comb += [wbc_w.addr.eq(s_o), wbc_w.data.eq(wr_.data), wbc_w.en.eq(s_load),
+        m.d.comb += [wbc_w.addr.eq(s_o), wbc_w.data.eq(wr_.data), wbc_w.en.eq(s_load & s_load_wb),
                      vc_w.addr.eq(s_o), vc_w.data.eq(ar_.data), vc_w.en.eq(s_load)]
 
         # stage 2: level 1, level 2 accumulate, tile write on the last o.
@@ -327,10 +345,23 @@ tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
         wbk = wbc_r.data
         row_bits = Signal(plan.weight_word_bits, name="mlg_row_bits")
         m.d.comb += row_bits.eq(wr_.data >> (s_field * lc["k2qb"]))
+        # the (ci, o) word: from the memories, or (later tiles of a reusing layer) the cache
+        u_src = Signal(max(plan.coef_word_bits, c_width), name="mlg_u")
+        r_src = Signal(plan.weight_word_bits, name="mlg_row")
+        if c_depth:
+            m.submodules.cc = cc = Memory(shape=unsigned(c_width), depth=c_depth, init=[])
+            cc_w, cc_r = cc.write_port(), cc.read_port()
+            m.d.comb += [cc_r.en.eq(1), cc_r.addr.eq(cidx),
+                         cc_w.addr.eq(s_cidx), cc_w.en.eq(s_gen & s_store),
+                         cc_w.data.eq(Mux(lc["l1"], cr_.data, row_bits)),
+                         u_src.eq(Mux(s_cached, cc_r.data, cr_.data)),
+                         r_src.eq(Mux(s_cached, cc_r.data, row_bits))]
+        else:
+            m.d.comb += [u_src.eq(cr_.data), r_src.eq(row_bits)]
         for t in range(K2):
-            l1 = sum(odd(cr_.data[b * qu:(b + 1) * qu], qu)
+            l1 = sum(odd(u_src[b * qu:(b + 1) * qu], qu)
                      * odd(wbk[(b * K2 + t) * qb:(b * K2 + t + 1) * qb], qb) for b in range(Bi))
-            l0 = odd(row_bits[t * qb:(t + 1) * qb], qb)
+            l0 = odd(r_src[t * qb:(t + 1) * qb], qb)
             w = Signal(signed(p["w1_bits"]), name=f"mlg_w1_{t}")
             m.d.comb += w.eq(Mux(lc["l1"], l1, l0))
             w1.append(w)

@@ -537,7 +537,7 @@ def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "r8"), "--board", "icebreaker", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert ("int8 1x32x32 model does not fit icebreaker (iCE40UP5K-SG48): needs activations "
-            "49152 bytes, tile buffers and post/aux/coefficient images 12803 bytes, weight "
+            "49152 bytes, tile buffers, fill caches and post/aux/coefficient images 12803 bytes, weight "
             "memory 77456 bytes; has block RAM 15360 bytes, SPRAM 4 x 32768 bytes") in err
     assert err.count("\n") == 1 and "--weight-flash qspi" in err
     assert not out.exists()

@@ -44,6 +44,7 @@ def test_engine_network_bit_exact(scheme, stalls):
         assert 0 < c["mac_terms"] <= c["issue_cycles"] <= c["cycles"]
         if type(schemes.get(scheme)).bits_read is Scheme.bits_read:
             assert c["weight_bits"] == plan.weight_memory_bits      # every stored bit once
+        assert c["weight_bits"] <= plan.weight_memory_bits          # no word read twice
         assert c["mac_slots"] == plan.macs                  # every MAC done once
         assert c["err"] == 0
     if not stalls:
@@ -125,6 +126,8 @@ def test_engine_mlg_levels_and_small_bases():
         assert (got == golden_vectors(plan, x)).all(), (knobs, levels)
         assert counters[0]["mac_slots"] == plan.macs
         assert counters[0]["weight_bits"] == plan.weight_bits_per_inference
+        # later tiles take Wb and (with level 2) the (ci, o) words from the fill's caches
+        assert counters[0]["weight_bits"] <= plan.weight_memory_bits
     # every combination of the two levels ran
     assert seen == {(True, True), (False, True), (True, False), (False, False)}, seen
 

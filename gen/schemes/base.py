@@ -92,6 +92,10 @@ class Scheme:
         return [list(range(ly.wbase + tk * ly.terms, ly.wbase + (tk + 1) * ly.terms))
                 for tk in range(ly.tiles)]
 
+    def fill_cache_bits(self, plan) -> int:
+        """On-chip bits the scheme's tile fill keeps beyond the tile buffer (block RAM)."""
+        return 0
+
     def mac_params(self, plan) -> dict:
         """Keyword arguments of the MAC array beyond lanes/act_bits/acc_len."""
         return {"weight_bits": plan.tile_weight_bits}

@@ -1,6 +1,8 @@
 """MLG, multi-level in situ generation: low-bit basis kernels ``Wb``, intra-kernel
 coefficients ``U`` (level 1) and cross-kernel coefficients ``V`` (level 2), all odd integer
-codes; the hardware builds ``W1 = U . Wb`` and ``W = V . W1`` per tile.
+codes; the hardware builds ``W1 = U . Wb`` and ``W = V . W1`` per tile, reading every image
+word once per inference (the basis kernels and, with level 2, the ``cin x Bo`` coefficient
+words are kept in the fill's caches across a layer's tiles).
 
 Images: weight memory = basis words (``Wb[o]``: ``Bi x K2`` codes, or, level 1 bypassed,
 ``Wb[o, ci]`` rows of ``K2`` codes, several to a word, in the order the fill walks them);
@@ -167,23 +169,55 @@ class Mlg(Scheme):
         return W.reshape(lp.cout, -1)
 
     def bits_read(self, plan) -> int:
-        """V once and the basis / coefficient words once per tile."""
+        """Every image word once: the fill keeps a layer's basis kernels and its tile-invariant
+        coefficient stream on chip across the layer's tiles (:meth:`reuse`)."""
         return sum(bits for ly in plan.weighted for _, bits in self.tile_costs(plan, ly))
 
+    @staticmethod
+    def reuse(plan, ly) -> bool:
+        """Whether tiles after the first of layer ``ly`` take the per-(ci, o) coefficient words
+        (``U[o, ci]``, or the level-1-bypassed basis rows) from the fill's coefficient cache:
+        with level 2 every tile walks the same ``cin x Bo`` words, so only tile 0 reads them."""
+        return bool(ly.extra["level2"]) and ly.tiles > 1
+
+    def cache_shape(self, plan) -> tuple[int, int]:
+        """``(depth, width)`` of the fill's coefficient cache (``(0, 0)``: none), over the
+        layers that reuse it: one entry per ``(ci, o)``, the ``Bi`` U codes or a basis row."""
+        qb, qu, Bi = plan.params["qb"], plan.params["qu"], plan.params["Bi"]
+        users = [ly for ly in plan.weighted if self.reuse(plan, ly)]
+        if not users:
+            return 0, 0
+        return (max(ly.cin * ly.extra["Bo"] for ly in users),
+                max(Bi * qu if ly.extra["level1"] else ly.k * ly.k * qb for ly in users))
+
+    def fill_cache_bits(self, plan) -> int:
+        """On-chip bits of the generate fill's caches: basis kernels, V of a tile and the
+        coefficient cache."""
+        p, K2 = plan.params, plan.group
+        bo_max = max(max(ly.extra["Bo"] for ly in plan.weighted), 2)
+        depth, width = self.cache_shape(plan)
+        return (bo_max * (max(1, p["Bi"] * K2 * p["qb"]) + plan.lanes * p["qv"])
+                + depth * width)
+
     def tile_costs(self, plan, ly) -> list[tuple[int, int]]:
-        """Per tile: the cache load (``Bo`` words: basis kernels and V) when a level is on,
-        then one coefficient word (or one packed basis row) per input channel and ``o``."""
+        """Per tile: the cache load (``Bo`` cycles: the basis kernels on tile 0 only, V of the
+        tile's lanes on every tile) when a level is on, then one coefficient word (or one
+        packed basis row) per input channel and ``o``, read from the memories on tile 0 and
+        from the coefficient cache on later tiles when the layer reuses it."""
         ex, costs = ly.extra, []
+        reuse = self.reuse(plan, ly)
         for tk in range(ly.tiles):
             lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
             cycles = bits = 0
-            if ex["level1"] or ex["level2"]:
+            if ex["level2"] or (ex["level1"] and tk == 0):
                 cycles += ex["Bo"]
-                bits += ex["Bo"] * ((plan.weight_word_bits if ex["level1"] else 0)
+                bits += ex["Bo"] * ((plan.weight_word_bits if ex["level1"] and tk == 0 else 0)
                                     + (plan.aux_word_bits if ex["level2"] else 0))
             n_o = ex["Bo"] if ex["level2"] else lanes
             cycles += ly.cin * n_o
-            if ex["level1"]:
+            if reuse and tk:
+                pass
+            elif ex["level1"]:
                 bits += ly.cin * n_o * plan.coef_word_bits
             else:
                 bits += -(-ly.cin * n_o // ex["per_word"]) * plan.weight_word_bits
@@ -191,13 +225,16 @@ class Mlg(Scheme):
         return costs
 
     def weight_trace(self, plan, ly) -> list[list[int]]:
-        """Per tile: the level-1 basis kernels (``Bo`` words from ``wbase``) into the cache, or
-        without level 1 the packed basis rows, one word per ``per_word`` (ci, o) steps (the
-        tile's own words without level 2)."""
+        """Per tile: tile 0 reads the level-1 basis kernels (``Bo`` words from ``wbase``) into
+        the cache; without level 1 a tile reads its packed basis rows, one word per
+        ``per_word`` (ci, o) steps (the tile's own words without level 2; with level 2 tile 0
+        reads them and later tiles take them from the coefficient cache)."""
         ex, trace = ly.extra, []
         for tk in range(ly.tiles):
             if ex["level1"]:
-                trace.append(list(range(ly.wbase, ly.wbase + ex["Bo"])))
+                trace.append(list(range(ly.wbase, ly.wbase + ex["Bo"])) if tk == 0 else [])
+            elif self.reuse(plan, ly) and tk:
+                trace.append([])
             else:
                 lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
                 n_o = ex["Bo"] if ex["level2"] else lanes

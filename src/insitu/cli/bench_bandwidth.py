@@ -16,7 +16,7 @@ clock.
 The flash rows (``flash``: ``qspi`` and ``spi`` at a flash clock of half the engine clock, 2
 and 0.5 bits per cycle) are the engine as boards build it with ``--weight-flash``: the weight
 memory streams from the flash in the fill's read order (``gen.flashimage``: words padded to
-whole bytes, MLG's level-1 basis once per tile) while the small aux / coefficient memories stay
+whole bytes, every word once) while the small aux / coefficient memories stay
 in block RAM.  Their RTL points (``--rtl-flash``, LANES:MODE pairs) run the cocotb engine bench
 with the SPI flash model on the engine's pins.
 

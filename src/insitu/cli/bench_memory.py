@@ -5,8 +5,9 @@ fine-tuned quantisation-aware for that budget (cached), compiled, and measured:
 
 * ``bits_per_weight`` / ``weight_bits_read``: the bits the engine reads from its weight
   memories per inference (``Plan.weight_bits_per_inference``, equal to the engine's counter in
-  the tests): the compiled image once for asm and smartdeal; MLG reads its V words once and its
-  basis/coefficient words once per tile (``weight_bits_stored`` is the image size);
+  the tests): the compiled image once (MLG keeps a layer's basis kernels and its
+  tile-invariant coefficient words in the fill's caches across the layer's tiles; a partly
+  filled last tile skips its padding words; ``weight_bits_stored`` is the image size);
 * ``accuracy_hw``: accuracy of the integer golden network on the held-out split (the engine
   is bit-exact with it: ``insitu demo`` / ``insitu simulate`` check that in RTL);
 * the dense baselines: int8 (per-channel weights, same activation path) and fp32.
