@@ -74,10 +74,10 @@ def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), b
     nets, accuracy, rows, rtl_rows = {}, {}, [], []
     with threadpool_limits(limits=1, user_api="blas"):
         for scheme in schemes:
-            net, codes, tuned = scheme_network(model, scheme, None, layers)
-            nets[scheme] = (net, codes, tuned)
+            net, codes, tuned, kn = scheme_network(model, scheme, None, layers)
+            nets[scheme] = (net, codes, kn)
             plan = compile_model(net, scheme, lanes=8, input_shape=shape, calib=calib,
-                                 compressed=codes)
+                                 knobs=kn or None, compressed=codes)
             golden = golden_layers(plan)
             y = batched(lambda x: forward_int(golden, x).reshape(len(x), -1), x_test)
             accuracy[scheme] = float(np.mean(y.argmax(1) == data.y_test[:n]))
@@ -86,9 +86,9 @@ def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), b
     plans = {}
     for L in lanes:
         for scheme in schemes:
-            net, codes, _ = nets[scheme]
+            net, codes, kn = nets[scheme]
             plans[L, scheme] = plan = compile_model(net, scheme, lanes=L, input_shape=shape,
-                                                    calib=calib, compressed=codes)
+                                                    calib=calib, knobs=kn or None, compressed=codes)
             for B in (*bits, None):
                 est = estimate_cycles(plan, B)
                 rows.append({"lanes": L, "scheme": scheme, "port_bits": B,
@@ -116,9 +116,9 @@ def run_bench_bandwidth(out_dir, *, model: str = "resnet8", lanes=(8, 32, 64), b
         r["speedup_vs_int8"] = base["cycles"] / r["cycles"]
     def plan_for(L, scheme):
         if (L, scheme) not in plans:
-            net, codes, _ = nets[scheme]
+            net, codes, kn = nets[scheme]
             plans[L, scheme] = compile_model(net, scheme, lanes=L, input_shape=shape,
-                                             calib=calib, compressed=codes)
+                                             calib=calib, knobs=kn or None, compressed=codes)
         return plans[L, scheme]
 
     def rtl_point(plan, name):

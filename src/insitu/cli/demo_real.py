@@ -34,7 +34,7 @@ from ..sim.engine_run import bar_text, simulate
 from .plots import plot_demo
 
 __all__ = ["run_real_demo", "REAL_MODELS", "checkpoint", "batched", "scheme_network",
-           "real_plan"]
+           "real_plan", "scheme_knobs"]
 
 REAL_MODELS = ("resnet8", "dscnn")
 ROOT = Path(__file__).resolve().parents[3]
@@ -49,17 +49,34 @@ def checkpoint(model: str) -> Path:
     return path
 
 
+def _train_report(model: str, scheme: str) -> dict | None:
+    try:
+        return json.loads((ROOT / "models" / f"{model}-{scheme}" / "train_report.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def scheme_knobs(model: str, scheme: str, knobs=None) -> dict:
+    """The knobs ``model`` compiles with under ``scheme``: the user's when given, else those
+    its committed fine-tuned checkpoint was tuned with (``train_report.json``), else none
+    (the scheme's defaults)."""
+    if knobs:
+        return dict(knobs)
+    rep = _train_report(model, scheme) or {}
+    return dict(rep.get("knobs") or {}) if rep.get("scheme") == scheme else {}
+
+
 def tuned_checkpoint(model: str, scheme: str, knobs=None):
     """``(model.onnx, codes.npz or None)`` of the committed fine-tuned checkpoint of ``model``
     for ``scheme`` (``models/<model>-<scheme>``, made by ``insitu train --scheme``) when it
-    was tuned with these knobs from the committed float checkpoint; else None."""
+    was tuned with these knobs (none given: its own, :func:`scheme_knobs`) from the
+    committed float checkpoint; else None."""
     d = ROOT / "models" / f"{model}-{scheme}"
-    try:
-        rep = json.loads((d / "train_report.json").read_text())
-    except (OSError, ValueError):
+    rep = _train_report(model, scheme)
+    if rep is None:
         return None
     if (not (d / "model.onnx").exists() or rep.get("scheme") != scheme
-            or (rep.get("knobs") or {}) != (knobs or {})
+            or (rep.get("knobs") or {}) != scheme_knobs(model, scheme, knobs)
             or Path(rep.get("from", "")).name != "model.onnx"
             or Path(rep.get("from", "")).parent.name != model):
         return None
@@ -68,18 +85,20 @@ def tuned_checkpoint(model: str, scheme: str, knobs=None):
 
 
 def scheme_network(model, scheme, knobs, layers):
-    """``(layers, compressed or None, fine-tuned)`` that the demo compiles: the committed
-    fine-tuned checkpoint of the scheme when there is one, else the float ``layers``."""
+    """``(layers, compressed or None, fine-tuned, knobs)`` that the demo compiles: the
+    committed fine-tuned checkpoint of the scheme when there is one, else the float
+    ``layers``; ``knobs`` as :func:`scheme_knobs` resolves them."""
+    knobs = scheme_knobs(model, scheme, knobs)
     tuned = tuned_checkpoint(model, scheme, knobs)
     if tuned is None:
-        return layers, None, False
+        return layers, None, False, knobs
     onnx_path, codes = tuned
     tl, _ = load_network(onnx_path)
     comp = None
     if codes is not None:
         with np.load(codes) as z:
-            comp = codes_from_arrays(tl, scheme, knobs, z)
-    return tl, comp, True
+            comp = codes_from_arrays(tl, scheme, knobs or None, z)
+    return tl, comp, True, knobs
 
 
 def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: str = ""):
@@ -90,8 +109,8 @@ def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: 
     layers, shape = graph_network(graph)
     data = fashion_mnist()
     calib = pad_to(data.x_train[:256], shape[1]) / 255.0
-    net, codes, _ = scheme_network(model, scheme, knobs, layers)
-    plan = compile_model(net, scheme, lanes=lanes, input_shape=shape, calib=calib, knobs=knobs,
+    net, codes, _, knobs = scheme_network(model, scheme, knobs, layers)
+    plan = compile_model(net, scheme, lanes=lanes, input_shape=shape, calib=calib, knobs=knobs or None,
                          compressed=codes)
     plan.weight_flash = weight_flash
     return plan, pad_to(data.x_test[:16], shape[1]).reshape(16, -1)
@@ -179,9 +198,9 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                 for scheme in schemes:
                     t0 = time.monotonic()
                     kn = knobs if len(schemes) == 1 else None
-                    net, codes, tuned = scheme_network(model, scheme, kn, layers)
+                    net, codes, tuned, kn = scheme_network(model, scheme, kn, layers)
                     plan = compile_model(net, scheme, lanes=lanes, input_shape=shape,
-                                         calib=calib, knobs=kn, compressed=codes)
+                                         calib=calib, knobs=kn or None, compressed=codes)
                     golden = golden_layers(plan)
                     y_hw = batched(lambda x: forward_int(golden, x.astype(np.int64))
                                     .reshape(len(x), -1), x_test)

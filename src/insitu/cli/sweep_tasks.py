@@ -43,7 +43,7 @@ from ..gen.torch_qat import codes_from_arrays, finetune
 from ..gen.util import write_atomic
 from ..rtl.emit import write_design
 from .demo import scheme_model, trained_model
-from .demo_real import REAL_MODELS, batched, checkpoint, tuned_checkpoint
+from .demo_real import REAL_MODELS, batched, checkpoint, scheme_knobs, tuned_checkpoint
 
 __all__ = ["MODELS", "DIGITS", "config_key", "tool_versions", "model_stage", "point_stage",
            "model_config", "checkpoint_digest"]
@@ -123,28 +123,31 @@ def _data(model: str, limit):
 
 
 def _network(cfg: dict, layers, data):
-    """``(layers, compressed or None, how)`` for the model stage's tuning choice."""
+    """``(layers, compressed or None, how, knobs)`` for the model stage's tuning choice; a
+    real model without knobs takes its committed checkpoint's (``scheme_knobs``)."""
     model, scheme, knobs, tune = cfg["model"], cfg["scheme"], cfg["knobs"], cfg["tune"]
+    if model not in DIGITS:
+        knobs = scheme_knobs(model, scheme, knobs or None)
     if tune == "ptq":
-        return layers, None, "ptq"
+        return layers, None, "ptq", knobs
     if model in DIGITS:
         if tune == "auto":
-            return layers, None, "ptq"
+            return layers, None, "ptq", knobs
         tl, comp, _ = scheme_model(model, data, scheme, knobs or None)
-        return tl, comp, "qat (digits recipe)"
+        return tl, comp, "qat (digits recipe)", knobs
     if tune == "auto":
         tuned = tuned_checkpoint(model, scheme, knobs or None)
         if tuned is None:
-            return layers, None, "ptq"
+            return layers, None, "ptq", knobs
         onnx_path, codes = tuned
         tl, _ = load_network(onnx_path)
         comp = None
         if codes is not None:
             with np.load(codes) as z:
                 comp = codes_from_arrays(tl, scheme, knobs or None, z)
-        return tl, comp, "qat (committed checkpoint)"
+        return tl, comp, "qat (committed checkpoint)", knobs
     tl, comp, _ = finetune(layers, data, scheme, knobs=knobs or None, epochs=int(tune))
-    return tl, comp, f"qat ({int(tune)} epochs)"
+    return tl, comp, f"qat ({int(tune)} epochs)", knobs
 
 
 # -- the tasks -------------------------------------------------------------------------------
@@ -163,11 +166,11 @@ def model_stage(cfg: dict, root: str) -> dict:
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             layers, shape, calib, x_u8, y, acc_float, data = _data(cfg["model"], cfg["limit"])
-            net, comp, how = _network(cfg, layers, data)
+            net, comp, how, knobs = _network(cfg, layers, data)
             if comp is None:
-                comp = compress_layers(net, cfg["scheme"], cfg["knobs"] or None)
+                comp = compress_layers(net, cfg["scheme"], knobs or None)
             plan = compile_model(net, cfg["scheme"], lanes=8, input_shape=shape, calib=calib,
-                                 knobs=cfg["knobs"] or None, compressed=comp)
+                                 knobs=knobs or None, compressed=comp)
             golden = golden_layers(plan)
             y_hw = batched(lambda x: forward_int(golden, x).reshape(len(x), -1), x_u8)
             acc_hw = float(np.mean(y_hw.argmax(1) == y))
@@ -178,7 +181,7 @@ def model_stage(cfg: dict, root: str) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / "stage.pkl",
                      pickle.dumps({"layers": net, "compressed": comp, "shape": shape,
-                                   "calib": calib}), binary=True)
+                                   "calib": calib, "knobs": knobs}), binary=True)
     except Exception as exc:                         # recorded, never raised: see module doc
         return {"status": "error", "key": key, "error": _one_line(exc),
                 "trace": traceback.format_exc(limit=6), "seconds": round(time.monotonic() - t0, 2)}
@@ -207,7 +210,8 @@ def point_stage(point: dict, stage: dict, root: str, key: str) -> dict:
                 st = pickle.load(f)
             plan = compile_model(st["layers"], point["scheme"], lanes=point["lanes"],
                                  input_shape=st["shape"], calib=st["calib"],
-                                 knobs=point["knobs"] or None, compressed=st["compressed"])
+                                 knobs=st.get("knobs", point["knobs"]) or None,
+                                 compressed=st["compressed"])
             est = estimate_cycles(plan)
             rep = write_design(plan, folder / "design", None)
         row.update({
