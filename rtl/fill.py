@@ -244,7 +244,8 @@ class GenerateFill(Fill):
             ("tile_words", lambda ly: ly.extra["tile_words"], range(1 << 20)),
             ("reuse", lambda ly: int(MLG.reuse(plan, ly)), 1),
         ]}
-        c_depth, c_width = MLG.cache_shape(plan)
+        caches = MLG.fill_caches(plan)
+        c_width, c_depth = caches["coef"]
         n_o = Mux(lc["l2"], lc["bo"], self.lanes)            # o per input channel
         # Level-1-bypassed basis rows are packed per_word to a weight-memory word, in the
         # order the fill walks them; a word is fetched once, when its first row is due.
@@ -252,8 +253,8 @@ class GenerateFill(Fill):
         p_field = Signal(range(1 << 12), name="mlg_row_field")
         s_field = Signal.like(p_field)
 
-        m.submodules.wbc = wbc = Memory(shape=unsigned(max(1, Bi * K2 * qb)), depth=max(2, bo_max), init=[])
-        m.submodules.vc = vc = Memory(shape=unsigned(L * qv), depth=max(2, bo_max), init=[])
+        m.submodules.wbc = wbc = Memory(shape=unsigned(caches["basis"][0]), depth=caches["basis"][1], init=[])
+        m.submodules.vc = vc = Memory(shape=unsigned(caches["v"][0]), depth=caches["v"][1], init=[])
         wr_, ar_, cr_ = self.w_rd, self.a_rd, self.c_rd
         wbc_w, vc_w = wbc.write_port(), vc.write_port()
         wbc_r = wbc.read_port(transparent_for=(wbc_w,))

@@ -120,10 +120,6 @@ EQUIVALENT = {
     ("fill.py", 'm.d.comb += self.t_wr.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))',
      43, "1", "2"):
         "an all-ones write mask one bit wider than the L*G-bit enable it is truncated to",
-    ("fill.py", 'm.submodules.vc = vc = Memory(shape=unsigned(L * qv), depth=max(2, bo_max), init=[])',
-     64, "2", "1"):
-        "the depth guard's floor: with Bo = 1 a one-word V cache works the same (an MLG net "
-        "with Bo = 1 ran bit-exact with this mutant)",
     ("mac.py", '"bad_code": 1,', 12, "1", "2"):
         "a 2-bit `bad_code` field: only its truth is used, and the layout places the fields",
     ("uart.py", "m.d.sync += timer.eq(d // 2 - 1)", 30, "1", "0"):

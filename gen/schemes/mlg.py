@@ -180,24 +180,23 @@ class Mlg(Scheme):
         with level 2 every tile walks the same ``cin x Bo`` words, so only tile 0 reads them."""
         return bool(ly.extra["level2"]) and ly.tiles > 1
 
-    def cache_shape(self, plan) -> tuple[int, int]:
-        """``(depth, width)`` of the fill's coefficient cache (``(0, 0)``: none), over the
-        layers that reuse it: one entry per ``(ci, o)``, the ``Bi`` U codes or a basis row."""
-        qb, qu, Bi = plan.params["qb"], plan.params["qu"], plan.params["Bi"]
+    def fill_caches(self, plan) -> dict[str, tuple[int, int]]:
+        """``(width, depth)`` of each cache of the generate fill (``rtl.fill.GenerateFill``):
+        ``basis`` (the layer's basis kernels ``Wb[o]``), ``v`` (V of a tile) and ``coef`` (one
+        entry per ``(ci, o)`` of the layers that :meth:`reuse` it: the ``Bi`` U codes or a
+        basis row; depth 0 when no layer does)."""
+        p = plan.params
+        bo_max = max(2, max(ly.extra["Bo"] for ly in plan.weighted))
         users = [ly for ly in plan.weighted if self.reuse(plan, ly)]
-        if not users:
-            return 0, 0
-        return (max(ly.cin * ly.extra["Bo"] for ly in users),
-                max(Bi * qu if ly.extra["level1"] else ly.k * ly.k * qb for ly in users))
+        coef = ((max(p["Bi"] * p["qu"] if ly.extra["level1"] else ly.k * ly.k * p["qb"]
+                     for ly in users),
+                 max(ly.cin * ly.extra["Bo"] for ly in users)) if users else (0, 0))
+        return {"basis": (max(1, p["Bi"] * plan.group * p["qb"]), bo_max),
+                "v": (plan.lanes * p["qv"], bo_max), "coef": coef}
 
     def fill_cache_bits(self, plan) -> int:
-        """On-chip bits of the generate fill's caches: basis kernels, V of a tile and the
-        coefficient cache."""
-        p, K2 = plan.params, plan.group
-        bo_max = max(max(ly.extra["Bo"] for ly in plan.weighted), 2)
-        depth, width = self.cache_shape(plan)
-        return (bo_max * (max(1, p["Bi"] * K2 * p["qb"]) + plan.lanes * p["qv"])
-                + depth * width)
+        """On-chip bits of the generate fill's caches (:meth:`fill_caches`)."""
+        return sum(width * depth for width, depth in self.fill_caches(plan).values())
 
     def tile_costs(self, plan, ly) -> list[tuple[int, int]]:
         """Per tile: the cache load (``Bo`` cycles: the basis kernels on tile 0 only, V of the
@@ -215,12 +214,9 @@ class Mlg(Scheme):
                                     + (plan.aux_word_bits if ex["level2"] else 0))
             n_o = ex["Bo"] if ex["level2"] else lanes
             cycles += ly.cin * n_o
-            if reuse and tk:
-                pass
-            elif ex["level1"]:
-                bits += ly.cin * n_o * plan.coef_word_bits
-            else:
-                bits += -(-ly.cin * n_o // ex["per_word"]) * plan.weight_word_bits
+            if not (reuse and tk):          # later tiles of a reusing layer read the cache
+                bits += (ly.cin * n_o * plan.coef_word_bits if ex["level1"] else
+                         -(-ly.cin * n_o // ex["per_word"]) * plan.weight_word_bits)
             costs.append((cycles, bits))
         return costs
 

@@ -76,7 +76,7 @@ def tuned_checkpoint(model: str, scheme: str, knobs=None):
     if rep is None:
         return None
     if (not (d / "model.onnx").exists() or rep.get("scheme") != scheme
-            or (rep.get("knobs") or {}) != scheme_knobs(model, scheme, knobs)
+            or (knobs and (rep.get("knobs") or {}) != dict(knobs))
             or Path(rep.get("from", "")).name != "model.onnx"
             or Path(rep.get("from", "")).parent.name != model):
         return None
