@@ -100,9 +100,9 @@ def test_train_scheme_cli_writes_a_checkpoint_the_demo_uses(tmp_path, capsys, mo
     # without knobs a model compiles with its checkpoint's knobs
     rep["knobs"] = {"Bo": 3}
     (out / "train_report.json").write_text(json.dumps(rep))
-    assert demo_real.scheme_knobs("dscnn", "mlg") == {"Bo": 3}
-    assert demo_real.scheme_knobs("dscnn", "mlg", {"Bo": 5}) == {"Bo": 5}
-    assert demo_real.scheme_knobs("dscnn", "asm") == {}
+    assert demo_real.checkpoint_knobs("dscnn", "mlg") == {"Bo": 3}
+    assert demo_real.checkpoint_knobs("dscnn", "mlg", {"Bo": 5}) == {"Bo": 5}
+    assert demo_real.checkpoint_knobs("dscnn", "asm") == {}
     assert tuned_checkpoint("dscnn", "mlg") is not None
     assert tuned_checkpoint("dscnn", "mlg", {"Bo": 3}) is not None
     assert tuned_checkpoint("dscnn", "mlg", {"Bo": 5}) is None

@@ -201,22 +201,20 @@ class Mlg(Scheme):
     def tile_costs(self, plan, ly) -> list[tuple[int, int]]:
         """Per tile: the cache load (``Bo`` cycles: the basis kernels on tile 0 only, V of the
         tile's lanes on every tile) when a level is on, then one coefficient word (or one
-        packed basis row) per input channel and ``o``, read from the memories on tile 0 and
-        from the coefficient cache on later tiles when the layer reuses it."""
+        packed basis row) per input channel and ``o``.  The weight-memory words are those of
+        :meth:`weight_trace`; with level 1 the coefficient words come from the coefficient
+        memory on tile 0 and from the coefficient cache on later tiles of a reusing layer."""
         ex, costs = ly.extra, []
         reuse = self.reuse(plan, ly)
-        for tk in range(ly.tiles):
-            lanes = min(plan.lanes, ly.cout - tk * plan.lanes)
-            cycles = bits = 0
-            if ex["level2"] or (ex["level1"] and tk == 0):
-                cycles += ex["Bo"]
-                bits += ex["Bo"] * ((plan.weight_word_bits if ex["level1"] and tk == 0 else 0)
-                                    + (plan.aux_word_bits if ex["level2"] else 0))
-            n_o = ex["Bo"] if ex["level2"] else lanes
-            cycles += ly.cin * n_o
-            if not (reuse and tk):          # later tiles of a reusing layer read the cache
-                bits += (ly.cin * n_o * plan.coef_word_bits if ex["level1"] else
-                         -(-ly.cin * n_o // ex["per_word"]) * plan.weight_word_bits)
+        for tk, words in enumerate(self.weight_trace(plan, ly)):
+            n_o = ex["Bo"] if ex["level2"] else min(plan.lanes, ly.cout - tk * plan.lanes)
+            load = ex["level2"] or (ex["level1"] and tk == 0)
+            cycles = (ex["Bo"] if load else 0) + ly.cin * n_o
+            bits = len(words) * plan.weight_word_bits
+            if ex["level2"]:
+                bits += ex["Bo"] * plan.aux_word_bits
+            if ex["level1"] and not (reuse and tk):
+                bits += ly.cin * n_o * plan.coef_word_bits
             costs.append((cycles, bits))
         return costs
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -99,7 +98,7 @@ def _cmd_doctor(args) -> int:
     missing = [name for name, ver in rows if ver is None]
     for name, ver in rows:
         print(f"{name:22s} {ver if ver else 'MISSING'}")
-    cc = tools.tool_version(["ccache", "--version"]) if shutil.which("ccache") else None
+    cc = tools.tool_version(["ccache", "--version"])
     print(f"{'ccache':22s} {cc or 'not found'} (optional: Verilator builds "
           f"{'reuse' if cc else 'recompile'} the compiled simulator runtime)")
     if missing:

@@ -34,7 +34,7 @@ from ..sim.engine_run import bar_text, simulate
 from .plots import plot_demo
 
 __all__ = ["run_real_demo", "REAL_MODELS", "checkpoint", "batched", "scheme_network",
-           "real_plan", "scheme_knobs"]
+           "real_plan", "checkpoint_knobs"]
 
 REAL_MODELS = ("resnet8", "dscnn")
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,7 +56,7 @@ def _train_report(model: str, scheme: str) -> dict | None:
         return None
 
 
-def scheme_knobs(model: str, scheme: str, knobs=None) -> dict:
+def checkpoint_knobs(model: str, scheme: str, knobs=None) -> dict:
     """The knobs ``model`` compiles with under ``scheme``: the user's when given, else those
     its committed fine-tuned checkpoint was tuned with (``train_report.json``), else none
     (the scheme's defaults)."""
@@ -69,7 +69,7 @@ def scheme_knobs(model: str, scheme: str, knobs=None) -> dict:
 def tuned_checkpoint(model: str, scheme: str, knobs=None):
     """``(model.onnx, codes.npz or None)`` of the committed fine-tuned checkpoint of ``model``
     for ``scheme`` (``models/<model>-<scheme>``, made by ``insitu train --scheme``) when it
-    was tuned with these knobs (none given: its own, :func:`scheme_knobs`) from the
+    was tuned with these knobs (none given: its own, :func:`checkpoint_knobs`) from the
     committed float checkpoint; else None."""
     d = ROOT / "models" / f"{model}-{scheme}"
     rep = _train_report(model, scheme)
@@ -87,8 +87,8 @@ def tuned_checkpoint(model: str, scheme: str, knobs=None):
 def scheme_network(model, scheme, knobs, layers):
     """``(layers, compressed or None, fine-tuned, knobs)`` that the demo compiles: the
     committed fine-tuned checkpoint of the scheme when there is one, else the float
-    ``layers``; ``knobs`` as :func:`scheme_knobs` resolves them."""
-    knobs = scheme_knobs(model, scheme, knobs)
+    ``layers``; ``knobs`` as :func:`checkpoint_knobs` resolves them."""
+    knobs = checkpoint_knobs(model, scheme, knobs)
     tuned = tuned_checkpoint(model, scheme, knobs)
     if tuned is None:
         return layers, None, False, knobs
@@ -97,7 +97,7 @@ def scheme_network(model, scheme, knobs, layers):
     comp = None
     if codes is not None:
         with np.load(codes) as z:
-            comp = codes_from_arrays(tl, scheme, knobs or None, z)
+            comp = codes_from_arrays(tl, scheme, knobs, z)
     return tl, comp, True, knobs
 
 
@@ -110,7 +110,7 @@ def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: 
     data = fashion_mnist()
     calib = pad_to(data.x_train[:256], shape[1]) / 255.0
     net, codes, _, knobs = scheme_network(model, scheme, knobs, layers)
-    plan = compile_model(net, scheme, lanes=lanes, input_shape=shape, calib=calib, knobs=knobs or None,
+    plan = compile_model(net, scheme, lanes=lanes, input_shape=shape, calib=calib, knobs=knobs,
                          compressed=codes)
     plan.weight_flash = weight_flash
     return plan, pad_to(data.x_test[:16], shape[1]).reshape(16, -1)
@@ -200,7 +200,7 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                     kn = knobs if len(schemes) == 1 else None
                     net, codes, tuned, kn = scheme_network(model, scheme, kn, layers)
                     plan = compile_model(net, scheme, lanes=lanes, input_shape=shape,
-                                         calib=calib, knobs=kn or None, compressed=codes)
+                                         calib=calib, knobs=kn, compressed=codes)
                     golden = golden_layers(plan)
                     y_hw = batched(lambda x: forward_int(golden, x.astype(np.int64))
                                     .reshape(len(x), -1), x_test)

@@ -183,7 +183,7 @@ def _cmd_demo(args) -> int:
             models = REAL_MODELS if args.model == "real" else (args.model,)
             rep = run_real_demo(Path(args.output), models, schemes, lanes=args.lanes,
                                 rtl_images=args.rtl_images, limit=args.limit, sim=args.sim,
-                                knobs=knobs or None, jobs=args.jobs)
+                                knobs=knobs, jobs=args.jobs)
             print(real_table(rep))
             print(f"bit_exact: {str(rep['bit_exact']).lower()} over {rep['rtl_vectors']} "
                   f"RTL-simulated inferences; accuracy on {rep['golden_vectors']} test images "
@@ -192,7 +192,7 @@ def _cmd_demo(args) -> int:
             return 0 if rep["bit_exact"] else 1
         archs = ("cnn", "mlp") if args.model == "digits" else (args.model,)
         rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
-                       sim=args.sim, knobs=knobs or None)
+                       sim=args.sim, knobs=knobs)
     except (SimulatorMissing, ModelError) as exc:
         raise UserError(str(exc)) from None
     print(table(rep))

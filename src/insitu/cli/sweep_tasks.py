@@ -36,14 +36,21 @@ from ..gen.compiler import compile_model, compress_layers, golden_layers
 from ..gen.cycles import estimate_cycles
 from ..gen.datasets import fashion_mnist, pad_to
 from ..gen.digits import ARCHS, accuracy, load_digits_split
-from ..gen.model import graph_network, load_network
+from ..gen.model import graph_network
 from ..gen.network import forward_int
 from ..gen.onnx_import import load_onnx
-from ..gen.torch_qat import codes_from_arrays, finetune
+from ..gen.torch_qat import finetune
 from ..gen.util import write_atomic
 from ..rtl.emit import write_design
 from .demo import scheme_model, trained_model
-from .demo_real import REAL_MODELS, batched, checkpoint, scheme_knobs, tuned_checkpoint
+from .demo_real import (
+    REAL_MODELS,
+    batched,
+    checkpoint,
+    checkpoint_knobs,
+    scheme_network,
+    tuned_checkpoint,
+)
 
 __all__ = ["MODELS", "DIGITS", "config_key", "tool_versions", "model_stage", "point_stage",
            "model_config", "checkpoint_digest"]
@@ -84,7 +91,7 @@ def checkpoint_digest(model: str, scheme: str, knobs: dict, tune: str) -> str | 
         return None
     files = [checkpoint(model)]
     if tune == "auto":
-        tuned = tuned_checkpoint(model, scheme, knobs or None)
+        tuned = tuned_checkpoint(model, scheme, knobs)
         if tuned is not None:
             files += [p for p in tuned if p is not None]
     h = hashlib.sha256()
@@ -124,29 +131,21 @@ def _data(model: str, limit):
 
 def _network(cfg: dict, layers, data):
     """``(layers, compressed or None, how, knobs)`` for the model stage's tuning choice; a
-    real model without knobs takes its committed checkpoint's (``scheme_knobs``)."""
+    real model without knobs takes its committed checkpoint's (``checkpoint_knobs``)."""
     model, scheme, knobs, tune = cfg["model"], cfg["scheme"], cfg["knobs"], cfg["tune"]
     if model not in DIGITS:
-        knobs = scheme_knobs(model, scheme, knobs or None)
+        knobs = checkpoint_knobs(model, scheme, knobs)
     if tune == "ptq":
         return layers, None, "ptq", knobs
     if model in DIGITS:
         if tune == "auto":
             return layers, None, "ptq", knobs
-        tl, comp, _ = scheme_model(model, data, scheme, knobs or None)
+        tl, comp, _ = scheme_model(model, data, scheme, knobs)
         return tl, comp, "qat (digits recipe)", knobs
     if tune == "auto":
-        tuned = tuned_checkpoint(model, scheme, knobs or None)
-        if tuned is None:
-            return layers, None, "ptq", knobs
-        onnx_path, codes = tuned
-        tl, _ = load_network(onnx_path)
-        comp = None
-        if codes is not None:
-            with np.load(codes) as z:
-                comp = codes_from_arrays(tl, scheme, knobs or None, z)
-        return tl, comp, "qat (committed checkpoint)", knobs
-    tl, comp, _ = finetune(layers, data, scheme, knobs=knobs or None, epochs=int(tune))
+        tl, comp, tuned, knobs = scheme_network(model, scheme, knobs, layers)
+        return tl, comp, "qat (committed checkpoint)" if tuned else "ptq", knobs
+    tl, comp, _ = finetune(layers, data, scheme, knobs=knobs, epochs=int(tune))
     return tl, comp, f"qat ({int(tune)} epochs)", knobs
 
 
@@ -168,9 +167,9 @@ def model_stage(cfg: dict, root: str) -> dict:
             layers, shape, calib, x_u8, y, acc_float, data = _data(cfg["model"], cfg["limit"])
             net, comp, how, knobs = _network(cfg, layers, data)
             if comp is None:
-                comp = compress_layers(net, cfg["scheme"], knobs or None)
+                comp = compress_layers(net, cfg["scheme"], knobs)
             plan = compile_model(net, cfg["scheme"], lanes=8, input_shape=shape, calib=calib,
-                                 knobs=knobs or None, compressed=comp)
+                                 knobs=knobs, compressed=comp)
             golden = golden_layers(plan)
             y_hw = batched(lambda x: forward_int(golden, x).reshape(len(x), -1), x_u8)
             acc_hw = float(np.mean(y_hw.argmax(1) == y))
@@ -210,7 +209,7 @@ def point_stage(point: dict, stage: dict, root: str, key: str) -> dict:
                 st = pickle.load(f)
             plan = compile_model(st["layers"], point["scheme"], lanes=point["lanes"],
                                  input_shape=st["shape"], calib=st["calib"],
-                                 knobs=st.get("knobs", point["knobs"]) or None,
+                                 knobs=st.get("knobs", point["knobs"]),
                                  compressed=st["compressed"])
             est = estimate_cycles(plan)
             rep = write_design(plan, folder / "design", None)
