@@ -14,12 +14,20 @@ from .util import layer_const
 __all__ = ["TileScheduler", "Controller", "running_max"]
 
 
-def _tile_lanes(m, sel, tk, layers, lanes, prefix):
-    """``(tiles, lanes of tile tk)`` of layer ``sel`` (the last tile may be partial)."""
-    tiles = layer_const(m, sel, layers, f"{prefix}_tiles", lambda ly: ly.tiles, range(1 << 16))
-    last = layer_const(m, sel, layers, f"{prefix}_last_lanes",
-                       lambda ly: ly.cout - (ly.tiles - 1) * lanes, range(lanes + 1))
-    return tiles, Mux(tk == tiles - 1, last, lanes)
+def _tile_lanes(m, sel, tk, layers, lanes, prefix, registered=False):
+    """``(tile tk is the layer's last, lanes of tile tk, those lanes - 1)`` of layer ``sel``
+    (the last tile may be partial); the per-layer constants as ``layer_const`` makes them
+    (``registered``: for a consumer whose layer only changes while it is idle).  The
+    constants are the values compared, so no subtractor sits before the comparators."""
+    def const(name, fn, shape):
+        return layer_const(m, sel, layers, f"{prefix}_{name}", fn, shape, registered)
+    tiles_m1 = const("tiles_m1", lambda ly: ly.tiles - 1, range(1 << 16))
+    last = const("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * lanes, range(lanes + 1))
+    last_m1 = const("last_lanes_m1", lambda ly: ly.cout - (ly.tiles - 1) * lanes - 1,
+                    range(lanes))
+    is_last = Signal(name=f"{prefix}_tile_last")
+    m.d.comb += is_last.eq(tk == tiles_m1)
+    return is_last, Mux(is_last, last, lanes), Mux(is_last, last_m1, lanes - 1)
 
 
 def _check_layers(layers, lanes):
@@ -89,7 +97,7 @@ class TileScheduler(wiring.Component):
         active = Signal()                   # filling a tile
         with m.If(self.start):
             m.d.sync += pending.eq(1)
-        tiles, lanes = _tile_lanes(m, self.layer, self.tile, self._layers, self._lanes, "g")
+        tile_last, lanes, _ = _tile_lanes(m, self.layer, self.tile, self._layers, self._lanes, "g")
         m.d.comb += self.lanes.eq(lanes)
         first = (self.layer == 0) & (self.tile == 0)
         with m.If(~active & (pending | ~first) & ~self.full.bit_select(self.slot, 1)):
@@ -100,7 +108,7 @@ class TileScheduler(wiring.Component):
         with m.If(active & self.fill_done):
             m.d.sync += [active.eq(0), self.slot.eq(~self.slot)]
             m.d.comb += set_full.eq(Mux(self.slot, 0b10, 0b01))
-            with m.If(self.tile == tiles - 1):
+            with m.If(tile_last):
                 m.d.sync += self.tile.eq(0)
                 m.d.sync += self.layer.eq(Mux(self.layer == nl - 1, 0, self.layer + 1))
             with m.Else():
@@ -233,7 +241,9 @@ class Controller(wiring.Component):
             ("oy_last", lambda ly: (ly.oh - 1) * ly.stride, range(4096)),
             ("ox_last", lambda ly: (ly.ow - 1) * ly.stride, range(4096)),
         ]}
-        cf["tiles"], c_lanes = _tile_lanes(m, c_ly, c_tk, layers, L, "c")
+        # (registered, as cf: the layer's tile count sat on the path from c_ly through the
+        # last-tile / last-lane compares to the phase register)
+        tile_last, c_lanes, c_lanes_m1 = _tile_lanes(m, c_ly, c_tk, layers, L, "c", registered=True)
         ser = cf["serial"] if serial else 0
 
         iy = Signal(signed(16))
@@ -247,8 +257,7 @@ class Controller(wiring.Component):
         t_last = t_last_k & (c_ci == cf["cin_m1"])
         p_last = (c_ox == cf["ox_last"]) & (c_oy == cf["oy_last"])
         lane_last = Signal()
-        m.d.comb += lane_last.eq(Mux(ser, c_lane == c_lanes - 1, 1) if serial else 1)
-        tile_last = cf["tiles"] - 1 == c_tk
+        m.d.comb += lane_last.eq(Mux(ser, c_lane == c_lanes_m1, 1) if serial else 1)
         pad_w = layer_const(m, c_ly, layers, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16),
                             registered=True)                                 # at oy = 0
 

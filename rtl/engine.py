@@ -60,6 +60,7 @@ from .counters import NAMES as COUNTERS
 from .counters import Counters
 from .fill import FILLS
 from .post import PostProcessor, output_layout, post_layout
+from .skid import SkidBuffer
 from .weightmem import WeightMemory, load_addr_bits, load_layout
 from .weightport import WeightPort
 from .weightstream import FLASH_PINS, WeightStream
@@ -268,7 +269,11 @@ class Engine(wiring.Component):
             layers=layers, lanes=L, group=G, wbits=wbits, rmax=rmax, act_depth=act_depth,
             mac_in=mac.signature.members["i"].signature.flip(),  # an In member's is flipped
             unit=mac.unit)
-        wiring.connect(m, ctrl.o, mac.i)
+        # the MAC array's stall (the post-processor's ready) reaches the controller's issue
+        # enable through a register, not combinationally (Fmax)
+        m.submodules.skid = skid = SkidBuffer(mac.signature.members["i"].signature.flip())
+        wiring.connect(m, ctrl.o, skid.i)
+        wiring.connect(m, skid.o, mac.i)
         wiring.connect(m, ctrl.act_rd, act.rd)
         wiring.connect(m, ctrl.t_rd, tile.read_port())
         m.d.comb += [ctrl.start.eq(start), ctrl.full.eq(sched.full), sched.clr.eq(ctrl.clr)]
@@ -293,7 +298,7 @@ class Engine(wiring.Component):
         m.submodules.counters = cnt = Counters(lanes=L, counter_bits=self._counter_bits)
         flash_bad = ws.bad if plan.weight_flash else 0
         m.d.comb += [cnt.start.eq(start), cnt.running.eq(running), cnt.issuing.eq(ctrl.issuing),
-                     cnt.mac_fire.eq(mac.i.valid & mac.i.ready), cnt.lanes.eq(ctrl.lanes_used),
+                     cnt.mac_fire.eq(skid.i.valid & skid.i.ready), cnt.lanes.eq(ctrl.lanes_used),
                      cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err | act.conflict | flash_bad),
                      self.err.eq(cnt.err | boot_bad), self.image_bad.eq(boot_bad)]
         m.d.comb += [getattr(self, name).eq(getattr(cnt, name)) for name in COUNTERS]
