@@ -155,8 +155,10 @@ def parse_frame(data: bytes) -> tuple[str, bytes]:
 
 
 def plan_id(plan) -> int:
-    """A 32-bit fingerprint of a compiled plan (the board reports the one it was built with)."""
-    return zlib.crc32(plan.to_json().encode()) & 0xFFFFFFFF
+    """A 32-bit fingerprint of a compiled plan (the board reports the one it was built with):
+    the same for the plan as ``insitu compile`` writes it and as a board places it (its
+    activations in banks), so the host can check a board against a compiled folder."""
+    return zlib.crc32(plan.unbanked().to_json().encode()) & 0xFFFFFFFF
 
 
 def load_bytes(plan) -> int:

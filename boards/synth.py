@@ -189,7 +189,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         "frame_timeout_bits": frame_timeout,
         "weight_ram": {"huge": "spram", "block": "bram", "flash": "flash"}[top.weight_ram],
         "act_ram": "spram" if place.act_ram == "huge" else "bram",
-        "placement": place.describe(),
+        "placement": place.describe(), "skid": place.skid,
         "capacity": get_board(board).device.capacity, "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
         "seconds": seconds, "bitstream": bit, "yosys_noabc_fallback": noabc,
     }

@@ -53,12 +53,20 @@ class Placement:
     ``plan``: the plan as the board builds it (activations in banks when they are in SPRAM);
     ``weight_ram``: ``"block"`` (block RAM, initialised by the bitstream), ``"huge"`` (SPRAM,
     loaded by the host) or ``"flash"`` (the board's SPI flash, ``Plan.weight_flash``);
-    ``act_ram``: ``"block"`` or ``"huge"`` (SPRAM banks of 16K bytes, one tensor per bank)."""
+    ``act_ram``: ``"block"`` or ``"huge"`` (SPRAM banks of 16K bytes, one tensor per bank);
+    ``skid``: the engine's issue skid buffer (``Engine(skid=...)``, the family's choice)."""
     plan: object
     weight_ram: str
     act_ram: str
     block_bytes: int               # what the plan's memories need of the block RAM
     sprams: int                    # SPRAM blocks used
+    skid: bool = True
+
+    @property
+    def engine_kwargs(self) -> dict:
+        """The engine's options as the board builds it (weights in the flash: no weight RAM)."""
+        return {"weight_ram": "block" if self.weight_ram == "flash" else self.weight_ram,
+                "skid": self.skid}
 
     def describe(self) -> str:
         w = {"block": "block RAM", "huge": "SPRAM (host-loaded)", "flash": "SPI flash"}
@@ -107,7 +115,8 @@ def place_memories(board: str, plan) -> Placement:
         block = fixed + (act if aram == "block" else 0) + (weights if wram == "block" else 0)
         sprams = (banks if aram == "huge" else 0) + (wsp if wram == "huge" else 0)
         if block <= have_block and sprams <= have_spram:
-            return Placement(banked if aram == "huge" else plan, wram, aram, block, sprams)
+            return Placement(banked if aram == "huge" else plan, wram, aram, block, sprams,
+                             dev.family.issue_skid)
     need = [f"activations {act} bytes", f"tile buffers, fill caches and post/aux/coefficient images "
             f"{fixed} bytes", f"weight memory {'in flash' if plan.weight_flash else f'{weights} bytes'}"]
     spram = (f", SPRAM {have_spram} x {SPRAM_DEPTH * SPRAM_BITS // 8} bytes (activations "
@@ -198,7 +207,7 @@ class BoardTop(Elaboratable):
         flash = self.weight_ram == "flash"
         m.submodules.link = link = HostLink(
             self.plan, self.divisor,
-            {"weight_ram": "block" if flash else self.weight_ram,
+            {**self.placement.engine_kwargs,
              **({"flash_offset": b.flash.offset} if flash else {})},
             timeout_bits=self.frame_timeout)
         if flash:

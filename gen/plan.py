@@ -124,6 +124,11 @@ class Plan:
         allocate(plan.layers, plan.input_shape, bank_words)
         return plan
 
+    def unbanked(self) -> "Plan":
+        """The plan as compiled, before a board placed its activations in banks (the
+        inverse of :meth:`banked`; ``self`` when they are not banked)."""
+        return self.banked(0) if self.act_bank_words else self
+
     # -- derived -------------------------------------------------------------------------
     @property
     def weighted(self) -> list:

@@ -97,6 +97,12 @@ class Engine(wiring.Component):
         CRC-32 before the first inference (the board tops do).  Inputs are taken meanwhile;
         an inference whose inputs are complete waits for the check.  A bad image raises
         ``err`` for good (until the next reset), so no inference is ever answered as good.
+    skid : bool, keyword-only
+        Put a :class:`~.skid.SkidBuffer` between the controller and the MAC array (the
+        default): the post-processor's stall then reaches the controller's issue enable
+        through a register, at the cost of a multiplexer on the activation-to-MAC data path.
+        The words, their order and the cycle count are the same either way; which path
+        limits Fmax depends on the FPGA family (the board tops choose, ``Family.issue_skid``).
 
     Members
     -------
@@ -123,8 +129,9 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, plan, *, weight_ram: str = "block", counter_bits: int = 48,
-                 flash_offset: int = 0, boot_check: bool = False):
+                 flash_offset: int = 0, boot_check: bool = False, skid: bool = True):
         self._plan = plan
+        self.skid = bool(skid)
         self._check(plan)
         self.flash_offset = flash_offset
         self.boot_check = bool(boot_check and plan.weight_flash)
@@ -269,11 +276,14 @@ class Engine(wiring.Component):
             layers=layers, lanes=L, group=G, wbits=wbits, rmax=rmax, act_depth=act_depth,
             mac_in=mac.signature.members["i"].signature.flip(),  # an In member's is flipped
             unit=mac.unit)
-        # the MAC array's stall (the post-processor's ready) reaches the controller's issue
-        # enable through a register, not combinationally (Fmax)
-        m.submodules.skid = skid = SkidBuffer(mac.signature.members["i"].signature.flip())
-        wiring.connect(m, ctrl.o, skid.i)
-        wiring.connect(m, skid.o, mac.i)
+        if self.skid:
+            # the MAC array's stall (the post-processor's ready) reaches the controller's
+            # issue enable through a register, not combinationally (Fmax)
+            m.submodules.skid = skid = SkidBuffer(mac.signature.members["i"].signature.flip())
+            wiring.connect(m, ctrl.o, skid.i)
+            wiring.connect(m, skid.o, mac.i)
+        else:
+            wiring.connect(m, ctrl.o, mac.i)
         wiring.connect(m, ctrl.act_rd, act.rd)
         wiring.connect(m, ctrl.t_rd, tile.read_port())
         m.d.comb += [ctrl.start.eq(start), ctrl.full.eq(sched.full), sched.clr.eq(ctrl.clr)]
@@ -298,7 +308,7 @@ class Engine(wiring.Component):
         m.submodules.counters = cnt = Counters(lanes=L, counter_bits=self._counter_bits)
         flash_bad = ws.bad if plan.weight_flash else 0
         m.d.comb += [cnt.start.eq(start), cnt.running.eq(running), cnt.issuing.eq(ctrl.issuing),
-                     cnt.mac_fire.eq(skid.i.valid & skid.i.ready), cnt.lanes.eq(ctrl.lanes_used),
+                     cnt.mac_fire.eq(ctrl.o.valid & ctrl.o.ready), cnt.lanes.eq(ctrl.lanes_used),
                      cnt.wbits.eq(fill_wbits), cnt.err_now.eq(fill_err | post.err | act.conflict | flash_bad),
                      self.err.eq(cnt.err | boot_bad), self.image_bad.eq(boot_bad)]
         m.d.comb += [getattr(self, name).eq(getattr(cnt, name)) for name in COUNTERS]

@@ -546,8 +546,15 @@ def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
     place = place_memories("icebreaker", plan)
     assert (place.weight_ram, place.act_ram, place.sprams) == ("flash", "huge", 3)
     assert {lp.out_base % 16384 for lp in place.plan.layers} == {0}
+    # the board identifies itself with the compiled folder's fingerprint, banks or not
+    assert place.plan.to_json() != plan.to_json()
+    assert P.plan_id(place.plan) == P.plan_id(plan)
+    place.plan.post_words[0] ^= 1                 # another design
+    assert P.plan_id(place.plan) != P.plan_id(plan)
     plan.weight_flash = ""
-    assert place_memories("ulx3s", plan).weight_ram == "block"
+    ulx = place_memories("ulx3s", plan)
+    assert ulx.weight_ram == "block" and place.skid and not ulx.skid
+    assert ulx.engine_kwargs == {"weight_ram": "block", "skid": False}
 
 
 def test_flash_tops_elaborate():
@@ -615,11 +622,13 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
 
 def test_board_powers_up_with_weights_in_the_bitstream(tmp_path):
     """The bitstream-only deployment: every memory in block RAM, initialised by the
-    bitstream; the first frames after reset are inferences, bit-exact (no load, no verify)."""
+    bitstream; the first frames after reset are inferences, bit-exact (no load, no verify).
+    The engine as the ULX3S builds it: no skid buffer on the issue path."""
     from insitu.sim.board_sim import link_test_plan, simulate_board
     plan = link_test_plan("mlg", lanes=3)
     x = np.random.default_rng(2).integers(0, 256, (2, 16))
-    r = simulate_board(plan, x, tmp_path, sim="verilator", powerup=True, weight_ram="block")
+    r = simulate_board(plan, x, tmp_path, sim="verilator", powerup=True,
+                       **place_memories("ulx3s", plan).engine_kwargs)
     assert r["passed"] and r["mismatches"] == 0 and r["vectors"] == 2
     assert r["counters"][0]["verified"] and not r["counters"][0]["err"] and r["error_led"] == 0
     assert "flash" not in r

@@ -43,8 +43,7 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
     if top or netlist:
         r = simulate_board_top(p, x, work, powerup=powerup, netlist=netlist)
     else:
-        r = simulate_board(p, x, work, sim=sim, powerup=powerup,
-                           weight_ram="block" if place.weight_ram == "flash" else place.weight_ram)
+        r = simulate_board(p, x, work, sim=sim, powerup=powerup, **place.engine_kwargs)
     seconds = time.monotonic() - t0
     counters = r.get("counters") or []
     cycles = counters[-1]["cycles"] if counters else None
@@ -52,7 +51,7 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
     flash = r.get("flash")
     rep = {
         "board": board, "device": b.device.part, "scheme": plan.scheme, "lanes": plan.lanes,
-        "placement": place.describe(), "what": ("netlist of the complete top" if netlist else
+        "placement": place.describe(), "skid": place.skid, "what": ("netlist of the complete top" if netlist else
                                                 "complete top (RTL)" if top else
                                                 "host link and engine (RTL)"),
         "simulator": "icarus" if (top or netlist) else sim, "powerup": powerup,
@@ -73,7 +72,8 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
 
 def markdown(rep: dict) -> str:
     lines = [f"# {rep['board']} ({rep['device']}): {rep['scheme']}, {rep['lanes']} lanes", "",
-             f"{rep['what']} on {rep['simulator']}; memories: {rep['placement']}.", "",
+             f"{rep['what']} on {rep['simulator']}; memories: {rep['placement']}; issue stall "
+             f"{'through the skid buffer' if rep['skid'] else 'direct'}.", "",
              "| | |", "|---|---|",
              f"| images | {rep['images']} ({'from power-up' if rep['powerup'] else 'after a load'}) |",
              f"| bit-exact | {'yes' if rep['bit_exact'] else 'NO'} ({rep['mismatches']} mismatches"
