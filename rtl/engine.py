@@ -177,7 +177,7 @@ class Engine(wiring.Component):
         plan, L = self._plan, self._plan.lanes
         layers = plan.layers
         weighted = [ly for ly in layers if not ly.pool]      # the layers that need tiles
-        G = plan.group                          # terms per tile-buffer row (ASM 1, SD 3, MLG K2)
+        G = plan.group                          # terms per tile-buffer row (SmartDeal 3, else 1)
         wbits = plan.tile_weight_bits           # bits per weight (or code) in the tile buffer
         rmax = plan.tile_rows
         act_depth = memory_words(layers, plan.input_shape)

@@ -16,13 +16,14 @@ All fills share :class:`Fill`'s signature, so the engine builds whichever the sc
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..gen.memmap import MEM_AUX, MEM_COEF, MEM_WEIGHT
 from ..gen.schemes.mlg import SCHEME as MLG
+from ..gen.schemes.mlg import kernel_codes
 from ..gen.schemes.smartdeal import basis_fields
 from .util import layer_const
 from .weightgen import SdWeightGen
@@ -208,14 +209,15 @@ class GenerateFill(Fill):
     """MLG: per tile, V (one word per ``o``: the tile's lanes) is read into a small cache, and
     on a layer's first tile so are the level-1 basis kernels ``Wb[o]`` (kept for the layer's
     other tiles); then for each input channel ``ci`` and each ``o`` one coefficient word
-    (``U[o, ci]``, or the level-1-bypassed basis row ``Wb[o, ci]``) is taken,
-    ``w1 = sum_b odd(U_b) odd(Wb[o, b])`` and every lane accumulates ``odd(V[lane, o]) * w1``;
-    after the last ``o`` the lanes' kernels (``K2`` weights each) are written to the tile row
-    of ``ci``.  With level 2 every tile walks the same ``cin x Bo`` coefficient words: the
-    first tile reads them from the memories and stores them in the coefficient cache, later
-    tiles read the cache (``Mlg.reuse``), so every image word is read once per inference.
-    Without level 2, ``o`` walks the tile's own output channels and lane ``o - tile start``
-    takes ``w1`` as it is.
+    (``U[o, ci]``, or the level-1-bypassed basis row ``Wb[o, ci]``) is taken and held for
+    ``k x k`` cycles, one kernel position ``t`` each: ``w1 = sum_b odd(U_b) odd(Wb[o, b, t])``
+    and every lane accumulates ``odd(V[lane, o]) * w1`` into its accumulator of position
+    ``t`` (a ``k x k``-deep rotating register).  During the last ``o`` each cycle's sums are
+    the lanes' finished weights of term ``ci * k * k + t``: one tile-buffer row.  With level
+    2 every tile walks the same ``cin x Bo`` coefficient words: the first tile reads them from
+    the memories and stores them in the coefficient cache, later tiles read the cache
+    (``Mlg.reuse``), so every image word is read once per inference.  Without level 2, ``o``
+    walks the tile's own output channels and lane ``o - tile start`` takes ``w1`` as it is.
     """
 
     def elaborate(self, platform):
@@ -225,10 +227,10 @@ class GenerateFill(Fill):
         def lc_(name, fn, shape):
             return layer_const(m, self.layer, plan.layers, name, fn, shape)
 
-        L, G, wb = plan.lanes, plan.group, plan.tile_weight_bits
+        L, wb = plan.lanes, plan.tile_weight_bits
         p = plan.params
         Bi, qb, qu, qv = p["Bi"], p["qb"], p["qu"], p["qv"]
-        K2 = G
+        K2 = kernel_codes(plan)                            # codes per basis kernel (1 or 9)
         bo_max = max(ly.extra["Bo"] for ly in plan.layers)
         lc = {name: lc_(f"g_mlg_{name}", fn, shape) for name, fn, shape in [
             ("bo", lambda ly: ly.extra["Bo"], range(1 << 12)),
@@ -263,12 +265,12 @@ class GenerateFill(Fill):
         phase = Signal(2)                    # 0 idle, 1 load caches, 2 generate
         o = Signal(range(max(2, bo_max + 1)))
         ci = Signal(range(max(2, max(ly.cin for ly in plan.layers))))
+        t = Signal(range(max(2, K2)), name="mlg_t")     # the kernel position
+        t_last = Signal(name="mlg_t_last")              # the layer's last kernel position
+        m.d.comb += t_last.eq(Mux(lc["k9"], t == K2 - 1, 1) if K2 > 1 else 1)
         # stage-1 flags (the reads issued last cycle)
         s_load, s_gen, s_first, s_last = Signal(), Signal(), Signal(), Signal()
-        s_o, s_ci = Signal.like(o), Signal.like(ci)
-        # K2 = 1 layers keep G weights per tile row: ci's row and column, as counters.
-        ci_row, ci_col = Signal.like(ci), Signal(range(max(2, G)))
-        s_row, s_col = Signal.like(ci_row), Signal.like(ci_col)
+        s_o, s_ci, s_t, s_t_last = Signal.like(o), Signal.like(ci), Signal.like(t), Signal()
 
         m.d.comb += [
             ar_.en.eq(1), cr_.en.eq(1), wbc_r.en.eq(1), vc_r.en.eq(1),
@@ -285,12 +287,13 @@ class GenerateFill(Fill):
         s_load_wb, s_cached, s_store = Signal(), Signal(), Signal()
         cidx = Signal(range(max(2, c_depth)), name="mlg_cidx")   # ci * Bo + o
         s_cidx = Signal.like(cidx)
+        w_row = Signal(range(max(2, rmax)), name="mlg_row")       # the next tile row written
         with m.If(phase != 2):
             m.d.comb += wr_.en.eq(1)
         with m.If(self.go):
-            m.d.sync += [o.eq(0), ci.eq(0), phase.eq(Mux(need_load, 1, 2)),
+            m.d.sync += [o.eq(0), ci.eq(0), t.eq(0), phase.eq(Mux(need_load, 1, 2)),
                          p_addr.eq(lc["wbase"] + Mux(lc["l2"], 0, self.tile * lc["tile_words"])),
-                         p_field.eq(0), ci_row.eq(0), ci_col.eq(0), cidx.eq(0)]
+                         p_field.eq(0), cidx.eq(0), w_row.eq(0)]
         m.d.sync += [s_load.eq(0), s_gen.eq(0)]
         with m.Switch(phase):
             with m.Case(1):
@@ -305,44 +308,45 @@ class GenerateFill(Fill):
                 with m.Else():
                     m.d.sync += o.eq(o + 1)
             with m.Case(2):
-                # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci].
+                # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci], read (and
+                # counted) at t = 0 and held over the kernel positions.
+                t0 = t == 0
                 m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og), wr_.addr.eq(p_addr)]
                 with m.If(~lc["l1"]):
-                    m.d.comb += [wr_.en.eq((p_field == 0) & ~cached),
-                                 self.w_take.eq((p_field == 0) & ~cached)]
-                    with m.If(p_field == lc["per_word"] - 1):
-                        m.d.sync += [p_field.eq(0), p_addr.eq(p_addr + 1)]
-                    with m.Else():
-                        m.d.sync += p_field.eq(p_field + 1)
-                m.d.comb += self.wbits.eq(Mux(cached, 0, Mux(lc["l1"], plan.coef_word_bits,
-                                                             Mux(p_field == 0, plan.weight_word_bits, 0))))
-                m.d.sync += [cidx.eq(cidx + 1), s_cidx.eq(cidx), s_cached.eq(cached),
-                             s_store.eq(lc["reuse"] & first)]
-                m.d.sync += [s_gen.eq(1), s_o.eq(o), s_ci.eq(ci), s_first.eq(o == 0),
-                             s_last.eq(o == n_o - 1), s_field.eq(p_field),
-                             s_row.eq(ci_row), s_col.eq(ci_col)]
-                with m.If(o == n_o - 1):
-                    m.d.sync += o.eq(0)
-                    with m.If(ci == lc["cin"] - 1):
-                        m.d.sync += [ci.eq(0), phase.eq(0)]
-                    with m.Else():
-                        m.d.sync += ci.eq(ci + 1)
-                        with m.If(ci_col == G - 1):
-                            m.d.sync += [ci_col.eq(0), ci_row.eq(ci_row + 1)]
+                    m.d.comb += [wr_.en.eq((p_field == 0) & ~cached & t0),
+                                 self.w_take.eq((p_field == 0) & ~cached & t0)]
+                    with m.If(t_last):
+                        with m.If(p_field == lc["per_word"] - 1):
+                            m.d.sync += [p_field.eq(0), p_addr.eq(p_addr + 1)]
                         with m.Else():
-                            m.d.sync += ci_col.eq(ci_col + 1)
+                            m.d.sync += p_field.eq(p_field + 1)
+                m.d.comb += self.wbits.eq(Mux(cached | ~t0, 0, Mux(
+                    lc["l1"], plan.coef_word_bits, Mux(p_field == 0, plan.weight_word_bits, 0))))
+                m.d.sync += [s_cidx.eq(cidx), s_cached.eq(cached),
+                             s_store.eq(lc["reuse"] & first & t0)]
+                m.d.sync += [s_gen.eq(1), s_o.eq(o), s_ci.eq(ci), s_t.eq(t), s_t_last.eq(t_last),
+                             s_first.eq(o == 0), s_last.eq(o == n_o - 1), s_field.eq(p_field)]
+                with m.If(~t_last):
+                    m.d.sync += t.eq(t + 1)
                 with m.Else():
-                    m.d.sync += o.eq(o + 1)
+                    m.d.sync += [t.eq(0), cidx.eq(cidx + 1)]
+                    with m.If(o == n_o - 1):
+                        m.d.sync += o.eq(0)
+                        with m.If(ci == lc["cin"] - 1):
+                            m.d.sync += [ci.eq(0), phase.eq(0)]
+                        with m.Else():
+                            m.d.sync += ci.eq(ci + 1)
+                    with m.Else():
+                        m.d.sync += o.eq(o + 1)
         # cache writes (load phase, data of last cycle's reads)
         m.d.comb += [wbc_w.addr.eq(s_o), wbc_w.data.eq(wr_.data), wbc_w.en.eq(s_load & s_load_wb),
                      vc_w.addr.eq(s_o), vc_w.data.eq(ar_.data), vc_w.en.eq(s_load)]
 
-        # stage 2: level 1, level 2 accumulate, tile write on the last o.
+        # stage 2: level 1 at position s_t, level 2 accumulate, tile row write on the last o.
         def odd(v, q):
             """Stored code -> odd integer 2c - (2**q - 1)."""
             return v * 2 - ((1 << q) - 1)
 
-        w1 = []
         wbk = wbc_r.data
         row_bits = Signal(plan.weight_word_bits, name="mlg_row_bits")
         m.d.comb += row_bits.eq(wr_.data >> (s_field * lc["k2qb"]))
@@ -359,33 +363,37 @@ class GenerateFill(Fill):
                          r_src.eq(Mux(s_cached, cc_r.data, row_bits))]
         else:
             m.d.comb += [u_src.eq(cr_.data), r_src.eq(row_bits)]
-        for t in range(K2):
-            l1 = sum(odd(u_src[b * qu:(b + 1) * qu], qu)
-                     * odd(wbk[(b * K2 + t) * qb:(b * K2 + t + 1) * qb], qb) for b in range(Bi))
-            l0 = odd(r_src[t * qb:(t + 1) * qb], qb)
-            w = Signal(signed(p["w1_bits"]), name=f"mlg_w1_{t}")
-            m.d.comb += w.eq(Mux(lc["l1"], l1, l0))
-            w1.append(w)
-        acc = Signal(data.ArrayLayout(data.ArrayLayout(signed(wb), K2), L), name="mlg_acc")
-        new = Signal.like(acc, name="mlg_new")
-        for l in range(L):
-            v = odd(vc_r.data[l * qv:(l + 1) * qv], qv)
-            for t in range(K2):
-                term = Mux(lc["l2"], v * w1[t], Mux(s_o == l, w1[t], 0))
-                m.d.comb += new[l][t].eq(Mux(s_first, 0, acc[l][t]) + term)
-        with m.If(s_gen):
-            m.d.sync += acc.eq(new)
-        # write: 3x3 -> row ci, every lane and column; K2 = 1 -> row ci // G, column ci % G
-        row = Mux(lc["k9"], s_ci, s_row)
-        col = s_col
-        one_col = Const(sum(1 << (l * G) for l in range(L)), L * G)   # column 0 of every lane
-        lane_words = []
-        for l in range(L):
-            lane_words.append(Mux(lc["k9"], new[l].as_value(), new[l][0].replicate(G)))
-        m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + row), self.t_wr.data.eq(Cat(*lane_words))]
+
+        def code_at(word, b):
+            """Code ``s_t`` of the ``b``-th run of ``K2`` codes of ``word``."""
+            run = word[b * K2 * qb:(b + 1) * K2 * qb]
+            return run.word_select(s_t, qb) if K2 > 1 else run
+
+        l1 = sum(odd(u_src[b * qu:(b + 1) * qu], qu) * odd(code_at(wbk, b), qb) for b in range(Bi))
+        w1 = Signal(signed(p["w1_bits"]), name="mlg_w1")
+        m.d.comb += w1.eq(Mux(lc["l1"], l1, odd(code_at(r_src, 0), qb)))
+        # per lane, the partial sums of the K2 kernel positions; position s_t's is in front
+        acc = [[Signal(signed(wb), name=f"mlg_acc{n}_{j}") for j in range(K2)] for n in range(L)]
+        new = [Signal(signed(wb), name=f"mlg_new{n}") for n in range(L)]
+        for n in range(L):
+            v = odd(vc_r.data[n * qv:(n + 1) * qv], qv)
+            term = Mux(lc["l2"], v * w1, Mux(s_o == n, w1, 0))
+            m.d.comb += new[n].eq(Mux(s_first, 0, acc[n][0]) + term)
+            with m.If(s_gen):
+                if K2 > 1:
+                    with m.If(lc["k9"]):
+                        m.d.sync += [acc[n][j].eq(acc[n][j + 1]) for j in range(K2 - 1)]
+                        m.d.sync += acc[n][K2 - 1].eq(new[n])
+                    with m.Else():
+                        m.d.sync += acc[n][0].eq(new[n])
+                else:
+                    m.d.sync += acc[n][0].eq(new[n])
+        # the last o: this cycle's sums are the tile row of term ci * k * k + t, in order
+        m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + w_row), self.t_wr.data.eq(Cat(*new))]
         with m.If(s_gen & s_last):
-            m.d.comb += self.t_wr.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))
-            with m.If((s_ci == lc["cin"] - 1)):
+            m.d.comb += self.t_wr.en.eq((1 << L) - 1)
+            m.d.sync += w_row.eq(w_row + 1)
+            with m.If((s_ci == lc["cin"] - 1) & s_t_last):
                 m.d.comb += self.done.eq(1)
         return m
 

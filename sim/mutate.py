@@ -117,9 +117,8 @@ EQUIVALENT = {
     ("post.py", '"s0": (1, v3["s0"]), "sh": (unsigned(S_BITS), v3["sh"])})', 7, "1", "2"):
         "a 2-bit register for the 1-bit rounding flag after the residual sum: zero-extended, "
         "only its truth is used",
-    ("fill.py", 'm.d.comb += self.t_wr.en.eq(Mux(lc["k9"], (1 << (L * G)) - 1, one_col << col))',
-     43, "1", "2"):
-        "an all-ones write mask one bit wider than the L*G-bit enable it is truncated to",
+    ("fill.py", "m.d.comb += self.t_wr.en.eq((1 << L) - 1)", 29, "1", "2"):
+        "an all-ones write mask one bit wider than the L-bit enable it is truncated to",
     ("mac.py", '"bad_code": 1,', 12, "1", "2"):
         "a 2-bit `bad_code` field: only its truth is used, and the layout places the fields",
     ("uart.py", "m.d.sync += timer.eq(d // 2 - 1)", 30, "1", "0"):

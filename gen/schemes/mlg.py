@@ -20,11 +20,21 @@ from ..golden import mlg_bits, mlg_generate
 from ..layer import ModelError
 from .base import Scheme
 
-__all__ = ["SCHEME"]
+__all__ = ["SCHEME", "kernel_codes"]
 
 
 def _codes(q: int, n: int) -> Fields:
     return Fields(("c", q, False, n))
+
+
+def kernel_codes(plan) -> int:
+    """Codes per basis kernel in the images (``K2``: 9 when any layer is 3x3, else 1).
+    ``ModelError`` for a plan compiled before the fill generated one weight per tile-buffer
+    row (its tile rows held a whole kernel)."""
+    if "K2" not in plan.params or plan.group != 1:
+        raise ModelError("this MLG design was compiled by an older insitu (tile-buffer rows of "
+                         "whole kernels): compile it again")
+    return plan.params["K2"]
 
 
 class Mlg(Scheme):
@@ -111,18 +121,19 @@ class Mlg(Scheme):
                     for o in range(c.Bo):
                         vwords.append(vcodes.pack(c=[int(c.coeff_out[t0 + n, o])
                                                      for n in range(lanes) if t0 + n < lp.cout]))
-        rows_max = max(-(-lp.terms // K2) if lp.k == 1 else lp.cin for lp in plans)
-        return {"group": K2, "tile_weight_bits": wbits, "tile_rows_max": rows_max,
+        # the fill generates one weight per lane and cycle: one per tile-buffer row
+        return {"group": 1, "tile_weight_bits": wbits,
+                "tile_rows_max": max(lp.terms for lp in plans),
                 "weight_word_bits": w_width, "weight_words": words,
                 "aux_word_bits": lanes * cfg.qv, "aux_words": vwords,
                 "coef_word_bits": max(1, Bi * cfg.qu), "coef_words": coefs,
                 "params": {"Bi": Bi, "qb": cfg.qb, "qu": cfg.qu, "qv": cfg.qv,
-                           "w1_bits": w1_bits}}
+                           "w1_bits": w1_bits, "K2": K2}}
 
     def unpack(self, plan, lp) -> np.ndarray:
         """Integer weights decoded from the images (golden ``mlg_generate``)."""
-        K2, k2 = plan.group, lp.k * lp.k
         p, ex = plan.params, lp.extra
+        K2, k2 = kernel_codes(plan), lp.k * lp.k
         Bo, qb, qu, qv = ex["Bo"], p["qb"], p["qu"], p["qv"]
         try:
             if ex["level1"]:
@@ -191,7 +202,7 @@ class Mlg(Scheme):
         coef = ((max(p["Bi"] * p["qu"] if ly.extra["level1"] else ly.k * ly.k * p["qb"]
                      for ly in users),
                  max(ly.cin * ly.extra["Bo"] for ly in users)) if users else (0, 0))
-        return {"basis": (max(1, p["Bi"] * plan.group * p["qb"]), bo_max),
+        return {"basis": (max(1, p["Bi"] * kernel_codes(plan) * p["qb"]), bo_max),
                 "v": (plan.lanes * p["qv"], bo_max), "coef": coef}
 
     def fill_cache_bits(self, plan) -> int:
@@ -201,7 +212,8 @@ class Mlg(Scheme):
     def tile_costs(self, plan, ly) -> list[tuple[int, int]]:
         """Per tile: the cache load (``Bo`` cycles: the basis kernels on tile 0 only, V of the
         tile's lanes on every tile) when a level is on, then one coefficient word (or one
-        packed basis row) per input channel and ``o``.  The weight-memory words are those of
+        packed basis row) per input channel and ``o``, used for ``k x k`` cycles (one kernel
+        position each).  The weight-memory words are those of
         :meth:`weight_trace`; with level 1 the coefficient words come from the coefficient
         memory on tile 0 and from the coefficient cache on later tiles of a reusing layer."""
         ex, costs = ly.extra, []
@@ -209,7 +221,7 @@ class Mlg(Scheme):
         for tk, words in enumerate(self.weight_trace(plan, ly)):
             n_o = ex["Bo"] if ex["level2"] else min(plan.lanes, ly.cout - tk * plan.lanes)
             load = ex["level2"] or (ex["level1"] and tk == 0)
-            cycles = (ex["Bo"] if load else 0) + ly.cin * n_o
+            cycles = (ex["Bo"] if load else 0) + ly.cin * n_o * ly.k * ly.k
             bits = len(words) * plan.weight_word_bits
             if ex["level2"]:
                 bits += ex["Bo"] * plan.aux_word_bits
