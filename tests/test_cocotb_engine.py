@@ -97,6 +97,7 @@ def test_simulate_catches_image_that_differs_from_the_verilog(build_dir, capsys)
     (["simulate", "EMPTY"], "no manifest.json"),
     (["demo", "--scheme", "nope"], "Unknown scheme 'nope'"),
     (["demo", "--limit", "0"], "positive number"),
+    (["demo", "--lanes", "65"], "--lanes must be in 1..64, not 65"),
     (["demo", "--set", "qb=2"], "--set needs one --scheme"),
     (["demo", "--scheme", "mlg", "--set", "Bx=1"], "has no knob 'Bx'"),
 ])

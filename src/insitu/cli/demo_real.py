@@ -33,10 +33,13 @@ from ..rtl.emit import write_design
 from ..sim.engine_run import bar_text, simulate
 from .plots import plot_demo
 
-__all__ = ["run_real_demo", "REAL_MODELS", "checkpoint", "batched", "scheme_network",
+__all__ = ["run_real_demo", "REAL_MODELS", "REAL_DEMO_LANES", "checkpoint", "batched", "scheme_network",
            "real_plan", "checkpoint_knobs"]
 
 REAL_MODELS = ("resnet8", "dscnn")
+#: The real networks' default lanes: the MACs that keep ResNet-8's 16-channel stack busy, and
+#: half the cycles (and RTL simulation time) of 8 lanes.
+REAL_DEMO_LANES = 16
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -159,7 +162,7 @@ def batched(fn, x, batch=10):
     return np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def run_real_demo(out_dir, models=REAL_MODELS, schemes=registry.NAMES, *, lanes=8,
+def run_real_demo(out_dir, models=REAL_MODELS, schemes=registry.NAMES, *, lanes=REAL_DEMO_LANES,
                   rtl_images=300, limit=None, sim="verilator", knobs=None, jobs=2) -> dict:
     """Every ``model`` x ``scheme``: golden accuracy on the test split in this process while
     up to ``jobs`` RTL simulations run beside it (each a Verilator process).  BLAS runs on

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..gen import schemes as registry
-from ..gen.compiler import compile_model
+from ..gen.compiler import MAX_LANES, compile_model
 from ..gen.compress import compress_model, make_config, write_output
 from ..gen.flashimage import parse_flash
 from ..gen.model import ModelError, load_model, load_network
@@ -19,7 +19,7 @@ from ..sim.engine_run import BENCHES, simulate
 from ..sim.runner import SimulatorMissing
 from .common import UserError, load_array, parse_knobs, scheme_args, scheme_knobs
 from .demo import run_demo, table
-from .demo_real import REAL_MODELS, real_table, run_real_demo
+from .demo_real import REAL_DEMO_LANES, REAL_MODELS, real_table, run_real_demo
 
 
 def _cmd_compress(args) -> int:
@@ -173,6 +173,8 @@ def _cmd_demo(args) -> int:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
     if args.rtl_images < 1:
         raise UserError(f"--rtl-images must be a positive integer, not {args.rtl_images}")
+    if args.lanes is not None and not 1 <= args.lanes <= MAX_LANES:
+        raise UserError(f"--lanes must be in 1..{MAX_LANES}, not {args.lanes}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, not {args.jobs}")
     try:
@@ -181,7 +183,8 @@ def _cmd_demo(args) -> int:
         knobs = scheme_knobs(schemes[0], args.set)
         if args.model in REAL_MODELS + ("real",):
             models = REAL_MODELS if args.model == "real" else (args.model,)
-            rep = run_real_demo(Path(args.output), models, schemes, lanes=args.lanes,
+            rep = run_real_demo(Path(args.output), models, schemes,
+                                lanes=REAL_DEMO_LANES if args.lanes is None else args.lanes,
                                 rtl_images=args.rtl_images, limit=args.limit, sim=args.sim,
                                 knobs=knobs, jobs=args.jobs)
             print(real_table(rep))
@@ -191,7 +194,8 @@ def _cmd_demo(args) -> int:
                   f"accuracy_vs_bits.png")
             return 0 if rep["bit_exact"] else 1
         archs = ("cnn", "mlp") if args.model == "digits" else (args.model,)
-        rep = run_demo(Path(args.output), schemes, archs, lanes=args.lanes, limit=args.limit,
+        rep = run_demo(Path(args.output), schemes, archs,
+                       lanes=8 if args.lanes is None else args.lanes, limit=args.limit,
                        sim=args.sim, knobs=knobs)
     except (SimulatorMissing, ModelError) as exc:
         raise UserError(str(exc)) from None
@@ -263,7 +267,8 @@ def register(sub) -> None:
                     "%(default)s; all 10 000 go through the golden model)")
     dm.add_argument("--jobs", type=int, default=2, metavar="N",
                     help="real networks: RTL simulations run at once (default: %(default)s)")
-    dm.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
+    dm.add_argument("--lanes", type=int, help=f"MAC lanes (default: {REAL_DEMO_LANES} for the "
+                    "real networks, 8 for the digits models)")
     dm.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="compressor knob of the (single) scheme, e.g. qb=2")
     dm.add_argument("--limit", type=int, help="simulate only the first N test images")
