@@ -267,7 +267,7 @@ class GenerateFill(Fill):
         ci = Signal(range(max(2, max(ly.cin for ly in plan.layers))))
         t = Signal(range(max(2, K2)), name="mlg_t")     # the kernel position
         t_last = Signal(name="mlg_t_last")              # the layer's last kernel position
-        m.d.comb += t_last.eq(Mux(lc["k9"], t == K2 - 1, 1) if K2 > 1 else 1)
+        m.d.comb += t_last.eq(Mux(lc["k9"], t == K2 - 1, 1))       # (K2 = 1: no 3x3 layer)
         # stage-1 flags (the reads issued last cycle)
         s_load, s_gen, s_first, s_last = Signal(), Signal(), Signal(), Signal()
         s_o, s_ci, s_t, s_t_last = Signal.like(o), Signal.like(ci), Signal.like(t), Signal()
@@ -311,10 +311,10 @@ class GenerateFill(Fill):
                 # One coefficient word per (ci, o): U[o, ci] (level 1) or Wb[o, ci], read (and
                 # counted) at t = 0 and held over the kernel positions.
                 t0 = t == 0
+                fetch = (p_field == 0) & ~cached & t0      # a basis-row word is due
                 m.d.comb += [cr_.addr.eq(lc["cbase"] + ci * lc["bo"] + og), wr_.addr.eq(p_addr)]
                 with m.If(~lc["l1"]):
-                    m.d.comb += [wr_.en.eq((p_field == 0) & ~cached & t0),
-                                 self.w_take.eq((p_field == 0) & ~cached & t0)]
+                    m.d.comb += [wr_.en.eq(fetch), self.w_take.eq(fetch)]
                     with m.If(t_last):
                         with m.If(p_field == lc["per_word"] - 1):
                             m.d.sync += [p_field.eq(0), p_addr.eq(p_addr + 1)]
@@ -380,13 +380,10 @@ class GenerateFill(Fill):
             term = Mux(lc["l2"], v * w1, Mux(s_o == n, w1, 0))
             m.d.comb += new[n].eq(Mux(s_first, 0, acc[n][0]) + term)
             with m.If(s_gen):
-                if K2 > 1:
-                    with m.If(lc["k9"]):
-                        m.d.sync += [acc[n][j].eq(acc[n][j + 1]) for j in range(K2 - 1)]
-                        m.d.sync += acc[n][K2 - 1].eq(new[n])
-                    with m.Else():
-                        m.d.sync += acc[n][0].eq(new[n])
-                else:
+                with m.If(lc["k9"]):                        # rotate by one position
+                    m.d.sync += [acc[n][j].eq(acc[n][j + 1]) for j in range(K2 - 1)]
+                    m.d.sync += acc[n][K2 - 1].eq(new[n])
+                with m.Else():
                     m.d.sync += acc[n][0].eq(new[n])
         # the last o: this cycle's sums are the tile row of term ci * k * k + t, in order
         m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + w_row), self.t_wr.data.eq(Cat(*new))]

@@ -51,9 +51,9 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
     flash = r.get("flash")
     rep = {
         "board": board, "device": b.device.part, "scheme": plan.scheme, "lanes": plan.lanes,
-        "placement": place.describe(), "skid": place.skid, "what": ("netlist of the complete top" if netlist else
-                                                "complete top (RTL)" if top else
-                                                "host link and engine (RTL)"),
+        "placement": place.describe(), "skid": place.skid,
+        "what": ("netlist of the complete top" if netlist else
+                 "complete top (RTL)" if top else "host link and engine (RTL)"),
         "simulator": "icarus" if (top or netlist) else sim, "powerup": powerup,
         "images": len(x), "vectors": r.get("vectors", 0), "mismatches": r.get("mismatches"),
         "bit_exact": bool(r.get("passed")) and r.get("mismatches") == 0
