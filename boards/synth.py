@@ -180,7 +180,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     seconds["total"] = round(time.monotonic() - t_all, 2)
     report = {
         "board": board, "device": get_board(board).device.part, "scheme": plan.scheme,
-        "lanes": plan.lanes,
+        "lanes": plan.lanes, "cpar": plan.cpar,
         "luts": placed["luts"], "ffs": syn["ffs"], "brams": placed["brams"],
         "sprams": placed["sprams"] or 0, "dsps": placed["dsps"] or 0,
         "fmax_mhz": fmax_mhz, "clock_mhz": round(top.clock_mhz, 3),

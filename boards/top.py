@@ -96,21 +96,22 @@ def place_memories(board: str, plan) -> Placement:
     dev = get_board(board).device
     have_block = dev.capacity["brams"] * dev.family.bram_bits // 8
     have_spram = dev.capacity.get("sprams") or 0
-    act = memory_words(plan.layers, plan.input_shape)
+    act = memory_words(plan.layers, plan.input_shape, plan.cpar) * plan.cpar       # bytes
     fixed = (plan.tile_buffer_bits + len(plan.post_words) * POST_BITS
              + len(plan.aux_words) * plan.aux_word_bits
              + len(plan.coef_words) * plan.coef_word_bits
              + schemes.get(plan.scheme).fill_cache_bits(plan)) // 8
     weights = len(plan.weight_words) * plan.weight_word_bits // 8
     wsp = _weight_sprams(plan)
-    banked = plan.banked(SPRAM_DEPTH) if have_spram else None
+    # (SPRAM banks hold one channel per word: not with several channels per cycle)
+    banked = plan.banked(SPRAM_DEPTH) if have_spram and plan.cpar == 1 else None
     banks = banks_used(banked.layers, banked.input_shape, SPRAM_DEPTH) if banked else 0
     if plan.weight_flash:
         options = [("flash", "block"), ("flash", "huge")]
     else:
         options = [("huge", "block"), ("block", "block"), ("block", "huge"), ("huge", "huge")]
     for wram, aram in options:
-        if aram == "huge" and not have_spram or wram == "huge" and not (have_spram and wsp):
+        if aram == "huge" and not banked or wram == "huge" and not (have_spram and wsp):
             continue
         block = fixed + (act if aram == "block" else 0) + (weights if wram == "block" else 0)
         sprams = (banks if aram == "huge" else 0) + (wsp if wram == "huge" else 0)

@@ -1,6 +1,9 @@
 """Activation buffers by liveness: where each tensor lives in the engine's activation memory.
 
-Tensors are stored in ``[C, H, W]`` order, one u8 / s8 word per value.  A tensor is live from
+Tensors are stored in ``[C, H, W]`` order, one u8 / s8 value per byte.  A word holds ``cpar``
+bytes (``Plan.cpar``, the input channels a MAC lane takes per cycle): channel ``c`` of a
+tensor is byte ``c % cpar`` of words ``base + (c // cpar) * H * W + pixel``, so one read gives
+``cpar`` consecutive channels of a pixel; addresses and sizes below are in words.  A tensor is live from
 the layer that writes it to the last layer that reads it (as input or residual); the input
 image is written before the first layer and lives until its last reader.  Each tensor gets the
 lowest address range that no tensor live at the same time occupies (first fit, largest
@@ -15,25 +18,31 @@ one access per cycle.
 
 from __future__ import annotations
 
-__all__ = ["allocate", "buffer_report", "memory_words", "banks_used"]
+__all__ = ["allocate", "buffer_report", "memory_words", "banks_used", "words"]
 
 
-def _size(lp) -> int:
-    return lp.cout * lp.oh * lp.ow
+def words(c: int, h: int, w: int, cpar: int = 1) -> int:
+    """Words a ``c x h x w`` tensor takes with ``cpar`` channels per word."""
+    return -(-c // cpar) * h * w
 
 
-def allocate(plans, input_shape, bank_words: int = 0) -> int:
+def _size(lp, cpar: int = 1) -> int:
+    return words(lp.cout, lp.oh, lp.ow, cpar)
+
+
+def allocate(plans, input_shape, bank_words: int = 0, cpar: int = 1) -> int:
     """Set ``in_base``, ``out_base``, ``res_base`` of every layer; returns the memory depth.
-    ``bank_words > 0``: each tensor takes whole banks of that many words."""
+    ``bank_words > 0``: each tensor takes whole banks of that many words; ``cpar``: channels
+    per word."""
     n = len(plans)
     c, h, w = input_shape
 
     def room(size):
         return -(-size // bank_words) * bank_words if bank_words else size
     # tensor id -> (size, first layer alive, last layer alive); -1 is the input
-    tensors = {-1: [room(c * h * w), -1, -1]}
+    tensors = {-1: [room(words(c, h, w, cpar)), -1, -1]}
     for i, lp in enumerate(plans[:-1]):
-        tensors[i] = [room(_size(lp)), i, i]
+        tensors[i] = [room(_size(lp, cpar)), i, i]
     for i, lp in enumerate(plans):
         tensors[lp.src][2] = max(tensors[lp.src][2], i)
         if lp.res >= 0:
@@ -56,25 +65,28 @@ def allocate(plans, input_shape, bank_words: int = 0) -> int:
     return max((b + s for b, s in placed.values()), default=1)
 
 
-def buffer_report(plans, input_shape) -> dict:
-    """Each buffer's size and place, and the peak activation memory (words = bytes)."""
+def buffer_report(plans, input_shape, cpar: int = 1) -> dict:
+    """Each buffer's size and place (in words of ``cpar`` bytes), and the peak activation
+    memory in bytes."""
     c, h, w = input_shape
     rows = [{"tensor": "input", "base": next(lp.in_base for lp in plans if lp.src == -1),
-             "words": c * h * w}]
-    rows += [{"tensor": lp.name, "base": lp.out_base, "words": _size(lp)} for lp in plans[:-1]]
+             "words": words(c, h, w, cpar)}]
+    rows += [{"tensor": lp.name, "base": lp.out_base, "words": _size(lp, cpar)}
+             for lp in plans[:-1]]
     peak = max(r["base"] + r["words"] for r in rows)
-    return {"buffers": rows, "peak_bytes": peak,
-            "sum_bytes": sum(r["words"] for r in rows)}
+    return {"buffers": rows, "peak_bytes": peak * cpar,
+            "sum_bytes": sum(r["words"] for r in rows) * cpar}
 
 
-def memory_words(plans, input_shape) -> int:
-    """Words the activation memory needs for ``plans`` as placed (at least 2)."""
+def memory_words(plans, input_shape, cpar: int = 1) -> int:
+    """Words (of ``cpar`` bytes) the activation memory needs for ``plans`` as placed (at
+    least 2)."""
     c, h, w = input_shape
-    ends = [lp.in_base + c * h * w for lp in plans if lp.src == -1]
-    ends += [lp.out_base + _size(lp) for lp in plans[:-1]]
+    ends = [lp.in_base + words(c, h, w, cpar) for lp in plans if lp.src == -1]
+    ends += [lp.out_base + _size(lp, cpar) for lp in plans[:-1]]
     return max(2, *ends)
 
 
-def banks_used(plans, input_shape, bank_words: int) -> int:
+def banks_used(plans, input_shape, bank_words: int, cpar: int = 1) -> int:
     """Banks of ``bank_words`` words the banked placement of ``plans`` takes."""
-    return -(-memory_words(plans, input_shape) // bank_words)
+    return -(-memory_words(plans, input_shape, cpar) // bank_words)

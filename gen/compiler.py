@@ -19,9 +19,11 @@ from .plan import LayerPlan, Plan, resolve
 from .quantise import golden_entry, quantise
 
 __all__ = ["LayerPlan", "Plan", "compile_model", "compress_layers", "golden_layers", "rebuilt_weights",
-           "dense_int8", "MAX_LANES"]
+           "dense_int8", "MAX_LANES", "CPARS", "check_cpar"]
 
 MAX_LANES = 64
+#: Input channels per MAC lane and cycle the engine can take (``Plan.cpar``).
+CPARS = (1, 2, 4, 8)
 
 
 def check_lanes(lanes) -> int:
@@ -29,6 +31,20 @@ def check_lanes(lanes) -> int:
     if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= MAX_LANES:
         raise ModelError(f"Lanes must be an integer in 1..{MAX_LANES}, not {lanes!r}")
     return lanes
+
+
+def check_cpar(cpar, lanes: int, scheme) -> int:
+    """The channels-per-cycle rule (compiler, CLI): one of :data:`CPARS`, dividing the lanes,
+    with a scheme whose fill copies weight words (``Scheme.cpar_ok``)."""
+    if not isinstance(cpar, int) or isinstance(cpar, bool) or cpar not in CPARS:
+        raise ModelError(f"Channels per cycle (cpar) must be one of "
+                         f"{', '.join(map(str, CPARS))}, not {cpar!r}")
+    if cpar > 1 and lanes % cpar:
+        raise ModelError(f"Channels per cycle (cpar) {cpar} must divide the lanes ({lanes})")
+    if cpar > 1 and not scheme.cpar_ok:
+        raise ModelError(f"Scheme '{scheme.name}' takes one channel per cycle (cpar 1), not "
+                         f"{cpar}")
+    return cpar
 
 
 def _scheme(name: str):
@@ -73,10 +89,12 @@ def compress_layers(layers: list[Layer], scheme: str, knobs: dict | None = None,
 
 def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_shape=None,
                   calib: np.ndarray | None = None, knobs: dict | None = None,
-                  compressed=None, progress=None) -> Plan:
-    """Compress (unless ``compressed`` is given), quantise and pack ``layers`` for the engine."""
+                  compressed=None, progress=None, cpar: int = 1) -> Plan:
+    """Compress (unless ``compressed`` is given), quantise and pack ``layers`` for the engine
+    (``cpar``: input channels per MAC lane and cycle, ``Plan.cpar``)."""
     sch = _scheme(scheme)
     check_lanes(lanes)
+    check_cpar(cpar, lanes, sch)
     if input_shape is None:
         if layers[0].kind != "linear" or layers[0].src not in (None, "input"):
             raise ModelError(f"Layer '{layers[0].name}' is a convolution: give the input shape "
@@ -86,18 +104,29 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ModelError(f"Input shape must be C,H,W with positive sizes, not {input_shape}")
     resolved = check_graph(layers, input_shape)
+    if cpar > 1:
+        shapes = {-1: input_shape, **{i: (ly.cout, r["oh"], r["ow"])
+                                      for i, (ly, r) in enumerate(zip(layers, resolved))}}
+        for ly, r in zip(layers, resolved):
+            c, h, w = shapes[r["src"]]
+            if ly.kind == "linear" and h * w > 1:
+                raise ModelError(f"Layer '{ly.name}': with cpar {cpar} a Linear layer needs a "
+                                 f"pooled input (1x1 pixels), not {c}x{h}x{w}")
     cfg = sch.config(knobs or {})
     if compressed is None:
         compressed = compress_layers(layers, scheme, knobs, progress)
     ints = [unit_weights(ly) if ly.pool else sch.int_weights(c)
             for ly, c in zip(layers, compressed)]
     plans, post_words = quantise(layers, ints, resolved, calib, input_shape, lanes)
+    for lp in plans:
+        lp.steps = -(-lp.cin // cpar) * lp.k * lp.k
     pairs = [(lp, c) for lp, c in zip(plans, compressed) if c is not None]
-    images = sch.pack([p for p, _ in pairs], [c for _, c in pairs], cfg, lanes)
-    allocate(plans, input_shape)
+    images = sch.pack([p for p, _ in pairs], [c for _, c in pairs], cfg, lanes,
+                      **({"cpar": cpar} if cpar > 1 else {}))
+    allocate(plans, input_shape, cpar=cpar)
     plan = Plan(scheme, lanes, plans, terms_max=max(lp.terms for lp in plans),
                 post_words=post_words, input_shape=input_shape, knobs=dict(knobs or {}),
-                **images)
+                cpar=cpar, **images)
     plan.bits_read = sch.bits_read(plan)
     plan.compressed_bits = sum(sum(c.storage_bits().values()) for c in compressed if c is not None)
     return plan

@@ -9,9 +9,10 @@ tile ``k`` from the other, so per tile::
     issue_start  = max(issue_end[k-1] (+ the layer switch), fill_end[k])
     issue_end[k] = issue_start + issue[k]
 
-* ``issue[k]``: one term per cycle, ``pixels x terms``; the post-processor takes one lane per
-  cycle, so a pixel costs at least ``lanes + 1`` cycles.  Depthwise layers and pools run
-  lane-serially (``lanes x pixels x terms``); pools need no tile.
+* ``issue[k]``: one step (``Plan.cpar`` input channels of one kernel position) per cycle,
+  ``pixels x steps``; the post-processor takes one lane per cycle, so a pixel costs at least
+  ``lanes + 1`` cycles.  Depthwise layers and pools run lane-serially (``lanes x pixels x
+  steps``); pools need no tile.
 * ``fill[k]``: the scheme's fill cycles (``Scheme.tile_costs``), or, with a weight port of
   ``port_bits`` bits per cycle, at least ``ceil(bits / port_bits)``: the weight words stream
   in from outside (flash) and nothing is kept on chip between inferences.
@@ -19,7 +20,8 @@ tile ``k`` from the other, so per tile::
   of the weight stream arrive at the flash's bits per cycle; the stream starts with the read
   command (``COMMAND_CLOCKS`` flash clocks) and runs ahead of the fill by about one word.
 * A layer switch waits for the previous layer's results to be written back
-  (``SWITCH`` cycles and one per lane of its last word).
+  (``SWITCH`` cycles and one per lane of its last word; one more with ``cpar > 1``, whose
+  MAC array sums a term's products in one more stage).
 
 Each tile is also labelled with what limits it: ``mac`` (issue), ``fill`` (the generator)
 or ``port`` (the weight port's bandwidth).
@@ -71,8 +73,8 @@ class CycleEstimate:
 def _issue(plan, ly, lanes: int) -> int:
     pixels = ly.oh * ly.ow
     if ly.depthwise:
-        return lanes * pixels * ly.terms
-    return pixels * max(ly.terms, lanes + 1)
+        return lanes * pixels * ly.steps
+    return pixels * max(ly.steps, lanes + 1)
 
 
 def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
@@ -151,7 +153,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                 issue_total += n
                 k += 1
         drain = 1 if ly.depthwise else min(L, ly.cout - (ly.tiles - 1) * L)
-        t += (SWITCH if i < len(plan.layers) - 1 else START) + drain
+        t += (SWITCH if i < len(plan.layers) - 1 else START) + drain + (plan.cpar > 1)
         per_layer.append((ly.name, t - t_layer))
     bits = sum(b for _, _, b in tiles)
     return CycleEstimate(cycles=t, issue_cycles=issue_total, port_bits=port_bits,

@@ -91,10 +91,11 @@ def canonical_outputs(plan: Plan, outs) -> np.ndarray:
 
 def compile_report(plan: Plan) -> dict:
     weights = plan.weights
-    buffers = buffer_report(plan.layers, plan.input_shape)
+    buffers = buffer_report(plan.layers, plan.input_shape, plan.cpar)
     bits = plan.weight_memory_bits
     est = estimate_cycles(plan)
-    return {"scheme": plan.scheme, "lanes": plan.lanes, "layers": len(plan.layers),
+    return {"scheme": plan.scheme, "lanes": plan.lanes, "cpar": plan.cpar,
+            "layers": len(plan.layers),
             "weights": weights, "weight_memory_bits": bits,
             "weight_bits_read": plan.weight_bits_per_inference,
             "read_ratio_vs_int8": 8 * weights / plan.weight_bits_per_inference,

@@ -55,6 +55,12 @@ class LayerPlan:
     out_base: int = 0       # (placed by liveness, gen.buffers)
     res_base: int = 0
     scale_res: float = 1.0
+    steps: int = 0          # MAC-array transfers per output pixel: terms, or with Plan.cpar
+                            # channels per transfer ceil(cin / cpar) * k * k (0: terms)
+
+    def __post_init__(self):
+        if not self.steps:
+            self.steps = self.terms
 
     @property
     def pool(self) -> bool:
@@ -93,6 +99,9 @@ class Plan:
     weight_flash: str = ""          # "qspi[:DIV]" / "spi[:DIV]": the weight memory is not on
                                     # chip, its read trace streams from a SPI NOR flash at
                                     # every inference (gen.flashimage, rtl.weightstream)
+    cpar: int = 1                   # input channels each MAC lane takes per cycle (1, 2, 4,
+                                    # 8): activation words of cpar bytes (gen.buffers), tile
+                                    # rows of cpar weights per lane, ceil(cin/cpar) k*k steps
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
@@ -113,7 +122,7 @@ class Plan:
         if legacy:                      # a manifest from before layer graphs: a chain
             for i, lp in enumerate(plan.layers):
                 lp.src = i - 1
-            allocate(plan.layers, plan.input_shape)
+            allocate(plan.layers, plan.input_shape, cpar=plan.cpar)
         return plan
 
     def banked(self, bank_words: int) -> "Plan":
@@ -121,7 +130,7 @@ class Plan:
         (``gen.buffers``); the arithmetic is unchanged."""
         plan = copy.deepcopy(self)
         plan.act_bank_words = bank_words
-        allocate(plan.layers, plan.input_shape, bank_words)
+        allocate(plan.layers, plan.input_shape, bank_words, plan.cpar)
         return plan
 
     def unbanked(self) -> "Plan":
@@ -138,12 +147,12 @@ class Plan:
     @property
     def tile_rows(self) -> int:
         """Rows of one tile-buffer slot (the engine's tile buffer holds two)."""
-        return max(max(-(-ly.terms // self.group) for ly in self.weighted), self.tile_rows_max)
+        return max(max(-(-ly.steps // self.group) for ly in self.weighted), self.tile_rows_max)
 
     @property
     def tile_buffer_bits(self) -> int:
         """Bits of the engine's double-buffered tile buffer (block RAM)."""
-        return 2 * self.tile_rows * self.lanes * self.group * self.tile_weight_bits
+        return 2 * self.tile_rows * self.lanes * self.group * self.cpar * self.tile_weight_bits
 
     @property
     def weights(self) -> int:
@@ -166,6 +175,11 @@ class Plan:
         """MAC slots per inference (a max-pool output takes one: its maximum times 1)."""
         return sum(ly.cout * (1 if ly.kind == "maxpool" else ly.terms) * ly.oh * ly.ow
                    for ly in self.layers)
+
+    def steps_of(self, cin: int, k: int) -> int:
+        """MAC-array transfers per output pixel of a layer reading ``cin`` channels through a
+        ``k x k`` window, ``cpar`` channels per transfer."""
+        return -(-cin // self.cpar) * k * k
 
     def output_pixels(self) -> int:
         ly = self.layers[-1]

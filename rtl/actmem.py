@@ -30,6 +30,12 @@ class ActivationMemory(wiring.Component):
         Address of the input image.
     residual : bool
         Build the residual read port ``rr``.
+    cpar : int
+        Bytes per word (``Plan.cpar``, 1 by default): channel ``c`` of a tensor is byte ``c %
+        cpar`` of word ``base + (c // cpar) * pixels + pixel`` (``gen.buffers``).  ``wb``
+        then writes bytes (one enable per byte) and ``rd`` / ``rr`` read whole words.
+    in_pixels : int
+        Pixels of the input image (``H * W``; only used with ``cpar > 1``).
     bank_words : int
         0: one memory.  Otherwise banks of ``bank_words`` words (a power of two), each with
         a single address for its read and write (iCE40 SPRAM, ``ram_style = "huge"``); the
@@ -45,49 +51,61 @@ class ActivationMemory(wiring.Component):
         The last input value was taken this cycle.
     conflict : ``Out(1)``
         Two ports used one bank this cycle (banked only; never 1 for a placed plan).
-    wb : ``Out(WritePort.Signature(addr_width=ceil_log2(depth), shape=8))``
-        Layer-output write port.
-    rd : ``Out(ReadPort.Signature(addr_width=ceil_log2(depth), shape=8))``
+    wb : ``Out(WritePort.Signature(addr_width=ceil_log2(depth), shape=8 * cpar, ...))``
+        Layer-output write port (``granularity=8`` with ``cpar > 1``).
+    rd : ``Out(ReadPort.Signature(addr_width=ceil_log2(depth), shape=8 * cpar))``
         Layer-input read port.
-    rr : ``Out(ReadPort.Signature(addr_width=ceil_log2(depth), shape=8))``
+    rr : ``Out(ReadPort.Signature(addr_width=ceil_log2(depth), shape=8 * cpar))``
         Residual read port (only with ``residual``).
 
     Raises
     ------
     ValueError
-        If ``depth`` or ``in_size`` is not a positive integer, ``in_base`` is negative, or the
-        input does not fit (``in_base + in_size > depth``).
+        If ``depth`` or ``in_size`` is not a positive integer, ``in_base`` is negative, the
+        input does not fit (``in_base + in_size > depth``), ``cpar`` is not 1, 2, 4 or 8 or
+        is more than 1 with banks.
     """
 
     def __init__(self, *, depth: int, in_size: int, in_base: int = 0, residual: bool = False,
-                 bank_words: int = 0):
+                 bank_words: int = 0, cpar: int = 1, in_pixels: int = 1):
         for name, v in (("depth", depth), ("in_size", in_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         if not isinstance(in_base, int) or in_base < 0:
             raise ValueError(f"in_base must be a non-negative integer, not {in_base!r}")
-        if in_base + in_size > depth:
+        if cpar not in (1, 2, 4, 8):
+            raise ValueError(f"cpar must be 1, 2, 4 or 8, not {cpar!r}")
+        if cpar > 1 and bank_words:
+            raise ValueError("a banked activation memory takes one channel per word (cpar 1)")
+        if cpar > 1 and (not isinstance(in_pixels, int) or in_pixels < 1 or in_size % in_pixels):
+            raise ValueError(f"in_pixels must be a positive divisor of in_size, not {in_pixels!r}")
+        in_words = -(-in_size // in_pixels // cpar) * in_pixels if cpar > 1 else in_size
+        if in_base + in_words > depth:
             raise ValueError(f"the input ({in_size} values at {in_base}) must fit depth "
                              f"({depth})")
+        self.cpar, self.in_pixels = cpar, in_pixels
         if (not isinstance(bank_words, int) or bank_words < 0
                 or bank_words & (bank_words - 1)):
             raise ValueError(f"bank_words must be 0 or a power of two, not {bank_words!r}")
         self.depth, self.in_size, self.in_base = depth, in_size, in_base
         self.bank_words = bank_words
         aw = max(1, ceil_log2(depth))
+        wide = {"granularity": 8} if cpar > 1 else {}
         members = {
             "i_x": In(stream.Signature(8)),
             "enable": In(1),
             "loaded": Out(1),
             "conflict": Out(1),
-            "wb": Out(WritePort.Signature(addr_width=aw, shape=8)),
-            "rd": Out(ReadPort.Signature(addr_width=aw, shape=8)),
+            "wb": Out(WritePort.Signature(addr_width=aw, shape=8 * cpar, **wide)),
+            "rd": Out(ReadPort.Signature(addr_width=aw, shape=8 * cpar)),
         }
         if residual:
-            members["rr"] = Out(ReadPort.Signature(addr_width=aw, shape=8))
+            members["rr"] = Out(ReadPort.Signature(addr_width=aw, shape=8 * cpar))
         super().__init__(members)
 
     def elaborate(self, platform):
+        if self.cpar > 1:
+            return self._elaborate_wide()
         m = Module()
         if self.bank_words:
             wr = _Write(max(1, ceil_log2(self.depth)))
@@ -141,6 +159,42 @@ class ActivationMemory(wiring.Component):
                 m.d.sync += which.eq(u.addr[lo:])
             m.d.comb += u.data.eq(Mux(fresh, banks[which], held))
             m.d.sync += held.eq(u.data)
+        return m
+
+
+    def _elaborate_wide(self):
+        """``cpar`` bytes per word: the loader walks (channel, pixel) to (word, byte)."""
+        m = Module()
+        P, hw = self.cpar, self.in_pixels
+        m.submodules.act = act = Memory(shape=8 * P, depth=max(2, self.depth), init=[])
+        wr = act.write_port(granularity=8)
+        for user in [self.rd] + ([self.rr] if "rr" in self.signature.members else []):
+            wiring.connect(m, wiring.flipped(user), act.read_port())
+        addr = Signal(range(self.depth + 1), init=self.in_base)        # the word written
+        group = Signal.like(addr, init=self.in_base)          # word of the group's pixel 0
+        pix = Signal(range(max(2, hw)))
+        byte = Signal(range(max(2, P)))
+        count = Signal(range(max(2, self.in_size)))
+        m.d.comb += self.i_x.ready.eq(self.enable)
+        with m.If(self.i_x.valid & self.enable):
+            m.d.comb += [wr.addr.eq(addr), wr.data.eq(self.i_x.payload.replicate(P)),
+                         wr.en.eq(1 << byte)]
+            with m.If(count == self.in_size - 1):
+                m.d.sync += [count.eq(0), pix.eq(0), byte.eq(0), addr.eq(self.in_base),
+                             group.eq(self.in_base)]
+                m.d.comb += self.loaded.eq(1)
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+                with m.If(pix == hw - 1):
+                    m.d.sync += pix.eq(0)
+                    with m.If(byte == P - 1):
+                        m.d.sync += [byte.eq(0), group.eq(group + hw), addr.eq(group + hw)]
+                    with m.Else():
+                        m.d.sync += [byte.eq(byte + 1), addr.eq(group)]
+                with m.Else():
+                    m.d.sync += [pix.eq(pix + 1), addr.eq(addr + 1)]
+        with m.If(self.wb.en.any()):
+            m.d.comb += [wr.addr.eq(self.wb.addr), wr.data.eq(self.wb.data), wr.en.eq(self.wb.en)]
         return m
 
 

@@ -245,14 +245,17 @@ class AsmMacIO:
     (the layouts are the single source of the bit positions).
     """
 
-    def __init__(self, *, alphabet, weight_bits, act_bits, act_signed, lanes, acc_bits):
+    def __init__(self, *, alphabet, weight_bits, act_bits, act_signed, lanes, acc_bits,
+                 ways=1):
         self.fmt = AsmCodeFormat(weight_bits, parse_alphabet(alphabet))
         self.act_bits, self.act_signed = act_bits, act_signed
         self.lanes, self.acc_bits = lanes, acc_bits
         self.code_layout = asm_code_layout(self.fmt)
+        xs = _act_shape(act_bits, act_signed)
         self.input_layout = data.StructLayout({
-            "x": _act_shape(act_bits, act_signed),
-            "w": data.ArrayLayout(self.code_layout, lanes),
+            "x": data.ArrayLayout(xs, ways) if ways > 1 else xs,
+            "w": data.ArrayLayout(data.ArrayLayout(self.code_layout, ways) if ways > 1
+                                  else self.code_layout, lanes),
             "last": 1,
         })
         self.output_layout = mac_output_layout(acc_bits, lanes)
@@ -324,6 +327,10 @@ class AsmMacArray(MacPipeline):
         Longest accumulation, >= 1; sizes the accumulator.
     acc_bits : int or None
         Accumulator width; derived from ``acc_len`` if None, else checked to be wide enough.
+    ways : int
+        Activations per term (1, 2, 4 or 8): with ``ways > 1``, ``x`` is ``ways``
+        activations, each lane takes ``ways`` codes and adds ``sum_j x[j] * w[j]``; one
+        precompute bank per activation, shared by the lanes (a latency of 4).
 
     Raises
     ------
@@ -332,15 +339,19 @@ class AsmMacArray(MacPipeline):
     """
 
     def __init__(self, *, alphabet="A4", weight_bits=8, act_bits=8, act_signed=False,
-                 lanes=8, acc_len=1024, acc_bits=None):
+                 lanes=8, acc_len=1024, acc_bits=None, ways=1):
+        if ways not in (1, 2, 4, 8):
+            raise TypeError(f"Ways must be 1, 2, 4 or 8, not {ways!r}")
+        self.ways = ways
         p = self.validate(alphabet=alphabet, weight_bits=weight_bits, act_bits=act_bits,
-                          act_signed=act_signed, lanes=lanes, acc_len=acc_len, acc_bits=acc_bits)
+                          act_signed=act_signed, lanes=lanes, acc_len=acc_len * ways,
+                          acc_bits=acc_bits)
         self._alphabet, acc_bits = p["alphabet"], p["acc_bits"]
         self._weight_bits, self._act_bits, self._act_signed = weight_bits, act_bits, act_signed
         self._lanes, self._acc_len, self._acc_bits = lanes, acc_len, acc_bits
         self._fmt = AsmCodeFormat(weight_bits, self._alphabet)
         self._io = AsmMacIO(alphabet=self._alphabet, weight_bits=weight_bits, act_bits=act_bits,
-                            act_signed=act_signed, lanes=lanes, acc_bits=acc_bits)
+                            act_signed=act_signed, lanes=lanes, acc_bits=acc_bits, ways=ways)
         super().__init__({
             "i": In(stream.Signature(self._io.input_layout)),
             "o": Out(stream.Signature(self._io.output_layout)),
@@ -394,6 +405,14 @@ class AsmMacArray(MacPipeline):
 
     def _front(self, m):
         # Stage 1: the precompute bank on the incoming activation, registered with the codes.
+        if self.ways > 1:           # one bank per activation of the term
+            regs = []
+            for j in range(self.ways):
+                m.submodules[f"bank{j}"] = bank = PrecomputeBank(
+                    alphabet=self._alphabet, act_bits=self._act_bits, act_signed=self._act_signed)
+                m.d.comb += bank.x.eq(self.i.payload.x[j])
+                regs.append((f"mult{j}", bank.mult))
+            return regs + [("w", self.i.payload.w)]
         m.submodules.bank = bank = PrecomputeBank(alphabet=self._alphabet, act_bits=self._act_bits,
                                                   act_signed=self._act_signed)
         m.d.comb += bank.x.eq(self.i.payload.x)
@@ -402,6 +421,17 @@ class AsmMacArray(MacPipeline):
     def _products(self, m, s1):
         # Stage 2: per lane select / shift / quartet add; the sign goes to the accumulator.
         out = []
+        if self.ways > 1:
+            for n in range(self._lanes):
+                cols = []
+                for j in range(self.ways):
+                    prod = AsmProduct(weight_bits=self._weight_bits, alphabet=self._alphabet,
+                                      act_bits=self._act_bits, act_signed=self._act_signed)
+                    m.submodules[f"lane{n}_{j}"] = prod
+                    m.d.comb += [prod.mult.eq(s1[f"mult{j}"]), prod.code.eq(s1["w"][n][j])]
+                    cols.append((prod.magnitude, prod.negate, prod.invalid))
+                out.append(cols)
+            return out, prod.magnitude_shape
         for n in range(self._lanes):
             prod = AsmProduct(weight_bits=self._weight_bits, alphabet=self._alphabet,
                               act_bits=self._act_bits, act_signed=self._act_signed)

@@ -32,23 +32,31 @@ def _check(lanes, act_bits, acc_len):
 
 
 class ExactMacArray(MacPipeline):
-    """``lanes`` exact MAC lanes: ``acc += x * w`` with a multiplier (``weight_bits`` signed)."""
+    """``lanes`` exact MAC lanes: ``acc += x * w`` with a multiplier (``weight_bits`` signed).
+    With ``ways > 1`` a term is ``ways`` activations and ``ways`` weights per lane: ``acc +=
+    sum_j x[j] * w[j]``."""
 
-    def __init__(self, *, weight_bits=8, act_bits=8, act_signed=False, lanes=8, acc_len=1024):
+    def __init__(self, *, weight_bits=8, act_bits=8, act_signed=False, lanes=8, acc_len=1024,
+                 ways=1):
         _check(lanes, act_bits, acc_len)
+        if ways not in (1, 2, 4, 8):
+            raise TypeError(f"Ways must be 1, 2, 4 or 8, not {ways!r}")
+        self.ways = ways
         if not isinstance(weight_bits, int) or isinstance(weight_bits, bool) or not 2 <= weight_bits <= 32:
             raise TypeError(f"Weight bits must be an integer in 2..32, not {weight_bits!r}")
         lo, hi = act_range(act_bits, act_signed)
-        bound = acc_len * max(-lo, hi) * (1 << (weight_bits - 1))
+        bound = acc_len * ways * max(-lo, hi) * (1 << (weight_bits - 1))
         self._lanes, self._acc_len = lanes, acc_len
         self._acc_bits = signed_bits_for(-bound, bound)
         self._weight_bits, self._act_bits, self._act_signed = weight_bits, act_bits, act_signed
         self._pbits = signed_bits_for(-max(-lo, hi) * (1 << (weight_bits - 1)),
                                       max(-lo, hi) * (1 << (weight_bits - 1)))
+        xs = signed(act_bits) if act_signed else unsigned(act_bits)
+        ws = signed(weight_bits)
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
-                "x": signed(act_bits) if act_signed else unsigned(act_bits),
-                "w": data.ArrayLayout(signed(weight_bits), lanes),
+                "x": data.ArrayLayout(xs, ways) if ways > 1 else xs,
+                "w": data.ArrayLayout(data.ArrayLayout(ws, ways) if ways > 1 else ws, lanes),
                 "last": 1}))),
             "o": Out(stream.Signature(mac_output_layout(self._acc_bits, lanes))),
         })
@@ -65,6 +73,9 @@ class ExactMacArray(MacPipeline):
 
     def _products(self, m, s1):
         shape = signed(self._pbits)
+        if self.ways > 1:
+            return [[(s1["x"][j] * s1["w"][n][j], Const(0), Const(0)) for j in range(self.ways)]
+                    for n in range(self._lanes)], shape
         return [(s1["x"] * s1["w"][n], Const(0), Const(0)) for n in range(self._lanes)], shape
 
 

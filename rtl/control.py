@@ -3,7 +3,7 @@ takes next (address generation / im2col)."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -146,6 +146,11 @@ class Controller(wiring.Component):
         The MAC array's input stream signature (``x``, ``w[lanes]``, ``last``).
     unit : int
         The MAC's code of weight +1 (pools).
+    cpar : int
+        Input channels per term (``Plan.cpar``, 1 by default): an activation word holds
+        ``cpar`` channels of a pixel (``gen.buffers``) and a term takes all of them, with
+        ``cpar`` weights per lane from the tile row; columns beyond ``cin`` give 0.  A
+        lane-serial layer reads its channel's byte into column 0.
 
     Members
     -------
@@ -154,7 +159,7 @@ class Controller(wiring.Component):
         Tile slots holding a complete tile.
     clr : ``Out(2)``
         Tile slots this cycle's read finished with.
-    act_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8))``
+    act_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8 * cpar))``
         Activation read port (driven).
     t_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(2 * rmax), shape=lanes*group*wbits))``
         Tile-buffer read port (driven).
@@ -164,8 +169,8 @@ class Controller(wiring.Component):
         One result word was written back (from the post-processor).
     issuing : ``Out(1)``
         In the issue phase.
-    lanes_used : ``Out(range(lanes + 1))``
-        Lanes of the term on ``o`` (1 for lane-serial layers).
+    lanes_used : ``Out(range(lanes * cpar + 1))``
+        Lanes times columns of the term on ``o`` (1 for lane-serial layers).
 
     Raises
     ------
@@ -174,25 +179,27 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, *, layers, lanes: int, group: int, wbits: int, rmax: int,
-                 act_depth: int, mac_in, unit: int = 1):
+                 act_depth: int, mac_in, unit: int = 1, cpar: int = 1):
         _check_layers(layers, lanes)
         self._layers, self._lanes, self._group, self._wbits = list(layers), lanes, group, wbits
+        self._cpar = cpar
         self._rmax, self._act_depth, self._unit = rmax, act_depth, unit
         super().__init__({
             "start": In(1), "full": In(2), "clr": Out(2),
-            "act_rd": In(ReadPort.Signature(addr_width=max(1, ceil_log2(act_depth)), shape=8)),
+            "act_rd": In(ReadPort.Signature(addr_width=max(1, ceil_log2(act_depth)),
+                                            shape=8 * cpar)),
             "t_rd": In(ReadPort.Signature(addr_width=ceil_log2(2 * rmax),
-                                          shape=unsigned(lanes * group * wbits))),
+                                          shape=unsigned(lanes * group * cpar * wbits))),
             "o": Out(mac_in),
             "row_done": In(1),
             "issuing": Out(1),
-            "lanes_used": Out(range(lanes + 1)),
+            "lanes_used": Out(range(lanes * cpar + 1)),
         })
 
     def elaborate(self, platform):
         m = Module()
         layers, L, G, wbits = self._layers, self._lanes, self._group, self._wbits
-        rmax, act_depth, nl = self._rmax, self._act_depth, len(layers)
+        rmax, act_depth, nl, P = self._rmax, self._act_depth, len(layers), self._cpar
         full = self.full
         kmax = max(ly.k for ly in layers)
         serial = any(ly.depthwise for ly in layers)       # elaborate lane-serial logic
@@ -237,7 +244,7 @@ class Controller(wiring.Component):
             ("maxp", lambda ly: int(ly.kind == "maxpool"), 1),
             # last index of each counter, so that "is last" is one equality test
             ("k_m1", lambda ly: ly.k - 1, range(max(2, kmax))),
-            ("cin_m1", lambda ly: ly.cin - 1, range(1 << 16)),
+            ("cin_m1", lambda ly: -(-ly.cin // P) - 1, range(1 << 16)),    # channel groups
             ("oy_last", lambda ly: (ly.oh - 1) * ly.stride, range(4096)),
             ("ox_last", lambda ly: (ly.ow - 1) * ly.stride, range(4096)),
         ]}
@@ -263,7 +270,7 @@ class Controller(wiring.Component):
 
         s1_valid = Signal()
         s1_inside, s1_last, s1_col = Signal(), Signal(), Signal(range(max(2, G)))
-        s1_lanes = Signal(range(L + 1))
+        s1_lanes = Signal(range(L * P + 1))
         s1_unit, s1_first, s1_max = Signal(), Signal(), Signal()
         adv = Signal()
         m.d.comb += adv.eq(~s1_valid | self.o.ready)
@@ -277,12 +284,28 @@ class Controller(wiring.Component):
         s0_col = Signal.like(s1_col)
         s0_lanes = Signal.like(s1_lanes)
         s0_xaddr = Signal(range(max(2, act_depth)))
+        # cpar > 1: the columns that hold channels (the last group may be partial; a
+        # lane-serial layer uses column 0) and the lane-serial channel's byte
+        all_cols = (1 << P) - 1
+        cols_last = layer_const(m, c_ly, layers, "c_cols_last",
+                                lambda ly: (1 << (ly.cin - (-(-ly.cin // P) - 1) * P)) - 1,
+                                P, registered=True)
+        ncols_last = layer_const(m, c_ly, layers, "c_ncols_last",
+                                 lambda ly: ly.cin - (-(-ly.cin // P) - 1) * P, range(P + 1),
+                                 registered=True)
+        c_byte = Signal(range(max(2, P)))     # lane-serial: channel % cpar
+        s0_cols, s1_cols = Signal(P), Signal(P)
+        s0_byte, s1_byte = Signal.like(c_byte), Signal.like(c_byte)
+        s0_ser, s1_ser = Signal(), Signal()
         s0_taddr = Signal(range(2 * rmax))
         s0_free = Signal(2)                     # the tile slot this (last) read frees
         c_free = Signal(2)
         with m.If(adv):
             m.d.sync += [s0_valid.eq(can_issue), s0_inside.eq(inside), s0_last.eq(t_last),
-                         s0_col.eq(c_col), s0_lanes.eq(Mux(ser, 1, c_lanes)),
+                         s0_col.eq(c_col), s0_lanes.eq(Mux(ser, 1, c_lanes * Mux(
+                             c_ci == cf["cin_m1"], ncols_last, P))),
+                         s0_cols.eq(Mux(c_ci == cf["cin_m1"], cols_last, all_cols)),
+                         s0_byte.eq(c_byte), s0_ser.eq(ser),
                          s0_unit.eq(cf["unit"]), s0_max.eq(cf["maxp"]),
                          s0_first.eq((c_kh == 0) & (c_kw == 0)),
                          s0_xaddr.eq(Mux(inside, x_addr, 0)),
@@ -296,14 +319,23 @@ class Controller(wiring.Component):
         with m.If(adv):
             m.d.sync += [s1_valid.eq(s0_valid), s1_inside.eq(s0_inside), s1_last.eq(s0_last),
                          s1_col.eq(s0_col), s1_lanes.eq(s0_lanes), s1_unit.eq(s0_unit),
-                         s1_first.eq(s0_first), s1_max.eq(s0_max)]
+                         s1_first.eq(s0_first), s1_max.eq(s0_max), s1_cols.eq(s0_cols),
+                         s1_byte.eq(s0_byte), s1_ser.eq(s0_ser)]
         m.d.comb += self.issuing.eq(c_phase == 2)
 
         # MAC input from the read data.
-        row_words = data.ArrayLayout(data.ArrayLayout(unsigned(wbits), G), L)
+        row_words = data.ArrayLayout(data.ArrayLayout(unsigned(wbits), G * P), L)
         trow = row_words(self.t_rd.data)
         mp = self.o.payload
-        x_now = Mux(s1_inside, self.act_rd.data, 0)
+        rd = self.act_rd.data
+        if P > 1:
+            # column 0: the lane-serial channel's byte or channel 0 of the group
+            col0 = Mux(s1_ser, rd.word_select(s1_byte, 8), rd[:8])
+            xs = [Mux(s1_inside & s1_cols[j], col0 if j == 0 else rd[8 * j:8 * j + 8], 0)
+                  for j in range(P)]
+            x_now = xs[0]
+        else:
+            x_now = Mux(s1_inside, rd, 0)
         if any(ly.kind == "maxpool" for ly in layers):
             # Max pooling (lane-serial, one channel at a time): the window's running maximum
             # is kept here and only the window's last term goes to the MAC, as max * 1.
@@ -312,11 +344,19 @@ class Controller(wiring.Component):
             with m.If(adv & s1_valid):
                 m.d.sync += run.eq(x_max)
             m.d.comb += [self.o.valid.eq(s1_valid & (~s1_max | s1_last)),
-                         mp.x.eq(Mux(s1_max, x_max, x_now))]
+                         (mp.x[0] if P > 1 else mp.x).eq(Mux(s1_max, x_max, x_now))]
         else:
-            m.d.comb += [self.o.valid.eq(s1_valid), mp.x.eq(x_now)]
+            m.d.comb += [self.o.valid.eq(s1_valid), (mp.x[0] if P > 1 else mp.x).eq(x_now)]
+        if P > 1:
+            m.d.comb += [mp.x[j].eq(xs[j]) for j in range(1, P)]
         m.d.comb += [mp.last.eq(s1_last), self.lanes_used.eq(s1_lanes)]
         for n in range(L):
+            if P > 1:
+                w = trow[n].as_value()
+                if any(ly.pool for ly in layers):
+                    w = Mux(s1_unit, Const(self._unit, wbits).replicate(P), w)
+                m.d.comb += mp.w[n].eq(w)
+                continue
             w = trow[n].as_value().word_select(s1_col, wbits) if G > 1 else trow[n][0]
             m.d.comb += mp.w[n].eq(Mux(s1_unit, self._unit, w) if any(ly.pool for ly in layers)
                                    else w)
@@ -362,7 +402,12 @@ class Controller(wiring.Component):
                         with m.Else():
                             m.d.sync += c_ox.eq(c_ox + cf["s"])
                         with m.If(p_last & ser):
-                            m.d.sync += c_ch_base.eq(c_ch_base + cf["hw"])
+                            if P > 1:       # the next channel: the next byte or word group
+                                m.d.sync += c_byte.eq(c_byte + 1)
+                                with m.If(c_byte == P - 1):
+                                    m.d.sync += [c_byte.eq(0), c_ch_base.eq(c_ch_base + cf["hw"])]
+                            else:
+                                m.d.sync += c_ch_base.eq(c_ch_base + cf["hw"])
                             with m.If(~lane_last):
                                 m.d.sync += c_lane.eq(c_lane + 1)
                             with m.Else():
@@ -372,7 +417,7 @@ class Controller(wiring.Component):
                                 m.d.comb += c_free.eq(Mux(c_slot, 0b10, 0b01))
                                 m.d.sync += c_slot.eq(~c_slot)
                             with m.If(tile_last):
-                                m.d.sync += [c_tk.eq(0), c_ch_base.eq(0)]
+                                m.d.sync += [c_tk.eq(0), c_ch_base.eq(0), c_byte.eq(0)]
                                 with m.If(c_ly == nl - 1):
                                     m.d.sync += [c_phase.eq(0), c_ly.eq(0)]
                                 with m.Else():

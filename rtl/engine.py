@@ -180,7 +180,8 @@ class Engine(wiring.Component):
         G = plan.group                          # terms per tile-buffer row (SmartDeal 3, else 1)
         wbits = plan.tile_weight_bits           # bits per weight (or code) in the tile buffer
         rmax = plan.tile_rows
-        act_depth = memory_words(layers, plan.input_shape)
+        P = plan.cpar
+        act_depth = memory_words(layers, plan.input_shape, P)
 
         running, idle = Signal(), Signal()
         # the power-up image check (boot_check): from reset until the check's read is over
@@ -197,7 +198,8 @@ class Engine(wiring.Component):
         m.submodules.act = act = ActivationMemory(
             depth=act_depth, in_size=c * h * w,
             in_base=next(ly.in_base for ly in layers if ly.src == -1),
-            residual=any(ly.res >= 0 for ly in layers), bank_words=plan.act_bank_words)
+            residual=any(ly.res >= 0 for ly in layers), bank_words=plan.act_bank_words,
+            cpar=P, in_pixels=h * w)
         wiring.connect(m, wiring.flipped(self.i_x), act.i_x)
         if self.boot_check:
             # Inputs complete during the check wait for it (and take no more bytes).
@@ -212,7 +214,7 @@ class Engine(wiring.Component):
         # Weight side: the scheduler picks the tile, the scheme's fill builds it (the
         # weighted layers only: pools have no tiles).
         fplan = replace(plan, layers=weighted)
-        m.submodules.tile = tile = Memory(shape=unsigned(L * G * wbits), depth=2 * rmax, init=[])
+        m.submodules.tile = tile = Memory(shape=unsigned(L * G * P * wbits), depth=2 * rmax, init=[])
         m.submodules.sched = sched = TileScheduler(layers=weighted, lanes=L)
         fill = FILLS[self._scheme.fill](fplan, rmax=rmax, depths=wmem.depths)
         t_wr = tile.write_port(granularity=wbits)
@@ -271,11 +273,11 @@ class Engine(wiring.Component):
         # Issue side: controller -> MAC array -> post-processor -> activations / o_y.
         m.submodules.mac = mac = MACS[self._scheme.mac](
             act_bits=8, act_signed=False, lanes=L, acc_len=plan.terms_max,
-            **self._scheme.mac_params(plan))
+            **({"ways": P} if P > 1 else {}), **self._scheme.mac_params(plan))
         m.submodules.ctrl = ctrl = Controller(
             layers=layers, lanes=L, group=G, wbits=wbits, rmax=rmax, act_depth=act_depth,
             mac_in=mac.signature.members["i"].signature.flip(),  # an In member's is flipped
-            unit=mac.unit)
+            unit=mac.unit, cpar=P)
         if self.skid:
             # the MAC array's stall (the post-processor's ready) reaches the controller's
             # issue enable through a register, not combinationally (Fmax)
@@ -291,7 +293,7 @@ class Engine(wiring.Component):
         m.submodules.post = post = PostProcessor(
             layers=layers, lanes=L, acc_bits=mac.acc_bits,
             result=mac.signature.members["o"].signature, act_depth=act_depth,
-            post_depth=wmem.depths[MEM_POST], banked=bool(plan.act_bank_words))
+            post_depth=wmem.depths[MEM_POST], banked=bool(plan.act_bank_words), cpar=P)
         wiring.connect(m, mac.o, post.i)
         wiring.connect(m, post.p_rd, wmem.p_rd)
         wiring.connect(m, post.wb, act.wb)
@@ -305,7 +307,7 @@ class Engine(wiring.Component):
         with m.If(post.done):
             m.d.sync += running.eq(0)
 
-        m.submodules.counters = cnt = Counters(lanes=L, counter_bits=self._counter_bits)
+        m.submodules.counters = cnt = Counters(lanes=L * P, counter_bits=self._counter_bits)
         flash_bad = ws.bad if plan.weight_flash else 0
         m.d.comb += [cnt.start.eq(start), cnt.running.eq(running), cnt.issuing.eq(ctrl.issuing),
                      cnt.mac_fire.eq(ctrl.o.valid & ctrl.o.ready), cnt.lanes.eq(ctrl.lanes_used),

@@ -76,7 +76,7 @@ class Fill(wiring.Component):
             "w_take": Out(1),
             "err": Out(1),
             "t_wr": In(WritePort.Signature(addr_width=ceil_log2(2 * rmax),
-                                           shape=unsigned(L * G * wb), granularity=wb)),
+                                           shape=unsigned(L * G * plan.cpar * wb), granularity=wb)),
             "w_rd": In(ReadPort.Signature(addr_width=ceil_log2(depths[MEM_WEIGHT]),
                                           shape=unsigned(plan.weight_word_bits))),
             "a_rd": In(ReadPort.Signature(addr_width=ceil_log2(depths[MEM_AUX]),
@@ -97,7 +97,7 @@ class CopyFill(Fill):
         def lc_(name, fn, shape):
             return layer_const(m, self.layer, plan.layers, name, fn, shape)
 
-        terms = lc_("g_terms", lambda ly: ly.terms, range(1 << 16))
+        terms = lc_("g_terms", lambda ly: ly.steps, range(1 << 16))      # one word per step
         base = lc_("g_wbase", lambda ly: ly.wbase, range(1 << 24))
         r = Signal(range(rmax + 1))
         addr = Signal(range(1 << 24))

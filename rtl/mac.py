@@ -9,8 +9,9 @@ the ``bad_code``/``overrun`` flags and the output register.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
+from amaranth.utils import ceil_log2
 
 __all__ = ["mac_output_layout", "fold_add", "MacPipeline"]
 
@@ -48,6 +49,10 @@ def _any(bits):
 class MacPipeline(wiring.Component):
     """Base of the MAC arrays: ``i`` (x, w[lanes], last) -> ``o`` (acc[lanes], flags).
 
+    With ``ways > 1`` a term carries ``ways`` activations ``x[j]`` and ``ways`` weights per
+    lane, ``_products`` gives ``ways`` products per lane, and one more stage sums them (a
+    latency of 4).
+
     ``LATENCY`` = 3 cycles from a ``last`` term to ``o.valid``; ``THROUGHPUT`` = 1 term per
     cycle with no bubbles; the pipeline stalls only when a finished result meets a full
     output register.  Subclasses set ``_lanes``, ``_acc_bits``, ``_acc_len`` and implement
@@ -56,6 +61,7 @@ class MacPipeline(wiring.Component):
 
     LATENCY = 3
     THROUGHPUT = 1
+    ways = 1            # products per lane and term (a subclass built with ways > 1 sets it)
 
     def _front(self, m) -> list:
         """``[(name, value)]`` stage 1 registers from the input payload (and anything else)."""
@@ -86,13 +92,43 @@ class MacPipeline(wiring.Component):
 
         # Stage 2: per-lane products (magnitude and sign kept apart).
         lanes_out, mshape = self._products(m, s1)
+        ways = self.ways
+        if ways > 1:
+            # ``ways`` products per lane: stage 2 registers each, stage 2b their signed sum
+            # (the sign of each folded into the sum's adder), which the accumulator adds.
+            c_mag = Signal(data.ArrayLayout(data.ArrayLayout(mshape, ways), lanes), name="s2c_mag")
+            c_neg = Signal(data.ArrayLayout(ways, lanes), name="s2c_neg")
+            c_valid, c_last, c_bad = Signal(), Signal(), Signal()
+            with m.If(en):
+                m.d.sync += [c_valid.eq(s1_valid), c_last.eq(s1_last),
+                             c_bad.eq(s1_valid & _any([inv for cols in lanes_out
+                                                       for _, _, inv in cols]))]
+                for n, cols in enumerate(lanes_out):
+                    for j, (mag, neg, _) in enumerate(cols):
+                        m.d.sync += [c_mag[n][j].eq(mag), c_neg[n][j].eq(neg)]
+            sbits = mshape.width + 1 + ceil_log2(ways)
+            lanes_out = []
+            for n in range(lanes):
+                total = 0
+                for j in range(ways):
+                    ext = Signal(signed(sbits), name=f"lane{n}_c{j}")
+                    flip = Signal(signed(sbits), name=f"lane{n}_c{j}_x")
+                    m.d.comb += [ext.eq(c_mag[n][j]),
+                                 flip.eq(ext ^ c_neg[n][j].replicate(sbits))]
+                    total = total + flip + c_neg[n][j]
+                lanes_out.append((total, Const(0, 1), Const(0, 1)))
+            mshape = signed(sbits)
+            s1_valid, s1_last = c_valid, c_last
+            s2_bad_in = c_bad
+        else:
+            s2_bad_in = s1_valid & _any([inv for _, _, inv in lanes_out])
         s2_mag = Signal(data.ArrayLayout(mshape, lanes), name="s2_mag")
         s2_neg = Signal(lanes, name="s2_neg")
         with m.If(en):
             m.d.sync += [
                 s2_valid.eq(s1_valid),
                 s2_last .eq(s1_last),
-                s2_bad  .eq(s1_valid & _any([inv for _, _, inv in lanes_out])),
+                s2_bad  .eq(s2_bad_in),
             ]
             for n, (mag, neg, _) in enumerate(lanes_out):
                 m.d.sync += [s2_mag[n].eq(mag), s2_neg[n].eq(neg)]

@@ -80,6 +80,10 @@ class PostProcessor(wiring.Component):
         Words per activation buffer.
     post_depth : int
         Words of the post-processing memory.
+    cpar : int
+        Bytes per activation word (``Plan.cpar``, 1 by default): channel ``co`` of a pixel is
+        byte ``co % cpar`` of word ``out_base + (co // cpar) * pixels + pixel``; the
+        write-back enables that byte, the residual read takes it.
     banked : bool
         The activation memory is single-port banks (``rtl.actmem``): a layer's first value
         waits until the previous layer's values in the pipeline are written back, so its
@@ -91,9 +95,9 @@ class PostProcessor(wiring.Component):
         MAC results; ``ready`` is a register (set the cycle after the last lane was taken).
     p_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(post_depth), shape=POST_BITS))``
         Post-processing memory read port (driven).
-    wb : ``In(WritePort.Signature(addr_width=ceil_log2(act_depth), shape=8))``
-        Hidden-layer write-back (driven), at ``out_base + co * pixels + pixel``.
-    rr : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8))``
+    wb : ``In(WritePort.Signature(addr_width=ceil_log2(act_depth), shape=8 * cpar, ...))``
+        Hidden-layer write-back (driven), at ``out_base + co * pixels + pixel`` (cpar 1).
+    rr : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8 * cpar))``
         Residual read port (driven; only when a layer has a residual).
     o_y : ``Out(stream.Signature(output_layout()))``
         Final-layer values, through a 3-deep FIFO.
@@ -106,8 +110,9 @@ class PostProcessor(wiring.Component):
     """
 
     def __init__(self, *, layers, lanes: int, acc_bits: int, result, act_depth: int,
-                 post_depth: int, banked: bool = False):
+                 post_depth: int, banked: bool = False, cpar: int = 1):
         self._layers, self._lanes, self.acc_bits = list(layers), lanes, acc_bits
+        self._cpar = cpar
         self.banked = banked
         self._act_depth = act_depth
         self.residual = any(ly.res >= 0 for ly in layers)
@@ -115,19 +120,20 @@ class PostProcessor(wiring.Component):
         members = {
             "i": In(result),
             "p_rd": In(ReadPort.Signature(addr_width=ceil_log2(post_depth), shape=POST_BITS)),
-            "wb": In(WritePort.Signature(addr_width=aw, shape=8)),
+            "wb": In(WritePort.Signature(addr_width=aw, shape=8 * cpar,
+                                         **({"granularity": 8} if cpar > 1 else {}))),
             "o_y": Out(stream.Signature(output_layout())),
             "row_done": Out(1),
             "done": Out(1),
             "err": Out(1),
         }
         if self.residual:
-            members["rr"] = In(ReadPort.Signature(addr_width=aw, shape=8))
+            members["rr"] = In(ReadPort.Signature(addr_width=aw, shape=8 * cpar))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        layers, L, act_depth = self._layers, self._lanes, self._act_depth
+        layers, L, act_depth, P = self._layers, self._lanes, self._act_depth, self._cpar
         nl = len(layers)
         serial = any(ly.depthwise for ly in layers)
         p_ly = Signal(range(max(2, nl)))
@@ -180,7 +186,10 @@ class PostProcessor(wiring.Component):
         co_base = Signal(range(1 << 16), name="p_co_base")
         addr = Signal(range(max(2, act_depth)), name="p_addr")
         addr_base = Signal(range(max(2, act_depth)), name="p_addr_base")   # tile * L * pixels
-        tile_step = const("tile_step", lambda ly: L * ly.oh * ly.ow, range(1 << 24))
+        tile_step = const("tile_step", lambda ly: L // P * ly.oh * ly.ow, range(1 << 24))
+        p_byte = Signal(range(max(2, P)), name="p_byte")   # co % cpar
+        q1_byte = Signal.like(p_byte, name="q1_byte")
+        byte_last = p_byte == P - 1
         m.d.comb += [pr.addr.eq(post_base + co), pr.en.eq(padv)]
         if self.residual:
             res_base = const("res_base", lambda ly: ly.res_base, range(1 << 20))
@@ -199,18 +208,24 @@ class PostProcessor(wiring.Component):
             m.d.sync += [q1_valid.eq(take), q1_final.eq(p_final), q1_relu.eq(p_relu),
                          q1_signed.eq(p_signed),
                          q1_lastlane.eq(word_last), q1_acc.eq(res.acc[p_lane]),
-                         q1_addr.eq(out_base + addr),
+                         q1_addr.eq(out_base + addr), q1_byte.eq(p_byte),
                          q1_end.eq(lane_last & p_final & (p_tk == tiles - 1) & pix_last)]
         with m.If(take):
             with m.If(res.bad_code | res.overrun):
                 m.d.comb += self.err.eq(1)
             layer_done = [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1)), fresh.eq(1),
                           co.eq(0), co_base.eq(0), addr.eq(0), addr_base.eq(0)]
+            if P > 1:
+                layer_done.append(p_byte.eq(0))
             with m.If(ser):
                 # (tile, lane, pixel) order: the address runs on by one.
                 m.d.sync += addr.eq(addr + 1)
                 with m.If(pix_last):
                     m.d.sync += [p_pix.eq(0), co.eq(co + 1)]
+                    if P > 1:           # the next byte: back to the group's first pixel
+                        m.d.sync += p_byte.eq(p_byte + 1)
+                        with m.If(~byte_last):
+                            m.d.sync += addr.eq(addr + 1 - n_pix)
                     with m.If(lane_last):
                         m.d.sync += p_lane.eq(0)
                         with m.If(p_tk == tiles - 1):
@@ -223,6 +238,8 @@ class PostProcessor(wiring.Component):
                     m.d.sync += p_pix.eq(p_pix + 1)
             with m.Elif(lane_last):
                 m.d.sync += p_lane.eq(0)
+                if P > 1:
+                    m.d.sync += p_byte.eq(0)
                 with m.If(pix_last):
                     m.d.sync += p_pix.eq(0)
                     with m.If(p_tk == tiles - 1):
@@ -235,7 +252,13 @@ class PostProcessor(wiring.Component):
                     m.d.sync += [p_pix.eq(p_pix + 1), co.eq(co_base),
                                  addr.eq(addr_base + p_pix + 1)]
             with m.Else():
-                m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), addr.eq(addr + n_pix)]
+                m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1)]
+                if P > 1:               # the next byte, or the next group's word
+                    m.d.sync += p_byte.eq(p_byte + 1)
+                    with m.If(byte_last):
+                        m.d.sync += addr.eq(addr + n_pix)
+                else:
+                    m.d.sync += addr.eq(addr + n_pix)
 
         # Stages Q2..Q6: Q2 acc + bias, Q3 * M (and res * Mr), [Q3r the sum of the two],
         # Q4 >> (S - 1), Q5 + 1 >> 1 (rounding), Q6 clamp; then the write-back / output FIFO.
@@ -245,11 +268,14 @@ class PostProcessor(wiring.Component):
         pbits = vbits + M_BITS + 2
         tags = {"valid": q1_valid, "final": q1_final, "relu": q1_relu, "lastlane": q1_lastlane,
                 "end": q1_end, "addr": q1_addr, "signed": q1_signed}
+        if P > 1:
+            tags["byte"] = q1_byte
         if self.residual:
             q1_rsigned = Signal()
             with m.If(padv):
                 m.d.sync += q1_rsigned.eq(const("res_signed", lambda ly: int(ly.res_signed), 1))
-            rval = Mux(q1_rsigned, self.rr.data.as_signed(), self.rr.data.as_unsigned())
+            rbyte = self.rr.data.word_select(q1_byte, 8) if P > 1 else self.rr.data
+            rval = Mux(q1_rsigned, rbyte.as_signed(), rbyte.as_unsigned())
 
         def stage(name, prev, values):
             """Register the tags of ``prev`` and ``values`` (name -> expression) on ``padv``."""
@@ -287,8 +313,12 @@ class PostProcessor(wiring.Component):
 
         m.d.comb += in_flight.eq(Cat(*(t["valid"] for t in flight)).any())
         wr_hidden = padv & q["valid"] & ~q["final"]
-        m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(v6["u8"]),
-                     self.wb.en.eq(wr_hidden)]
+        if P > 1:
+            m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(v6["u8"].replicate(P)),
+                         self.wb.en.eq(Mux(wr_hidden, 1 << q["byte"], 0))]
+        else:
+            m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(v6["u8"]),
+                         self.wb.en.eq(wr_hidden)]
         m.d.comb += [ofifo.w_data.eq(Cat(v6["s32"], q["end"])),
                      ofifo.w_en.eq(padv & q["valid"] & q["final"]),
                      self.row_done.eq(padv & q["valid"] & q["lastlane"]),

@@ -30,7 +30,7 @@ def summarize(plan, summary: dict) -> dict:
     per = summary.get("counters", [])
     n = summary.get("vectors", 0)
     first = per[0] if per else {}
-    L = plan.lanes
+    L = plan.lanes * plan.cpar                  # MAC slots per cycle
     cyc = first.get("cycles", 0)
     issue = first.get("issue_cycles", 0)
     slots = first.get("mac_slots", 0)
@@ -49,7 +49,8 @@ def summarize(plan, summary: dict) -> dict:
         "dense_int8_bits_read": 8 * plan.weights,
         "read_ratio_vs_int8": 8 * plan.weights / first["weight_bits"] if first.get("weight_bits") else 0.0,
         "weight_memory_bits": plan.weight_memory_bits,
-        "lanes": L,
+        "lanes": plan.lanes,
+        "cpar": plan.cpar,
         "scheme": plan.scheme,
         "first_mismatches": summary.get("first_mismatches", []),
         **({"flash": summary["flash"]} if "flash" in summary else {}),

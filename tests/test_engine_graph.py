@@ -13,6 +13,7 @@ from insitu import from_torch
 from insitu.gen import schemes
 from insitu.gen.buffers import buffer_report
 from insitu.gen.compiler import compile_model, golden_layers
+from insitu.gen.cycles import estimate_cycles
 from insitu.gen.design import golden_vectors
 from insitu.gen.layer import Layer, ModelError
 from insitu.gen.lower import lower
@@ -161,3 +162,44 @@ def test_bank_conflict_is_flagged():
     bad.act_bank_words = 64                 # banks, but the unbanked (packed) placement
     _, counters = run_engine(bad, rng.integers(0, 256, (1, 192)), seed=1)
     assert counters[0]["err"] == 1
+
+
+@pytest.mark.parametrize("scheme, lanes, cpar", [("asm", 4, 2), ("int8", 8, 4)])
+def test_graph_cpar_bit_exact(scheme, lanes, cpar):
+    """Several input channels per lane and cycle (``Plan.cpar``): activation words of cpar
+    channels, cpar weights per lane and term; the 3-channel input and the depthwise layer
+    and pools (their channel's byte in column 0) included, with stalls.  The golden model
+    is the same integer network as with cpar 1, and the cycle model stays within 1%."""
+    rng = np.random.default_rng(0)
+    plan = compile_model(graph_net(rng), scheme, lanes=lanes, input_shape=(3, 8, 8),
+                         calib=rng.random((16, 3, 8, 8)), cpar=cpar)
+    one = compile_model(graph_net(np.random.default_rng(0)), scheme, lanes=lanes,
+                        input_shape=(3, 8, 8), calib=rng.random((16, 3, 8, 8)))
+    for a, b in zip(golden_layers(plan), golden_layers(one)):
+        assert (a["W"] == b["W"]).all()
+    x = np.concatenate([np.full((1, 192), 255), rng.integers(0, 256, (2, 192))]).astype(np.int64)
+    got, counters = run_engine(plan, x, seed=3, p_gap=0.3, p_stall=0.4)
+    assert (got == golden_vectors(plan, x)).all()
+    model = estimate_cycles(plan).cycles
+    for c in counters:
+        assert c["mac_slots"] == plan.macs and c["err"] == 0
+        assert c["weight_bits"] == plan.weight_bits_per_inference
+        assert abs(c["cycles"] - model) <= 0.01 * model
+    assert counters[0]["cycles"] < 0.8 * estimate_cycles(one).cycles
+
+
+def test_cpar_refusals():
+    rng = np.random.default_rng(0)
+    net = graph_net(rng)
+    kw = {"input_shape": (3, 8, 8), "calib": rng.random((4, 3, 8, 8))}
+    for scheme, lanes, cpar, msg in [
+            ("asm", 4, 3, r"Channels per cycle \(cpar\) must be one of 1, 2, 4, 8, not 3"),
+            ("asm", 4, 8, r"Channels per cycle \(cpar\) 8 must divide the lanes \(4\)"),
+            ("mlg", 4, 2, r"Scheme 'mlg' takes one channel per cycle \(cpar 1\), not 2")]:
+        with pytest.raises(ModelError, match=msg):
+            compile_model(net, scheme, lanes=lanes, cpar=cpar, **kw)
+    flat = [Layer("c", "conv3x3", rng.normal(size=(2, 3, 3, 3)), pad=1, relu=True),
+            Layer("fc", "linear", rng.normal(size=(4, 128)))]
+    with pytest.raises(ModelError, match=r"Layer 'fc': with cpar 2 a Linear layer needs a "
+                                         r"pooled input \(1x1 pixels\), not 2x8x8"):
+        compile_model(flat, "int8", lanes=4, cpar=2, **kw)

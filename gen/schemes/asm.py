@@ -93,6 +93,7 @@ class Asm(Scheme):
     fill = "copy"
     mac = "asm"
     marker = "o"
+    cpar_ok = True
     sweep = tuple({"alphabet": a, "weight_bits": b} for b in (8, 4) for a in ("A4", "A2", "A1"))
 
     def random_knobs(self, rng) -> dict:
@@ -104,15 +105,15 @@ class Asm(Scheme):
     def int_weights(self, c):
         return c.weight_int().reshape(c.shape[0], -1), np.asarray(c.scale, dtype=np.float64)
 
-    def pack(self, plans, compressed, cfg, lanes) -> dict:
+    def pack(self, plans, compressed, cfg, lanes, cpar: int = 1) -> dict:
         fmt = AsmCodeFormat(cfg.weight_bits, parse_alphabet(cfg.alphabet))
         words = pack_lanes(plans, lambda i: compressed[i].codes(), lanes, fmt.width,
-                           fmt.encode_value(0))
-        terms_max = max(lp.terms for lp in plans)
+                           fmt.encode_value(0), cpar)
+        steps_max = max(lp.steps for lp in plans)
         alphabet = (cfg.alphabet if isinstance(cfg.alphabet, str)
                     else ",".join(str(a) for a in cfg.alphabet))
-        return {"group": 1, "tile_weight_bits": fmt.width, "tile_rows_max": terms_max,
-                "weight_word_bits": lanes * fmt.width, "weight_words": words,
+        return {"group": 1, "tile_weight_bits": fmt.width, "tile_rows_max": steps_max,
+                "weight_word_bits": lanes * cpar * fmt.width, "weight_words": words,
                 "params": {"alphabet": alphabet, "weight_bits": cfg.weight_bits}}
 
     @staticmethod

@@ -47,6 +47,7 @@ class Scheme:
     factor_qat: bool = False        # the demo fine-tunes the factors (not the float weights)
     sweep: tuple = ({},)            # knob settings of the memory benchmark (insitu bench memory)
     marker: str = "o"               # its plot marker
+    cpar_ok: bool = False           # pack takes cpar > 1 (several channels per tile row)
 
     def random_knobs(self, rng) -> dict:
         """Random valid knobs (the engine fuzzer)."""
@@ -82,14 +83,14 @@ class Scheme:
 
     def tile_costs(self, plan, ly) -> list[tuple[int, int]]:
         """``[(fill cycles, weight-memory bits read), ...]`` of each tile of layer ``ly``, for
-        the cycle model (``gen.cycles``).  The copy fill: one word per term and cycle."""
-        return [(ly.terms, ly.terms * plan.weight_word_bits)] * ly.tiles
+        the cycle model (``gen.cycles``).  The copy fill: one word per step and cycle."""
+        return [(ly.steps, ly.steps * plan.weight_word_bits)] * ly.tiles
 
     def weight_trace(self, plan, ly) -> list[list[int]]:
         """Per tile of layer ``ly``, the weight-memory addresses the fill reads, in the order it
         takes them (a word read twice appears twice): the order of the weight stream of a
-        flash-backed engine (``gen.flashimage``).  The copy fill: one word per term."""
-        return [list(range(ly.wbase + tk * ly.terms, ly.wbase + (tk + 1) * ly.terms))
+        flash-backed engine (``gen.flashimage``).  The copy fill: one word per step."""
+        return [list(range(ly.wbase + tk * ly.steps, ly.wbase + (tk + 1) * ly.steps))
                 for tk in range(ly.tiles)]
 
     def fill_cache_bits(self, plan) -> int:

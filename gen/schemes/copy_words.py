@@ -1,5 +1,8 @@
 """Images shared by the schemes whose weight memory holds one code per weight (ASM, int8):
-one word per (tile, term), lane ``n`` in field ``n``; the copy fill moves words unchanged."""
+one word per (tile, step), lane ``n``'s code of input channel ``ci`` in field ``n * cpar +
+ci % cpar`` (``Plan.cpar`` channels per step: step ``(ci // cpar) * k * k + kernel
+position``; a channel beyond ``cin`` holds the code of 0); the copy fill moves words
+unchanged."""
 
 from __future__ import annotations
 
@@ -10,32 +13,45 @@ from ..fields import Fields
 __all__ = ["lane_fields", "pack_lanes", "unpack_lanes"]
 
 
-def lane_fields(lanes: int, width: int) -> Fields:
-    return Fields(("code", width, False, lanes))
+def lane_fields(lanes: int, width: int, cpar: int = 1) -> Fields:
+    return Fields(("code", width, False, lanes * cpar))
 
 
-def pack_lanes(plans, codes_of, lanes: int, width: int, zero: int) -> list[int]:
+def _steps(lp, cpar: int):
+    """``(step, column, term)`` of every weight of a filter of ``lp`` (term: ``ci * k * k +
+    kernel position``, the golden order)."""
+    k2 = lp.k * lp.k
+    return [((ci // cpar) * k2 + t, ci % cpar, ci * k2 + t)
+            for ci in range(lp.cin) for t in range(k2)]
+
+
+def pack_lanes(plans, codes_of, lanes: int, width: int, zero: int, cpar: int = 1) -> list[int]:
     """Words of every layer (sets ``lp.wbase``); ``codes_of(i)`` -> ``[cout, terms]`` codes."""
-    f = lane_fields(lanes, width)
+    f = lane_fields(lanes, width, cpar)
     words = []
     for i, lp in enumerate(plans):
         lp.wbase = len(words)
         codes = codes_of(i).reshape(lp.cout, -1)
+        place = _steps(lp, cpar)
         for t0 in range(0, lp.cout, lanes):
-            for t in range(lp.terms):
-                words.append(f.pack(code=[int(codes[co, t]) if co < lp.cout else zero
-                                          for co in range(t0, t0 + lanes)]))
+            tile = [[zero] * (lanes * cpar) for _ in range(lp.steps)]
+            for co in range(t0, min(t0 + lanes, lp.cout)):
+                for s, j, t in place:
+                    tile[s][(co - t0) * cpar + j] = int(codes[co, t])
+            words += [f.pack(code=row) for row in tile]
     return words
 
 
 def unpack_lanes(plan, lp, width: int, decode) -> np.ndarray:
-    f = lane_fields(plan.lanes, width)
+    cpar = plan.cpar
+    f = lane_fields(plan.lanes, width, cpar)
     W = np.zeros((lp.cout, lp.terms), dtype=np.int64)
+    place = _steps(lp, cpar)
     for tk in range(lp.tiles):
-        for t in range(lp.terms):
-            codes = f.unpack(plan.weight_words[lp.wbase + tk * lp.terms + t])["code"]
-            for n, code in enumerate(codes):
-                co = tk * plan.lanes + n
-                if co < lp.cout:
-                    W[co, t] = decode(code)
+        rows = [f.unpack(plan.weight_words[lp.wbase + tk * lp.steps + s])["code"]
+                for s in range(lp.steps)]
+        for co in range(tk * plan.lanes, min((tk + 1) * plan.lanes, lp.cout)):
+            n = co - tk * plan.lanes
+            for s, j, t in place:
+                W[co, t] = decode(rows[s][n * cpar + j])
     return W

@@ -62,6 +62,7 @@ class Int8(Scheme):
     fill = "copy"
     mac = "exact"
     marker = "*"
+    cpar_ok = True
 
     def compress(self, layer, cfg):
         return compress_layer(layer, cfg)
@@ -69,11 +70,11 @@ class Int8(Scheme):
     def int_weights(self, c):
         return c.weight.reshape(c.shape[0], -1), np.asarray(c.scales, dtype=np.float64)
 
-    def pack(self, plans, compressed, cfg, lanes) -> dict:
-        words = pack_lanes(plans, lambda i: compressed[i].weight & 0xFF, lanes, 8, 0)
+    def pack(self, plans, compressed, cfg, lanes, cpar: int = 1) -> dict:
+        words = pack_lanes(plans, lambda i: compressed[i].weight & 0xFF, lanes, 8, 0, cpar)
         return {"group": 1, "tile_weight_bits": 8,
-                "tile_rows_max": max(lp.terms for lp in plans),
-                "weight_word_bits": lanes * 8, "weight_words": words, "params": {}}
+                "tile_rows_max": max(lp.steps for lp in plans),
+                "weight_word_bits": lanes * cpar * 8, "weight_words": words, "params": {}}
 
     def unpack(self, plan, lp) -> np.ndarray:
         return unpack_lanes(plan, lp, 8, lambda code: code - 256 if code >= 128 else code)

@@ -274,7 +274,7 @@ def engine_build(board: str, lanes: int, scheme: str = "asm", workdir: Path | No
     inf_s = f / cycles
     row.update({k: rep[k] for k in ("device", "luts", "ffs", "brams", "sprams", "dsps",
                                     "fmax_mhz", "seconds", "weight_ram")})
-    row.update({"fits": True, "cycles": cycles, "mac_utilization": round(plan.macs / (cycles * lanes), 3),
+    row.update({"fits": True, "cycles": cycles, "mac_utilization": round(plan.macs / (cycles * lanes * plan.cpar), 3),
                 "peak_macs_per_second": lanes * f, "macs_per_second": plan.macs * inf_s,
                 "inferences_per_second": round(inf_s, 1),
                 "weight_bits_per_second": plan.weight_bits_per_inference * inf_s,

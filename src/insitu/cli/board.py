@@ -25,7 +25,7 @@ from ..gen.flashimage import parse_flash
 from ..gen.model import ModelError
 from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
-from .common import UserError, load_array, scheme_knobs
+from .common import UserError, cpar_arg, load_array, scheme_knobs
 from .demo import demo_plan
 from .demo_real import REAL_MODELS, real_plan
 
@@ -33,10 +33,11 @@ from .demo_real import REAL_MODELS, real_plan
 def board_plan(args):
     """The compiled folder's plan, or a demo model's: the digits CNN (trained or cached) or
     a real network's committed checkpoint (``--model resnet8|dscnn``)."""
+    cpar = getattr(args, "cpar", 1)
     if args.design:
-        if args.weight_flash or args.model != "cnn":
-            raise UserError("--model and --weight-flash are for the demo models; a compiled "
-                            "folder has its own (insitu compile --weight-flash)")
+        if args.weight_flash or args.model != "cnn" or cpar != 1:
+            raise UserError("--model, --weight-flash and --cpar are for the demo models; a "
+                            "compiled folder has its own (insitu compile --weight-flash, --cpar)")
         try:
             return load_plan(args.design)
         except ModelError as exc:
@@ -55,9 +56,11 @@ def board_plan(args):
     knobs = scheme_knobs(args.scheme, args.set) or None
     try:
         if args.model == "cnn":
+            if cpar != 1:
+                raise UserError("--cpar is for the real networks (--model resnet8 or dscnn)")
             plan = demo_plan("cnn", args.scheme, args.lanes, knobs)
         else:
-            plan = real_plan(args.model, args.scheme, args.lanes, knobs)[0]
+            plan = real_plan(args.model, args.scheme, args.lanes, knobs, cpar=cpar)[0]
     except ModelError as exc:
         raise UserError(str(exc)) from None
     plan.weight_flash = args.weight_flash
@@ -98,7 +101,8 @@ def _cmd_synth(args) -> int:
         print(f"insitu: logs kept in {args.output}.failed/", file=sys.stderr)
         return 1
     cap = rep["capacity"]
-    print(f"{rep['board']} ({rep['device']}): {rep['scheme']} engine, {rep['lanes']} lanes; "
+    lanes = f"{rep['lanes']} lanes" + (f" x {plan.cpar} channels" if plan.cpar > 1 else "")
+    print(f"{rep['board']} ({rep['device']}): {rep['scheme']} engine, {lanes}; "
           f"{rep['luts']}/{cap['luts']} LC placed ({rep['synth_cells']['luts']} LUT4 in synthesis), "
           f"{rep['ffs']} FF, {rep['brams']}/{cap['brams']} BRAM, "
           f"{rep['sprams']}/{cap['sprams']} SPRAM, {rep['dsps']}/{cap['dsps']} DSP; "
@@ -179,6 +183,7 @@ def register(sub) -> None:
                     "flash.bin and prints the programming command)")
     sy.add_argument("--lanes", type=int, help="demo model lanes when no DIR is given "
                     "(default: 8)")
+    cpar_arg(sy, "; a real network when no DIR is given")
     sy.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="demo model compressor knob when no DIR is given (default ASM knobs: "
                     "iCEBreaker alphabet=A2 weight_bits=4, 4-bit codes so 16 lanes fit the "

@@ -42,6 +42,14 @@ def load_array(path, what):
         raise UserError(f"{what} '{path}' is not a readable .npy file ({exc})") from None
 
 
+def cpar_arg(parser, what: str = "") -> None:
+    """``--cpar P``: input channels each MAC lane takes per cycle."""
+    parser.add_argument("--cpar", type=int, default=1, metavar="P",
+                        help="input channels each MAC lane takes per cycle: 1, 2, 4 or 8, "
+                             "dividing the lanes (P x the MACs; asm and int8" + what
+                             + "; default: %(default)s)")
+
+
 def scheme_args(parser) -> None:
     """``--scheme`` (the registry's names) and its ``--set`` knobs."""
     parser.add_argument("--scheme", required=True, choices=registry.NAMES,

@@ -104,7 +104,8 @@ def scheme_network(model, scheme, knobs, layers):
     return tl, comp, True, knobs
 
 
-def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: str = ""):
+def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: str = "",
+              cpar: int = 1):
     """The plan the demo compiles for ``model`` and ``scheme`` (the committed checkpoint, the
     scheme's fine-tuned one when there is one; 256 training images calibrate), with its
     ``(C, H, W)`` test inputs of the first ``16`` test images (u8)."""
@@ -114,7 +115,7 @@ def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: 
     calib = pad_to(data.x_train[:256], shape[1]) / 255.0
     net, codes, _, knobs = scheme_network(model, scheme, knobs, layers)
     plan = compile_model(net, scheme, lanes=lanes, input_shape=shape, calib=calib, knobs=knobs,
-                         compressed=codes)
+                         compressed=codes, cpar=cpar)
     plan.weight_flash = weight_flash
     return plan, pad_to(data.x_test[:16], shape[1]).reshape(16, -1)
 
@@ -163,18 +164,20 @@ def batched(fn, x, batch=10):
 
 
 def run_real_demo(out_dir, models=REAL_MODELS, schemes=registry.NAMES, *, lanes=REAL_DEMO_LANES,
-                  rtl_images=300, limit=None, sim="verilator", knobs=None, jobs=2) -> dict:
+                  rtl_images=300, limit=None, sim="verilator", knobs=None, jobs=2,
+                  cpar=1) -> dict:
     """Every ``model`` x ``scheme``: golden accuracy on the test split in this process while
     up to ``jobs`` RTL simulations run beside it (each a Verilator process).  BLAS runs on
     one thread here: its second thread gains little on these small batches and spins on the
-    cores the simulations need."""
+    cores the simulations need.  ``cpar``: channels per cycle of the schemes that take it
+    (``Scheme.cpar_ok``; the others run at 1, and each row says which)."""
     with threadpool_limits(limits=1, user_api="blas"):
         return _run_real_demo(out_dir, models, schemes, lanes=lanes, rtl_images=rtl_images,
-                              limit=limit, sim=sim, knobs=knobs, jobs=jobs)
+                              limit=limit, sim=sim, knobs=knobs, jobs=jobs, cpar=cpar)
 
 
 def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, knobs,
-                   jobs) -> dict:
+                   jobs, cpar) -> dict:
     out_dir = Path(out_dir)
     if isinstance(models, str):
         models = (models,)
@@ -203,7 +206,8 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                     kn = knobs if len(schemes) == 1 else None
                     net, codes, tuned, kn = scheme_network(model, scheme, kn, layers)
                     plan = compile_model(net, scheme, lanes=lanes, input_shape=shape,
-                                         calib=calib, knobs=kn, compressed=codes)
+                                         calib=calib, knobs=kn, compressed=codes,
+                                         cpar=cpar if registry.get(scheme).cpar_ok else 1)
                     golden = golden_layers(plan)
                     y_hw = batched(lambda x: forward_int(golden, x.astype(np.int64))
                                     .reshape(len(x), -1), x_test)
@@ -215,7 +219,7 @@ def _run_real_demo(out_dir, models, schemes, *, lanes, rtl_images, limit, sim, k
                              f"({time.monotonic() - t0:.0f} s); {rtl_n} images queued for the "
                              f"RTL ({sim})")
                     row = {
-                        "model": model, "scheme": scheme, "lanes": lanes,
+                        "model": model, "scheme": scheme, "lanes": lanes, "cpar": plan.cpar,
                         "checkpoint": (f"models/{model}-{scheme} (fine-tuned)" if tuned
                                        else f"models/{model} (post-training)"),
                         "fine_tuned": tuned,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..gen import schemes as registry
-from ..gen.compiler import MAX_LANES, compile_model
+from ..gen.compiler import CPARS, MAX_LANES, compile_model
 from ..gen.compress import compress_model, make_config, write_output
 from ..gen.flashimage import parse_flash
 from ..gen.model import ModelError, load_model, load_network
@@ -17,7 +17,14 @@ from ..gen.util import unknown as unknown_name
 from ..rtl.emit import write_design
 from ..sim.engine_run import BENCHES, simulate
 from ..sim.runner import SimulatorMissing
-from .common import UserError, load_array, parse_knobs, scheme_args, scheme_knobs
+from .common import (
+    UserError,
+    cpar_arg,
+    load_array,
+    parse_knobs,
+    scheme_args,
+    scheme_knobs,
+)
 from .demo import run_demo, table
 from .demo_real import REAL_DEMO_LANES, REAL_MODELS, real_table, run_real_demo
 
@@ -84,7 +91,7 @@ def _cmd_compile(args) -> int:
             shape = next((tuple(a.shape[1:]) for a in (calib, inputs)
                           if a is not None and a.ndim == 4), None)
         plan = compile_model(layers, args.scheme, lanes=args.lanes, input_shape=shape,
-                             calib=calib, knobs=knobs,
+                             calib=calib, knobs=knobs, cpar=args.cpar,
                              progress=lambda msg: print(msg, file=sys.stderr))
         plan.weight_port_bits = args.weight_port_bits
         plan.weight_flash = args.weight_flash
@@ -175,6 +182,14 @@ def _cmd_demo(args) -> int:
         raise UserError(f"--rtl-images must be a positive integer, not {args.rtl_images}")
     if args.lanes is not None and not 1 <= args.lanes <= MAX_LANES:
         raise UserError(f"--lanes must be in 1..{MAX_LANES}, not {args.lanes}")
+    if args.cpar != 1:
+        if args.model not in REAL_MODELS + ("real",):
+            raise UserError(f"--cpar is for the real networks (resnet8, dscnn, real), not "
+                            f"{args.model}")
+        lanes = REAL_DEMO_LANES if args.lanes is None else args.lanes
+        if args.cpar not in CPARS or lanes % args.cpar:
+            raise UserError(f"--cpar must be one of {', '.join(map(str, CPARS))} dividing the "
+                            f"lanes ({lanes}), not {args.cpar}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, not {args.jobs}")
     try:
@@ -185,6 +200,7 @@ def _cmd_demo(args) -> int:
             models = REAL_MODELS if args.model == "real" else (args.model,)
             rep = run_real_demo(Path(args.output), models, schemes,
                                 lanes=REAL_DEMO_LANES if args.lanes is None else args.lanes,
+                                cpar=args.cpar,
                                 rtl_images=args.rtl_images, limit=args.limit, sim=args.sim,
                                 knobs=knobs, jobs=args.jobs)
             print(real_table(rep))
@@ -219,6 +235,7 @@ def register(sub) -> None:
     cp.add_argument("model", metavar="MODEL", help=".npz model (see README: model files)")
     scheme_args(cp)
     cp.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
+    cpar_arg(cp)
     cp.add_argument("--weight-port-bits", type=int, default=0, metavar="B",
                     help="read the weight memories through a link of B bits per cycle (the "
                          "memory-bound configuration of 'insitu bench bandwidth'; default: "
@@ -269,6 +286,7 @@ def register(sub) -> None:
                     help="real networks: RTL simulations run at once (default: %(default)s)")
     dm.add_argument("--lanes", type=int, help=f"MAC lanes (default: {REAL_DEMO_LANES} for the "
                     "real networks, 8 for the digits models)")
+    cpar_arg(dm, " (the other schemes run at 1); the real networks")
     dm.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="compressor knob of the (single) scheme, e.g. qb=2")
     dm.add_argument("--limit", type=int, help="simulate only the first N test images")
