@@ -386,6 +386,23 @@ class GenerateFill(Fill):
                 with m.Else():
                     m.d.sync += acc[n][0].eq(new[n])
         # the last o: this cycle's sums are the tile row of term ci * k * k + t, in order
+        P = plan.cpar
+        if P > 1:
+            # cpar channels per row: channel ci's weights go to column ci % cpar of rows
+            # (ci // cpar) * k * k + t; the next channel of a group starts its rows again
+            col = s_ci[:ceil_log2(P)]
+            m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + w_row),
+                         self.t_wr.data.eq(Cat(*[new[n] for n in range(L) for _ in range(P)]))]
+            lane_cols = sum(1 << (n * P) for n in range(L))
+            with m.If(s_gen & s_last):
+                m.d.comb += self.t_wr.en.eq(Const(lane_cols, L * P) << col)
+                with m.If(s_t_last & (col != P - 1)):
+                    m.d.sync += w_row.eq(w_row - Mux(lc["k9"], K2 - 1, 0))
+                with m.Else():
+                    m.d.sync += w_row.eq(w_row + 1)
+                with m.If((s_ci == lc["cin"] - 1) & s_t_last):
+                    m.d.comb += self.done.eq(1)
+            return m
         m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + w_row), self.t_wr.data.eq(Cat(*new))]
         with m.If(s_gen & s_last):
             m.d.comb += self.t_wr.en.eq((1 << L) - 1)

@@ -9,7 +9,7 @@ the ``bad_code``/``overrun`` flags and the output register.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.utils import ceil_log2
 
@@ -40,10 +40,9 @@ def fold_add(m, acc, magnitude, negate, bits: int, name: str = "acc"):
 
 
 def _any(bits):
-    out = bits[0]
-    for b in bits[1:]:
-        out = out | b
-    return out
+    """OR of 1-bit values, as one reduction (a chain of ORs as deep as the lanes makes a
+    netlist whose depth overflows the synthesis tool's recursion at 256 products)."""
+    return Cat(*bits).any()
 
 
 class MacPipeline(wiring.Component):

@@ -263,10 +263,53 @@ def test_compile_with_a_weight_link(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_compile_with_several_channels_per_cycle(tmp_path, capsys):
+    """--cpar: the manifest and report carry it and the cycle model drops; a scheme that takes
+    one channel per cycle, or a cpar that does not divide the lanes, is one line and writes
+    nothing; demo and synth take it for the real networks only."""
+    import json
+
+    import numpy as np
+
+    from insitu.gen.model import Layer, save_model
+    rng = np.random.default_rng(0)
+    save_model(tmp_path / "m.npz", [Layer("fc", "linear", rng.normal(size=(8, 64)))])
+    args = ["compile", str(tmp_path / "m.npz"), "--lanes", "8"]
+    assert cli.main(args + ["--scheme", "asm", "-o", str(tmp_path / "a")]) == 0
+    assert cli.main(args + ["--scheme", "asm", "--cpar", "4", "-o", str(tmp_path / "b")]) == 0
+    one, four = (json.loads((tmp_path / d / "compile_report.json").read_text()) for d in "ab")
+    assert (one["cpar"], four["cpar"]) == (1, 4)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["cpar"] == 4
+    assert four["cycles_model"] < one["cycles_model"] / 2
+    capsys.readouterr()
+    for extra, msg in [(["--scheme", "smartdeal", "--cpar", "2"],
+                        "Scheme 'smartdeal' takes one channel per cycle (cpar 1), not 2"),
+                       (["--scheme", "asm", "--cpar", "16"],
+                        "Channels per cycle (cpar) must be one of 1, 2, 4, 8, not 16")]:
+        assert cli.main(args + extra + ["-o", str(tmp_path / "c")]) == 2
+        assert capsys.readouterr().err.strip() == f"insitu: error: {msg}"
+        assert not (tmp_path / "c").exists()
+    assert cli.main(["demo", "--model", "digits", "--cpar", "2", "-o", str(tmp_path / "d")]) == 2
+    assert capsys.readouterr().err.strip() == ("insitu: error: --cpar is for the real networks "
+                                               "(resnet8, dscnn, real), not digits")
+    assert cli.main(["demo", "--model", "resnet8", "--lanes", "4", "--cpar", "8",
+                     "-o", str(tmp_path / "d")]) == 2
+    assert capsys.readouterr().err.strip() == ("insitu: error: --cpar must be one of 1, 2, 4, 8 "
+                                               "dividing the lanes (4), not 8")
+    assert cli.main(["synth", "--board", "ulx3s", "--cpar", "2", "-o", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == ("insitu: error: --cpar is for the real networks "
+                                               "(--model resnet8 or dscnn)")
+    assert not (tmp_path / "d").exists() and not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("args, msg", [
-    (["--rtl", "8:x"], "--rtl expects LANES:BITS pairs, e.g. 8:2,64:2, not '8:x'"),
-    (["--lanes", "0"], "--lanes must be positive integers, not '0'"),
-    (["--lanes", "65"], "--lanes must be at most 64, not 65"),
+    (["--rtl", "8:x"], "--rtl expects LANES:BITS pairs, e.g. 8:2,64x8:2, not '8:x'"),
+    (["--lanes", "0"], "--lanes expects lane counts 1..64, each optionally xP channels per "
+                       "cycle (P in 1, 2, 4, 8, dividing the lanes), e.g. 8,64,64x8, not '0'"),
+    (["--lanes", "65"], "--lanes expects lane counts 1..64, each optionally xP channels per "
+                        "cycle (P in 1, 2, 4, 8, dividing the lanes), e.g. 8,64,64x8, not '65'"),
+    (["--lanes", "4x8"], "--lanes expects lane counts 1..64, each optionally xP channels per "
+                         "cycle (P in 1, 2, 4, 8, dividing the lanes), e.g. 8,64,64x8, not '4x8'"),
     (["--bits", "two"], "--bits must be comma-separated integers, not 'two'"),
     (["--rtl-flash", "8:ospi"], "--rtl-flash expects LANES:qspi|spi pairs, e.g. 8:qspi, not "
                                 "'8:ospi'"),

@@ -164,7 +164,7 @@ def test_bank_conflict_is_flagged():
     assert counters[0]["err"] == 1
 
 
-@pytest.mark.parametrize("scheme, lanes, cpar", [("asm", 4, 2), ("int8", 8, 4)])
+@pytest.mark.parametrize("scheme, lanes, cpar", [("asm", 4, 2), ("int8", 8, 4), ("mlg", 8, 4)])
 def test_graph_cpar_bit_exact(scheme, lanes, cpar):
     """Several input channels per lane and cycle (``Plan.cpar``): activation words of cpar
     channels, cpar weights per lane and term; the 3-channel input and the depthwise layer
@@ -195,7 +195,8 @@ def test_cpar_refusals():
     for scheme, lanes, cpar, msg in [
             ("asm", 4, 3, r"Channels per cycle \(cpar\) must be one of 1, 2, 4, 8, not 3"),
             ("asm", 4, 8, r"Channels per cycle \(cpar\) 8 must divide the lanes \(4\)"),
-            ("mlg", 4, 2, r"Scheme 'mlg' takes one channel per cycle \(cpar 1\), not 2")]:
+            ("smartdeal", 4, 2, r"Scheme 'smartdeal' takes one channel per cycle \(cpar 1\), "
+                                r"not 2")]:
         with pytest.raises(ModelError, match=msg):
             compile_model(net, scheme, lanes=lanes, cpar=cpar, **kw)
     flat = [Layer("c", "conv3x3", rng.normal(size=(2, 3, 3, 3)), pad=1, relu=True),

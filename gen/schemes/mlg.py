@@ -43,6 +43,7 @@ class Mlg(Scheme):
     Config = mlg.MlgConfig
     fill = "generate"
     mac = "exact"
+    cpar_ok = True
     factor_qat = True
     marker = "^"
     sweep = tuple([{"Bi": 2, "Bo": bo, "qb": 3, "qu": 6, "qv": 3} for bo in (4, 6, 44)]
@@ -73,7 +74,8 @@ class Mlg(Scheme):
         return mlg.MlgLayer(layer.name, layer.kind, tuple(layer.weight.shape), cfg, Bo, Bi,
                             z["basis"], z.get("coeff_in"), z.get("coeff_out"), float(z["scale"]))
 
-    def pack(self, plans, compressed, cfg, lanes) -> dict:
+    def pack(self, plans, compressed, cfg, lanes, cpar: int = 1) -> dict:
+        # (cpar: the fill places each weight in its channel's column; the images are the same)
         K2 = 9 if any(lp.k == 3 for lp in plans) else 1
         Bi = cfg.Bi
         wbits, w1_bits = 1, 2
@@ -123,7 +125,7 @@ class Mlg(Scheme):
                                                      for n in range(lanes) if t0 + n < lp.cout]))
         # the fill generates one weight per lane and cycle: one per tile-buffer row
         return {"group": 1, "tile_weight_bits": wbits,
-                "tile_rows_max": max(lp.terms for lp in plans),
+                "tile_rows_max": max(lp.steps for lp in plans),
                 "weight_word_bits": w_width, "weight_words": words,
                 "aux_word_bits": lanes * cfg.qv, "aux_words": vwords,
                 "coef_word_bits": max(1, Bi * cfg.qu), "coef_words": coefs,

@@ -13,7 +13,7 @@ import numpy as np
 from ..boards.fpga import BOARDS, DEVICES
 from ..boards.yosys import ToolError
 from ..gen import schemes as registry
-from ..gen.compiler import MAX_LANES
+from ..gen.compiler import CPARS, MAX_LANES
 from ..gen.datasets import fashion_mnist, pad_to
 from ..gen.digits import load_digits_split
 from ..gen.flashimage import parse_flash
@@ -22,7 +22,7 @@ from ..gen.util import write_atomic
 from ..sim import fuzz, mutate
 from ..sim.board_sim import FAULT_KINDS
 from . import bench_hw
-from .bench_bandwidth import run_bench_bandwidth
+from .bench_bandwidth import parse_config, run_bench_bandwidth
 from .bench_board import run_bench_board
 from .bench_faults import run_bench_faults
 from .bench_memory import SWEEPS, markdown, run_bench_memory
@@ -202,30 +202,46 @@ def _ints(text: str, what: str) -> list[int]:
     return vals
 
 
+def _config(text: str):
+    """``L`` or ``LxP`` -> ``(L, P)`` within the engine's rules, or None."""
+    try:
+        L, P = parse_config(text)
+    except ValueError:
+        return None
+    return (L, P) if 1 <= L <= MAX_LANES and P in CPARS and L % P == 0 else None
+
+
 def _cmd_bench_bandwidth(args) -> int:
-    lanes = _ints(args.lanes, "--lanes")
-    if max(lanes) > MAX_LANES:
-        raise UserError(f"--lanes must be at most {MAX_LANES}, not {max(lanes)}")
+    configs = []
+    for item in args.lanes.split(","):
+        cfg = _config(item)
+        if cfg is None:
+            raise UserError(f"--lanes expects lane counts 1..{MAX_LANES}, each optionally xP "
+                            f"channels per cycle (P in {', '.join(map(str, CPARS))}, dividing "
+                            f"the lanes), e.g. 8,64,64x8, not {item!r}")
+        configs.append(cfg)
     bits = _ints(args.bits, "--bits")
     rtl = []
     for item in filter(None, (args.rtl or "").split(",")):
-        l, _, b = item.partition(":")
-        if not (l.isdigit() and b.isdigit() and int(l) >= 1 and int(b) >= 1) or int(l) > MAX_LANES:
-            raise UserError(f"--rtl expects LANES:BITS pairs, e.g. 8:2,64:2, not {item!r}")
-        rtl.append((int(l), int(b)))
+        c, _, b = item.partition(":")
+        cfg = _config(c)
+        if cfg is None or not (b.isdigit() and int(b) >= 1):
+            raise UserError(f"--rtl expects LANES:BITS pairs, e.g. 8:2,64x8:2, not {item!r}")
+        rtl.append((cfg[0], int(b), cfg[1]))
     rtl_flash = []
     for item in filter(None, (args.rtl_flash or "").split(",")):
-        l, _, mode = item.partition(":")
+        c, _, mode = item.partition(":")
         try:
             parse_flash(mode)
         except ValueError:
             mode = None
-        if not (l.isdigit() and 1 <= int(l) <= MAX_LANES and mode):
+        cfg = _config(c)
+        if not (cfg and mode):
             raise UserError(f"--rtl-flash expects LANES:qspi|spi pairs, e.g. 8:qspi, not {item!r}")
-        rtl_flash.append((int(l), mode))
+        rtl_flash.append((cfg[0], mode, cfg[1]))
     if args.limit < 1:
         raise UserError(f"--limit must be a positive number of test images, not {args.limit}")
-    rep = run_bench_bandwidth(Path(args.output), lanes=lanes, bits=bits, rtl=rtl,
+    rep = run_bench_bandwidth(Path(args.output), lanes=configs, bits=bits, rtl=rtl,
                               rtl_flash=rtl_flash, limit=args.limit, sim=args.sim)
     print((Path(args.output) / "bench_bandwidth.md").read_text())
     print(f"wrote {Path(args.output) / 'bench_bandwidth.json'}, bench_bandwidth.md, "
@@ -373,10 +389,11 @@ def register(sub) -> None:
     bh.set_defaults(func=_cmd_bench_hw)
     bb = bsub.add_parser("bandwidth", help="resnet8 with its weights through a B-bit/cycle "
                          "link: cycles and speed-up over int8 per scheme (cycle model + RTL)")
-    bb.add_argument("--lanes", default="8,32,64", help="lane counts (default: %(default)s)")
+    bb.add_argument("--lanes", default="8,32,64,64x8", help="lane counts, LxP: L lanes taking P "
+                    "input channels per cycle (--cpar; default: %(default)s)")
     bb.add_argument("--bits", default="1,2,4,16,64", help="link bits per cycle (default: "
                     "%(default)s)")
-    bb.add_argument("--rtl", default="8:2,64:2", metavar="LANES:B,...",
+    bb.add_argument("--rtl", default="8:2,64x8:2", metavar="LANES:B,...",
                     help="points simulated in RTL for every scheme (default: %(default)s; '' none)")
     bb.add_argument("--rtl-flash", default="8:qspi,64:qspi", metavar="LANES:MODE,...",
                     help="points simulated in RTL with the SPI flash model on the weight pins, "

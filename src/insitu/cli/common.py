@@ -46,7 +46,7 @@ def cpar_arg(parser, what: str = "") -> None:
     """``--cpar P``: input channels each MAC lane takes per cycle."""
     parser.add_argument("--cpar", type=int, default=1, metavar="P",
                         help="input channels each MAC lane takes per cycle: 1, 2, 4 or 8, "
-                             "dividing the lanes (P x the MACs; asm and int8" + what
+                             "dividing the lanes (P x the MACs; asm, int8 and mlg" + what
                              + "; default: %(default)s)")
 
 
