@@ -12,10 +12,12 @@ tile ``k`` from the other, so per tile::
 * ``issue[k]``: one step (``Plan.cpar`` input channels of one kernel position) per cycle,
   ``pixels x steps``; the post-processor takes one lane per cycle, so a pixel costs at least
   ``lanes + 1`` cycles.  Depthwise layers and pools run lane-serially (``lanes x pixels x
-  steps``); pools need no tile.
+  steps``; with ``cpar > 1`` in groups of ``cpar`` lanes, a group's pixel costing at least
+  its lanes + 1); pools need no tile.
 * ``fill[k]``: the scheme's fill cycles (``Scheme.tile_costs``), or, with a weight port of
-  ``port_bits`` bits per cycle, at least ``ceil(bits / port_bits)``: the weight words stream
-  in from outside (flash) and nothing is kept on chip between inferences.
+  ``port_bits`` bits per cycle, at least ``ceil(bits / port_bits)`` per phase of the fill
+  (``Scheme.tile_phases``: MLG's cache load reads a burst before it generates): the weight
+  words stream in from outside (flash) and nothing is kept on chip between inferences.
 * With a flash weight memory (``Plan.weight_flash``, ``gen.flashimage``), each tile's words
   of the weight stream arrive at the flash's bits per cycle; the stream starts with the read
   command (``COMMAND_CLOCKS`` flash clocks) and runs ahead of the fill by about one word.
@@ -72,6 +74,10 @@ class CycleEstimate:
 
 def _issue(plan, ly, lanes: int) -> int:
     pixels = ly.oh * ly.ow
+    if ly.depthwise and plan.cpar > 1:
+        # groups of cpar lanes side by side; the post-processor takes a group's lanes
+        P = plan.cpar
+        return sum(pixels * max(ly.steps, min(P, lanes - g) + 1) for g in range(0, lanes, P))
     if ly.depthwise:
         return lanes * pixels * ly.steps
     return pixels * max(ly.steps, lanes + 1)
@@ -96,6 +102,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
     for ly in plan.weighted:
         for tk, (fc, bits) in enumerate(scheme.tile_costs(plan, ly)):
             tiles.append((min(L, ly.cout - tk * L), fc + 2, bits))
+    phases = [ph for ly in plan.weighted for ph in scheme.tile_phases(plan, ly)]
     cap = port_capacity(plan, port_bits) if port_bits is not None else 0
     if flash:
         rate = flash_bits_per_cycle(flash)
@@ -111,11 +118,20 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
             if not fbits[k]:
                 return gen, gen
             head = min(cap, rate * idle) if k else -rate * latency
-            return max(gen, int(-(-max(0, fbits[k] - head) // rate)) + 2), gen
+            need = 2
+            for cycles, _, words in phases[k]:      # each phase at its own pace, in order
+                pbits = 8 * nb * words
+                need += max(cycles, int(-(-max(0, pbits - head) // rate)))
+                head = max(0, head - pbits)
+            return max(gen, need), gen
         if port_bits is None:
             return gen, gen
         head = min(cap, port_bits * idle)
-        return max(gen, -(-max(0, bits - head) // port_bits) + 2), gen
+        need = 2
+        for cycles, pbits, _ in phases[k]:  # each phase at its own pace, in order
+            need += max(cycles, -(-max(0, pbits - head) // port_bits))
+            head = max(0, head - pbits)
+        return max(gen, need), gen
     fill_end = []                     # per weighted tile
     issue_end = []                    # per weighted tile
     t = START
@@ -152,7 +168,9 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                 issue_end.append(t)
                 issue_total += n
                 k += 1
-        drain = 1 if ly.depthwise else min(L, ly.cout - (ly.tiles - 1) * L)
+        drain = min(L, ly.cout - (ly.tiles - 1) * L)
+        if ly.depthwise:
+            drain = min(plan.cpar, drain) if plan.cpar > 1 else 1
         t += (SWITCH if i < len(plan.layers) - 1 else START) + drain + (plan.cpar > 1)
         per_layer.append((ly.name, t - t_layer))
     bits = sum(b for _, _, b in tiles)

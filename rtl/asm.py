@@ -394,6 +394,7 @@ class AsmMacArray(MacPipeline):
     acc_bits = property(lambda self: self._acc_bits, doc="Accumulator width.")
     fmt = property(lambda self: self._fmt, doc="Weight code format (gen.golden.AsmCodeFormat).")
     unit = property(lambda self: self._fmt.encode(0, 1), doc="The code of weight +1 (pools).")
+    zero = property(lambda self: self._fmt.encode_value(0), doc="The code of weight 0.")
 
     def params(self) -> dict:
         """Constructor arguments that rebuild this array."""

@@ -63,6 +63,7 @@ class ExactMacArray(MacPipeline):
 
     acc_bits = property(lambda self: self._acc_bits)
     unit = 1                      # weight +1 (pools)
+    zero = 0
 
     def params(self):
         return {"weight_bits": self._weight_bits, "act_bits": self._act_bits,

@@ -126,7 +126,9 @@ class Controller(wiring.Component):
     result of the previous one has been written back.
 
     Depthwise layers and pools run lane-serially: per tile, lane ``n`` (channel ``tile *
-    lanes + n``) runs all its pixels before lane ``n + 1``; only that lane's sum is used.
+    lanes + n``) runs all its pixels before lane ``n + 1``; only that lane's sum is used
+    (with ``cpar > 1``: a group of ``cpar`` lanes, the channels of one activation word, runs
+    at once, each lane on its own column).
     Pools need no tile: every weight is the MAC's unit code.  Average pools sum the window; a
     max pool keeps the window's running maximum here and gives the MAC one term per output.
 
@@ -149,8 +151,11 @@ class Controller(wiring.Component):
     cpar : int
         Input channels per term (``Plan.cpar``, 1 by default): an activation word holds
         ``cpar`` channels of a pixel (``gen.buffers``) and a term takes all of them, with
-        ``cpar`` weights per lane from the tile row; columns beyond ``cin`` give 0.  A
-        lane-serial layer reads its channel's byte into column 0.
+        ``cpar`` weights per lane from the tile row; columns beyond ``cin`` give 0.
+        Lane-serial layers run ``cpar`` lanes at once, the channels of one word: lane ``n``'s
+        weights sit in column ``n % cpar`` (0 elsewhere; pools: the unit code there).
+    zero : int
+        The MAC's code of weight 0 (pools, with ``cpar > 1``).
 
     Members
     -------
@@ -179,10 +184,10 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, *, layers, lanes: int, group: int, wbits: int, rmax: int,
-                 act_depth: int, mac_in, unit: int = 1, cpar: int = 1):
+                 act_depth: int, mac_in, unit: int = 1, cpar: int = 1, zero: int = 0):
         _check_layers(layers, lanes)
         self._layers, self._lanes, self._group, self._wbits = list(layers), lanes, group, wbits
-        self._cpar = cpar
+        self._cpar, self._zero = cpar, zero
         self._rmax, self._act_depth, self._unit = rmax, act_depth, unit
         super().__init__({
             "start": In(1), "full": In(2), "clr": Out(2),
@@ -264,7 +269,21 @@ class Controller(wiring.Component):
         t_last = t_last_k & (c_ci == cf["cin_m1"])
         p_last = (c_ox == cf["ox_last"]) & (c_oy == cf["oy_last"])
         lane_last = Signal()
-        m.d.comb += lane_last.eq(Mux(ser, c_lane == c_lanes_m1, 1) if serial else 1)
+        if serial and P > 1:
+            # cpar > 1: lane-serial layers run a group of cpar lanes (the channels of one
+            # activation word) at a time; c_lane counts the tile's groups
+            grp_m1 = Signal(range(max(2, L // P)))
+            last_grp_m1 = layer_const(m, c_ly, layers, "c_last_grp_m1",
+                                      lambda ly: -(-(ly.cout - (ly.tiles - 1) * L) // P) - 1,
+                                      range(max(2, L // P)), registered=True)
+            last_grp_lanes = layer_const(m, c_ly, layers, "c_last_grp_lanes",
+                                         lambda ly: ly.cout - (ly.tiles - 1) * L
+                                         - (-(-(ly.cout - (ly.tiles - 1) * L) // P) - 1) * P,
+                                         range(P + 1), registered=True)
+            m.d.comb += [grp_m1.eq(Mux(tile_last, last_grp_m1, L // P - 1)),
+                         lane_last.eq(Mux(ser, c_lane == grp_m1, 1))]
+        else:
+            m.d.comb += lane_last.eq(Mux(ser, c_lane == c_lanes_m1, 1) if serial else 1)
         pad_w = layer_const(m, c_ly, layers, "c_pad_w", lambda ly: -ly.pad * ly.w, signed(16),
                             registered=True)                                 # at oy = 0
 
@@ -285,7 +304,7 @@ class Controller(wiring.Component):
         s0_lanes = Signal.like(s1_lanes)
         s0_xaddr = Signal(range(max(2, act_depth)))
         # cpar > 1: the columns that hold channels (the last group may be partial; a
-        # lane-serial layer uses column 0) and the lane-serial channel's byte
+        # lane-serial layer's group uses every column)
         all_cols = (1 << P) - 1
         cols_last = layer_const(m, c_ly, layers, "c_cols_last",
                                 lambda ly: (1 << (ly.cin - (-(-ly.cin // P) - 1) * P)) - 1,
@@ -293,19 +312,20 @@ class Controller(wiring.Component):
         ncols_last = layer_const(m, c_ly, layers, "c_ncols_last",
                                  lambda ly: ly.cin - (-(-ly.cin // P) - 1) * P, range(P + 1),
                                  registered=True)
-        c_byte = Signal(range(max(2, P)))     # lane-serial: channel % cpar
         s0_cols, s1_cols = Signal(P), Signal(P)
-        s0_byte, s1_byte = Signal.like(c_byte), Signal.like(c_byte)
-        s0_ser, s1_ser = Signal(), Signal()
+        # lanes x columns in use: a lane-serial group's lanes, else the tile's lanes x columns
+        if serial and P > 1:
+            used = Mux(ser, Mux(tile_last & lane_last, last_grp_lanes, P),
+                       c_lanes * Mux(c_ci == cf["cin_m1"], ncols_last, P))
+        else:
+            used = Mux(ser, 1, c_lanes * Mux(c_ci == cf["cin_m1"], ncols_last, P))
         s0_taddr = Signal(range(2 * rmax))
         s0_free = Signal(2)                     # the tile slot this (last) read frees
         c_free = Signal(2)
         with m.If(adv):
             m.d.sync += [s0_valid.eq(can_issue), s0_inside.eq(inside), s0_last.eq(t_last),
-                         s0_col.eq(c_col), s0_lanes.eq(Mux(ser, 1, c_lanes * Mux(
-                             c_ci == cf["cin_m1"], ncols_last, P))),
-                         s0_cols.eq(Mux(c_ci == cf["cin_m1"], cols_last, all_cols)),
-                         s0_byte.eq(c_byte), s0_ser.eq(ser),
+                         s0_col.eq(c_col), s0_lanes.eq(used),
+                         s0_cols.eq(Mux((c_ci == cf["cin_m1"]) & ~ser, cols_last, all_cols)),
                          s0_unit.eq(cf["unit"]), s0_max.eq(cf["maxp"]),
                          s0_first.eq((c_kh == 0) & (c_kw == 0)),
                          s0_xaddr.eq(Mux(inside, x_addr, 0)),
@@ -320,7 +340,7 @@ class Controller(wiring.Component):
             m.d.sync += [s1_valid.eq(s0_valid), s1_inside.eq(s0_inside), s1_last.eq(s0_last),
                          s1_col.eq(s0_col), s1_lanes.eq(s0_lanes), s1_unit.eq(s0_unit),
                          s1_first.eq(s0_first), s1_max.eq(s0_max), s1_cols.eq(s0_cols),
-                         s1_byte.eq(s0_byte), s1_ser.eq(s0_ser)]
+                         ]
         m.d.comb += self.issuing.eq(c_phase == 2)
 
         # MAC input from the read data.
@@ -329,32 +349,32 @@ class Controller(wiring.Component):
         mp = self.o.payload
         rd = self.act_rd.data
         if P > 1:
-            # column 0: the lane-serial channel's byte or channel 0 of the group
-            col0 = Mux(s1_ser, rd.word_select(s1_byte, 8), rd[:8])
-            xs = [Mux(s1_inside & s1_cols[j], col0 if j == 0 else rd[8 * j:8 * j + 8], 0)
-                  for j in range(P)]
-            x_now = xs[0]
+            # the word's channels (columns past the layer's input channels give 0)
+            xs = [Mux(s1_inside & s1_cols[j], rd[8 * j:8 * j + 8], 0) for j in range(P)]
         else:
-            x_now = Mux(s1_inside, rd, 0)
+            xs = [Mux(s1_inside, rd, 0)]
+        mx = [mp.x[j] for j in range(P)] if P > 1 else [mp.x]
         if any(ly.kind == "maxpool" for ly in layers):
-            # Max pooling (lane-serial, one channel at a time): the window's running maximum
-            # is kept here and only the window's last term goes to the MAC, as max * 1.
-            run = Signal(8)
-            x_max = running_max(s1_first, x_now, run)
+            # Max pooling (lane-serial, one channel at a time; cpar > 1: one per column): the
+            # window's running maximum is kept here and only the window's last term goes to
+            # the MAC, as max * 1.
+            runs = [Signal(8, name=f"run{j}") for j in range(P)]
+            x_max = [running_max(s1_first, x, r) for x, r in zip(xs, runs)]
             with m.If(adv & s1_valid):
-                m.d.sync += run.eq(x_max)
+                m.d.sync += [r.eq(v) for r, v in zip(runs, x_max)]
             m.d.comb += [self.o.valid.eq(s1_valid & (~s1_max | s1_last)),
-                         (mp.x[0] if P > 1 else mp.x).eq(Mux(s1_max, x_max, x_now))]
+                         *[t.eq(Mux(s1_max, v, x)) for t, v, x in zip(mx, x_max, xs)]]
         else:
-            m.d.comb += [self.o.valid.eq(s1_valid), (mp.x[0] if P > 1 else mp.x).eq(x_now)]
-        if P > 1:
-            m.d.comb += [mp.x[j].eq(xs[j]) for j in range(1, P)]
+            m.d.comb += [self.o.valid.eq(s1_valid), *[t.eq(x) for t, x in zip(mx, xs)]]
         m.d.comb += [mp.last.eq(s1_last), self.lanes_used.eq(s1_lanes)]
         for n in range(L):
             if P > 1:
+                # a pool's lane n takes its channel's column (n % cpar) times 1, the others 0
                 w = trow[n].as_value()
                 if any(ly.pool for ly in layers):
-                    w = Mux(s1_unit, Const(self._unit, wbits).replicate(P), w)
+                    unit = sum((self._unit if j == n % P else self._zero) << (j * wbits)
+                               for j in range(P))
+                    w = Mux(s1_unit, Const(unit, P * wbits), w)
                 m.d.comb += mp.w[n].eq(w)
                 continue
             w = trow[n].as_value().word_select(s1_col, wbits) if G > 1 else trow[n][0]
@@ -402,12 +422,7 @@ class Controller(wiring.Component):
                         with m.Else():
                             m.d.sync += c_ox.eq(c_ox + cf["s"])
                         with m.If(p_last & ser):
-                            if P > 1:       # the next channel: the next byte or word group
-                                m.d.sync += c_byte.eq(c_byte + 1)
-                                with m.If(c_byte == P - 1):
-                                    m.d.sync += [c_byte.eq(0), c_ch_base.eq(c_ch_base + cf["hw"])]
-                            else:
-                                m.d.sync += c_ch_base.eq(c_ch_base + cf["hw"])
+                            m.d.sync += c_ch_base.eq(c_ch_base + cf["hw"])
                             with m.If(~lane_last):
                                 m.d.sync += c_lane.eq(c_lane + 1)
                             with m.Else():
@@ -417,7 +432,7 @@ class Controller(wiring.Component):
                                 m.d.comb += c_free.eq(Mux(c_slot, 0b10, 0b01))
                                 m.d.sync += c_slot.eq(~c_slot)
                             with m.If(tile_last):
-                                m.d.sync += [c_tk.eq(0), c_ch_base.eq(0), c_byte.eq(0)]
+                                m.d.sync += [c_tk.eq(0), c_ch_base.eq(0)]
                                 with m.If(c_ly == nl - 1):
                                     m.d.sync += [c_phase.eq(0), c_ly.eq(0)]
                                 with m.Else():

@@ -19,7 +19,7 @@ Data flow (one inference)::
 * **Controller**: per layer, per tile, per output pixel, one term ``(ci, kh, kw)`` per cycle:
   the activation address (stride, zero outside the image: padding), the tile-buffer row and
   column, ``last`` on the pixel's final term.  Linear layers are 1x1 "images" with ``cin``
-  channels; depthwise layers and pools run lane-serially.
+  channels; depthwise layers and pools run lane-serially (in groups of ``Plan.cpar`` lanes).
 * **MAC array**: :class:`~.asm.AsmMacArray` (ASM codes) or :class:`~.baseline.ExactMacArray`
   (rebuilt integer weights), ``lanes`` output channels per term.
 * **Post-processor**, one lane per cycle: ``r = (acc + bias) * M [+ res * Mr]``,
@@ -277,7 +277,7 @@ class Engine(wiring.Component):
         m.submodules.ctrl = ctrl = Controller(
             layers=layers, lanes=L, group=G, wbits=wbits, rmax=rmax, act_depth=act_depth,
             mac_in=mac.signature.members["i"].signature.flip(),  # an In member's is flipped
-            unit=mac.unit, cpar=P)
+            unit=mac.unit, cpar=P, zero=mac.zero)
         if self.skid:
             # the MAC array's stall (the post-processor's ready) reaches the controller's
             # issue enable through a register, not combinationally (Fmax)

@@ -390,12 +390,19 @@ class GenerateFill(Fill):
         if P > 1:
             # cpar channels per row: channel ci's weights go to column ci % cpar of rows
             # (ci // cpar) * k * k + t; the next channel of a group starts its rows again
+            # (a depthwise layer's lanes run in groups of cpar, each on its channel's column:
+            # lane n's weights in column n % cpar and zeros in the others)
             col = s_ci[:ceil_log2(P)]
+            dw = lc_("g_mlg_dw", lambda ly: int(ly.depthwise), 1)
+            zero = Const(0, wb)
             m.d.comb += [self.t_wr.addr.eq(self.slot * rmax + w_row),
-                         self.t_wr.data.eq(Cat(*[new[n] for n in range(L) for _ in range(P)]))]
+                         self.t_wr.data.eq(Mux(dw, Cat(*[new[n] if j == n % P else zero
+                                                         for n in range(L) for j in range(P)]),
+                                               Cat(*[new[n] for n in range(L) for _ in range(P)])))]
             lane_cols = sum(1 << (n * P) for n in range(L))
             with m.If(s_gen & s_last):
-                m.d.comb += self.t_wr.en.eq(Const(lane_cols, L * P) << col)
+                m.d.comb += self.t_wr.en.eq(Mux(dw, (1 << (L * P)) - 1,
+                                                Const(lane_cols, L * P) << col))
                 with m.If(s_t_last & (col != P - 1)):
                     m.d.sync += w_row.eq(w_row - Mux(lc["k9"], K2 - 1, 0))
                 with m.Else():

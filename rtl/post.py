@@ -65,7 +65,8 @@ class PostProcessor(wiring.Component):
     ``(r + 2**(S-1)) >> S`` (round half up, arithmetic), then saturation to u8 (ReLU) or s8
     (no activation) for hidden layers, written back in ``[C, H, W]`` order, or to int32 (final
     layer, to ``o_y``).  Lane-serial layers (depthwise, pools) give one value per word, in
-    (tile, lane, pixel) order.  Six register stages (seven with a residual), each with at most
+    (tile, lane, pixel) order (with ``cpar > 1``: a group's ``cpar`` values per word, in
+    (tile, group, pixel, lane) order).  Six register stages (seven with a residual), each with at most
     one adder, a multiplier or the shifter.
 
     Parameters
@@ -201,7 +202,11 @@ class PostProcessor(wiring.Component):
             m.d.sync += fresh.eq(0)
         pix_last = p_pix == n_pix - 1
         lane_last = p_lane == p_lanes - 1
-        word_last = Mux(ser, 1, lane_last) if serial else lane_last     # last value of the word
+        if serial and P > 1:
+            # a lane-serial word holds its group's cpar lanes (the channels of one word)
+            word_last = Mux(ser, byte_last | lane_last, lane_last)
+        else:
+            word_last = Mux(ser, 1, lane_last) if serial else lane_last     # last value of the word
         with m.If(take & word_last):
             m.d.sync += ack.eq(1)
         with m.If(padv):
@@ -217,15 +222,22 @@ class PostProcessor(wiring.Component):
                           co.eq(0), co_base.eq(0), addr.eq(0), addr_base.eq(0)]
             if P > 1:
                 layer_done.append(p_byte.eq(0))
-            with m.If(ser):
+            grouped = Const(int(P > 1), 1)
+            with m.If(ser & grouped & ~word_last):
+                # (cpar > 1: tile, group, pixel, lane in the group) the group's next lane: the
+                # next byte of the same word
+                m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), p_byte.eq(p_byte + 1)]
+            with m.Elif(ser & grouped & ~pix_last):
+                # the group's next pixel: back to its first lane
+                m.d.sync += [p_pix.eq(p_pix + 1), addr.eq(addr + 1), p_byte.eq(0),
+                             p_lane.eq(p_lane - p_byte), co.eq(co - p_byte)]
+            with m.Elif(ser):
                 # (tile, lane, pixel) order: the address runs on by one.
                 m.d.sync += addr.eq(addr + 1)
                 with m.If(pix_last):
                     m.d.sync += [p_pix.eq(0), co.eq(co + 1)]
-                    if P > 1:           # the next byte: back to the group's first pixel
-                        m.d.sync += p_byte.eq(p_byte + 1)
-                        with m.If(~byte_last):
-                            m.d.sync += addr.eq(addr + 1 - n_pix)
+                    if P > 1:
+                        m.d.sync += p_byte.eq(0)
                     with m.If(lane_last):
                         m.d.sync += p_lane.eq(0)
                         with m.If(p_tk == tiles - 1):

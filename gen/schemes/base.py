@@ -86,6 +86,13 @@ class Scheme:
         the cycle model (``gen.cycles``).  The copy fill: one word per step and cycle."""
         return [(ly.steps, ly.steps * plan.weight_word_bits)] * ly.tiles
 
+    def tile_phases(self, plan, ly) -> list[list[tuple[int, int, int]]]:
+        """:meth:`tile_costs` split into phases that read at different rates, ``[(cycles,
+        bits, weight-memory words), ...]`` per tile (the cycle model with a link or a flash
+        serves them in order): one phase unless the scheme says otherwise."""
+        return [[(c, b, len(t))] for (c, b), t in zip(self.tile_costs(plan, ly),
+                                                      self.weight_trace(plan, ly))]
+
     def weight_trace(self, plan, ly) -> list[list[int]]:
         """Per tile of layer ``ly``, the weight-memory addresses the fill reads, in the order it
         takes them (a word read twice appears twice): the order of the weight stream of a

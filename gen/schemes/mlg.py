@@ -218,18 +218,28 @@ class Mlg(Scheme):
         position each).  The weight-memory words are those of
         :meth:`weight_trace`; with level 1 the coefficient words come from the coefficient
         memory on tile 0 and from the coefficient cache on later tiles of a reusing layer."""
+        return [(sum(p[0] for p in ph), sum(p[1] for p in ph))
+                for ph in self.tile_phases(plan, ly)]
+
+    def tile_phases(self, plan, ly) -> list[list[tuple[int, int, int]]]:
+        """:meth:`tile_costs` by phase, ``[(load cycles, bits, weight words), (generate
+        cycles, bits, weight words)]`` per tile: a link delivers the load's burst before the
+        generation's steady stream."""
         ex, costs = ly.extra, []
         reuse = self.reuse(plan, ly)
         for tk, words in enumerate(self.weight_trace(plan, ly)):
             n_o = ex["Bo"] if ex["level2"] else min(plan.lanes, ly.cout - tk * plan.lanes)
             load = ex["level2"] or (ex["level1"] and tk == 0)
-            cycles = (ex["Bo"] if load else 0) + ly.cin * n_o * ly.k * ly.k
-            bits = len(words) * plan.weight_word_bits
-            if ex["level2"]:
-                bits += ex["Bo"] * plan.aux_word_bits
+            wbits = len(words) * plan.weight_word_bits
+            # the load: the basis kernels (level 1, tile 0) and V (level 2)
+            lbits = ((wbits if ex["level1"] else 0)
+                     + (ex["Bo"] * plan.aux_word_bits if ex["level2"] else 0))
+            gbits = 0 if ex["level1"] else wbits             # packed basis rows
             if ex["level1"] and not (reuse and tk):
-                bits += ly.cin * n_o * plan.coef_word_bits
-            costs.append((cycles, bits))
+                gbits += ly.cin * n_o * plan.coef_word_bits
+            lw = len(words) if ex["level1"] else 0
+            costs.append([(ex["Bo"] if load else 0, lbits, lw),
+                          (ly.cin * n_o * ly.k * ly.k, gbits, len(words) - lw)])
         return costs
 
     def weight_trace(self, plan, ly) -> list[list[int]]:

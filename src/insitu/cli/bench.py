@@ -29,7 +29,7 @@ from .bench_memory import SWEEPS, markdown, run_bench_memory
 from .bench_mutants import run_bench_mutants
 from .bench_sweep import run_bench_sweep
 from .board import board_plan
-from .common import UserError, scheme_knobs
+from .common import UserError, cpar_arg, scheme_knobs
 
 
 def _cmd_bench_fuzz(args) -> int:
@@ -280,7 +280,8 @@ def _cmd_bench_board(args) -> int:
         args.set = [f"{k}={v}" for k, v in BOARDS[args.board].demo_knobs.items()]
     plan = board_plan(args)
     x = _board_bench_inputs(args, plan, args.images)
-    print(f"[bench board] {args.board}: {plan.scheme}, {plan.lanes} lanes, {len(x)} images "
+    print(f"[bench board] {args.board}: {plan.scheme}, {plan.lanes} lanes"
+          f"{f' x {plan.cpar} channels' if plan.cpar > 1 else ''}, {len(x)} images "
           f"through the pins ({'netlist, ' if args.netlist else 'complete top, ' if args.top else ''}"
           f"{'icarus' if args.top or args.netlist else args.sim}; a ResNet-8 image takes about "
           f"a minute on Verilator)...", file=sys.stderr, flush=True)
@@ -418,6 +419,7 @@ def register(sub) -> None:
                     "(default: %(default)s)")
     bd.add_argument("--lanes", type=int, help="demo model lanes (default: the board's demo "
                     "lanes)")
+    cpar_arg(bd, "; a real network when no DIR is given")
     bd.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="demo model compressor knob")
     bd.add_argument("--weight-flash", default="", metavar="qspi|spi[:DIV]", help="demo model: "
