@@ -222,32 +222,38 @@ class PostProcessor(wiring.Component):
                           co.eq(0), co_base.eq(0), addr.eq(0), addr_base.eq(0)]
             if P > 1:
                 layer_done.append(p_byte.eq(0))
-            grouped = Const(int(P > 1), 1)
-            with m.If(ser & grouped & ~word_last):
-                # (cpar > 1: tile, group, pixel, lane in the group) the group's next lane: the
-                # next byte of the same word
-                m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), p_byte.eq(p_byte + 1)]
-            with m.Elif(ser & grouped & ~pix_last):
-                # the group's next pixel: back to its first lane
-                m.d.sync += [p_pix.eq(p_pix + 1), addr.eq(addr + 1), p_byte.eq(0),
-                             p_lane.eq(p_lane - p_byte), co.eq(co - p_byte)]
-            with m.Elif(ser):
-                # (tile, lane, pixel) order: the address runs on by one.
-                m.d.sync += addr.eq(addr + 1)
-                with m.If(pix_last):
-                    m.d.sync += [p_pix.eq(0), co.eq(co + 1)]
-                    if P > 1:
-                        m.d.sync += p_byte.eq(0)
-                    with m.If(lane_last):
-                        m.d.sync += p_lane.eq(0)
-                        with m.If(p_tk == tiles - 1):
-                            m.d.sync += layer_done
-                        with m.Else():
-                            m.d.sync += p_tk.eq(p_tk + 1)
+            def next_lane_serial():
+                """A lane-serial value's last pixel: the next lane (or group), tile, layer."""
+                m.d.sync += [p_pix.eq(0), co.eq(co + 1)]
+                if P > 1:
+                    m.d.sync += p_byte.eq(0)
+                with m.If(lane_last):
+                    m.d.sync += p_lane.eq(0)
+                    with m.If(p_tk == tiles - 1):
+                        m.d.sync += layer_done
                     with m.Else():
-                        m.d.sync += p_lane.eq(p_lane + 1)
+                        m.d.sync += p_tk.eq(p_tk + 1)
                 with m.Else():
-                    m.d.sync += p_pix.eq(p_pix + 1)
+                    m.d.sync += p_lane.eq(p_lane + 1)
+            with m.If(ser):
+                if P > 1:
+                    # (tile, group, pixel, lane in the group): a word's lanes are the bytes of
+                    # one activation word
+                    with m.If(~word_last):
+                        m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), p_byte.eq(p_byte + 1)]
+                    with m.Elif(~pix_last):         # the group's next pixel, its first lane
+                        m.d.sync += [p_pix.eq(p_pix + 1), addr.eq(addr + 1), p_byte.eq(0),
+                                     p_lane.eq(p_lane - p_byte), co.eq(co - p_byte)]
+                    with m.Else():                  # the next group's word follows
+                        m.d.sync += addr.eq(addr + 1)
+                        next_lane_serial()
+                else:
+                    # (tile, lane, pixel) order: the address runs on by one.
+                    m.d.sync += addr.eq(addr + 1)
+                    with m.If(pix_last):
+                        next_lane_serial()
+                    with m.Else():
+                        m.d.sync += p_pix.eq(p_pix + 1)
             with m.Elif(lane_last):
                 m.d.sync += p_lane.eq(0)
                 if P > 1:
