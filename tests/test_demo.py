@@ -83,3 +83,20 @@ def test_demo_committed_checkpoints(tmp_path, capsys, model, scheme, weights, ma
         assert key in run
     assert f"{model:8s} {scheme:9s} {'QAT' if scheme != 'int8' else 'PTQ'}" in capsys.readouterr().out
     assert (out / "accuracy_vs_bits.png").stat().st_size > 1000
+
+
+def test_real_table_shows_cpar_only_when_used():
+    """The real-network table gains a ``cpar`` column only when a row takes more than one
+    channel per cycle (the default run's table is unchanged)."""
+    from insitu.cli.demo_real import real_table
+    row = {"model": "resnet8", "scheme": "asm", "fine_tuned": True, "accuracy_float": 0.93,
+           "accuracy_hw": 0.92, "top1_agreement": 0.99, "weight_bytes": 48400,
+           "bits_per_weight": 5.0, "weight_bits_read": 390000, "weights": 78000,
+           "read_ratio_vs_int8": 1.6, "cycles": 216105, "mac_utilization": 0.883,
+           "activation_bytes": 49152, "rtl_vectors": 4, "bit_exact": True}
+    one = real_table({"runs": [dict(row, cpar=1)]}).splitlines()
+    four = real_table({"runs": [dict(row, cpar=4), dict(row, scheme="smartdeal", cpar=1)]})
+    assert "cpar" not in one[0] and " 216105 " in one[2]
+    head, _, asm, sd = four.splitlines()
+    assert head.split()[11:13] == ["cpar", "cycles"]
+    assert asm.split()[10:12] == ["4", "216105"] and sd.split()[10] == "1"

@@ -164,7 +164,7 @@ def test_bank_conflict_is_flagged():
     assert counters[0]["err"] == 1
 
 
-@pytest.mark.parametrize("scheme, lanes, cpar", [("asm", 4, 2), ("int8", 8, 4), ("mlg", 8, 4)])
+@pytest.mark.parametrize("scheme, lanes, cpar", [("asm", 4, 2), ("mlg", 8, 4)])
 def test_graph_cpar_bit_exact(scheme, lanes, cpar):
     """Several input channels per lane and cycle (``Plan.cpar``): activation words of cpar
     channels, cpar weights per lane and term; the 3-channel input and the depthwise layer
