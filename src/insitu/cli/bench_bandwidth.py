@@ -266,8 +266,9 @@ def _plot(rep: dict, path: Path) -> None:
         for s in rep["accuracy_hw"]:
             pts = [r for r in mine if r["scheme"] == s and r["port_bits"] is not None]
             fl = [r for r in mine if r["scheme"] == s and r.get("flash")]
+            one = cfg[1] > 1 and pts and pts[0].get("cpar", 1) == 1
             line, = ax.plot([r["port_bits"] for r in pts], [r["cycles"] / 1e6 for r in pts],
-                            marker=registry.get(s).marker, label=s)
+                            marker=registry.get(s).marker, label=s + (" (x1)" if one else ""))
             ax.scatter([r["flash_bits_per_cycle"] for r in fl], [r["cycles"] / 1e6 for r in fl],
                        marker=registry.get(s).marker, facecolors="none",
                        edgecolors=line.get_color(), s=60, zorder=3)
