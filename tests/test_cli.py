@@ -281,7 +281,7 @@ def test_compile_with_several_channels_per_cycle(tmp_path, capsys):
     assert (one["cpar"], four["cpar"]) == (1, 4)
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["cpar"] == 4
     assert four["cycles_model"] < one["cycles_model"] / 2
-    capsys.readouterr()
+    assert "scheme asm, 8 lanes x 4 channels: " in capsys.readouterr().out
     for extra, msg in [(["--scheme", "smartdeal", "--cpar", "2"],
                         "Scheme 'smartdeal' takes one channel per cycle (cpar 1), not 2"),
                        (["--scheme", "asm", "--cpar", "16"],

@@ -115,7 +115,8 @@ def _cmd_compile(args) -> int:
                                      "" if ly["relu"] else "no ReLU") if n)
         print(f"{ly['name']:{width}s} {ly['kind']:8s} {ly['cin']:4d}x{ly['in'][0]}x{ly['in'][1]:<3d} "
               f"{ly['cout']:4d}x{ly['out'][0]}x{ly['out'][1]:<3d} {ly['tiles']:5d}  {notes}")
-    print(f"scheme {rep['scheme']}, {rep['lanes']} lanes: {rep['weights']} weights in "
+    lanes = f"{rep['lanes']} lanes" + (f" x {rep['cpar']} channels" if rep.get("cpar", 1) > 1 else "")
+    print(f"scheme {rep['scheme']}, {lanes}: {rep['weights']} weights in "
           f"{rep['weight_memory_bits']} bits ({rep['bits_per_weight']:.2f} bits/weight, "
           f"x{rep['memory_ratio_vs_int8']:.2f} vs int8), {rep['macs_per_inference']} MACs/inference, "
           f"{rep['activation_bytes']} activation bytes (peak of the live buffers)")
