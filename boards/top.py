@@ -121,7 +121,8 @@ def place_memories(board: str, plan) -> Placement:
     need = [f"activations {act} bytes", f"tile buffers, fill caches and post/aux/coefficient images "
             f"{fixed} bytes", f"weight memory {'in flash' if plan.weight_flash else f'{weights} bytes'}"]
     spram = (f", SPRAM {have_spram} x {SPRAM_DEPTH * SPRAM_BITS // 8} bytes (activations "
-             f"take {banks} as banks of {SPRAM_DEPTH} bytes"
+             + (f"take {banks} as banks of {SPRAM_DEPTH} bytes" if banked else
+                f"go to SPRAM banks with cpar 1 only, not {plan.cpar}")
              + (f", the weight memory {wsp}" if wsp and not plan.weight_flash else "") + ")"
              if have_spram else "")
     hint = "" if plan.weight_flash else "; stream the weights from the flash (--weight-flash qspi)"

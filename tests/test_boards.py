@@ -551,6 +551,11 @@ def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
     assert P.plan_id(place.plan) == P.plan_id(plan)
     place.plan.post_words[0] ^= 1                 # another design
     assert P.plan_id(place.plan) != P.plan_id(plan)
+    wide = load_plan(tmp_path / "r8")            # several channels per word: no SPRAM banks
+    wide.weight_flash, wide.cpar = "qspi", 2
+    with pytest.raises(ValueError, match=r"\(activations go to SPRAM banks with cpar 1 only, "
+                                         r"not 2\)$"):
+        place_memories("icebreaker", wide)
     plan.weight_flash = ""
     ulx = place_memories("ulx3s", plan)
     assert ulx.weight_ram == "block" and place.skid and not ulx.skid
