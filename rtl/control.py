@@ -166,7 +166,7 @@ class Controller(wiring.Component):
         Tile slots this cycle's read finished with.
     act_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8 * cpar))``
         Activation read port (driven).
-    t_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(2 * rmax), shape=lanes*group*wbits))``
+    t_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(2 * rmax), shape=lanes*group*cpar*wbits))``
         Tile-buffer read port (driven).
     o : ``Out(mac_in)``
         Terms to the MAC array.
@@ -175,7 +175,8 @@ class Controller(wiring.Component):
     issuing : ``Out(1)``
         In the issue phase.
     lanes_used : ``Out(range(lanes * cpar + 1))``
-        Lanes times columns of the term on ``o`` (1 for lane-serial layers).
+        Lanes times columns of the term on ``o`` that hold channels (lane-serial layers: 1, or
+        the group's lanes with ``cpar > 1``).
 
     Raises
     ------
