@@ -39,6 +39,15 @@ def fold_add(m, acc, magnitude, negate, bits: int, name: str = "acc"):
     return total
 
 
+def _tree_sum(values):
+    """Sum of ``values`` as a balanced tree of adders (a chain as long as the list would set
+    the stage's depth)."""
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 def _any(bits):
     """OR of 1-bit values, as one reduction (a chain of ORs as deep as the lanes makes a
     netlist whose depth overflows the synthesis tool's recursion at 256 products)."""
@@ -108,14 +117,17 @@ class MacPipeline(wiring.Component):
             sbits = mshape.width + 1 + ceil_log2(ways)
             lanes_out = []
             for n in range(lanes):
-                total = 0
+                flips = []
                 for j in range(ways):
                     ext = Signal(signed(sbits), name=f"lane{n}_c{j}")
                     flip = Signal(signed(sbits), name=f"lane{n}_c{j}_x")
                     m.d.comb += [ext.eq(c_mag[n][j]),
                                  flip.eq(ext ^ c_neg[n][j].replicate(sbits))]
-                    total = total + flip + c_neg[n][j]
-                lanes_out.append((total, Const(0, 1), Const(0, 1)))
+                    flips.append(flip)
+                # -m = ~m + 1: the products' ones as one small term of the balanced sum
+                ones = _tree_sum([c_neg[n][j].as_unsigned() for j in range(ways)])
+                lanes_out.append((_tree_sum(flips[:-1] + [flips[-1] + ones]),
+                                  Const(0, 1), Const(0, 1)))
             mshape = signed(sbits)
             s1_valid, s1_last = c_valid, c_last
             s2_bad_in = c_bad

@@ -51,6 +51,7 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
     flash = r.get("flash")
     rep = {
         "board": board, "device": b.device.part, "scheme": plan.scheme, "lanes": plan.lanes,
+        "cpar": plan.cpar,
         "placement": place.describe(), "skid": place.skid,
         "what": ("netlist of the complete top" if netlist else
                  "complete top (RTL)" if top else "host link and engine (RTL)"),
@@ -71,7 +72,8 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
 
 
 def markdown(rep: dict) -> str:
-    lines = [f"# {rep['board']} ({rep['device']}): {rep['scheme']}, {rep['lanes']} lanes", "",
+    lanes = f"{rep['lanes']} lanes" + (f" x {rep['cpar']} channels" if rep.get("cpar", 1) > 1 else "")
+    lines = [f"# {rep['board']} ({rep['device']}): {rep['scheme']}, {lanes}", "",
              f"{rep['what']} on {rep['simulator']}; memories: {rep['placement']}; issue stall "
              f"{'through the skid buffer' if rep['skid'] else 'direct'}.", "",
              "| | |", "|---|---|",
