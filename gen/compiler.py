@@ -35,7 +35,7 @@ def check_lanes(lanes) -> int:
 
 def check_cpar(cpar, lanes: int, scheme) -> int:
     """The channels-per-cycle rule (compiler, CLI): one of :data:`CPARS`, dividing the lanes,
-    with a scheme whose fill copies weight words (``Scheme.cpar_ok``)."""
+    with a scheme whose fill can place a tile row's channels (``Scheme.cpar_ok``)."""
     if not isinstance(cpar, int) or isinstance(cpar, bool) or cpar not in CPARS:
         raise ModelError(f"Channels per cycle (cpar) must be one of "
                          f"{', '.join(map(str, CPARS))}, not {cpar!r}")

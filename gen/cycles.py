@@ -107,30 +107,26 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
     if flash:
         rate = flash_bits_per_cycle(flash)
         nb = word_bytes(plan)
-        fbits = [8 * nb * len(t) for ly in plan.weighted for t in scheme.weight_trace(plan, ly)]
         cap = 8 * nb + 16             # one word waiting, two bytes in the reader
         latency = COMMAND_CLOCKS * 2 * parse_flash(flash)[1] + 4
 
     def fill_time(k, idle):
         """Cycles of tile k's fill; the port's buffer filled up while the fill was idle."""
-        _, gen, bits = tiles[k]
-        if flash:
-            if not fbits[k]:
-                return gen, gen
-            head = min(cap, rate * idle) if k else -rate * latency
-            need = 2
-            for cycles, _, words in phases[k]:      # each phase at its own pace, in order
-                pbits = 8 * nb * words
-                need += max(cycles, int(-(-max(0, pbits - head) // rate)))
-                head = max(0, head - pbits)
-            return max(gen, need), gen
-        if port_bits is None:
+        gen = tiles[k][1]
+        if flash:               # the flash streams the weight words, whole bytes each
+            per_cycle, head = rate, (min(cap, rate * idle) if k else -rate * latency)
+            loads = [(cycles, 8 * nb * words) for cycles, _, words in phases[k]]
+        elif port_bits is not None:
+            per_cycle, head = port_bits, min(cap, port_bits * idle)
+            loads = [(cycles, bits) for cycles, bits, _ in phases[k]]
+        else:
             return gen, gen
-        head = min(cap, port_bits * idle)
+        if not any(bits for _, bits in loads):
+            return gen, gen
         need = 2
-        for cycles, pbits, _ in phases[k]:  # each phase at its own pace, in order
-            need += max(cycles, -(-max(0, pbits - head) // port_bits))
-            head = max(0, head - pbits)
+        for cycles, bits in loads:              # each phase at its own pace, in order
+            need += max(cycles, int(-(-max(0, bits - head) // per_cycle)))
+            head = max(0, head - bits)
         return max(gen, need), gen
     fill_end = []                     # per weighted tile
     issue_end = []                    # per weighted tile

@@ -176,11 +176,6 @@ class Plan:
         return sum(ly.cout * (1 if ly.kind == "maxpool" else ly.terms) * ly.oh * ly.ow
                    for ly in self.layers)
 
-    def steps_of(self, cin: int, k: int) -> int:
-        """MAC-array transfers per output pixel of a layer reading ``cin`` channels through a
-        ``k x k`` window, ``cpar`` channels per transfer."""
-        return -(-cin // self.cpar) * k * k
-
     def output_pixels(self) -> int:
         ly = self.layers[-1]
         return ly.oh * ly.ow

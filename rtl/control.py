@@ -210,6 +210,18 @@ class Controller(wiring.Component):
         kmax = max(ly.k for ly in layers)
         serial = any(ly.depthwise for ly in layers)       # elaborate lane-serial logic
 
+        def groups(n):
+            """Groups of ``cpar`` in ``n`` items (channels or lanes)."""
+            return -(-n // P)
+
+        def last_group(n):
+            """Items in the last of those groups."""
+            return n - (groups(n) - 1) * P
+
+        def tile_lanes(ly):
+            """Lanes of the layer's last (maybe partial) tile."""
+            return ly.cout - (ly.tiles - 1) * L
+
         c_ly = Signal(range(max(2, nl)))
         c_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
         c_slot = Signal()
@@ -250,7 +262,7 @@ class Controller(wiring.Component):
             ("maxp", lambda ly: int(ly.kind == "maxpool"), 1),
             # last index of each counter, so that "is last" is one equality test
             ("k_m1", lambda ly: ly.k - 1, range(max(2, kmax))),
-            ("cin_m1", lambda ly: -(-ly.cin // P) - 1, range(1 << 16)),    # channel groups
+            ("cin_m1", lambda ly: groups(ly.cin) - 1, range(1 << 16)),    # channel groups
             ("oy_last", lambda ly: (ly.oh - 1) * ly.stride, range(4096)),
             ("ox_last", lambda ly: (ly.ow - 1) * ly.stride, range(4096)),
         ]}
@@ -275,11 +287,10 @@ class Controller(wiring.Component):
             # activation word) at a time; c_lane counts the tile's groups
             grp_m1 = Signal(range(max(2, L // P)))
             last_grp_m1 = layer_const(m, c_ly, layers, "c_last_grp_m1",
-                                      lambda ly: -(-(ly.cout - (ly.tiles - 1) * L) // P) - 1,
+                                      lambda ly: groups(tile_lanes(ly)) - 1,
                                       range(max(2, L // P)), registered=True)
             last_grp_lanes = layer_const(m, c_ly, layers, "c_last_grp_lanes",
-                                         lambda ly: ly.cout - (ly.tiles - 1) * L
-                                         - (-(-(ly.cout - (ly.tiles - 1) * L) // P) - 1) * P,
+                                         lambda ly: last_group(tile_lanes(ly)),
                                          range(P + 1), registered=True)
             m.d.comb += [grp_m1.eq(Mux(tile_last, last_grp_m1, L // P - 1)),
                          lane_last.eq(Mux(ser, c_lane == grp_m1, 1))]
@@ -308,11 +319,9 @@ class Controller(wiring.Component):
         # lane-serial layer's group uses every column)
         all_cols = (1 << P) - 1
         cols_last = layer_const(m, c_ly, layers, "c_cols_last",
-                                lambda ly: (1 << (ly.cin - (-(-ly.cin // P) - 1) * P)) - 1,
-                                P, registered=True)
+                                lambda ly: (1 << last_group(ly.cin)) - 1, P, registered=True)
         ncols_last = layer_const(m, c_ly, layers, "c_ncols_last",
-                                 lambda ly: ly.cin - (-(-ly.cin // P) - 1) * P, range(P + 1),
-                                 registered=True)
+                                 lambda ly: last_group(ly.cin), range(P + 1), registered=True)
         s0_cols, s1_cols = Signal(P), Signal(P)
         # lanes x columns in use: a lane-serial group's lanes, else the tile's lanes x columns
         if serial and P > 1:
@@ -340,8 +349,7 @@ class Controller(wiring.Component):
         with m.If(adv):
             m.d.sync += [s1_valid.eq(s0_valid), s1_inside.eq(s0_inside), s1_last.eq(s0_last),
                          s1_col.eq(s0_col), s1_lanes.eq(s0_lanes), s1_unit.eq(s0_unit),
-                         s1_first.eq(s0_first), s1_max.eq(s0_max), s1_cols.eq(s0_cols),
-                         ]
+                         s1_first.eq(s0_first), s1_max.eq(s0_max), s1_cols.eq(s0_cols)]
         m.d.comb += self.issuing.eq(c_phase == 2)
 
         # MAC input from the read data.
