@@ -15,7 +15,7 @@ import numpy as np
 from . import schemes
 from .buffers import allocate
 from .layer import Layer, ModelError
-from .plan import LayerPlan, Plan, resolve
+from .plan import CPARS, LayerPlan, Plan, resolve
 from .quantise import golden_entry, quantise
 
 __all__ = ["LayerPlan", "Plan", "compile_model", "compress_layers", "golden_layers", "rebuilt_weights",
@@ -23,7 +23,6 @@ __all__ = ["LayerPlan", "Plan", "compile_model", "compress_layers", "golden_laye
 
 MAX_LANES = 64
 #: Input channels per MAC lane and cycle the engine can take (``Plan.cpar``).
-CPARS = (1, 2, 4, 8)
 
 
 def check_lanes(lanes) -> int:

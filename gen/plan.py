@@ -16,7 +16,10 @@ from .buffers import allocate
 from .layer import POOLS, Layer, ModelError
 from .util import conv_out
 
-__all__ = ["LayerPlan", "Plan", "layer_shapes", "resolve", "IMAGES"]
+__all__ = ["LayerPlan", "Plan", "layer_shapes", "resolve", "IMAGES", "CPARS"]
+
+#: Input channels per MAC lane per cycle that the engine takes (``Plan.cpar``).
+CPARS = (1, 2, 4, 8, 16)
 
 IMAGES = ("weight_words", "aux_words", "post_words", "coef_words")
 
@@ -99,8 +102,8 @@ class Plan:
     weight_flash: str = ""          # "qspi[:DIV]" / "spi[:DIV]": the weight memory is not on
                                     # chip, its read trace streams from a SPI NOR flash at
                                     # every inference (gen.flashimage, rtl.weightstream)
-    cpar: int = 1                   # input channels each MAC lane takes per cycle (1, 2, 4,
-                                    # 8): activation words of cpar bytes (gen.buffers), tile
+    cpar: int = 1                   # input channels each MAC lane takes per cycle (CPARS:
+                                    # 1..16): activation words of cpar bytes (gen.buffers), tile
                                     # rows of cpar weights per lane, ceil(cin/cpar) k*k steps
 
     # -- serialisation -------------------------------------------------------------------

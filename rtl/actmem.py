@@ -9,6 +9,8 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from ..gen.plan import CPARS
+
 __all__ = ["ActivationMemory"]
 
 
@@ -62,7 +64,7 @@ class ActivationMemory(wiring.Component):
     ------
     ValueError
         If ``depth`` or ``in_size`` is not a positive integer, ``in_base`` is negative, the
-        input does not fit (``in_base + in_size > depth``), ``cpar`` is not 1, 2, 4 or 8 or
+        input does not fit (``in_base + in_size > depth``), ``cpar`` is not in ``gen.plan.CPARS`` or
         is more than 1 with banks.
     """
 
@@ -73,8 +75,8 @@ class ActivationMemory(wiring.Component):
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         if not isinstance(in_base, int) or in_base < 0:
             raise ValueError(f"in_base must be a non-negative integer, not {in_base!r}")
-        if cpar not in (1, 2, 4, 8):
-            raise ValueError(f"cpar must be 1, 2, 4 or 8, not {cpar!r}")
+        if cpar not in CPARS:
+            raise ValueError(f"cpar must be one of {', '.join(map(str, CPARS))}, not {cpar!r}")
         if cpar > 1 and bank_words:
             raise ValueError("a banked activation memory takes one channel per word (cpar 1)")
         if cpar > 1 and (not isinstance(in_pixels, int) or in_pixels < 1 or in_size % in_pixels):

@@ -22,6 +22,7 @@ from ..gen.golden import (
     parse_alphabet,
     signed_bits_for,
 )
+from ..gen.plan import CPARS
 from .mac import MacPipeline, _any, mac_output_layout
 
 __all__ = ["asm_code_layout", "bank_mult_shape", "magnitude_shape", "AsmMacIO", "PrecomputeBank", "AsmProduct", "AsmMacArray"]
@@ -328,7 +329,7 @@ class AsmMacArray(MacPipeline):
     acc_bits : int or None
         Accumulator width; derived from ``acc_len`` if None, else checked to be wide enough.
     ways : int
-        Activations per term (1, 2, 4 or 8): with ``ways > 1``, ``x`` is ``ways``
+        Activations per term (one of ``gen.plan.CPARS``): with ``ways > 1``, ``x`` is ``ways``
         activations, each lane takes ``ways`` codes and adds ``sum_j x[j] * w[j]``; one
         precompute bank per activation, shared by the lanes (a latency of 4).
 
@@ -340,8 +341,8 @@ class AsmMacArray(MacPipeline):
 
     def __init__(self, *, alphabet="A4", weight_bits=8, act_bits=8, act_signed=False,
                  lanes=8, acc_len=1024, acc_bits=None, ways=1):
-        if ways not in (1, 2, 4, 8):
-            raise TypeError(f"Ways must be 1, 2, 4 or 8, not {ways!r}")
+        if ways not in CPARS:
+            raise TypeError(f"Ways must be one of {', '.join(map(str, CPARS))}, not {ways!r}")
         self.ways = ways
         p = self.validate(alphabet=alphabet, weight_bits=weight_bits, act_bits=act_bits,
                           act_signed=act_signed, lanes=lanes, acc_len=acc_len * ways,

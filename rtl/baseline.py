@@ -17,6 +17,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from ..gen.golden import act_range, signed_bits_for
+from ..gen.plan import CPARS
 from .mac import MacPipeline, mac_output_layout
 
 __all__ = ["ExactMacArray", "Pow2MacArray", "pow2_code_layout"]
@@ -39,8 +40,8 @@ class ExactMacArray(MacPipeline):
     def __init__(self, *, weight_bits=8, act_bits=8, act_signed=False, lanes=8, acc_len=1024,
                  ways=1):
         _check(lanes, act_bits, acc_len)
-        if ways not in (1, 2, 4, 8):
-            raise TypeError(f"Ways must be 1, 2, 4 or 8, not {ways!r}")
+        if ways not in CPARS:
+            raise TypeError(f"Ways must be one of {', '.join(map(str, CPARS))}, not {ways!r}")
         self.ways = ways
         if not isinstance(weight_bits, int) or isinstance(weight_bits, bool) or not 2 <= weight_bits <= 32:
             raise TypeError(f"Weight bits must be an integer in 2..32, not {weight_bits!r}")

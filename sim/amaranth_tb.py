@@ -75,11 +75,15 @@ def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None
     (all of them: the engine starts computing), ``cycles`` more cycles, then a reset in the
     middle of it; the vectors ``x`` follow and must come out exact."""
     import random
+    import sys
 
     import numpy as np
     from amaranth.hdl import ResetInserter, Signal
     from amaranth.sim import Simulator
 
+    # The Python simulator compiles each expression recursively; a wide MAC array's sums
+    # (int8, 32 lanes x 16 channels) go deeper than Python's default limit.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     dut = Engine(plan)
     n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
     rng = random.Random(seed)

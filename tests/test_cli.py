@@ -284,8 +284,8 @@ def test_compile_with_several_channels_per_cycle(tmp_path, capsys):
     assert "scheme asm, 8 lanes x 4 channels: " in capsys.readouterr().out
     for extra, msg in [(["--scheme", "smartdeal", "--cpar", "2"],
                         "Scheme 'smartdeal' takes one channel per cycle (cpar 1), not 2"),
-                       (["--scheme", "asm", "--cpar", "16"],
-                        "Channels per cycle (cpar) must be one of 1, 2, 4, 8, not 16")]:
+                       (["--scheme", "asm", "--cpar", "32"],
+                        "Channels per cycle (cpar) must be one of 1, 2, 4, 8, 16, not 32")]:
         assert cli.main(args + extra + ["-o", str(tmp_path / "c")]) == 2
         assert capsys.readouterr().err.strip() == f"insitu: error: {msg}"
         assert not (tmp_path / "c").exists()
@@ -294,7 +294,7 @@ def test_compile_with_several_channels_per_cycle(tmp_path, capsys):
                                                "(resnet8, dscnn, real), not digits")
     assert cli.main(["demo", "--model", "resnet8", "--lanes", "4", "--cpar", "8",
                      "-o", str(tmp_path / "d")]) == 2
-    assert capsys.readouterr().err.strip() == ("insitu: error: --cpar must be one of 1, 2, 4, 8 "
+    assert capsys.readouterr().err.strip() == ("insitu: error: --cpar must be one of 1, 2, 4, 8, 16 "
                                                "dividing the lanes (4), not 8")
     assert cli.main(["synth", "--board", "ulx3s", "--cpar", "2", "-o", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip() == ("insitu: error: --cpar is for the real networks "
@@ -305,11 +305,11 @@ def test_compile_with_several_channels_per_cycle(tmp_path, capsys):
 @pytest.mark.parametrize("args, msg", [
     (["--rtl", "8:x"], "--rtl expects LANES:BITS pairs, e.g. 8:2,64x8:2, not '8:x'"),
     (["--lanes", "0"], "--lanes expects lane counts 1..64, each optionally xP channels per "
-                       "cycle (P in 1, 2, 4, 8, dividing the lanes), e.g. 8,64,64x8, not '0'"),
+                       "cycle (P in 1, 2, 4, 8, 16, dividing the lanes), e.g. 8,64,64x8, not '0'"),
     (["--lanes", "65"], "--lanes expects lane counts 1..64, each optionally xP channels per "
-                        "cycle (P in 1, 2, 4, 8, dividing the lanes), e.g. 8,64,64x8, not '65'"),
+                        "cycle (P in 1, 2, 4, 8, 16, dividing the lanes), e.g. 8,64,64x8, not '65'"),
     (["--lanes", "4x8"], "--lanes expects lane counts 1..64, each optionally xP channels per "
-                         "cycle (P in 1, 2, 4, 8, dividing the lanes), e.g. 8,64,64x8, not '4x8'"),
+                         "cycle (P in 1, 2, 4, 8, 16, dividing the lanes), e.g. 8,64,64x8, not '4x8'"),
     (["--bits", "two"], "--bits must be comma-separated integers, not 'two'"),
     (["--rtl-flash", "8:ospi"], "--rtl-flash expects LANES:qspi|spi pairs, e.g. 8:qspi, not "
                                 "'8:ospi'"),

@@ -193,7 +193,7 @@ def test_cpar_refusals():
     net = graph_net(rng)
     kw = {"input_shape": (3, 8, 8), "calib": rng.random((4, 3, 8, 8))}
     for scheme, lanes, cpar, msg in [
-            ("asm", 4, 3, r"Channels per cycle \(cpar\) must be one of 1, 2, 4, 8, not 3"),
+            ("asm", 4, 3, r"Channels per cycle \(cpar\) must be one of 1, 2, 4, 8, 16, not 3"),
             ("asm", 4, 8, r"Channels per cycle \(cpar\) 8 must divide the lanes \(4\)"),
             ("smartdeal", 4, 2, r"Scheme 'smartdeal' takes one channel per cycle \(cpar 1\), "
                                 r"not 2")]:

@@ -45,7 +45,7 @@ def load_array(path, what):
 def cpar_arg(parser, what: str = "") -> None:
     """``--cpar P``: input channels each MAC lane takes per cycle."""
     parser.add_argument("--cpar", type=int, default=1, metavar="P",
-                        help="input channels each MAC lane takes per cycle: 1, 2, 4 or 8, "
+                        help="input channels each MAC lane takes per cycle: 1, 2, 4, 8 or 16, "
                              "dividing the lanes (P x the MACs; asm, int8 and mlg" + what
                              + "; default: %(default)s)")
 
