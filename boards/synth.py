@@ -180,7 +180,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     seconds["total"] = round(time.monotonic() - t_all, 2)
     report = {
         "board": board, "device": get_board(board).device.part, "scheme": plan.scheme,
-        "lanes": plan.lanes, "cpar": plan.cpar,
+        "lanes": plan.lanes, "cpar": plan.cpar, "post_lanes": plan.post_lanes,
         "luts": placed["luts"], "ffs": syn["ffs"], "brams": placed["brams"],
         "sprams": placed["sprams"] or 0, "dsps": placed["dsps"] or 0,
         "fmax_mhz": fmax_mhz, "clock_mhz": round(top.clock_mhz, 3),
@@ -189,7 +189,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         "frame_timeout_bits": frame_timeout,
         "weight_ram": {"huge": "spram", "block": "bram", "flash": "flash"}[top.weight_ram],
         "act_ram": "spram" if place.act_ram == "huge" else "bram",
-        "placement": place.describe(), "skid": place.skid,
+        "placement": place.describe(), "issue": place.issue,
         "capacity": get_board(board).device.capacity, "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
         "seconds": seconds, "bitstream": bit, "yosys_noabc_fallback": noabc,
     }

@@ -54,19 +54,20 @@ class Placement:
     ``weight_ram``: ``"block"`` (block RAM, initialised by the bitstream), ``"huge"`` (SPRAM,
     loaded by the host) or ``"flash"`` (the board's SPI flash, ``Plan.weight_flash``);
     ``act_ram``: ``"block"`` or ``"huge"`` (SPRAM banks of 16K bytes, one tensor per bank);
-    ``skid``: the engine's issue skid buffer (``Engine(skid=...)``, the family's choice)."""
+    ``issue``: what sits on the engine's issue path (``Engine(issue=...)``, the family's
+    choice)."""
     plan: object
     weight_ram: str
     act_ram: str
     block_bytes: int               # what the plan's memories need of the block RAM
     sprams: int                    # SPRAM blocks used
-    skid: bool = True
+    issue: str = "skid"
 
     @property
     def engine_kwargs(self) -> dict:
         """The engine's options as the board builds it (weights in the flash: no weight RAM)."""
         return {"weight_ram": "block" if self.weight_ram == "flash" else self.weight_ram,
-                "skid": self.skid}
+                "issue": self.issue}
 
     def describe(self) -> str:
         w = {"block": "block RAM", "huge": "SPRAM (host-loaded)", "flash": "SPI flash"}
@@ -117,7 +118,7 @@ def place_memories(board: str, plan) -> Placement:
         sprams = (banks if aram == "huge" else 0) + (wsp if wram == "huge" else 0)
         if block <= have_block and sprams <= have_spram:
             return Placement(banked if aram == "huge" else plan, wram, aram, block, sprams,
-                             dev.family.issue_skid)
+                             dev.family.issue)
     need = [f"activations {act} bytes", f"tile buffers, fill caches and post/aux/coefficient images "
             f"{fixed} bytes", f"weight memory {'in flash' if plan.weight_flash else f'{weights} bytes'}"]
     spram = (f", SPRAM {have_spram} x {SPRAM_DEPTH * SPRAM_BITS // 8} bytes (activations "

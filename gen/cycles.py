@@ -10,10 +10,11 @@ tile ``k`` from the other, so per tile::
     issue_end[k] = issue_start + issue[k]
 
 * ``issue[k]``: one step (``Plan.cpar`` input channels of one kernel position) per cycle,
-  ``pixels x steps``; the post-processor takes one lane per cycle, so a pixel costs at least
-  ``lanes + 1`` cycles.  Depthwise layers and pools run lane-serially (``lanes x pixels x
-  steps``; with ``cpar > 1`` in groups of ``cpar`` lanes, a group's pixel costing at least
-  its lanes + 1); pools need no tile.
+  ``pixels x steps``; the post-processor takes ``Plan.post_lanes`` lanes per cycle, so a
+  pixel costs at least ``ceil(lanes / post_lanes) + 1`` cycles.  Depthwise layers and pools
+  run lane-serially (``lanes x pixels x steps``; with ``cpar > 1`` in groups of ``cpar``
+  lanes, a group's pixel costing at least its post-processor cycles + 1); pools need no
+  tile.
 * ``fill[k]``: the scheme's fill cycles (``Scheme.tile_costs``), or, with a weight port of
   ``port_bits`` bits per cycle, at least ``ceil(bits / port_bits)`` per phase of the fill
   (``Scheme.tile_phases``: MLG's cache load reads a burst before it generates): the weight
@@ -21,9 +22,9 @@ tile ``k`` from the other, so per tile::
 * With a flash weight memory (``Plan.weight_flash``, ``gen.flashimage``), each tile's words
   of the weight stream arrive at the flash's bits per cycle; the stream starts with the read
   command (``COMMAND_CLOCKS`` flash clocks) and runs ahead of the fill by about one word.
-* A layer switch waits for the previous layer's results to be written back
-  (``SWITCH`` cycles and one per lane of its last word; one more with ``cpar > 1``, whose
-  MAC array sums a term's products in one more stage).
+* A layer switch waits for the previous layer's results to be written back (``SWITCH``
+  cycles and the post-processor's cycles of its last word; one more with ``cpar > 1``,
+  whose MAC array sums a term's products in one more stage).
 
 Each tile is also labelled with what limits it: ``mac`` (issue), ``fill`` (the generator)
 or ``port`` (the weight port's bandwidth).
@@ -72,15 +73,21 @@ class CycleEstimate:
                 "per_layer": [list(p) for p in self.per_layer]}
 
 
+def _post(plan, lanes: int) -> int:
+    """Cycles the post-processor takes for a result word of ``lanes`` values."""
+    return -(-lanes // plan.post_lanes)
+
+
 def _issue(plan, ly, lanes: int) -> int:
     pixels = ly.oh * ly.ow
     if ly.depthwise and plan.cpar > 1:
         # groups of cpar lanes side by side; the post-processor takes a group's lanes
         P = plan.cpar
-        return sum(pixels * max(ly.steps, min(P, lanes - g) + 1) for g in range(0, lanes, P))
+        return sum(pixels * max(ly.steps, _post(plan, min(P, lanes - g)) + 1)
+                   for g in range(0, lanes, P))
     if ly.depthwise:
         return lanes * pixels * ly.steps
-    return pixels * max(ly.steps, lanes + 1)
+    return pixels * max(ly.steps, _post(plan, lanes) + 1)
 
 
 def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
@@ -167,6 +174,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
         drain = min(L, ly.cout - (ly.tiles - 1) * L)
         if ly.depthwise:
             drain = min(plan.cpar, drain) if plan.cpar > 1 else 1
+        drain = _post(plan, drain)
         t += (SWITCH if i < len(plan.layers) - 1 else START) + drain + (plan.cpar > 1)
         per_layer.append((ly.name, t - t_layer))
     bits = sum(b for _, _, b in tiles)

@@ -95,6 +95,7 @@ def compile_report(plan: Plan) -> dict:
     bits = plan.weight_memory_bits
     est = estimate_cycles(plan)
     return {"scheme": plan.scheme, "lanes": plan.lanes, "cpar": plan.cpar,
+            "post_lanes": plan.post_lanes,
             "layers": len(plan.layers),
             "weights": weights, "weight_memory_bits": bits,
             "weight_bits_read": plan.weight_bits_per_inference,

@@ -105,6 +105,8 @@ class Plan:
     cpar: int = 1                   # input channels each MAC lane takes per cycle (CPARS:
                                     # 1..16): activation words of cpar bytes (gen.buffers), tile
                                     # rows of cpar weights per lane, ceil(cin/cpar) k*k steps
+    post_lanes: int = 1             # lanes the post-processor takes per cycle (divides cpar;
+                                    # gen.compiler.post_lanes_for)
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:

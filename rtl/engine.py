@@ -60,12 +60,15 @@ from .counters import NAMES as COUNTERS
 from .counters import Counters
 from .fill import FILLS
 from .post import PostProcessor, output_layout, post_layout
-from .skid import SkidBuffer
+from .skid import RegisterSlice, SkidBuffer
 from .weightmem import WeightMemory, load_addr_bits, load_layout
 from .weightport import WeightPort
 from .weightstream import FLASH_PINS, WeightStream
 
-__all__ = ["Engine", "load_layout", "post_layout", "MACS"]
+__all__ = ["Engine", "load_layout", "post_layout", "MACS", "ISSUE"]
+
+#: What can sit between the controller and the MAC array (``Engine(issue=...)``).
+ISSUE = ("skid", "slice", "direct")
 
 #: MAC array by ``Scheme.mac`` name.
 MACS = {"asm": AsmMacArray, "exact": ExactMacArray}
@@ -97,12 +100,14 @@ class Engine(wiring.Component):
         CRC-32 before the first inference (the board tops do).  Inputs are taken meanwhile;
         an inference whose inputs are complete waits for the check.  A bad image raises
         ``err`` for good (until the next reset), so no inference is ever answered as good.
-    skid : bool, keyword-only
-        Put a :class:`~.skid.SkidBuffer` between the controller and the MAC array (the
-        default): the post-processor's stall then reaches the controller's issue enable
-        through a register, at the cost of a multiplexer on the activation-to-MAC data path.
-        The words, their order and the cycle count are the same either way; which path
-        limits Fmax depends on the FPGA family (the board tops choose, ``Family.issue_skid``).
+    issue : ``"skid"``, ``"slice"`` or ``"direct"``, keyword-only
+        What sits between the controller and the MAC array.  ``"skid"`` (the default): a
+        :class:`~.skid.SkidBuffer`, so the post-processor's stall reaches the controller's
+        issue enable through a register, at the cost of a multiplexer on the
+        activation-to-MAC data path (same cycles as ``"direct"``).  ``"slice"``: a
+        :class:`~.skid.RegisterSlice`, which cuts that data path (the activation read and
+        its masks end at a register) for one more cycle per layer.  Which path limits Fmax
+        depends on the FPGA family (the board tops choose, ``Family.issue``).
 
     Members
     -------
@@ -129,9 +134,11 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, plan, *, weight_ram: str = "block", counter_bits: int = 48,
-                 flash_offset: int = 0, boot_check: bool = False, skid: bool = True):
+                 flash_offset: int = 0, boot_check: bool = False, issue: str = "skid"):
         self._plan = plan
-        self.skid = bool(skid)
+        if issue not in ISSUE:
+            raise ValueError(f"issue must be one of {', '.join(map(repr, ISSUE))}, not {issue!r}")
+        self.issue = issue
         self._check(plan)
         self.flash_offset = flash_offset
         self.boot_check = bool(boot_check and plan.weight_flash)
@@ -278,12 +285,14 @@ class Engine(wiring.Component):
             layers=layers, lanes=L, group=G, wbits=wbits, rmax=rmax, act_depth=act_depth,
             mac_in=mac.signature.members["i"].signature.flip(),  # an In member's is flipped
             unit=mac.unit, cpar=P, zero=mac.zero)
-        if self.skid:
-            # the MAC array's stall (the post-processor's ready) reaches the controller's
-            # issue enable through a register, not combinationally (Fmax)
-            m.submodules.skid = skid = SkidBuffer(mac.signature.members["i"].signature.flip())
-            wiring.connect(m, ctrl.o, skid.i)
-            wiring.connect(m, skid.o, mac.i)
+        if self.issue != "direct":
+            # skid: the MAC array's stall (the post-processor's ready) reaches the
+            # controller's issue enable through a register, not combinationally; slice: the
+            # activations and weights reach the MAC array from a register (Fmax)
+            part = {"skid": SkidBuffer, "slice": RegisterSlice}[self.issue]
+            m.submodules[self.issue] = reg = part(mac.signature.members["i"].signature.flip())
+            wiring.connect(m, ctrl.o, reg.i)
+            wiring.connect(m, reg.o, mac.i)
         else:
             wiring.connect(m, ctrl.o, mac.i)
         wiring.connect(m, ctrl.act_rd, act.rd)
@@ -293,9 +302,11 @@ class Engine(wiring.Component):
         m.submodules.post = post = PostProcessor(
             layers=layers, lanes=L, acc_bits=mac.acc_bits,
             result=mac.signature.members["o"].signature, act_depth=act_depth,
-            post_depth=wmem.depths[MEM_POST], banked=bool(plan.act_bank_words), cpar=P)
+            post_depth=wmem.depths[MEM_POST], banked=bool(plan.act_bank_words), cpar=P,
+            post_lanes=plan.post_lanes)
         wiring.connect(m, mac.o, post.i)
-        wiring.connect(m, post.p_rd, wmem.p_rd)
+        for j in range(plan.post_lanes):
+            wiring.connect(m, getattr(post, f"p_rd{j or ''}"), getattr(wmem, f"p_rd{j or ''}"))
         wiring.connect(m, post.wb, act.wb)
         if post.residual:
             wiring.connect(m, post.rr, act.rr)

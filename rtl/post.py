@@ -58,7 +58,7 @@ def output_layout() -> data.StructLayout:
 
 
 class PostProcessor(wiring.Component):
-    """Bias, requantisation, ReLU and saturation, one lane per cycle.
+    """Bias, requantisation, ReLU and saturation, ``post_lanes`` lanes per cycle.
 
     For each MAC result word (``lanes`` accumulators of one output pixel), in the engine's
     issue order (layer, tile, pixel): ``r = (acc + bias) * M [+ res * Mr]``,
@@ -67,7 +67,7 @@ class PostProcessor(wiring.Component):
     layer, to ``o_y``).  Lane-serial layers (depthwise, pools) give one value per word, in
     (tile, lane, pixel) order (with ``cpar > 1``: a group's ``cpar`` values per word, in
     (tile, group, pixel, lane) order).  Six register stages (seven with a residual), each with at most
-    one adder, a multiplier or the shifter.
+    one adder, a multiplier or the shifter per lane.
 
     Parameters
     ----------
@@ -89,13 +89,20 @@ class PostProcessor(wiring.Component):
         The activation memory is single-port banks (``rtl.actmem``): a layer's first value
         waits until the previous layer's values in the pipeline are written back, so its
         residual reads never meet those writes in one bank (a few cycles per layer).
+    post_lanes : int
+        Lanes taken per cycle (``Plan.post_lanes``, 1 by default; it divides ``cpar``, and
+        is 1 with ``banked``): the values of one cycle are neighbouring bytes of one
+        activation word, written back with their byte enables, their residuals from one
+        read.  Each has its own requantisation pipeline and post-memory read port; final
+        values leave ``o_y`` one at a time.
 
     Members
     -------
     i : ``In(result)``
         MAC results; ``ready`` is a register (set the cycle after the last lane was taken).
     p_rd : ``In(ReadPort.Signature(addr_width=ceil_log2(post_depth), shape=POST_BITS))``
-        Post-processing memory read port (driven).
+        Post-processing memory read port (driven); ``p_rd1`` ... for the other lanes of a
+        cycle (``post_lanes > 1``), at the next entries.
     wb : ``In(WritePort.Signature(addr_width=ceil_log2(act_depth), shape=8 * cpar, ...))``
         Hidden-layer write-back (driven), at ``out_base + co * pixels + pixel`` (cpar 1).
     rr : ``In(ReadPort.Signature(addr_width=ceil_log2(act_depth), shape=8 * cpar))``
@@ -111,16 +118,22 @@ class PostProcessor(wiring.Component):
     """
 
     def __init__(self, *, layers, lanes: int, acc_bits: int, result, act_depth: int,
-                 post_depth: int, banked: bool = False, cpar: int = 1):
+                 post_depth: int, banked: bool = False, cpar: int = 1, post_lanes: int = 1):
         self._layers, self._lanes, self.acc_bits = list(layers), lanes, acc_bits
-        self._cpar = cpar
+        if (not isinstance(post_lanes, int) or isinstance(post_lanes, bool) or post_lanes < 1
+                or cpar % post_lanes or (banked and post_lanes > 1)):
+            raise ValueError(f"post_lanes must divide cpar ({cpar}) and be 1 with banks, not "
+                             f"{post_lanes!r}")
+        self._cpar, self._width = cpar, post_lanes
         self.banked = banked
         self._act_depth = act_depth
         self.residual = any(ly.res >= 0 for ly in layers)
         aw = max(1, ceil_log2(act_depth))
         members = {
             "i": In(result),
-            "p_rd": In(ReadPort.Signature(addr_width=ceil_log2(post_depth), shape=POST_BITS)),
+            **{f"p_rd{j or ''}": In(ReadPort.Signature(addr_width=ceil_log2(post_depth),
+                                                       shape=POST_BITS))
+               for j in range(post_lanes)},
             "wb": In(WritePort.Signature(addr_width=aw, shape=8 * cpar,
                                          **({"granularity": 8} if cpar > 1 else {}))),
             "o_y": Out(stream.Signature(output_layout())),
@@ -135,6 +148,8 @@ class PostProcessor(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         layers, L, act_depth, P = self._layers, self._lanes, self._act_depth, self._cpar
+        W = self._width
+        lw = W.bit_length() - 1                 # log2(post_lanes)
         nl = len(layers)
         serial = any(ly.depthwise for ly in layers)
         p_ly = Signal(range(max(2, nl)))
@@ -149,8 +164,12 @@ class PostProcessor(wiring.Component):
         post_base = const("post_base", lambda ly: ly.post_base, range(1 << 20))
         out_base = const("out_base", lambda ly: ly.out_base, range(1 << 20))
         tiles = const("tiles", lambda ly: ly.tiles, range(1 << 16))
-        last_lanes = const("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * L, range(L + 1))
-        p_lanes = Mux(p_tk == tiles - 1, last_lanes, L)
+        # the first lane of the last W of a word (the last tile's lanes may end part-way)
+        def last_lanes(ly):
+            return ly.cout - (ly.tiles - 1) * L
+        last_start = const("last_start", lambda ly: (last_lanes(ly) - 1) // W * W, range(L))
+        p_tile_last = p_tk == tiles - 1
+        p_last_start = Mux(p_tile_last, last_start, L - W)
         p_final = p_ly == nl - 1
         p_relu = const("relu", lambda ly: int(ly.relu), 1)
         p_signed = const("signed", lambda ly: int(ly.signed_out), 1)
@@ -159,12 +178,26 @@ class PostProcessor(wiring.Component):
         # Final outputs go through a small FIFO whose "full" is a registered level: the
         # post-processor's stall does not depend on o_y.ready combinationally (Fmax).
         # (depth 3: a depth-2 buffered FIFO has a zero-width inner address, bad Verilog)
-        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=OUT_BITS + 1, depth=3)
-        m.d.comb += [self.o_y.payload.as_value().eq(ofifo.r_data), self.o_y.valid.eq(ofifo.r_rdy),
-                     ofifo.r_en.eq(self.o_y.ready)]
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=W * OUT_BITS + (W if W > 1 else 0) + 1,
+                                                    depth=3)
+        if W > 1:
+            # an entry holds a cycle's values, their mask (a prefix) and ``end``: o_y takes
+            # them one at a time
+            sel = Signal(range(W), name="o_sel")
+            vals = ofifo.r_data[:W * OUT_BITS]
+            omask = ofifo.r_data[W * OUT_BITS:W * (OUT_BITS + 1)]
+            o_last = (sel == W - 1) | ~omask.bit_select(sel + 1, 1)     # the entry's last value
+            m.d.comb += [self.o_y.payload.value.eq(vals.word_select(sel, OUT_BITS)),
+                         self.o_y.payload.last.eq(ofifo.r_data[-1] & o_last),
+                         self.o_y.valid.eq(ofifo.r_rdy), ofifo.r_en.eq(self.o_y.ready & o_last)]
+            with m.If(self.o_y.valid & self.o_y.ready):
+                m.d.sync += sel.eq(Mux(o_last, 0, sel + 1))
+        else:
+            m.d.comb += [self.o_y.payload.as_value().eq(ofifo.r_data),
+                         self.o_y.valid.eq(ofifo.r_rdy), ofifo.r_en.eq(self.o_y.ready)]
         padv = Signal()
         m.d.comb += padv.eq(ofifo.w_rdy)
-        pr = self.p_rd
+        prs = [getattr(self, f"p_rd{j or ''}") for j in range(W)]
         # The input's ready is a register (`ack`, set the cycle after the last lane was
         # taken), so this stall does not reach the MAC array combinationally (Fmax).  Costs
         # one cycle per result word.
@@ -179,7 +212,7 @@ class PostProcessor(wiring.Component):
         # stage Q1: lane select + post entry read
         q1_valid, q1_final, q1_relu, q1_lastlane, q1_end, q1_signed = (
             Signal(name=f"q1_{n}") for n in ("valid", "final", "relu", "lastlane", "end", "signed"))
-        q1_acc = Signal(signed(self.acc_bits), name="q1_acc")
+        q1_acc = [Signal(signed(self.acc_bits), name=f"q1_acc{j or ''}") for j in range(W)]
         q1_addr = Signal(range(max(2, act_depth)))
         # Output channel and activation address (relative to out_base) of the current value,
         # kept as counters (no multiplier): co = tile * L + lane, addr = co * pixels + pixel.
@@ -190,8 +223,9 @@ class PostProcessor(wiring.Component):
         tile_step = const("tile_step", lambda ly: L // P * ly.oh * ly.ow, range(1 << 24))
         p_byte = Signal(range(max(2, P)), name="p_byte")   # co % cpar
         q1_byte = Signal.like(p_byte, name="q1_byte")
-        byte_last = p_byte == P - 1
-        m.d.comb += [pr.addr.eq(post_base + co), pr.en.eq(padv)]
+        byte_last = p_byte == P - W
+        m.d.comb += [x for j, pr in enumerate(prs) for x in (pr.addr.eq(post_base + co + j),
+                                                             pr.en.eq(padv))]
         if self.residual:
             res_base = const("res_base", lambda ly: ly.res_base, range(1 << 20))
             # read only in layers with a residual (a banked memory sees no stray reads)
@@ -201,7 +235,18 @@ class PostProcessor(wiring.Component):
         with m.If(take):
             m.d.sync += fresh.eq(0)
         pix_last = p_pix == n_pix - 1
-        lane_last = p_lane == p_lanes - 1
+        lane_last = p_lane == p_last_start
+        if W > 1:
+            # the lanes of this cycle that exist (a prefix: the last tile may end part-way)
+            last_mask = const("last_mask", lambda ly: (1 << (last_lanes(ly) - (last_lanes(ly) - 1)
+                                                             // W * W)) - 1, W)
+            vmask = Mux(lane_last & p_tile_last, last_mask, (1 << W) - 1)
+            q1_vmask = Signal(W, name="q1_vmask")
+            accs = res.acc.as_value().word_select(p_lane >> lw, W * self.acc_bits)
+            lane_acc = [accs[j * self.acc_bits:(j + 1) * self.acc_bits].as_signed()
+                        for j in range(W)]
+        else:
+            lane_acc = [res.acc[p_lane]]
         if serial and P > 1:
             # a lane-serial word holds its group's cpar lanes (the channels of one word)
             word_last = Mux(ser, byte_last | lane_last, lane_last)
@@ -212,9 +257,11 @@ class PostProcessor(wiring.Component):
         with m.If(padv):
             m.d.sync += [q1_valid.eq(take), q1_final.eq(p_final), q1_relu.eq(p_relu),
                          q1_signed.eq(p_signed),
-                         q1_lastlane.eq(word_last), q1_acc.eq(res.acc[p_lane]),
+                         q1_lastlane.eq(word_last), *(a.eq(v) for a, v in zip(q1_acc, lane_acc)),
                          q1_addr.eq(out_base + addr), q1_byte.eq(p_byte),
-                         q1_end.eq(lane_last & p_final & (p_tk == tiles - 1) & pix_last)]
+                         q1_end.eq(lane_last & p_final & p_tile_last & pix_last)]
+            if W > 1:
+                m.d.sync += q1_vmask.eq(vmask)
         with m.If(take):
             with m.If(res.bad_code | res.overrun):
                 m.d.comb += self.err.eq(1)
@@ -224,7 +271,7 @@ class PostProcessor(wiring.Component):
                 layer_done.append(p_byte.eq(0))
             def next_lane_serial():
                 """A lane-serial value's last pixel: the next lane (or group), tile, layer."""
-                m.d.sync += [p_pix.eq(0), co.eq(co + 1)]
+                m.d.sync += [p_pix.eq(0), co.eq(co + W)]
                 if P > 1:
                     m.d.sync += p_byte.eq(0)
                 with m.If(lane_last):
@@ -234,13 +281,13 @@ class PostProcessor(wiring.Component):
                     with m.Else():
                         m.d.sync += p_tk.eq(p_tk + 1)
                 with m.Else():
-                    m.d.sync += p_lane.eq(p_lane + 1)
+                    m.d.sync += p_lane.eq(p_lane + W)
             with m.If(ser):
                 if P > 1:
                     # (tile, group, pixel, lane in the group): a word's lanes are the bytes of
                     # one activation word
                     with m.If(~word_last):
-                        m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1), p_byte.eq(p_byte + 1)]
+                        m.d.sync += [p_lane.eq(p_lane + W), co.eq(co + W), p_byte.eq(p_byte + W)]
                     with m.Elif(~pix_last):         # the group's next pixel, its first lane
                         m.d.sync += [p_pix.eq(p_pix + 1), addr.eq(addr + 1), p_byte.eq(0),
                                      p_lane.eq(p_lane - p_byte), co.eq(co - p_byte)]
@@ -270,9 +317,9 @@ class PostProcessor(wiring.Component):
                     m.d.sync += [p_pix.eq(p_pix + 1), co.eq(co_base),
                                  addr.eq(addr_base + p_pix + 1)]
             with m.Else():
-                m.d.sync += [p_lane.eq(p_lane + 1), co.eq(co + 1)]
-                if P > 1:               # the next byte, or the next group's word
-                    m.d.sync += p_byte.eq(p_byte + 1)
+                m.d.sync += [p_lane.eq(p_lane + W), co.eq(co + W)]
+                if P > 1:               # the next bytes, or the next group's word
+                    m.d.sync += p_byte.eq(p_byte + W)
                     with m.If(byte_last):
                         m.d.sync += addr.eq(addr + n_pix)
                 else:
@@ -281,19 +328,23 @@ class PostProcessor(wiring.Component):
         # Stages Q2..Q6: Q2 acc + bias, Q3 * M (and res * Mr), [Q3r the sum of the two],
         # Q4 >> (S - 1), Q5 + 1 >> 1 (rounding), Q6 clamp; then the write-back / output FIFO.
         # The tags ride along.
-        ent = post_layout()(pr.data)
+        ents = [post_layout()(pr.data) for pr in prs]
         vbits = max(self.acc_bits, BIAS_BITS) + 1
         pbits = vbits + M_BITS + 2
         tags = {"valid": q1_valid, "final": q1_final, "relu": q1_relu, "lastlane": q1_lastlane,
                 "end": q1_end, "addr": q1_addr, "signed": q1_signed}
         if P > 1:
             tags["byte"] = q1_byte
+        if W > 1:
+            tags["vmask"] = q1_vmask
         if self.residual:
             q1_rsigned = Signal()
             with m.If(padv):
                 m.d.sync += q1_rsigned.eq(const("res_signed", lambda ly: int(ly.res_signed), 1))
-            rbyte = self.rr.data.word_select(q1_byte, 8) if P > 1 else self.rr.data
-            rval = Mux(q1_rsigned, rbyte.as_signed(), rbyte.as_unsigned())
+            # this cycle's lanes are neighbouring bytes of one word
+            rbytes = self.rr.data.word_select(q1_byte >> lw, 8 * W) if P > W else self.rr.data
+            rvals = [Mux(q1_rsigned, b.as_signed(), b.as_unsigned())
+                     for b in (rbytes[8 * j:8 * j + 8] for j in range(W))]
 
         def stage(name, prev, values):
             """Register the tags of ``prev`` and ``values`` (name -> expression) on ``padv``."""
@@ -304,41 +355,63 @@ class PostProcessor(wiring.Component):
                 m.d.sync += [out[k].eq(values[k][1]) for k in values]
             return cur, out
 
-        q2 = {"sum": (signed(vbits), q1_acc + ent.bias),
-              "m": (unsigned(M_BITS), ent.m), "s": (unsigned(S_BITS), ent.s)}
-        if self.residual:
-            q2.update(r=(signed(9), rval), mr=(unsigned(M_BITS), ent.mr))
-        t2, v2 = stage("q2", tags, q2)
+        def per_lane(fn):
+            """``fn(j, key)`` -> {key: (shape, value)} for each lane ``j`` (keys ``sum``,
+            ``sum1``, ...)."""
+            return {k: v for j in range(W) for k, v in fn(j, lambda n: f"{n}{j or ''}").items()}
+
+        def q2_of(j, k):
+            d = {k("sum"): (signed(vbits), q1_acc[j] + ents[j].bias),
+                 k("m"): (unsigned(M_BITS), ents[j].m), k("s"): (unsigned(S_BITS), ents[j].s)}
+            if self.residual:
+                d.update({k("r"): (signed(9), rvals[j]), k("mr"): (unsigned(M_BITS), ents[j].mr)})
+            return d
+        t2, v2 = stage("q2", tags, per_lane(q2_of))
         flight = [tags, t2]                     # every stage's tags
-        s0, sh = shift_split(v2["s"])
-        q3 = {"prod": (signed(pbits), v2["sum"] * v2["m"]),
-              "s0": (1, s0), "sh": (unsigned(S_BITS), sh)}
-        if self.residual:
-            q3["rprod"] = (signed(9 + M_BITS + 1), v2["r"] * v2["mr"])
-        t3, v3 = stage("q3", t2, q3)
+
+        def q3_of(j, k):
+            s0, sh = shift_split(v2[k("s")])
+            d = {k("prod"): (signed(pbits), v2[k("sum")] * v2[k("m")]),
+                 k("s0"): (1, s0), k("sh"): (unsigned(S_BITS), sh)}
+            if self.residual:
+                d[k("rprod")] = (signed(9 + M_BITS + 1), v2[k("r")] * v2[k("mr")])
+            return d
+        t3, v3 = stage("q3", t2, per_lane(q3_of))
         flight.append(t3)
         if self.residual:
-            t3, v3r = stage("q3r", t3, {"prod": (signed(pbits), v3["prod"] + v3["rprod"]),
-                                        "s0": (1, v3["s0"]), "sh": (unsigned(S_BITS), v3["sh"])})
-            v3 = v3r
+            def q3r_of(j, k):
+                return {k("prod"): (signed(pbits), v3[k("prod")] + v3[k("rprod")]),
+                        k("s0"): (1, v3[k("s0")]), k("sh"): (unsigned(S_BITS), v3[k("sh")])}
+            t3, v3 = stage("q3r", t3, per_lane(q3r_of))
             flight.append(t3)
-        t4, v4 = stage("q4", t3, {"t": (signed(pbits), v3["prod"] >> v3["sh"]), "s0": (1, v3["s0"])})
-        t5, v5 = stage("q5", t4, {"r": (signed(pbits), round_last(v4["t"], v4["s0"]))})
+        t4, v4 = stage("q4", t3, per_lane(lambda j, k: {
+            k("t"): (signed(pbits), v3[k("prod")] >> v3[k("sh")]), k("s0"): (1, v3[k("s0")])}))
+        t5, v5 = stage("q5", t4, per_lane(lambda j, k: {
+            k("r"): (signed(pbits), round_last(v4[k("t")], v4[k("s0")]))}))
         flight += [t4, t5]
-        hidden, final = saturate(v5["r"], t5["relu"], t5["signed"])
-        q, v6 = stage("q6", t5, {"u8": (unsigned(8), hidden), "s32": (signed(OUT_BITS), final)})
+
+        def q6_of(j, k):
+            hidden, final = saturate(v5[k("r")], t5["relu"], t5["signed"])
+            return {k("u8"): (unsigned(8), hidden), k("s32"): (signed(OUT_BITS), final)}
+        q, v6 = stage("q6", t5, per_lane(q6_of))
         flight.append(q)
+        u8s = Cat(*(v6[f"u8{j or ''}"] for j in range(W)))
+        s32s = Cat(*(v6[f"s32{j or ''}"] for j in range(W)))
 
         m.d.comb += in_flight.eq(Cat(*(t["valid"] for t in flight)).any())
         wr_hidden = padv & q["valid"] & ~q["final"]
         if P > 1:
-            m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(v6["u8"].replicate(P)),
-                         self.wb.en.eq(Mux(wr_hidden, 1 << q["byte"], 0))]
+            ben = q["vmask"] if W > 1 else 1
+            m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(u8s.replicate(P // W)),
+                         self.wb.en.eq(Mux(wr_hidden, ben << q["byte"], 0))]
         else:
-            m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(v6["u8"]),
+            m.d.comb += [self.wb.addr.eq(q["addr"]), self.wb.data.eq(u8s),
                          self.wb.en.eq(wr_hidden)]
-        m.d.comb += [ofifo.w_data.eq(Cat(v6["s32"], q["end"])),
-                     ofifo.w_en.eq(padv & q["valid"] & q["final"]),
+        if W > 1:
+            m.d.comb += ofifo.w_data.eq(Cat(s32s, q["vmask"], q["end"]))
+        else:
+            m.d.comb += ofifo.w_data.eq(Cat(s32s, q["end"]))
+        m.d.comb += [ofifo.w_en.eq(padv & q["valid"] & q["final"]),
                      self.row_done.eq(padv & q["valid"] & q["lastlane"]),
                      self.done.eq(padv & q["valid"] & q["end"])]
         return m

@@ -1,4 +1,5 @@
-"""A stream register slice that cuts the ``ready`` path (Fmax)."""
+"""Stream register slices for Fmax: the skid buffer cuts the ``ready`` path, the register
+slice the payload path."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SkidBuffer"]
+__all__ = ["SkidBuffer", "RegisterSlice"]
 
 
 class SkidBuffer(wiring.Component):
@@ -48,4 +49,37 @@ class SkidBuffer(wiring.Component):
             m.d.comb += self.o.payload.eq(self.i.payload)
             with m.If(self.i.valid & ~self.o.ready):
                 m.d.sync += [kept.eq(self.i.payload), full.eq(1)]
+        return m
+
+
+class RegisterSlice(wiring.Component):
+    """Passes a stream through one register: ``o``'s valid and payload are flip-flops, so
+    the source's payload logic ends at them instead of running on into the sink's.
+
+    A word moves in whenever the register is empty or the sink takes its word
+    (``i.ready = o.ready | ~o.valid``: the sink's ``ready`` still reaches the source
+    combinationally).  The words and their order are unchanged; each arrives one cycle later,
+    and a source that always has its next word ready keeps the sink fed every cycle.
+
+    Parameters
+    ----------
+    signature : ``stream.Signature``
+        The stream's signature.
+
+    Members
+    -------
+    i : ``In(signature)``
+    o : ``Out(signature)``
+    """
+
+    def __init__(self, signature: stream.Signature):
+        if not isinstance(signature, stream.Signature):
+            raise TypeError(f"RegisterSlice needs a stream.Signature, not {signature!r}")
+        super().__init__({"i": In(signature), "o": Out(signature)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.i.ready.eq(self.o.ready | ~self.o.valid)
+        with m.If(self.i.ready):
+            m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload)]
         return m

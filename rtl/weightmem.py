@@ -80,7 +80,8 @@ class WeightMemory(wiring.Component):
     enable : ``In(1)``
         Loads are accepted (the engine is idle).
     w_rd, a_rd, p_rd, c_rd : ``Out(ReadPort.Signature(...))``
-        Read ports of the weight, aux, post and coefficient memories.
+        Read ports of the weight, aux, post and coefficient memories; ``p_rd1`` ... more
+        post-memory read ports (``Plan.post_lanes > 1``).
 
     Raises
     ------
@@ -101,6 +102,9 @@ class WeightMemory(wiring.Component):
         for sel, name in PORTS.items():
             members[name] = Out(ReadPort.Signature(addr_width=ceil_log2(self.depths[sel]),
                                                    shape=widths[sel]))
+        for j in range(1, plan.post_lanes):      # the post-processor's other lanes
+            members[f"p_rd{j}"] = Out(ReadPort.Signature(
+                addr_width=ceil_log2(self.depths[MEM_POST]), shape=POST_BITS))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -129,4 +133,7 @@ class WeightMemory(wiring.Component):
             else:
                 m.d.comb += wr.addr.eq(ld.payload.addr)
                 wiring.connect(m, wiring.flipped(user), rd)
+            if sel == MEM_POST:
+                for j in range(1, self._plan.post_lanes):
+                    wiring.connect(m, wiring.flipped(getattr(self, f"p_rd{j}")), mem.read_port())
         return m

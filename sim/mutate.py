@@ -114,7 +114,8 @@ EQUIVALENT = {
                 "int(np.prod(plan.input_shape))))", 50, "8", "7"):
         "seven default random test vectors in a compiled folder instead of eight: the "
         "hardware is the same and any number of vectors checks it",
-    ("post.py", '"s0": (1, v3["s0"]), "sh": (unsigned(S_BITS), v3["sh"])})', 7, "1", "2"):
+    ("post.py", 'k("s0"): (1, v3[k("s0")]), k("sh"): (unsigned(S_BITS), v3[k("sh")])}', 10,
+     "1", "2"):
         "a 2-bit register for the 1-bit rounding flag after the residual sum: zero-extended, "
         "only its truth is used",
     ("fill.py", "m.d.comb += self.t_wr.en.eq((1 << L) - 1)", 29, "1", "2"):

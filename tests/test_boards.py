@@ -558,8 +558,8 @@ def test_synth_refuses_a_model_that_does_not_fit(tmp_path, capsys):
         place_memories("icebreaker", wide)
     plan.weight_flash = ""
     ulx = place_memories("ulx3s", plan)
-    assert ulx.weight_ram == "block" and place.skid and not ulx.skid
-    assert ulx.engine_kwargs == {"weight_ram": "block", "skid": False}
+    assert ulx.weight_ram == "block" and place.issue == "skid" and ulx.issue == "slice"
+    assert ulx.engine_kwargs == {"weight_ram": "block", "issue": "slice"}
 
 
 def test_flash_tops_elaborate():
@@ -628,7 +628,7 @@ def test_board_powers_up_and_infers_from_flash(tmp_path, scheme):
 def test_board_powers_up_with_weights_in_the_bitstream(tmp_path):
     """The bitstream-only deployment: every memory in block RAM, initialised by the
     bitstream; the first frames after reset are inferences, bit-exact (no load, no verify).
-    The engine as the ULX3S builds it: no skid buffer on the issue path."""
+    The engine as the ULX3S builds it: a register slice on the issue path."""
     from insitu.sim.board_sim import link_test_plan, simulate_board
     plan = link_test_plan("mlg", lanes=3)
     x = np.random.default_rng(2).integers(0, 256, (2, 16))

@@ -164,15 +164,20 @@ def test_bank_conflict_is_flagged():
     assert counters[0]["err"] == 1
 
 
-@pytest.mark.parametrize("scheme, lanes, cpar", [("asm", 4, 2), ("mlg", 8, 4)])
-def test_graph_cpar_bit_exact(scheme, lanes, cpar):
+@pytest.mark.parametrize("scheme, lanes, cpar, post_lanes",
+                         [("asm", 4, 2, 1), ("mlg", 8, 4, 1), ("int8", 16, 4, 2),
+                          ("asm", 32, 4, 4)])
+def test_graph_cpar_bit_exact(scheme, lanes, cpar, post_lanes):
     """Several input channels per lane and cycle (``Plan.cpar``): activation words of cpar
     channels, cpar weights per lane and term; the 3-channel input and the depthwise layer
-    and pools (their channel's byte in column 0) included, with stalls.  The golden model
+    and pools (their channel's byte in column 0) included, with stalls.  From 16 lanes the
+    post-processor takes ``post_lanes`` lanes per cycle (the last tiles' 6 and 5 lanes end
+    part-way through them; the final layer's values leave one at a time).  The golden model
     is the same integer network as with cpar 1, and the cycle model stays within 1%."""
     rng = np.random.default_rng(0)
     plan = compile_model(graph_net(rng), scheme, lanes=lanes, input_shape=(3, 8, 8),
                          calib=rng.random((16, 3, 8, 8)), cpar=cpar)
+    assert plan.post_lanes == post_lanes
     one = compile_model(graph_net(np.random.default_rng(0)), scheme, lanes=lanes,
                         input_shape=(3, 8, 8), calib=rng.random((16, 3, 8, 8)))
     for a, b in zip(golden_layers(plan), golden_layers(one)):

@@ -23,6 +23,10 @@ from ..gen.flashimage import flash_image
 from ..sim.board_sim import simulate_board, simulate_board_top
 from .plots import write_bench
 
+#: How the report names the engine's issue path (``Placement.issue``).
+ISSUE_TEXT = {"skid": "through the skid buffer", "slice": "through a register slice",
+              "direct": "direct"}
+
 __all__ = ["run_bench_board"]
 
 
@@ -52,7 +56,7 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
     rep = {
         "board": board, "device": b.device.part, "scheme": plan.scheme, "lanes": plan.lanes,
         "cpar": plan.cpar,
-        "placement": place.describe(), "skid": place.skid,
+        "placement": place.describe(), "issue": place.issue,
         "what": ("netlist of the complete top" if netlist else
                  "complete top (RTL)" if top else "host link and engine (RTL)"),
         "simulator": "icarus" if (top or netlist) else sim, "powerup": powerup,
@@ -74,8 +78,8 @@ def run_bench_board(out_dir, plan, x, *, board: str, top: bool = False, netlist:
 def markdown(rep: dict) -> str:
     lanes = f"{rep['lanes']} lanes" + (f" x {rep['cpar']} channels" if rep.get("cpar", 1) > 1 else "")
     lines = [f"# {rep['board']} ({rep['device']}): {rep['scheme']}, {lanes}", "",
-             f"{rep['what']} on {rep['simulator']}; memories: {rep['placement']}; issue stall "
-             f"{'through the skid buffer' if rep['skid'] else 'direct'}.", "",
+             f"{rep['what']} on {rep['simulator']}; memories: {rep['placement']}; issue path "
+             f"{ISSUE_TEXT[rep['issue']]}.", "",
              "| | |", "|---|---|",
              f"| images | {rep['images']} ({'from power-up' if rep['powerup'] else 'after a load'}) |",
              f"| bit-exact | {'yes' if rep['bit_exact'] else 'NO'} ({rep['mismatches']} mismatches"
