@@ -47,9 +47,10 @@ def check_cpar(cpar, lanes: int, scheme) -> int:
 
 def post_lanes_for(lanes: int, cpar: int) -> int:
     """Lanes the post-processor takes per cycle (``Plan.post_lanes``): about one per 8 MAC
-    lanes, so a 3x3 kernel's 9 steps per pixel keep up with it, and at most ``cpar`` (the
-    values of one cycle are bytes of one activation word)."""
-    return min(cpar, max(1, lanes // 8))
+    lanes, so a 3x3 kernel's 9 steps per pixel keep up with it; a power of two of at most
+    ``cpar``, so it divides ``cpar`` (the values of one cycle are bytes of one activation
+    word)."""
+    return 1 << (min(cpar, max(1, lanes // 8)).bit_length() - 1)
 
 
 def _scheme(name: str):

@@ -12,7 +12,13 @@ import torch
 from insitu import from_torch
 from insitu.gen import schemes
 from insitu.gen.buffers import buffer_report
-from insitu.gen.compiler import compile_model, golden_layers
+from insitu.gen.compiler import (
+    CPARS,
+    MAX_LANES,
+    compile_model,
+    golden_layers,
+    post_lanes_for,
+)
 from insitu.gen.cycles import estimate_cycles
 from insitu.gen.design import golden_vectors
 from insitu.gen.layer import Layer, ModelError
@@ -209,3 +215,15 @@ def test_cpar_refusals():
     with pytest.raises(ModelError, match=r"Layer 'fc': with cpar 2 a Linear layer needs a "
                                          r"pooled input \(1x1 pixels\), not 2x8x8"):
         compile_model(flat, "int8", lanes=4, cpar=2, **kw)
+
+
+def test_post_lanes_divide_cpar():
+    """The post-processor's lanes per cycle: a power of two dividing cpar (so the lanes of a
+    cycle are bytes of one activation word), about one per 8 lanes, 1 at cpar 1."""
+    for P in CPARS:
+        for lanes in range(P, MAX_LANES + 1, P):
+            W = post_lanes_for(lanes, P)
+            assert P % W == 0 and lanes % W == 0 and W & (W - 1) == 0
+            assert W == min(P, 1 << (max(1, lanes // 8).bit_length() - 1))
+    assert [post_lanes_for(L, P) for L, P in [(24, 8), (16, 16), (64, 8), (8, 4), (64, 1)]] == \
+        [2, 2, 8, 1, 1]
