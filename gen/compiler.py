@@ -15,7 +15,7 @@ import numpy as np
 from . import schemes
 from .buffers import allocate
 from .layer import Layer, ModelError
-from .plan import CPARS, LayerPlan, Plan, resolve
+from .plan import CPARS, LayerPlan, Plan, post_lanes_for, resolve
 from .quantise import golden_entry, quantise
 
 __all__ = ["LayerPlan", "Plan", "compile_model", "compress_layers", "golden_layers", "rebuilt_weights",
@@ -43,14 +43,6 @@ def check_cpar(cpar, lanes: int, scheme) -> int:
         raise ModelError(f"Scheme '{scheme.name}' takes one channel per cycle (cpar 1), not "
                          f"{cpar}")
     return cpar
-
-
-def post_lanes_for(lanes: int, cpar: int) -> int:
-    """Lanes the post-processor takes per cycle (``Plan.post_lanes``): about one per 8 MAC
-    lanes, so a 3x3 kernel's 9 steps per pixel keep up with it; a power of two of at most
-    ``cpar``, so it divides ``cpar`` (the values of one cycle are bytes of one activation
-    word)."""
-    return 1 << (min(cpar, max(1, lanes // 8)).bit_length() - 1)
 
 
 def _scheme(name: str):
@@ -132,7 +124,7 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     allocate(plans, input_shape, cpar=cpar)
     plan = Plan(scheme, lanes, plans, terms_max=max(lp.terms for lp in plans),
                 post_words=post_words, input_shape=input_shape, knobs=dict(knobs or {}),
-                cpar=cpar, post_lanes=post_lanes_for(lanes, cpar), **images)
+                cpar=cpar, **images)
     plan.bits_read = sch.bits_read(plan)
     plan.compressed_bits = sum(sum(c.storage_bits().values()) for c in compressed if c is not None)
     return plan

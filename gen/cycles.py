@@ -171,7 +171,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                 issue_end.append(t)
                 issue_total += n
                 k += 1
-        drain = min(L, ly.cout - (ly.tiles - 1) * L)
+        drain = min(L, ly.last_tile_lanes(L))
         if ly.depthwise:
             drain = min(plan.cpar, drain) if plan.cpar > 1 else 1
         drain = _post(plan, drain)

@@ -16,10 +16,19 @@ from .buffers import allocate
 from .layer import POOLS, Layer, ModelError
 from .util import conv_out
 
-__all__ = ["LayerPlan", "Plan", "layer_shapes", "resolve", "IMAGES", "CPARS"]
+__all__ = ["LayerPlan", "Plan", "layer_shapes", "resolve", "IMAGES", "CPARS", "post_lanes_for"]
 
 #: Input channels per MAC lane per cycle that the engine takes (``Plan.cpar``).
 CPARS = (1, 2, 4, 8, 16)
+
+
+def post_lanes_for(lanes: int, cpar: int) -> int:
+    """Lanes the post-processor takes per cycle (``Plan.post_lanes``): about one per 8 MAC
+    lanes, so a 3x3 kernel's 9 steps per pixel keep up with it; a power of two of at most
+    ``cpar``, so it divides ``cpar`` (the values of one cycle are bytes of one activation
+    word)."""
+    return 1 << (min(cpar, max(1, lanes // 8)).bit_length() - 1)
+
 
 IMAGES = ("weight_words", "aux_words", "post_words", "coef_words")
 
@@ -69,6 +78,10 @@ class LayerPlan:
     def pool(self) -> bool:
         return self.kind in POOLS
 
+    def last_tile_lanes(self, lanes: int) -> int:
+        """Output channels of the layer's last tile of ``lanes`` (it may be partial)."""
+        return self.cout - (self.tiles - 1) * lanes
+
     @property
     def signed_out(self) -> bool:
         return self.lo < 0
@@ -105,8 +118,6 @@ class Plan:
     cpar: int = 1                   # input channels each MAC lane takes per cycle (CPARS:
                                     # 1..16): activation words of cpar bytes (gen.buffers), tile
                                     # rows of cpar weights per lane, ceil(cin/cpar) k*k steps
-    post_lanes: int = 1             # lanes the post-processor takes per cycle (divides cpar;
-                                    # gen.compiler.post_lanes_for)
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
@@ -118,6 +129,7 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         d = json.loads(text)
+        d.pop("post_lanes", None)       # derived (a field in manifests of 2026-12-04)
         for key in IMAGES:
             d[key] = [int(v, 16) for v in d.get(key, [])]
         legacy = any("src" not in ly for ly in d["layers"])
@@ -144,6 +156,11 @@ class Plan:
         return self.banked(0) if self.act_bank_words else self
 
     # -- derived -------------------------------------------------------------------------
+    @property
+    def post_lanes(self) -> int:
+        """Lanes the post-processor takes per cycle (:func:`post_lanes_for`)."""
+        return post_lanes_for(self.lanes, self.cpar)
+
     @property
     def weighted(self) -> list:
         """The layers with stored weights (not pools), in order: what the scheme packs."""

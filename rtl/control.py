@@ -22,9 +22,8 @@ def _tile_lanes(m, sel, tk, layers, lanes, prefix, registered=False):
     def const(name, fn, shape):
         return layer_const(m, sel, layers, f"{prefix}_{name}", fn, shape, registered)
     tiles_m1 = const("tiles_m1", lambda ly: ly.tiles - 1, range(1 << 16))
-    last = const("last_lanes", lambda ly: ly.cout - (ly.tiles - 1) * lanes, range(lanes + 1))
-    last_m1 = const("last_lanes_m1", lambda ly: ly.cout - (ly.tiles - 1) * lanes - 1,
-                    range(lanes))
+    last = const("last_lanes", lambda ly: ly.last_tile_lanes(lanes), range(lanes + 1))
+    last_m1 = const("last_lanes_m1", lambda ly: ly.last_tile_lanes(lanes) - 1, range(lanes))
     is_last = Signal(name=f"{prefix}_tile_last")
     m.d.comb += is_last.eq(tk == tiles_m1)
     return is_last, Mux(is_last, last, lanes), Mux(is_last, last_m1, lanes - 1)
@@ -218,10 +217,6 @@ class Controller(wiring.Component):
             """Items in the last of those groups."""
             return n - (groups(n) - 1) * P
 
-        def tile_lanes(ly):
-            """Lanes of the layer's last (maybe partial) tile."""
-            return ly.cout - (ly.tiles - 1) * L
-
         c_ly = Signal(range(max(2, nl)))
         c_tk = Signal(range(max(2, max(ly.tiles for ly in layers))))
         c_slot = Signal()
@@ -287,10 +282,10 @@ class Controller(wiring.Component):
             # activation word) at a time; c_lane counts the tile's groups
             grp_m1 = Signal(range(max(2, L // P)))
             last_grp_m1 = layer_const(m, c_ly, layers, "c_last_grp_m1",
-                                      lambda ly: groups(tile_lanes(ly)) - 1,
+                                      lambda ly: groups(ly.last_tile_lanes(L)) - 1,
                                       range(max(2, L // P)), registered=True)
             last_grp_lanes = layer_const(m, c_ly, layers, "c_last_grp_lanes",
-                                         lambda ly: last_group(tile_lanes(ly)),
+                                         lambda ly: last_group(ly.last_tile_lanes(L)),
                                          range(P + 1), registered=True)
             m.d.comb += [grp_m1.eq(Mux(tile_last, last_grp_m1, L // P - 1)),
                          lane_last.eq(Mux(ser, c_lane == grp_m1, 1))]

@@ -61,7 +61,7 @@ from .counters import Counters
 from .fill import FILLS
 from .post import PostProcessor, output_layout, post_layout
 from .skid import RegisterSlice, SkidBuffer
-from .weightmem import WeightMemory, load_addr_bits, load_layout
+from .weightmem import WeightMemory, load_addr_bits, load_layout, post_ports
 from .weightport import WeightPort
 from .weightstream import FLASH_PINS, WeightStream
 
@@ -305,8 +305,8 @@ class Engine(wiring.Component):
             post_depth=wmem.depths[MEM_POST], banked=bool(plan.act_bank_words), cpar=P,
             post_lanes=plan.post_lanes)
         wiring.connect(m, mac.o, post.i)
-        for j in range(plan.post_lanes):
-            wiring.connect(m, getattr(post, f"p_rd{j or ''}"), getattr(wmem, f"p_rd{j or ''}"))
+        for name in post_ports(plan.post_lanes):
+            wiring.connect(m, getattr(post, name), getattr(wmem, name))
         wiring.connect(m, post.wb, act.wb)
         if post.residual:
             wiring.connect(m, post.rr, act.rr)

@@ -12,6 +12,7 @@ from amaranth.utils import ceil_log2
 from ..gen.memmap import BIAS_BITS, M_BITS, OUT_BITS, POST, POST_BITS, S_BITS
 from .layouts import struct_layout
 from .util import layer_const
+from .weightmem import post_ports
 
 __all__ = ["PostProcessor", "post_layout", "output_layout", "round_last", "saturate",
            "shift_split"]
@@ -131,9 +132,8 @@ class PostProcessor(wiring.Component):
         aw = max(1, ceil_log2(act_depth))
         members = {
             "i": In(result),
-            **{f"p_rd{j or ''}": In(ReadPort.Signature(addr_width=ceil_log2(post_depth),
-                                                       shape=POST_BITS))
-               for j in range(post_lanes)},
+            **{name: In(ReadPort.Signature(addr_width=ceil_log2(post_depth), shape=POST_BITS))
+               for name in post_ports(post_lanes)},
             "wb": In(WritePort.Signature(addr_width=aw, shape=8 * cpar,
                                          **({"granularity": 8} if cpar > 1 else {}))),
             "o_y": Out(stream.Signature(output_layout())),
@@ -165,9 +165,9 @@ class PostProcessor(wiring.Component):
         out_base = const("out_base", lambda ly: ly.out_base, range(1 << 20))
         tiles = const("tiles", lambda ly: ly.tiles, range(1 << 16))
         # the first lane of the last W of a word (the last tile's lanes may end part-way)
-        def last_lanes(ly):
-            return ly.cout - (ly.tiles - 1) * L
-        last_start = const("last_start", lambda ly: (last_lanes(ly) - 1) // W * W, range(L))
+        def last_start_of(ly):
+            return (ly.last_tile_lanes(L) - 1) // W * W
+        last_start = const("last_start", last_start_of, range(L))
         p_tile_last = p_tk == tiles - 1
         p_last_start = Mux(p_tile_last, last_start, L - W)
         p_final = p_ly == nl - 1
@@ -197,7 +197,7 @@ class PostProcessor(wiring.Component):
                          self.o_y.valid.eq(ofifo.r_rdy), ofifo.r_en.eq(self.o_y.ready)]
         padv = Signal()
         m.d.comb += padv.eq(ofifo.w_rdy)
-        prs = [getattr(self, f"p_rd{j or ''}") for j in range(W)]
+        prs = [getattr(self, name) for name in post_ports(W)]
         # The input's ready is a register (`ack`, set the cycle after the last lane was
         # taken), so this stall does not reach the MAC array combinationally (Fmax).  Costs
         # one cycle per result word.
@@ -238,8 +238,8 @@ class PostProcessor(wiring.Component):
         lane_last = p_lane == p_last_start
         if W > 1:
             # the lanes of this cycle that exist (a prefix: the last tile may end part-way)
-            last_mask = const("last_mask", lambda ly: (1 << (last_lanes(ly) - (last_lanes(ly) - 1)
-                                                             // W * W)) - 1, W)
+            last_mask = const("last_mask", lambda ly: (1 << (ly.last_tile_lanes(L)
+                                                             - last_start_of(ly))) - 1, W)
             vmask = Mux(lane_last & p_tile_last, last_mask, (1 << W) - 1)
             q1_vmask = Signal(W, name="q1_vmask")
             accs = res.acc.as_value().word_select(p_lane >> lw, W * self.acc_bits)

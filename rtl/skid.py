@@ -10,7 +10,16 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["SkidBuffer", "RegisterSlice"]
 
 
-class SkidBuffer(wiring.Component):
+class _Slice(wiring.Component):
+    """A stream in (``i``) and the same stream out (``o``) of one ``stream.Signature``."""
+
+    def __init__(self, signature: stream.Signature):
+        if not isinstance(signature, stream.Signature):
+            raise TypeError(f"{type(self).__name__} needs a stream.Signature, not {signature!r}")
+        super().__init__({"i": In(signature), "o": Out(signature)})
+
+
+class SkidBuffer(_Slice):
     """Passes a stream through with its source-side ``ready`` taken from a register, so the
     sink's ``ready`` reaches the source one cycle later instead of combinationally.
 
@@ -31,11 +40,6 @@ class SkidBuffer(wiring.Component):
     o : ``Out(signature)``
     """
 
-    def __init__(self, signature: stream.Signature):
-        if not isinstance(signature, stream.Signature):
-            raise TypeError(f"SkidBuffer needs a stream.Signature, not {signature!r}")
-        super().__init__({"i": In(signature), "o": Out(signature)})
-
     def elaborate(self, platform):
         m = Module()
         full = Signal()
@@ -52,7 +56,7 @@ class SkidBuffer(wiring.Component):
         return m
 
 
-class RegisterSlice(wiring.Component):
+class RegisterSlice(_Slice):
     """Passes a stream through one register: ``o``'s valid and payload are flip-flops, so
     the source's payload logic ends at them instead of running on into the sink's.
 
@@ -61,21 +65,8 @@ class RegisterSlice(wiring.Component):
     combinationally).  The words and their order are unchanged; each arrives one cycle later,
     and a source that always has its next word ready keeps the sink fed every cycle.
 
-    Parameters
-    ----------
-    signature : ``stream.Signature``
-        The stream's signature.
-
-    Members
-    -------
-    i : ``In(signature)``
-    o : ``Out(signature)``
+    Parameters and members as :class:`SkidBuffer`.
     """
-
-    def __init__(self, signature: stream.Signature):
-        if not isinstance(signature, stream.Signature):
-            raise TypeError(f"RegisterSlice needs a stream.Signature, not {signature!r}")
-        super().__init__({"i": In(signature), "o": Out(signature)})
 
     def elaborate(self, platform):
         m = Module()

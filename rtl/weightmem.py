@@ -23,10 +23,15 @@ from ..gen.memmap import (
 )
 from .layouts import struct_layout
 
-__all__ = ["WeightMemory", "load_layout", "memory_depths", "load_addr_bits"]
+__all__ = ["WeightMemory", "load_layout", "memory_depths", "load_addr_bits", "post_ports"]
 
 #: Read-port member of each memory id.
 PORTS = {MEM_WEIGHT: "w_rd", MEM_AUX: "a_rd", MEM_POST: "p_rd", MEM_COEF: "c_rd"}
+
+
+def post_ports(n: int) -> list[str]:
+    """Names of ``n`` post-memory read ports (``Plan.post_lanes``): ``p_rd``, ``p_rd1``, ..."""
+    return [PORTS[MEM_POST]] + [f"{PORTS[MEM_POST]}{j}" for j in range(1, n)]
 
 
 def load_layout(data_bits: int, addr_bits: int):
@@ -102,8 +107,8 @@ class WeightMemory(wiring.Component):
         for sel, name in PORTS.items():
             members[name] = Out(ReadPort.Signature(addr_width=ceil_log2(self.depths[sel]),
                                                    shape=widths[sel]))
-        for j in range(1, plan.post_lanes):      # the post-processor's other lanes
-            members[f"p_rd{j}"] = Out(ReadPort.Signature(
+        for name in post_ports(plan.post_lanes)[1:]:     # the post-processor's other lanes
+            members[name] = Out(ReadPort.Signature(
                 addr_width=ceil_log2(self.depths[MEM_POST]), shape=POST_BITS))
         super().__init__(members)
 
@@ -134,6 +139,6 @@ class WeightMemory(wiring.Component):
                 m.d.comb += wr.addr.eq(ld.payload.addr)
                 wiring.connect(m, wiring.flipped(user), rd)
             if sel == MEM_POST:
-                for j in range(1, self._plan.post_lanes):
-                    wiring.connect(m, wiring.flipped(getattr(self, f"p_rd{j}")), mem.read_port())
+                for name in post_ports(self._plan.post_lanes)[1:]:
+                    wiring.connect(m, wiring.flipped(getattr(self, name)), mem.read_port())
         return m
