@@ -341,10 +341,13 @@ class PostProcessor(wiring.Component):
             q1_rsigned = Signal()
             with m.If(padv):
                 m.d.sync += q1_rsigned.eq(const("res_signed", lambda ly: int(ly.res_signed), 1))
-            # this cycle's lanes are neighbouring bytes of one word
-            rbytes = self.rr.data.word_select(q1_byte >> lw, 8 * W) if P > W else self.rr.data
-            rvals = [Mux(q1_rsigned, b.as_signed(), b.as_unsigned())
-                     for b in (rbytes[8 * j:8 * j + 8] for j in range(W))]
+
+            def rvals(word, byte, signed_):
+                """This cycle's residual values: the ``W`` neighbouring bytes of ``word`` at
+                ``byte``, signed or not."""
+                rbytes = word.word_select(byte >> lw, 8 * W) if P > W else word
+                return [Mux(signed_, b.as_signed(), b.as_unsigned())
+                        for b in (rbytes[8 * j:8 * j + 8] for j in range(W))]
 
         def stage(name, prev, values):
             """Register the tags of ``prev`` and ``values`` (name -> expression) on ``padv``."""
@@ -364,9 +367,17 @@ class PostProcessor(wiring.Component):
             d = {k("sum"): (signed(vbits), q1_acc[j] + ents[j].bias),
                  k("m"): (unsigned(M_BITS), ents[j].m), k("s"): (unsigned(S_BITS), ents[j].s)}
             if self.residual:
-                d.update({k("r"): (signed(9), rvals[j]), k("mr"): (unsigned(M_BITS), ents[j].mr)})
+                d[k("mr")] = (unsigned(M_BITS), ents[j].mr)
             return d
-        t2, v2 = stage("q2", tags, per_lane(q2_of))
+        q2_values = per_lane(q2_of)
+        if self.residual:
+            # The residual word is registered as read (the block RAM's clock-to-out and its
+            # output mux fill the cycle); its bytes are picked in Q3, before the multiply.
+            q2_values["rword"] = (unsigned(8 * P), self.rr.data)
+            q2_values["rsigned"] = (1, q1_rsigned)
+        t2, v2 = stage("q2", tags, q2_values)
+        if self.residual:
+            rv = rvals(v2["rword"], t2["byte"] if P > 1 else 0, v2["rsigned"])
         flight = [tags, t2]                     # every stage's tags
 
         def q3_of(j, k):
@@ -374,7 +385,7 @@ class PostProcessor(wiring.Component):
             d = {k("prod"): (signed(pbits), v2[k("sum")] * v2[k("m")]),
                  k("s0"): (1, s0), k("sh"): (unsigned(S_BITS), sh)}
             if self.residual:
-                d[k("rprod")] = (signed(9 + M_BITS + 1), v2[k("r")] * v2[k("mr")])
+                d[k("rprod")] = (signed(9 + M_BITS + 1), rv[j] * v2[k("mr")])
             return d
         t3, v3 = stage("q3", t2, per_lane(q3_of))
         flight.append(t3)
