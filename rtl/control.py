@@ -326,7 +326,11 @@ class Controller(wiring.Component):
             used = Mux(ser, 1, c_lanes * Mux(c_ci == cf["cin_m1"], ncols_last, P))
         s0_taddr = Signal(range(2 * rmax))
         s0_free = Signal(2)                     # the tile slot this (last) read frees
+        # The tile's last term frees its slot.  Not gated by `adv`: S0 takes it only on `adv`
+        # (the stall path from the MAC array's ready stays off these compares; Fmax).
         c_free = Signal(2)
+        m.d.comb += c_free.eq(Mux((c_phase == 2) & have_tile & t_last & p_last & lane_last
+                                  & ~cf["unit"], Mux(c_slot, 0b10, 0b01), 0))
         with m.If(adv):
             m.d.sync += [s0_valid.eq(can_issue), s0_inside.eq(inside), s0_last.eq(t_last),
                          s0_col.eq(c_col), s0_lanes.eq(used),
@@ -433,7 +437,6 @@ class Controller(wiring.Component):
                                 m.d.sync += c_lane.eq(0)
                         with m.If(p_last & lane_last):
                             with m.If(~cf["unit"]):
-                                m.d.comb += c_free.eq(Mux(c_slot, 0b10, 0b01))
                                 m.d.sync += c_slot.eq(~c_slot)
                             with m.If(tile_last):
                                 m.d.sync += [c_tk.eq(0), c_ch_base.eq(0)]
