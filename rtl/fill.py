@@ -105,8 +105,12 @@ class CopyFill(Fill):
         v1 = Signal()
         r1 = Signal(range(rmax + 1))
         m.d.comb += [self.w_rd.addr.eq(addr), self.w_rd.en.eq(1)]
+        # A layer's tiles are filled in order, each ``terms`` words after the one before: the
+        # start address is an add, not ``base + tile * terms`` (a multiplier on this path; Fmax).
+        start, tile_start = Signal(range(1 << 24)), Signal(range(1 << 24))
+        m.d.comb += start.eq(Mux(self.tile == 0, base, tile_start + terms))
         with m.If(self.go):
-            m.d.sync += [active.eq(1), r.eq(0), addr.eq(base + self.tile * terms)]
+            m.d.sync += [active.eq(1), r.eq(0), addr.eq(start), tile_start.eq(start)]
         with m.Elif(active):
             m.d.sync += [r.eq(r + 1), addr.eq(addr + 1)]
             with m.If(r == terms - 1):
