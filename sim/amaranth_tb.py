@@ -68,12 +68,13 @@ def simulate_streams(dut, sends: dict, out, n_out: int, rng=None, p_gap: float =
 
 
 def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None,
-               reset_mid=None):
+               reset_mid=None, issue="skid"):
     """Outputs ``[N, n_out]`` (emission order) and the counters after each inference.
 
     ``reset_mid = (n_bytes, cycles)``: first an aborted inference: ``n_bytes`` input bytes
     (all of them: the engine starts computing), ``cycles`` more cycles, then a reset in the
-    middle of it; the vectors ``x`` follow and must come out exact."""
+    middle of it; the vectors ``x`` follow and must come out exact.  ``issue``: the
+    engine's issue path (``Engine(issue=...)``)."""
     import random
     import sys
 
@@ -84,7 +85,7 @@ def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None
     # The Python simulator compiles each expression recursively; a wide MAC array's sums
     # (int8, 32 lanes x 16 channels) go deeper than Python's default limit.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
-    dut = Engine(plan)
+    dut = Engine(plan, issue=issue)
     n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
     rng = random.Random(seed)
     got, counters = [], []

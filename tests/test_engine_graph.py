@@ -170,16 +170,17 @@ def test_bank_conflict_is_flagged():
     assert counters[0]["err"] == 1
 
 
-@pytest.mark.parametrize("scheme, lanes, cpar, post_lanes",
-                         [("asm", 4, 2, 1), ("mlg", 8, 4, 1), ("int8", 16, 4, 2),
-                          ("asm", 32, 4, 4)])
-def test_graph_cpar_bit_exact(scheme, lanes, cpar, post_lanes):
+@pytest.mark.parametrize("scheme, lanes, cpar, post_lanes, issue",
+                         [("asm", 4, 2, 1, "skid"), ("mlg", 8, 4, 1, "slice"),
+                          ("int8", 16, 4, 2, "slice"), ("asm", 32, 4, 4, "skid")])
+def test_graph_cpar_bit_exact(scheme, lanes, cpar, post_lanes, issue):
     """Several input channels per lane and cycle (``Plan.cpar``): activation words of cpar
     channels, cpar weights per lane and term; the 3-channel input and the depthwise layer
     and pools (their channel's byte in column 0) included, with stalls.  From 16 lanes the
     post-processor takes ``post_lanes`` lanes per cycle (the last tiles' 6 and 5 lanes end
     part-way through them; the final layer's values leave one at a time).  The golden model
-    is the same integer network as with cpar 1, and the cycle model stays within 1%."""
+    is the same integer network as with cpar 1, and the cycle model stays within 1%.  Each
+    issue path the board tops use (``Engine(issue=...)``: skid, register slice) is on some."""
     rng = np.random.default_rng(0)
     plan = compile_model(graph_net(rng), scheme, lanes=lanes, input_shape=(3, 8, 8),
                          calib=rng.random((16, 3, 8, 8)), cpar=cpar)
@@ -189,7 +190,7 @@ def test_graph_cpar_bit_exact(scheme, lanes, cpar, post_lanes):
     for a, b in zip(golden_layers(plan), golden_layers(one)):
         assert (a["W"] == b["W"]).all()
     x = np.concatenate([np.full((1, 192), 255), rng.integers(0, 256, (2, 192))]).astype(np.int64)
-    got, counters = run_engine(plan, x, seed=3, p_gap=0.3, p_stall=0.4)
+    got, counters = run_engine(plan, x, seed=3, p_gap=0.3, p_stall=0.4, issue=issue)
     assert (got == golden_vectors(plan, x)).all()
     model = estimate_cycles(plan).cycles
     for c in counters:
