@@ -6,9 +6,16 @@ variants insert valid gaps and ready stalls from a seeded generator.
 
 from __future__ import annotations
 
+import sys
+
 from ..rtl.engine import Engine
 
 CLK = 1e-8
+
+# The Python simulator compiles each expression recursively; a wide MAC array's sums (int8,
+# 32 lanes x 16 channels) go deeper than Python's default limit.  Raised on import, not inside
+# a run: a test framework that checks the limit around each test (Hypothesis) sees no change.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 
 
 def _bits(payload):
@@ -76,15 +83,11 @@ def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None
     middle of it; the vectors ``x`` follow and must come out exact.  ``issue``: the
     engine's issue path (``Engine(issue=...)``)."""
     import random
-    import sys
 
     import numpy as np
     from amaranth.hdl import ResetInserter, Signal
     from amaranth.sim import Simulator
 
-    # The Python simulator compiles each expression recursively; a wide MAC array's sums
-    # (int8, 32 lanes x 16 channels) go deeper than Python's default limit.
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     dut = Engine(plan, issue=issue)
     n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
     rng = random.Random(seed)
