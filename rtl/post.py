@@ -363,13 +363,16 @@ class PostProcessor(wiring.Component):
             ``sum1``, ...)."""
             return {k: v for j in range(W) for k, v in fn(j, lambda n: f"{n}{j or ''}").items()}
 
+        if self.residual and P == W:            # no byte select: the values go in at Q2
+            r_now = rvals(self.rr.data, 0, q1_rsigned)
+
         def q2_of(j, k):
             d = {k("sum"): (signed(vbits), q1_acc[j] + ents[j].bias),
                  k("m"): (unsigned(M_BITS), ents[j].m), k("s"): (unsigned(S_BITS), ents[j].s)}
             if self.residual:
                 d[k("mr")] = (unsigned(M_BITS), ents[j].mr)
-                if P == W:                      # no byte select: the values go in at Q2
-                    d[k("r")] = (signed(9), rvals(self.rr.data, 0, q1_rsigned)[j])
+                if P == W:
+                    d[k("r")] = (signed(9), r_now[j])
             return d
         q2_values = per_lane(q2_of)
         if self.residual and P > W:
