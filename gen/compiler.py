@@ -15,7 +15,7 @@ import numpy as np
 from . import schemes
 from .buffers import allocate
 from .layer import Layer, ModelError
-from .plan import CPARS, LayerPlan, Plan, post_lanes_for, resolve
+from .plan import CPARS, LayerPlan, Plan, check_post_lanes, post_lanes_for, resolve
 from .quantise import golden_entry, quantise
 
 __all__ = ["LayerPlan", "Plan", "compile_model", "compress_layers", "golden_layers", "rebuilt_weights",
@@ -87,12 +87,17 @@ def compress_layers(layers: list[Layer], scheme: str, knobs: dict | None = None,
 
 def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_shape=None,
                   calib: np.ndarray | None = None, knobs: dict | None = None,
-                  compressed=None, progress=None, cpar: int = 1) -> Plan:
+                  compressed=None, progress=None, cpar: int = 1, post_lanes: int = 0) -> Plan:
     """Compress (unless ``compressed`` is given), quantise and pack ``layers`` for the engine
-    (``cpar``: input channels per MAC lane and cycle, ``Plan.cpar``)."""
+    (``cpar``: input channels per MAC lane and cycle, ``Plan.cpar``; ``post_lanes``: the
+    post-processor's lanes per cycle, ``Plan.post_par``, 0 for the default)."""
     sch = _scheme(scheme)
     check_lanes(lanes)
     check_cpar(cpar, lanes, sch)
+    try:
+        check_post_lanes(post_lanes, lanes, cpar)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
     if input_shape is None:
         if layers[0].kind != "linear" or layers[0].src not in (None, "input"):
             raise ModelError(f"Layer '{layers[0].name}' is a convolution: give the input shape "
@@ -124,7 +129,7 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     allocate(plans, input_shape, cpar=cpar)
     plan = Plan(scheme, lanes, plans, terms_max=max(lp.terms for lp in plans),
                 post_words=post_words, input_shape=input_shape, knobs=dict(knobs or {}),
-                cpar=cpar, **images)
+                cpar=cpar, post_par=post_lanes, **images)
     plan.bits_read = sch.bits_read(plan)
     plan.compressed_bits = sum(sum(c.storage_bits().values()) for c in compressed if c is not None)
     return plan

@@ -73,21 +73,22 @@ class CycleEstimate:
                 "per_layer": [list(p) for p in self.per_layer]}
 
 
-def _post(plan, lanes: int) -> int:
-    """Cycles the post-processor takes for a result word of ``lanes`` values."""
-    return -(-lanes // plan.post_lanes)
+def _post(plan, lanes: int, last: bool = False) -> int:
+    """Cycles the post-processor takes for a result word of ``lanes`` values (the final
+    layer's values leave the engine one per cycle: at least ``lanes - 1``)."""
+    return max(-(-lanes // plan.post_lanes), lanes - 1 if last else 0)
 
 
-def _issue(plan, ly, lanes: int) -> int:
+def _issue(plan, ly, lanes: int, last: bool = False) -> int:
     pixels = ly.oh * ly.ow
     if ly.depthwise and plan.cpar > 1:
         # groups of cpar lanes side by side; the post-processor takes a group's lanes
         P = plan.cpar
-        return sum(pixels * max(ly.steps, _post(plan, min(P, lanes - g)) + 1)
+        return sum(pixels * max(ly.steps, _post(plan, min(P, lanes - g), last) + 1)
                    for g in range(0, lanes, P))
     if ly.depthwise:
         return lanes * pixels * ly.steps
-    return pixels * max(ly.steps, _post(plan, lanes) + 1)
+    return pixels * max(ly.steps, _post(plan, lanes, last) + 1)
 
 
 def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
@@ -144,10 +145,11 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
     k = 0
     for i, ly in enumerate(plan.layers):
         t_layer = t
+        last = i == len(plan.layers) - 1
         if ly.pool:
             lanes_all = ly.cout
             for tk in range(ly.tiles):
-                n = _issue(plan, ly, min(L, lanes_all - tk * L))
+                n = _issue(plan, ly, min(L, lanes_all - tk * L), last)
                 t += n
                 issue_total += n
                 bound["mac"] += n
@@ -160,7 +162,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                 # before the first tile the port had the whole input transfer to fill up
                 need, gen = fill_time(k, start_fill - prev if k else cap)
                 fill_end.append(start_fill + need)
-                n = _issue(plan, ly, lanes)
+                n = _issue(plan, ly, lanes, last)
                 begin = max(t, fill_end[k])
                 wait = begin - t
                 if wait > 0:
@@ -174,8 +176,8 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
         drain = min(L, ly.last_tile_lanes(L))
         if ly.depthwise:
             drain = min(plan.cpar, drain) if plan.cpar > 1 else 1
-        drain = _post(plan, drain)
-        t += (SWITCH if i < len(plan.layers) - 1 else START) + drain + (plan.cpar > 1)
+        drain = _post(plan, drain, last)
+        t += (START if last else SWITCH) + drain + (plan.cpar > 1)
         per_layer.append((ly.name, t - t_layer))
     bits = sum(b for _, _, b in tiles)
     return CycleEstimate(cycles=t, issue_cycles=issue_total, port_bits=port_bits,

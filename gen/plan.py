@@ -16,7 +16,8 @@ from .buffers import allocate
 from .layer import POOLS, Layer, ModelError
 from .util import conv_out
 
-__all__ = ["LayerPlan", "Plan", "layer_shapes", "resolve", "IMAGES", "CPARS", "post_lanes_for"]
+__all__ = ["LayerPlan", "Plan", "layer_shapes", "resolve", "IMAGES", "CPARS", "post_lanes_for",
+           "check_post_lanes"]
 
 #: Input channels per MAC lane per cycle that the engine takes (``Plan.cpar``).
 CPARS = (1, 2, 4, 8, 16)
@@ -28,6 +29,17 @@ def post_lanes_for(lanes: int, cpar: int) -> int:
     ``cpar``, so it divides ``cpar`` (the values of one cycle are bytes of one activation
     word)."""
     return 1 << (min(cpar, max(1, lanes // 8)).bit_length() - 1)
+
+
+def check_post_lanes(post_lanes, lanes: int, cpar: int) -> int:
+    """The post-processor width rule (compiler, CLI): 0 (:func:`post_lanes_for`'s choice) or
+    a power of two dividing ``cpar`` and at most the lanes."""
+    if (not isinstance(post_lanes, int) or isinstance(post_lanes, bool) or post_lanes < 0
+            or post_lanes & (post_lanes - 1) or (post_lanes and (cpar % post_lanes
+                                                                 or post_lanes > lanes))):
+        raise ValueError(f"Post-processor lanes must be a power of two dividing cpar ({cpar}), "
+                         f"or 0 for {post_lanes_for(lanes, cpar)}, not {post_lanes!r}")
+    return post_lanes
 
 
 IMAGES = ("weight_words", "aux_words", "post_words", "coef_words")
@@ -118,6 +130,8 @@ class Plan:
     cpar: int = 1                   # input channels each MAC lane takes per cycle (CPARS:
                                     # 1..16): activation words of cpar bytes (gen.buffers), tile
                                     # rows of cpar weights per lane, ceil(cin/cpar) k*k steps
+    post_par: int = 0               # > 0: lanes the post-processor takes per cycle (a power
+                                    # of two dividing cpar); 0: post_lanes_for(lanes, cpar)
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
@@ -129,7 +143,7 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         d = json.loads(text)
-        d.pop("post_lanes", None)       # derived (a field in manifests of 2026-12-04)
+        d.pop("post_lanes", None)       # derived from post_par (a field in older manifests)
         for key in IMAGES:
             d[key] = [int(v, 16) for v in d.get(key, [])]
         legacy = any("src" not in ly for ly in d["layers"])
@@ -158,8 +172,8 @@ class Plan:
     # -- derived -------------------------------------------------------------------------
     @property
     def post_lanes(self) -> int:
-        """Lanes the post-processor takes per cycle (:func:`post_lanes_for`)."""
-        return post_lanes_for(self.lanes, self.cpar)
+        """Lanes the post-processor takes per cycle: ``post_par``, or :func:`post_lanes_for`."""
+        return self.post_par or post_lanes_for(self.lanes, self.cpar)
 
     @property
     def weighted(self) -> list:

@@ -170,20 +170,22 @@ def test_bank_conflict_is_flagged():
     assert counters[0]["err"] == 1
 
 
-@pytest.mark.parametrize("scheme, lanes, cpar, post_lanes, issue",
-                         [("asm", 4, 2, 1, "skid"), ("mlg", 8, 4, 1, "slice"),
-                          ("int8", 16, 4, 2, "slice"), ("asm", 32, 4, 4, "skid")])
-def test_graph_cpar_bit_exact(scheme, lanes, cpar, post_lanes, issue):
+@pytest.mark.parametrize("scheme, lanes, cpar, ask, post_lanes, issue",
+                         [("asm", 4, 2, 0, 1, "skid"), ("mlg", 8, 4, 0, 1, "slice"),
+                          ("int8", 16, 4, 0, 2, "slice"), ("asm", 32, 4, 0, 4, "skid"),
+                          ("asm", 16, 16, 8, 8, "slice")])
+def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue):
     """Several input channels per lane and cycle (``Plan.cpar``): activation words of cpar
     channels, cpar weights per lane and term; the 3-channel input and the depthwise layer
     and pools (their channel's byte in column 0) included, with stalls.  From 16 lanes the
     post-processor takes ``post_lanes`` lanes per cycle (the last tiles' 6 and 5 lanes end
     part-way through them; the final layer's values leave one at a time).  The golden model
     is the same integer network as with cpar 1, and the cycle model stays within 1%.  Each
-    issue path the board tops use (``Engine(issue=...)``: skid, register slice) is on some."""
+    issue path the board tops use (``Engine(issue=...)``: skid, register slice) is on some;
+    ``ask``: a post-processor width asked for (``--post-lanes``), wider than the default."""
     rng = np.random.default_rng(0)
     plan = compile_model(graph_net(rng), scheme, lanes=lanes, input_shape=(3, 8, 8),
-                         calib=rng.random((16, 3, 8, 8)), cpar=cpar)
+                         calib=rng.random((16, 3, 8, 8)), cpar=cpar, post_lanes=ask)
     assert plan.post_lanes == post_lanes
     one = compile_model(graph_net(np.random.default_rng(0)), scheme, lanes=lanes,
                         input_shape=(3, 8, 8), calib=rng.random((16, 3, 8, 8)))
@@ -211,6 +213,10 @@ def test_cpar_refusals():
                                 r"not 2")]:
         with pytest.raises(ModelError, match=msg):
             compile_model(net, scheme, lanes=lanes, cpar=cpar, **kw)
+    for cpar, ask in [(4, 3), (2, 4), (4, -1)]:
+        with pytest.raises(ModelError, match=rf"Post-processor lanes must be a power of two "
+                                             rf"dividing cpar \({cpar}\), or 0 for 1, not {ask}"):
+            compile_model(net, "asm", lanes=8, cpar=cpar, post_lanes=ask, **kw)
     flat = [Layer("c", "conv3x3", rng.normal(size=(2, 3, 3, 3)), pad=1, relu=True),
             Layer("fc", "linear", rng.normal(size=(4, 128)))]
     with pytest.raises(ModelError, match=r"Layer 'fc': with cpar 2 a Linear layer needs a "

@@ -29,7 +29,7 @@ from .bench_memory import SWEEPS, markdown, run_bench_memory
 from .bench_mutants import run_bench_mutants
 from .bench_sweep import run_bench_sweep
 from .board import board_plan
-from .common import UserError, cpar_arg, scheme_knobs
+from .common import UserError, cpar_arg, post_lanes_arg, scheme_knobs
 
 
 def _cmd_bench_fuzz(args) -> int:
@@ -420,6 +420,7 @@ def register(sub) -> None:
     bd.add_argument("--lanes", type=int, help="demo model lanes (default: the board's demo "
                     "lanes)")
     cpar_arg(bd, "; a real network when no DIR is given")
+    post_lanes_arg(bd)
     bd.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="demo model compressor knob")
     bd.add_argument("--weight-flash", default="", metavar="qspi|spi[:DIV]", help="demo model: "

@@ -25,7 +25,7 @@ from ..gen.flashimage import parse_flash
 from ..gen.model import ModelError
 from ..gen.util import unknown as unknown_name
 from ..gen.util import write_atomic
-from .common import UserError, cpar_arg, load_array, scheme_knobs
+from .common import UserError, cpar_arg, load_array, post_lanes_arg, scheme_knobs
 from .demo import demo_plan
 from .demo_real import REAL_MODELS, real_plan
 
@@ -34,10 +34,12 @@ def board_plan(args):
     """The compiled folder's plan, or a demo model's: the digits CNN (trained or cached) or
     a real network's committed checkpoint (``--model resnet8|dscnn``)."""
     cpar = getattr(args, "cpar", 1)
+    post_lanes = getattr(args, "post_lanes", 0)
     if args.design:
-        if args.weight_flash or args.model != "cnn" or cpar != 1:
-            raise UserError("--model, --weight-flash and --cpar are for the demo models; a "
-                            "compiled folder has its own (insitu compile --weight-flash, --cpar)")
+        if args.weight_flash or args.model != "cnn" or cpar != 1 or post_lanes:
+            raise UserError("--model, --weight-flash, --cpar and --post-lanes are for the demo "
+                            "models; a compiled folder has its own (insitu compile "
+                            "--weight-flash, --cpar, --post-lanes)")
         try:
             return load_plan(args.design)
         except ModelError as exc:
@@ -56,11 +58,13 @@ def board_plan(args):
     knobs = scheme_knobs(args.scheme, args.set) or None
     try:
         if args.model == "cnn":
-            if cpar != 1:
-                raise UserError("--cpar is for the real networks (--model resnet8 or dscnn)")
+            if cpar != 1 or post_lanes:
+                raise UserError("--cpar and --post-lanes are for the real networks (--model "
+                                "resnet8 or dscnn)")
             plan = demo_plan("cnn", args.scheme, args.lanes, knobs)
         else:
-            plan = real_plan(args.model, args.scheme, args.lanes, knobs, cpar=cpar)[0]
+            plan = real_plan(args.model, args.scheme, args.lanes, knobs, cpar=cpar,
+                             post_lanes=post_lanes)[0]
     except ModelError as exc:
         raise UserError(str(exc)) from None
     plan.weight_flash = args.weight_flash
@@ -184,6 +188,7 @@ def register(sub) -> None:
     sy.add_argument("--lanes", type=int, help="demo model lanes when no DIR is given "
                     "(default: 8)")
     cpar_arg(sy, "; a real network when no DIR is given")
+    post_lanes_arg(sy)
     sy.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="demo model compressor knob when no DIR is given (default ASM knobs: "
                     "iCEBreaker alphabet=A2 weight_bits=4, 4-bit codes so 16 lanes fit the "

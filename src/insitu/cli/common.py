@@ -50,6 +50,15 @@ def cpar_arg(parser, what: str = "") -> None:
                              + "; default: %(default)s)")
 
 
+def post_lanes_arg(parser) -> None:
+    """``--post-lanes N``: the post-processor's lanes per cycle."""
+    parser.add_argument("--post-lanes", type=int, default=0, metavar="N",
+                        help="lanes the post-processor (bias, requantisation, ReLU) takes per "
+                             "cycle: a power of two dividing --cpar; wider keeps up with "
+                             "1x1 convolutions and few-channel inputs at more logic (default: "
+                             "about one per 8 lanes)")
+
+
 def scheme_args(parser) -> None:
     """``--scheme`` (the registry's names) and its ``--set`` knobs."""
     parser.add_argument("--scheme", required=True, choices=registry.NAMES,

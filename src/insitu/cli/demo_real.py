@@ -105,7 +105,7 @@ def scheme_network(model, scheme, knobs, layers):
 
 
 def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: str = "",
-              cpar: int = 1):
+              cpar: int = 1, post_lanes: int = 0):
     """The plan the demo compiles for ``model`` and ``scheme`` (the committed checkpoint, the
     scheme's fine-tuned one when there is one; 256 training images calibrate), with its
     ``(C, H, W)`` test inputs of the first ``16`` test images (u8)."""
@@ -115,7 +115,7 @@ def real_plan(model: str, scheme: str, lanes: int, knobs=None, *, weight_flash: 
     calib = pad_to(data.x_train[:256], shape[1]) / 255.0
     net, codes, _, knobs = scheme_network(model, scheme, knobs, layers)
     plan = compile_model(net, scheme, lanes=lanes, input_shape=shape, calib=calib, knobs=knobs,
-                         compressed=codes, cpar=cpar)
+                         compressed=codes, cpar=cpar, post_lanes=post_lanes)
     plan.weight_flash = weight_flash
     return plan, pad_to(data.x_test[:16], shape[1]).reshape(16, -1)
 

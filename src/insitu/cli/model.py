@@ -22,6 +22,7 @@ from .common import (
     cpar_arg,
     load_array,
     parse_knobs,
+    post_lanes_arg,
     scheme_args,
     scheme_knobs,
 )
@@ -92,6 +93,7 @@ def _cmd_compile(args) -> int:
                           if a is not None and a.ndim == 4), None)
         plan = compile_model(layers, args.scheme, lanes=args.lanes, input_shape=shape,
                              calib=calib, knobs=knobs, cpar=args.cpar,
+                             post_lanes=args.post_lanes,
                              progress=lambda msg: print(msg, file=sys.stderr))
         plan.weight_port_bits = args.weight_port_bits
         plan.weight_flash = args.weight_flash
@@ -237,6 +239,7 @@ def register(sub) -> None:
     scheme_args(cp)
     cp.add_argument("--lanes", type=int, default=8, help="MAC lanes (default: %(default)s)")
     cpar_arg(cp)
+    post_lanes_arg(cp)
     cp.add_argument("--weight-port-bits", type=int, default=0, metavar="B",
                     help="read the weight memories through a link of B bits per cycle (the "
                          "memory-bound configuration of 'insitu bench bandwidth'; default: "
