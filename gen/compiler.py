@@ -121,6 +121,7 @@ def compile_model(layers: list[Layer], scheme: str, *, lanes: int = 8, input_sha
     ints = [unit_weights(ly) if ly.pool else sch.int_weights(c)
             for ly, c in zip(layers, compressed)]
     plans, post_words = quantise(layers, ints, resolved, calib, input_shape, lanes)
+    windowed(plans, cpar)
     for lp in plans:
         lp.steps = -(-lp.cin // cpar) * lp.k * lp.k
     pairs = [(lp, c) for lp, c in zip(plans, compressed) if c is not None]
@@ -141,6 +142,18 @@ def unit_weights(ly: Layer):
     k2 = ly.k * ly.k
     scale = 1.0 if ly.kind == "maxpool" else 1.0 / k2
     return np.ones((ly.cout, k2), dtype=np.int64), np.full(ly.cout, scale)
+
+
+def windowed(plans: list[LayerPlan], cpar: int) -> None:
+    """Run a k x k convolution (stride 1, same padding) of a one-channel input whose window
+    fits one activation word (``k * k <= cpar``) as conv1x1 over ``k * k`` channels that the
+    input loader writes (``LayerPlan.window``): one step per pixel instead of ``k * k``.  The
+    weights' term order (``kh, kw``) is the new channel order, so codes and images are alike."""
+    for lp in plans:
+        if (lp.src == -1 and lp.kind == "conv3x3" and lp.cin == 1 and not lp.depthwise
+                and lp.stride == 1 and lp.pad == lp.k // 2 and lp.k * lp.k <= cpar
+                and sum(q.src == -1 for q in plans) == 1):
+            lp.kind, lp.window, lp.cin, lp.k, lp.pad = "conv1x1", lp.k, lp.k * lp.k, 1, 0
 
 
 def check_graph(layers: list[Layer], input_shape) -> list[dict]:

@@ -81,6 +81,10 @@ class LayerPlan:
     scale_res: float = 1.0
     steps: int = 0          # MAC-array transfers per output pixel: terms, or with Plan.cpar
                             # channels per transfer ceil(cin / cpar) * k * k (0: terms)
+    window: int = 0         # > 0: a window x window convolution (stride 1, same padding) of
+                            # the one-channel input, run as conv1x1 over window**2 channels:
+                            # the input loader writes each pixel's zero-padded window
+                            # (rtl.actmem); cin = window**2, k = 1
 
     def __post_init__(self):
         if not self.steps:

@@ -111,12 +111,15 @@ def golden_entry(lp, W, posts) -> dict:
     """One layer of ``gen.network.forward_int`` from its weights and post-processing words."""
     ents = [POST.unpack(w) for w in posts[lp.post_base:lp.post_base + lp.cout]]
     cin_all = lp.cout if lp.depthwise else lp.cin
+    k, pad = lp.k, lp.pad
+    if lp.window:               # the convolution itself, not the loader's windows
+        cin_all, k, pad = lp.cin // lp.window ** 2, lp.window, lp.window // 2
     return {"W": W,
             "bias": np.array([e["bias"] for e in ents], dtype=np.int64),
             "M": np.array([e["m"] for e in ents], dtype=np.int64),
             "S": np.array([e["s"] for e in ents], dtype=np.int64),
             "Mr": np.array([e["mr"] for e in ents], dtype=np.int64),
-            "k": lp.k, "pad": lp.pad, "relu": lp.relu, "in_shape": (cin_all, lp.h, lp.w),
+            "k": k, "pad": pad, "relu": lp.relu, "in_shape": (cin_all, lp.h, lp.w),
             "kind": lp.kind if lp.pool else "conv", "stride": lp.stride,
             "dw": lp.depthwise and not lp.pool, "src": lp.src, "res": lp.res,
             "lo": lp.lo, "hi": lp.hi}

@@ -38,6 +38,16 @@ class ActivationMemory(wiring.Component):
         then writes bytes (one enable per byte) and ``rd`` / ``rr`` read whole words.
     in_pixels : int
         Pixels of the input image (``H * W``; only used with ``cpar > 1``).
+    window : int
+        0, or an odd ``K`` with ``K * K <= cpar``: the input has one channel, rows of
+        ``in_width`` pixels, and the loader writes each pixel's ``K x K`` window (zeros outside
+        the image, also after a reset) as channels ``kh * K + kw`` of the pixel's word, for a first layer run as
+        conv1x1 over ``K * K`` channels (``gen.plan.LayerPlan.window``).  It keeps ``K - 1``
+        rows in shift registers and writes a pixel's word ``K // 2`` rows and columns after
+        taking its value, adding a zero column and ``K // 2`` zero rows itself: ``loaded``
+        pulses ``(K // 2) * (in_width + K // 2 + 1)`` cycles after the last input value.
+    in_width : int
+        Pixels per input row (with ``window``).
     bank_words : int
         0: one memory.  Otherwise banks of ``bank_words`` words (a power of two), each with
         a single address for its read and write (iCE40 SPRAM, ``ram_style = "huge"``); the
@@ -69,7 +79,8 @@ class ActivationMemory(wiring.Component):
     """
 
     def __init__(self, *, depth: int, in_size: int, in_base: int = 0, residual: bool = False,
-                 bank_words: int = 0, cpar: int = 1, in_pixels: int = 1):
+                 bank_words: int = 0, cpar: int = 1, in_pixels: int = 1, window: int = 0,
+                 in_width: int = 1):
         for name, v in (("depth", depth), ("in_size", in_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
@@ -81,6 +92,13 @@ class ActivationMemory(wiring.Component):
             raise ValueError("a banked activation memory takes one channel per word (cpar 1)")
         if cpar > 1 and (not isinstance(in_pixels, int) or in_pixels < 1 or in_size % in_pixels):
             raise ValueError(f"in_pixels must be a positive divisor of in_size, not {in_pixels!r}")
+        if window and (not isinstance(window, int) or window % 2 == 0 or window ** 2 > cpar
+                       or in_size != in_pixels or not isinstance(in_width, int) or in_width < 1
+                       or in_pixels % in_width):
+            raise ValueError(f"window must be odd with window**2 <= cpar ({cpar}), of a "
+                             f"one-channel input of rows of in_width pixels, not {window!r} "
+                             f"(in_width {in_width!r}, {in_size} values, {in_pixels} pixels)")
+        self.window, self.in_width = window, in_width
         in_words = -(-in_size // in_pixels // cpar) * in_pixels if cpar > 1 else in_size
         if in_base + in_words > depth:
             raise ValueError(f"the input ({in_size} values at {in_base}) must fit depth "
@@ -106,6 +124,8 @@ class ActivationMemory(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
+        if self.window:
+            return self._elaborate_window()
         if self.cpar > 1:
             return self._elaborate_wide()
         m = Module()
@@ -195,6 +215,58 @@ class ActivationMemory(wiring.Component):
                         m.d.sync += [byte.eq(byte + 1), addr.eq(group)]
                 with m.Else():
                     m.d.sync += [pix.eq(pix + 1), addr.eq(addr + 1)]
+        with m.If(self.wb.en.any()):
+            m.d.comb += [wr.addr.eq(self.wb.addr), wr.data.eq(self.wb.data), wr.en.eq(self.wb.en)]
+        return m
+
+
+    def _elaborate_window(self):
+        """The loader of ``window``: a stream of ``(H + r) x (W + r)`` values (``r = K // 2``;
+        the image, then zeros in its last ``r`` columns and rows) through ``K - 1`` row shift
+        registers into a ``K x K`` window, whose centre pixel's word is written a cycle
+        later."""
+        m = Module()
+        P, K, W = self.cpar, self.window, self.in_width
+        H, r = self.in_pixels // W, self.window // 2
+        Hv, Wv = H + r, W + r
+        m.submodules.act = act = Memory(shape=8 * P, depth=max(2, self.depth), init=[])
+        wr = act.write_port(granularity=8)
+        for user in [self.rd] + ([self.rr] if "rr" in self.signature.members else []):
+            wiring.connect(m, wiring.flipped(user), act.read_port())
+
+        y, x = Signal(range(Hv)), Signal(range(Wv))         # the stream's next value
+        real = (y < H) & (x < W)
+        adv = Signal()
+        m.d.comb += [self.i_x.ready.eq(self.enable & real),
+                     adv.eq(self.enable & (~real | self.i_x.valid))]
+        value = Mux(real, self.i_x.payload, 0)
+        rows = [Signal(8 * Wv, name=f"row{i}") for i in range(K - 1)]   # rows y-1, y-2, ...
+        col = [value] + [row[8 * (Wv - 1):] for row in rows]           # column x, rows y, y-1..
+        win = [[Signal(8, name=f"win{i}_{j}") for j in range(K)] for i in range(K)]
+        emit, last = Signal(), Signal()                     # write the centre's word
+        addr = Signal(range(self.depth + 1))
+        with m.If(adv):
+            for i, row in enumerate(rows):
+                m.d.sync += row.eq(Cat(col[i], row[:8 * (Wv - 1)]))
+            for i in range(K):                  # window row i holds image row y - (K-1) + i
+                for j in range(K - 1):
+                    m.d.sync += win[i][j].eq(win[i][j + 1])
+                m.d.sync += win[i][K - 1].eq(col[K - 1 - i])
+            m.d.sync += [emit.eq((y >= r) & (x >= r)), last.eq((y == Hv - 1) & (x == Wv - 1)),
+                         addr.eq(self.in_base + (y - r) * W + (x - r))]
+            with m.If(x == Wv - 1):
+                m.d.sync += [x.eq(0), y.eq(Mux(y == Hv - 1, 0, y + 1))]
+            with m.Else():
+                m.d.sync += x.eq(x + 1)
+        with m.Else():
+            m.d.sync += emit.eq(0)
+        # The taps outside the image are zeros of the stream: the columns left of column 0
+        # wrap to the previous row's zero columns, the rows above row 0 are the previous
+        # image's zero rows (or the reset value).
+        taps = [win[i][j] for i in range(K) for j in range(K)]
+        with m.If(emit):
+            m.d.comb += [wr.addr.eq(addr), wr.data.eq(Cat(*taps)), wr.en.eq((1 << P) - 1),
+                         self.loaded.eq(last)]
         with m.If(self.wb.en.any()):
             m.d.comb += [wr.addr.eq(self.wb.addr), wr.data.eq(self.wb.data), wr.en.eq(self.wb.en)]
         return m

@@ -202,11 +202,11 @@ class Engine(wiring.Component):
         m.d.comb += wmem.enable.eq(idle)
 
         c, h, w = plan.input_shape
+        first = next(ly for ly in layers if ly.src == -1)
         m.submodules.act = act = ActivationMemory(
-            depth=act_depth, in_size=c * h * w,
-            in_base=next(ly.in_base for ly in layers if ly.src == -1),
+            depth=act_depth, in_size=c * h * w, in_base=first.in_base,
             residual=any(ly.res >= 0 for ly in layers), bank_words=plan.act_bank_words,
-            cpar=P, in_pixels=h * w)
+            cpar=P, in_pixels=h * w, window=first.window, in_width=w)
         wiring.connect(m, wiring.flipped(self.i_x), act.i_x)
         if self.boot_check:
             # Inputs complete during the check wait for it (and take no more bytes).

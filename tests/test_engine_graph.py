@@ -202,6 +202,34 @@ def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue):
     assert counters[0]["cycles"] < 0.8 * estimate_cycles(one).cycles
 
 
+def test_windowed_first_layer_bit_exact():
+    """A one-channel 3x3 first layer at 16 channels per cycle runs as conv1x1 over the 9
+    taps the input loader writes (``LayerPlan.window``): one step per pixel, not 9.  Bit-exact
+    under input gaps and output stalls, the all-255 image (every tap at its extreme) and the
+    zero padding of the borders included, back to back (the rows above the next image's first
+    row are the previous image's zero rows); the golden model is the 3x3 convolution of the
+    same weights (the 8-channel plan's, not windowed), and the cycle model stays within 1%."""
+    rng = np.random.default_rng(0)
+    kw = {"input_shape": (1, 8, 8), "calib": rng.random((16, 1, 8, 8))}
+    plan = compile_model(graph_net(np.random.default_rng(0), c=1), "asm", lanes=16, cpar=16,
+                         post_lanes=8, **kw)
+    flat = compile_model(graph_net(np.random.default_rng(0), c=1), "asm", lanes=16, cpar=8,
+                         **kw)
+    lp = plan.layers[0]
+    assert (lp.kind, lp.window, lp.cin, lp.steps) == ("conv1x1", 3, 9, 1)
+    assert flat.layers[0].kind == "conv3x3" and not flat.layers[0].window
+    x = np.concatenate([np.full((1, 64), 255), rng.integers(0, 256, (2, 64)),
+                        np.full((1, 64), 255)]).astype(np.int64)
+    want = golden_vectors(flat, x)
+    assert (golden_vectors(plan, x) == want).all()
+    got, counters = run_engine(plan, x, seed=5, p_gap=0.3, p_stall=0.4, issue="slice")
+    assert (got == want).all()
+    model = estimate_cycles(plan).cycles
+    for c in counters:
+        assert c["err"] == 0 and abs(c["cycles"] - model) <= 0.01 * model
+    assert model < estimate_cycles(flat).cycles
+
+
 def test_cpar_refusals():
     rng = np.random.default_rng(0)
     net = graph_net(rng)

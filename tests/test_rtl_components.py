@@ -63,6 +63,12 @@ def test_actmem_signature():
     ({"depth": 4, "in_size": 1, "in_base": -1}, "in_base must be a non-negative integer, not -1"),
     ({"depth": 4, "in_size": 3, "in_base": 2}, r"the input \(3 values at 2\) must fit depth \(4\)"),
     ({"depth": 4, "in_size": 1, "bank_words": 3}, "bank_words must be 0 or a power of two, not 3"),
+    ({"depth": 64, "in_size": 64, "cpar": 8, "in_pixels": 64, "window": 3, "in_width": 8},
+     r"window must be odd with window\*\*2 <= cpar \(8\), .* not 3"),
+    ({"depth": 64, "in_size": 64, "cpar": 16, "in_pixels": 64, "window": 2, "in_width": 8},
+     "window must be odd"),
+    ({"depth": 64, "in_size": 64, "cpar": 16, "in_pixels": 32, "window": 3, "in_width": 8},
+     r"one-channel input .* \(in_width 8, 64 values, 32 pixels\)"),
 ])
 def test_actmem_wrong(kw, msg):
     with pytest.raises(ValueError, match=msg):
