@@ -30,17 +30,24 @@ def _size(lp, cpar: int = 1) -> int:
     return words(lp.cout, lp.oh, lp.ow, cpar)
 
 
+def input_words(plans, input_shape, cpar: int = 1) -> int:
+    """Words of the input tensor: the image's, or with a windowed first layer
+    (``LayerPlan.window``) its ``k * k`` channels of taps."""
+    c, h, w = input_shape
+    c = next((lp.cin for lp in plans if lp.src == -1 and lp.window), c)
+    return words(c, h, w, cpar)
+
+
 def allocate(plans, input_shape, bank_words: int = 0, cpar: int = 1) -> int:
     """Set ``in_base``, ``out_base``, ``res_base`` of every layer; returns the memory depth.
     ``bank_words > 0``: each tensor takes whole banks of that many words; ``cpar``: channels
     per word."""
     n = len(plans)
-    c, h, w = input_shape
 
     def room(size):
         return -(-size // bank_words) * bank_words if bank_words else size
     # tensor id -> (size, first layer alive, last layer alive); -1 is the input
-    tensors = {-1: [room(words(c, h, w, cpar)), -1, -1]}
+    tensors = {-1: [room(input_words(plans, input_shape, cpar)), -1, -1]}
     for i, lp in enumerate(plans[:-1]):
         tensors[i] = [room(_size(lp, cpar)), i, i]
     for i, lp in enumerate(plans):
@@ -68,9 +75,8 @@ def allocate(plans, input_shape, bank_words: int = 0, cpar: int = 1) -> int:
 def buffer_report(plans, input_shape, cpar: int = 1) -> dict:
     """Each buffer's size and place (in words of ``cpar`` bytes), and the peak activation
     memory in bytes."""
-    c, h, w = input_shape
     rows = [{"tensor": "input", "base": next(lp.in_base for lp in plans if lp.src == -1),
-             "words": words(c, h, w, cpar)}]
+             "words": input_words(plans, input_shape, cpar)}]
     rows += [{"tensor": lp.name, "base": lp.out_base, "words": _size(lp, cpar)}
              for lp in plans[:-1]]
     peak = max(r["base"] + r["words"] for r in rows)
@@ -81,8 +87,7 @@ def buffer_report(plans, input_shape, cpar: int = 1) -> dict:
 def memory_words(plans, input_shape, cpar: int = 1) -> int:
     """Words (of ``cpar`` bytes) the activation memory needs for ``plans`` as placed (at
     least 2)."""
-    c, h, w = input_shape
-    ends = [lp.in_base + words(c, h, w, cpar) for lp in plans if lp.src == -1]
+    ends = [lp.in_base + input_words(plans, input_shape, cpar) for lp in plans if lp.src == -1]
     ends += [lp.out_base + _size(lp, cpar) for lp in plans[:-1]]
     return max(2, *ends)
 

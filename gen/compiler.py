@@ -145,13 +145,14 @@ def unit_weights(ly: Layer):
 
 
 def windowed(plans: list[LayerPlan], cpar: int) -> None:
-    """Run a k x k convolution (stride 1, same padding) of a one-channel input whose window
-    fits one activation word (``k * k <= cpar``) as conv1x1 over ``k * k`` channels that the
-    input loader writes (``LayerPlan.window``): one step per pixel instead of ``k * k``.  The
+    """Run a k x k convolution (stride 1, same padding) of a one-channel input as conv1x1
+    over ``k * k`` channels that the input loader writes (``LayerPlan.window``) when its window
+    takes at most two activation words (``cpar >= 8`` for 3x3): ``ceil(k * k / cpar)`` steps
+    per pixel instead of ``k * k``, the loader writing as many words per input value.  The
     weights' term order (``kh, kw``) is the new channel order, so codes and images are alike."""
     for lp in plans:
         if (lp.src == -1 and lp.kind == "conv3x3" and lp.cin == 1 and not lp.depthwise
-                and lp.stride == 1 and lp.pad == lp.k // 2 and lp.k * lp.k <= cpar
+                and lp.stride == 1 and lp.pad == lp.k // 2 and lp.k * lp.k <= 2 * cpar
                 and sum(q.src == -1 for q in plans) == 1):
             lp.kind, lp.window, lp.cin, lp.k, lp.pad = "conv1x1", lp.k, lp.k * lp.k, 1, 0
 

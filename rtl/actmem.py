@@ -3,7 +3,7 @@ loader."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -39,13 +39,13 @@ class ActivationMemory(wiring.Component):
     in_pixels : int
         Pixels of the input image (``H * W``; only used with ``cpar > 1``).
     window : int
-        0, or an odd ``K`` with ``K * K <= cpar``: the input has one channel, rows of
+        0, or an odd ``K`` (with ``cpar > 1``): the input has one channel, rows of
         ``in_width`` pixels, and the loader writes each pixel's ``K x K`` window (zeros outside
-        the image, also after a reset) as channels ``kh * K + kw`` of the pixel's word, for a first layer run as
-        conv1x1 over ``K * K`` channels (``gen.plan.LayerPlan.window``).  It keeps ``K - 1``
-        rows in shift registers and writes a pixel's word ``K // 2`` rows and columns after
-        taking its value, adding a zero column and ``K // 2`` zero rows itself: ``loaded``
-        pulses ``(K // 2) * (in_width + K // 2 + 1)`` cycles after the last input value.
+        the image, also after a reset) as channels ``kh * K + kw`` of a ``K * K``-channel
+        tensor (``ceil(K * K / cpar)`` words per pixel, one per cycle), for a first layer run
+        as conv1x1 over those channels (``gen.plan.LayerPlan.window``).  It keeps ``K - 1``
+        rows in shift registers and writes a pixel's words ``K // 2`` rows and columns after
+        taking its value, adding ``K // 2`` zero columns and rows itself.
     in_width : int
         Pixels per input row (with ``window``).
     bank_words : int
@@ -92,14 +92,15 @@ class ActivationMemory(wiring.Component):
             raise ValueError("a banked activation memory takes one channel per word (cpar 1)")
         if cpar > 1 and (not isinstance(in_pixels, int) or in_pixels < 1 or in_size % in_pixels):
             raise ValueError(f"in_pixels must be a positive divisor of in_size, not {in_pixels!r}")
-        if window and (not isinstance(window, int) or window % 2 == 0 or window ** 2 > cpar
+        if window and (not isinstance(window, int) or window % 2 == 0 or cpar == 1
                        or in_size != in_pixels or not isinstance(in_width, int) or in_width < 1
                        or in_pixels % in_width):
-            raise ValueError(f"window must be odd with window**2 <= cpar ({cpar}), of a "
+            raise ValueError(f"window must be odd with cpar > 1 ({cpar}), of a "
                              f"one-channel input of rows of in_width pixels, not {window!r} "
                              f"(in_width {in_width!r}, {in_size} values, {in_pixels} pixels)")
         self.window, self.in_width = window, in_width
-        in_words = -(-in_size // in_pixels // cpar) * in_pixels if cpar > 1 else in_size
+        chans = window ** 2 if window else in_size // in_pixels
+        in_words = -(-chans // cpar) * in_pixels if cpar > 1 else in_size
         if in_base + in_words > depth:
             raise ValueError(f"the input ({in_size} values at {in_base}) must fit depth "
                              f"({depth})")
@@ -223,12 +224,13 @@ class ActivationMemory(wiring.Component):
     def _elaborate_window(self):
         """The loader of ``window``: a stream of ``(H + r) x (W + r)`` values (``r = K // 2``;
         the image, then zeros in its last ``r`` columns and rows) through ``K - 1`` row shift
-        registers into a ``K x K`` window, whose centre pixel's word is written a cycle
-        later."""
+        registers into a ``K x K`` window, whose centre pixel's words (``ceil(K * K / cpar)``,
+        one per cycle, the stream held meanwhile) are written from the next cycle."""
         m = Module()
         P, K, W = self.cpar, self.window, self.in_width
         H, r = self.in_pixels // W, self.window // 2
         Hv, Wv = H + r, W + r
+        nw = -(-K * K // P)                                 # words per pixel
         m.submodules.act = act = Memory(shape=8 * P, depth=max(2, self.depth), init=[])
         wr = act.write_port(granularity=8)
         for user in [self.rd] + ([self.rr] if "rr" in self.signature.members else []):
@@ -236,14 +238,16 @@ class ActivationMemory(wiring.Component):
 
         y, x = Signal(range(Hv)), Signal(range(Wv))         # the stream's next value
         real = (y < H) & (x < W)
+        emit, last = Signal(), Signal()                     # write the centre's words
+        word = Signal(range(max(2, nw)))                    # the centre's word written
+        busy = emit & (word != nw - 1)                      # more words of it to write
         adv = Signal()
-        m.d.comb += [self.i_x.ready.eq(self.enable & real),
-                     adv.eq(self.enable & (~real | self.i_x.valid))]
+        m.d.comb += [self.i_x.ready.eq(self.enable & real & ~busy),
+                     adv.eq(self.enable & ~busy & (~real | self.i_x.valid))]
         value = Mux(real, self.i_x.payload, 0)
         rows = [Signal(8 * Wv, name=f"row{i}") for i in range(K - 1)]   # rows y-1, y-2, ...
         col = [value] + [row[8 * (Wv - 1):] for row in rows]           # column x, rows y, y-1..
         win = [[Signal(8, name=f"win{i}_{j}") for j in range(K)] for i in range(K)]
-        emit, last = Signal(), Signal()                     # write the centre's word
         addr = Signal(range(self.depth + 1))
         with m.If(adv):
             for i, row in enumerate(rows):
@@ -252,21 +256,27 @@ class ActivationMemory(wiring.Component):
                 for j in range(K - 1):
                     m.d.sync += win[i][j].eq(win[i][j + 1])
                 m.d.sync += win[i][K - 1].eq(col[K - 1 - i])
-            m.d.sync += [emit.eq((y >= r) & (x >= r)), last.eq((y == Hv - 1) & (x == Wv - 1)),
+            m.d.sync += [emit.eq((y >= r) & (x >= r)), word.eq(0),
+                         last.eq((y == Hv - 1) & (x == Wv - 1)),
                          addr.eq(self.in_base + (y - r) * W + (x - r))]
             with m.If(x == Wv - 1):
                 m.d.sync += [x.eq(0), y.eq(Mux(y == Hv - 1, 0, y + 1))]
             with m.Else():
                 m.d.sync += x.eq(x + 1)
+        with m.Elif(busy):
+            m.d.sync += [word.eq(word + 1), addr.eq(addr + self.in_pixels)]
         with m.Else():
             m.d.sync += emit.eq(0)
         # The taps outside the image are zeros of the stream: the columns left of column 0
         # wrap to the previous row's zero columns, the rows above row 0 are the previous
-        # image's zero rows (or the reset value).
+        # image's zero rows (or the reset value).  Channel c = i * K + j is byte c % P of the
+        # pixel's word c // P.
         taps = [win[i][j] for i in range(K) for j in range(K)]
+        taps += [Const(0, 8)] * (nw * P - K * K)
+        words = Array(Cat(*taps[q * P:(q + 1) * P]) for q in range(nw))
         with m.If(emit):
-            m.d.comb += [wr.addr.eq(addr), wr.data.eq(Cat(*taps)), wr.en.eq((1 << P) - 1),
-                         self.loaded.eq(last)]
+            m.d.comb += [wr.addr.eq(addr), wr.data.eq(words[word]), wr.en.eq((1 << P) - 1),
+                         self.loaded.eq(last & (word == nw - 1))]
         with m.If(self.wb.en.any()):
             m.d.comb += [wr.addr.eq(self.wb.addr), wr.data.eq(self.wb.data), wr.en.eq(self.wb.en)]
         return m

@@ -202,21 +202,23 @@ def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue):
     assert counters[0]["cycles"] < 0.8 * estimate_cycles(one).cycles
 
 
-def test_windowed_first_layer_bit_exact():
-    """A one-channel 3x3 first layer at 16 channels per cycle runs as conv1x1 over the 9
-    taps the input loader writes (``LayerPlan.window``): one step per pixel, not 9.  Bit-exact
+@pytest.mark.parametrize("cpar, steps", [(16, 1), (8, 2)])
+def test_windowed_first_layer_bit_exact(cpar, steps):
+    """A one-channel 3x3 first layer at 8 or 16 channels per cycle runs as conv1x1 over the 9
+    taps the input loader writes (``LayerPlan.window``; two words per pixel at 8): one or two
+    steps per pixel, not 9.  Bit-exact
     under input gaps and output stalls, the all-255 image (every tap at its extreme) and the
     zero padding of the borders included, back to back (the rows above the next image's first
     row are the previous image's zero rows); the golden model is the 3x3 convolution of the
-    same weights (the 8-channel plan's, not windowed), and the cycle model stays within 1%."""
+    same weights (the 4-channel plan's, not windowed), and the cycle model stays within 1%."""
     rng = np.random.default_rng(0)
     kw = {"input_shape": (1, 8, 8), "calib": rng.random((16, 1, 8, 8))}
-    plan = compile_model(graph_net(np.random.default_rng(0), c=1), "asm", lanes=16, cpar=16,
+    plan = compile_model(graph_net(np.random.default_rng(0), c=1), "asm", lanes=16, cpar=cpar,
                          post_lanes=8, **kw)
-    flat = compile_model(graph_net(np.random.default_rng(0), c=1), "asm", lanes=16, cpar=8,
+    flat = compile_model(graph_net(np.random.default_rng(0), c=1), "asm", lanes=16, cpar=4,
                          **kw)
     lp = plan.layers[0]
-    assert (lp.kind, lp.window, lp.cin, lp.steps) == ("conv1x1", 3, 9, 1)
+    assert (lp.kind, lp.window, lp.cin, lp.steps) == ("conv1x1", 3, 9, steps)
     assert flat.layers[0].kind == "conv3x3" and not flat.layers[0].window
     x = np.concatenate([np.full((1, 64), 255), rng.integers(0, 256, (2, 64)),
                         np.full((1, 64), 255)]).astype(np.int64)
