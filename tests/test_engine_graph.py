@@ -202,8 +202,9 @@ def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue):
     assert counters[0]["cycles"] < 0.8 * estimate_cycles(one).cycles
 
 
-@pytest.mark.parametrize("cpar, steps", [(16, 1), (8, 2)])
-def test_windowed_first_layer_bit_exact(cpar, steps):
+@pytest.mark.parametrize("scheme, cpar, steps", [("asm", 16, 1), ("asm", 8, 2), ("mlg", 8, 2),
+                                                  ("int8", 16, 1)])
+def test_windowed_first_layer_bit_exact(scheme, cpar, steps):
     """A one-channel 3x3 first layer at 8 or 16 channels per cycle runs as conv1x1 over the 9
     taps the input loader writes (``LayerPlan.window``; two words per pixel at 8): one or two
     steps per pixel, not 9.  Bit-exact
@@ -213,9 +214,9 @@ def test_windowed_first_layer_bit_exact(cpar, steps):
     same weights (the 4-channel plan's, not windowed), and the cycle model stays within 1%."""
     rng = np.random.default_rng(0)
     kw = {"input_shape": (1, 8, 8), "calib": rng.random((16, 1, 8, 8))}
-    plan = compile_model(graph_net(np.random.default_rng(0), c=1), "asm", lanes=16, cpar=cpar,
-                         post_lanes=8, **kw)
-    flat = compile_model(graph_net(np.random.default_rng(0), c=1), "asm", lanes=16, cpar=4,
+    plan = compile_model(graph_net(np.random.default_rng(0), c=1), scheme, lanes=16,
+                         cpar=cpar, post_lanes=8, **kw)
+    flat = compile_model(graph_net(np.random.default_rng(0), c=1), scheme, lanes=16, cpar=4,
                          **kw)
     lp = plan.layers[0]
     assert (lp.kind, lp.window, lp.cin, lp.steps) == ("conv1x1", 3, 9, steps)
