@@ -166,8 +166,9 @@ def load_bytes(plan) -> int:
 
 
 def io_sizes(plan) -> tuple[int, int]:
-    first, last = plan.layers[0], plan.layers[-1]
-    return first.cin * first.h * first.w, last.cout * last.oh * last.ow
+    c, h, w = plan.input_shape
+    last = plan.layers[-1]
+    return c * h * w, last.cout * last.oh * last.ow
 
 
 def ident(plan) -> bytes:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from insitu import from_torch
+from insitu.boards.protocol import io_sizes
 from insitu.gen import schemes
 from insitu.gen.buffers import buffer_report
 from insitu.gen.compiler import (
@@ -221,6 +222,7 @@ def test_windowed_first_layer_bit_exact(scheme, cpar, steps):
     lp = plan.layers[0]
     assert (lp.kind, lp.window, lp.cin, lp.steps) == ("conv1x1", 3, 9, steps)
     assert flat.layers[0].kind == "conv3x3" and not flat.layers[0].window
+    assert io_sizes(plan) == io_sizes(flat) == (64, 5)      # the host sends the image
     x = np.concatenate([np.full((1, 64), 255), rng.integers(0, 256, (2, 64)),
                         np.full((1, 64), 255)]).astype(np.int64)
     want = golden_vectors(flat, x)
