@@ -297,9 +297,20 @@ def test_compile_with_several_channels_per_cycle(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == ("insitu: error: --cpar must be one of 1, 2, 4, 8, 16 "
                                                "dividing the lanes (4), not 8")
     assert cli.main(["synth", "--board", "ulx3s", "--cpar", "2", "-o", str(tmp_path / "s")]) == 2
-    assert capsys.readouterr().err.strip() == ("insitu: error: --cpar is for the real networks "
-                                               "(--model resnet8 or dscnn)")
+    assert capsys.readouterr().err.strip() == ("insitu: error: --cpar and --post-lanes are for "
+                                               "the real networks (--model resnet8 or dscnn)")
     assert not (tmp_path / "d").exists() and not (tmp_path / "s").exists()
+    # --post-lanes: a wider post-processor in the manifest; one that does not divide cpar
+    assert cli.main(args + ["--scheme", "asm", "--cpar", "4", "--post-lanes", "4",
+                            "-o", str(tmp_path / "p")]) == 0
+    assert json.loads((tmp_path / "p" / "manifest.json").read_text())["post_par"] == 4
+    assert json.loads((tmp_path / "p" / "compile_report.json").read_text())["post_lanes"] == 4
+    capsys.readouterr()
+    assert cli.main(args + ["--scheme", "asm", "--cpar", "4", "--post-lanes", "8",
+                            "-o", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.strip() == ("insitu: error: Post-processor lanes must be a "
+                                               "power of two dividing cpar (4), or 0 for 1, not 8")
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("args, msg", [
