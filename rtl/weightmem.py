@@ -86,7 +86,8 @@ class WeightMemory(wiring.Component):
         Loads are accepted (the engine is idle).
     w_rd, a_rd, p_rd, c_rd : ``Out(ReadPort.Signature(...))``
         Read ports of the weight, aux, post and coefficient memories; ``p_rd1`` ... more
-        post-memory read ports (``Plan.post_lanes > 1``).
+        post-memory read ports (``Plan.post_lanes > 1``), each from its own copy of the post
+        memory (loaded with it).
 
     Raises
     ------
@@ -139,6 +140,14 @@ class WeightMemory(wiring.Component):
                 m.d.comb += wr.addr.eq(ld.payload.addr)
                 wiring.connect(m, wiring.flipped(user), rd)
             if sel == MEM_POST:
-                for name in post_ports(self._plan.post_lanes)[1:]:
-                    wiring.connect(m, wiring.flipped(getattr(self, name)), mem.read_port())
+                # One copy per further lane, written together: each a one-read-port memory
+                # (a block RAM), not one memory of many read ports (which Yosys builds from
+                # distributed RAM and a wide read multiplexer on the ECP5).
+                for j, name in enumerate(post_ports(self._plan.post_lanes)[1:], 1):
+                    copy = Memory(shape=widths[sel], depth=self.depths[sel], init=words[sel])
+                    m.submodules[f"pmem{j}"] = copy
+                    cwr = copy.write_port()
+                    m.d.comb += [cwr.data.eq(ld.payload.data), cwr.en.eq(en),
+                                 cwr.addr.eq(ld.payload.addr)]
+                    wiring.connect(m, wiring.flipped(getattr(self, name)), copy.read_port())
         return m

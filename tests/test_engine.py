@@ -9,7 +9,7 @@ import pytest
 from insitu.gen import schemes
 from insitu.gen.compiler import Plan, compile_model, golden_layers
 from insitu.gen.design import golden_vectors
-from insitu.gen.memmap import MEM_WEIGHT
+from insitu.gen.memmap import MEM_POST, MEM_WEIGHT
 from insitu.gen.model import Layer, ModelError
 from insitu.gen.schemes import Scheme
 from insitu.sim.amaranth_tb import run_engine
@@ -104,6 +104,28 @@ def test_engine_load_stream_changes_weights_without_rebuild():
     loads = [(MEM_WEIGHT, i, new.weight_words[i]) for i in range(len(new.weight_words))
              if new.weight_words[i] != plan.weight_words[i]]
     assert loads
+    got, _ = run_engine(plan, x, loads=loads)
+    assert (got == golden_vectors(new, x)).all()
+    assert not (golden_vectors(new, x) == golden_vectors(plan, x)).all()
+
+
+def test_engine_load_reaches_every_post_memory_copy():
+    """With several post-processor lanes each lane reads its own copy of the post memory: a
+    host load of new entries (a layer's channels' entries rotated) reaches every copy."""
+    rng = np.random.default_rng(6)
+    net = [Layer("c1", "conv3x3", rng.normal(size=(8, 2, 3, 3)), rng.normal(size=8) * .2,
+                 pad=1, relu=True),
+           Layer("c2", "conv1x1", rng.normal(size=(8, 8, 1, 1)), rng.normal(size=8) * .2)]
+    plan = compile_model(net, "asm", lanes=8, input_shape=(2, 4, 4), cpar=4, post_lanes=4,
+                         calib=rng.random((8, 2, 4, 4)))
+    assert plan.post_lanes == 4
+    x = extreme_inputs(rng, 32, n_random=1)
+    new = copy.deepcopy(plan)
+    lp = plan.layers[0]
+    for j in range(lp.cout):
+        new.post_words[lp.post_base + j] = plan.post_words[lp.post_base + (j + 1) % lp.cout]
+    loads = [(MEM_POST, i, w) for i, w in enumerate(new.post_words) if w != plan.post_words[i]]
+    assert len(loads) == lp.cout
     got, _ = run_engine(plan, x, loads=loads)
     assert (got == golden_vectors(new, x)).all()
     assert not (golden_vectors(new, x) == golden_vectors(plan, x)).all()
