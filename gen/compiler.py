@@ -150,11 +150,13 @@ def windowed(plans: list[LayerPlan], cpar: int) -> None:
     takes at most two activation words (``cpar >= 8`` for 3x3): ``ceil(k * k / cpar)`` steps
     per pixel instead of ``k * k``, the loader writing as many words per input value.  The
     weights' term order (``kh, kw``) is the new channel order, so codes and images are alike."""
-    for lp in plans:
-        if (lp.src == -1 and lp.kind == "conv3x3" and lp.cin == 1 and not lp.depthwise
-                and lp.stride == 1 and lp.pad == lp.k // 2 and lp.k * lp.k <= 2 * cpar
-                and sum(q.src == -1 for q in plans) == 1):
-            lp.kind, lp.window, lp.cin, lp.k, lp.pad = "conv1x1", lp.k, lp.k * lp.k, 1, 0
+    readers = [lp for lp in plans if lp.src == -1]
+    if len(readers) != 1:
+        return
+    lp = readers[0]
+    if (lp.kind == "conv3x3" and lp.cin == 1 and not lp.depthwise and lp.stride == 1
+            and lp.pad == lp.k // 2 and lp.k * lp.k <= 2 * cpar):
+        lp.kind, lp.window, lp.cin, lp.k, lp.pad = "conv1x1", lp.k, lp.k * lp.k, 1, 0
 
 
 def check_graph(layers: list[Layer], input_shape) -> list[dict]:

@@ -33,10 +33,9 @@ def post_lanes_for(lanes: int, cpar: int) -> int:
 
 def check_post_lanes(post_lanes, lanes: int, cpar: int) -> int:
     """The post-processor width rule (compiler, CLI): 0 (:func:`post_lanes_for`'s choice) or
-    a power of two dividing ``cpar`` and at most the lanes."""
+    a power of two dividing ``cpar`` (which divides the lanes)."""
     if (not isinstance(post_lanes, int) or isinstance(post_lanes, bool) or post_lanes < 0
-            or post_lanes & (post_lanes - 1) or (post_lanes and (cpar % post_lanes
-                                                                 or post_lanes > lanes))):
+            or post_lanes & (post_lanes - 1) or (post_lanes and cpar % post_lanes)):
         raise ValueError(f"Post-processor lanes must be a power of two dividing cpar ({cpar}), "
                          f"or 0 for {post_lanes_for(lanes, cpar)}, not {post_lanes!r}")
     return post_lanes

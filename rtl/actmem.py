@@ -125,8 +125,6 @@ class ActivationMemory(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
-        if self.window:
-            return self._elaborate_window()
         if self.cpar > 1:
             return self._elaborate_wide()
         m = Module()
@@ -186,13 +184,21 @@ class ActivationMemory(wiring.Component):
 
 
     def _elaborate_wide(self):
-        """``cpar`` bytes per word: the loader walks (channel, pixel) to (word, byte)."""
+        """``cpar`` bytes per word, written by the byte loader or the window loader; the
+        layer writes win over either."""
         m = Module()
-        P, hw = self.cpar, self.in_pixels
-        m.submodules.act = act = Memory(shape=8 * P, depth=max(2, self.depth), init=[])
+        m.submodules.act = act = Memory(shape=8 * self.cpar, depth=max(2, self.depth), init=[])
         wr = act.write_port(granularity=8)
         for user in [self.rd] + ([self.rr] if "rr" in self.signature.members else []):
             wiring.connect(m, wiring.flipped(user), act.read_port())
+        (self._load_windows if self.window else self._load_bytes)(m, wr)
+        with m.If(self.wb.en.any()):
+            m.d.comb += [wr.addr.eq(self.wb.addr), wr.data.eq(self.wb.data), wr.en.eq(self.wb.en)]
+        return m
+
+    def _load_bytes(self, m, wr):
+        """The loader walks (channel, pixel) to (word, byte)."""
+        P, hw = self.cpar, self.in_pixels
         addr = Signal(range(self.depth + 1), init=self.in_base)        # the word written
         group = Signal.like(addr, init=self.in_base)          # word of the group's pixel 0
         pix = Signal(range(max(2, hw)))
@@ -216,26 +222,16 @@ class ActivationMemory(wiring.Component):
                         m.d.sync += [byte.eq(byte + 1), addr.eq(group)]
                 with m.Else():
                     m.d.sync += [pix.eq(pix + 1), addr.eq(addr + 1)]
-        with m.If(self.wb.en.any()):
-            m.d.comb += [wr.addr.eq(self.wb.addr), wr.data.eq(self.wb.data), wr.en.eq(self.wb.en)]
-        return m
 
-
-    def _elaborate_window(self):
+    def _load_windows(self, m, wr):
         """The loader of ``window``: a stream of ``(H + r) x (W + r)`` values (``r = K // 2``;
         the image, then zeros in its last ``r`` columns and rows) through ``K - 1`` row shift
         registers into a ``K x K`` window, whose centre pixel's words (``ceil(K * K / cpar)``,
         one per cycle, the stream held meanwhile) are written from the next cycle."""
-        m = Module()
         P, K, W = self.cpar, self.window, self.in_width
         H, r = self.in_pixels // W, self.window // 2
         Hv, Wv = H + r, W + r
         nw = -(-K * K // P)                                 # words per pixel
-        m.submodules.act = act = Memory(shape=8 * P, depth=max(2, self.depth), init=[])
-        wr = act.write_port(granularity=8)
-        for user in [self.rd] + ([self.rr] if "rr" in self.signature.members else []):
-            wiring.connect(m, wiring.flipped(user), act.read_port())
-
         y, x = Signal(range(Hv)), Signal(range(Wv))         # the stream's next value
         real = (y < H) & (x < W)
         emit, last = Signal(), Signal()                     # write the centre's words
@@ -277,9 +273,6 @@ class ActivationMemory(wiring.Component):
         with m.If(emit):
             m.d.comb += [wr.addr.eq(addr), wr.data.eq(words[word]), wr.en.eq((1 << P) - 1),
                          self.loaded.eq(last & (word == nw - 1))]
-        with m.If(self.wb.en.any()):
-            m.d.comb += [wr.addr.eq(self.wb.addr), wr.data.eq(self.wb.data), wr.en.eq(self.wb.en)]
-        return m
 
 
 class _Write:
