@@ -20,6 +20,7 @@ from pathlib import Path
 from ..gen import tools
 from ..gen.design import FLASH
 from ..gen.flashimage import flash_image
+from ..rtl.mac import COPY_REGISTERS
 from .fpga import get_board
 from .protocol import TIMEOUT_BITS
 from .top import BoardTop, board_platform, place_memories, spram_memories
@@ -116,9 +117,11 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                           synth_opts=fam.synth_opts(),
                           # SPRAM cannot be initialised: drop the (all-zero) initial
                           # contents Amaranth gives every memory, or Yosys refuses SPRAM.
+                          # The MAC arrays' stage-1 register copies stay copies.
                           script_after_read="\n".join(
                               [f"delete */t:$meminit_v2 */r:MEMID=\\{name} %i"
-                               for name in spram_memories(top)]),
+                               for name in spram_memories(top)]
+                              + [f"setattr -set keep 1 {COPY_REGISTERS}"]),
                           script_after_synth="tee -q -o stat.txt stat")
     seconds = {"generate": round(time.monotonic() - t0, 2)}
 

@@ -430,7 +430,8 @@ class AsmMacArray(MacPipeline):
                     prod = AsmProduct(weight_bits=self._weight_bits, alphabet=self._alphabet,
                                       act_bits=self._act_bits, act_signed=self._act_signed)
                     m.submodules[f"lane{n}_{j}"] = prod
-                    m.d.comb += [prod.mult.eq(s1[f"mult{j}"]), prod.code.eq(s1["w"][n][j])]
+                    m.d.comb += [prod.mult.eq(s1[n][f"mult{j}"]),
+                                 prod.code.eq(s1[n]["w"][n][j])]
                     cols.append((prod.magnitude, prod.negate, prod.invalid))
                 out.append(cols)
             return out, prod.magnitude_shape
@@ -438,6 +439,6 @@ class AsmMacArray(MacPipeline):
             prod = AsmProduct(weight_bits=self._weight_bits, alphabet=self._alphabet,
                               act_bits=self._act_bits, act_signed=self._act_signed)
             m.submodules[f"lane{n}"] = prod
-            m.d.comb += [prod.mult.eq(s1["mult"]), prod.code.eq(s1["w"][n])]
+            m.d.comb += [prod.mult.eq(s1[n]["mult"]), prod.code.eq(s1[n]["w"][n])]
             out.append((prod.magnitude, prod.negate, prod.invalid))
         return out, prod.magnitude_shape

@@ -76,9 +76,10 @@ class ExactMacArray(MacPipeline):
     def _products(self, m, s1):
         shape = signed(self._pbits)
         if self.ways > 1:
-            return [[(s1["x"][j] * s1["w"][n][j], Const(0), Const(0)) for j in range(self.ways)]
-                    for n in range(self._lanes)], shape
-        return [(s1["x"] * s1["w"][n], Const(0), Const(0)) for n in range(self._lanes)], shape
+            return [[(s1[n]["x"][j] * s1[n]["w"][n][j], Const(0), Const(0))
+                     for j in range(self.ways)] for n in range(self._lanes)], shape
+        return [(s1[n]["x"] * s1[n]["w"][n], Const(0), Const(0))
+                for n in range(self._lanes)], shape
 
 
 def pow2_code_layout(exp_bits: int) -> data.StructLayout:
@@ -120,6 +121,6 @@ class Pow2MacArray(MacPipeline):
     def _products(self, m, s1):
         out = []
         for n in range(self._lanes):
-            w = s1["w"][n]
-            out.append((Mux(w.zero, 0, s1["x"] << w.exp), w.sign & ~w.zero, Const(0)))
+            w = s1[n]["w"][n]
+            out.append((Mux(w.zero, 0, s1[n]["x"] << w.exp), w.sign & ~w.zero, Const(0)))
         return out, self._mshape

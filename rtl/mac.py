@@ -5,6 +5,13 @@ the input payload, e.g. the ASM precompute bank) and ``_products`` (per lane, fr
 registers: ``(magnitude, negate, invalid)``).  The pipeline does the rest: stream handshake,
 stage registers, the accumulator (``acc +/- magnitude`` folded into one adder), ``last``,
 the ``bad_code``/``overrun`` flags and the output register.
+
+What every lane reads (the activation, the ASM bank's multiples) is registered at stage 1 in
+:meth:`MacPipeline.copies` copies, each feeding its own group of neighbouring lanes: one
+register driving hundreds of lane inputs across the device is what the router cannot
+finish at 256 products per cycle.  The copies are named ``s1_<name>_copy<k>``
+(:data:`COPY_REGISTERS` selects them in Yosys); the board build marks them ``keep`` so that
+synthesis does not merge them back into one.
 """
 
 from __future__ import annotations
@@ -13,7 +20,10 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.utils import ceil_log2
 
-__all__ = ["mac_output_layout", "fold_add", "MacPipeline"]
+__all__ = ["mac_output_layout", "fold_add", "MacPipeline", "COPY_REGISTERS"]
+
+#: A Yosys selection of the flip-flops of every copied stage-1 register (see the module text).
+COPY_REGISTERS = "w:s1_*_copy* %ci1 t:$dff %i"
 
 
 def mac_output_layout(acc_bits: int, lanes: int) -> data.StructLayout:
@@ -70,13 +80,25 @@ class MacPipeline(wiring.Component):
     LATENCY = 3
     THROUGHPUT = 1
     ways = 1            # products per lane and term (a subclass built with ways > 1 sets it)
+    #: Stage-1 values that are per lane (one register); every other one is shared by the lanes.
+    PER_LANE = ("w",)
+    #: Products per cycle for each copy of a shared stage-1 register.
+    PRODUCTS_PER_COPY = 64
+
+    @property
+    def copies(self) -> int:
+        """Copies of each shared stage-1 register: one per ``PRODUCTS_PER_COPY`` products per
+        cycle (1 up to 64 products, 2 at 16 lanes x 8 channels, 4 at 16 x 16), at most one
+        per lane."""
+        return max(1, min(self._lanes, self._lanes * self.ways // self.PRODUCTS_PER_COPY))
 
     def _front(self, m) -> list:
         """``[(name, value)]`` stage 1 registers from the input payload (and anything else)."""
         raise NotImplementedError
 
-    def _products(self, m, s1: dict) -> tuple[list, object]:
-        """``([(magnitude, negate, invalid) per lane], magnitude_shape)`` from stage-1 regs."""
+    def _products(self, m, s1: list) -> tuple[list, object]:
+        """``([(magnitude, negate, invalid) per lane], magnitude_shape)`` from the stage-1
+        registers: ``s1[n]`` maps each name of ``_front`` to the register lane ``n`` reads."""
         raise NotImplementedError
 
     def elaborate(self, platform):
@@ -89,14 +111,19 @@ class MacPipeline(wiring.Component):
         s2_valid, s2_last, s2_bad = Signal(), Signal(), Signal()
 
         # Stage 1: what the products need, registered with valid/last.
-        s1 = {}
+        copies = self.copies
+        s1 = [{} for _ in range(lanes)]
         with m.If(en):
             m.d.sync += [s1_valid.eq(self.i.valid), s1_last.eq(self.i.payload.last)]
         for name, value in self._front(m):
-            reg = Signal.like(value, name=f"s1_{name}")
-            s1[name] = reg
+            if name in self.PER_LANE or copies == 1:
+                regs = [Signal.like(value, name=f"s1_{name}")]
+            else:
+                regs = [Signal.like(value, name=f"s1_{name}_copy{k}") for k in range(copies)]
+            for n in range(lanes):
+                s1[n][name] = regs[n * len(regs) // lanes]
             with m.If(en):
-                m.d.sync += reg.eq(value)
+                m.d.sync += [reg.eq(value) for reg in regs]
 
         # Stage 2: per-lane products (magnitude and sign kept apart).
         lanes_out, mshape = self._products(m, s1)

@@ -363,7 +363,7 @@ class PostProcessor(wiring.Component):
             ``sum1``, ...)."""
             return {k: v for j in range(W) for k, v in fn(j, lambda n: f"{n}{j or ''}").items()}
 
-        if self.residual and P == W:            # no byte select: the values go in at Q2
+        if self.residual and P == 1:            # one byte: the value goes in at Q2
             r_now = rvals(self.rr.data, 0, q1_rsigned)
 
         def q2_of(j, k):
@@ -371,18 +371,19 @@ class PostProcessor(wiring.Component):
                  k("m"): (unsigned(M_BITS), ents[j].m), k("s"): (unsigned(S_BITS), ents[j].s)}
             if self.residual:
                 d[k("mr")] = (unsigned(M_BITS), ents[j].mr)
-                if P == W:
+                if P == 1:
                     d[k("r")] = (signed(9), r_now[j])
             return d
         q2_values = per_lane(q2_of)
-        if self.residual and P > W:
+        if self.residual and P > 1:
             # The residual word is registered as read (the block RAM's clock-to-out and its
-            # output mux fill the cycle); its bytes are picked in Q3, before the multiply.
+            # output mux fill the cycle); its bytes are picked (with P > W) and sign-extended
+            # in Q3, before the multiply.
             q2_values["rword"] = (unsigned(8 * P), self.rr.data)
             q2_values["rsigned"] = (1, q1_rsigned)
         t2, v2 = stage("q2", tags, q2_values)
         if self.residual:
-            rv = (rvals(v2["rword"], t2["byte"], v2["rsigned"]) if P > W
+            rv = (rvals(v2["rword"], t2["byte"], v2["rsigned"]) if P > 1
                   else [v2[f"r{j or ''}"] for j in range(W)])
         flight = [tags, t2]                     # every stage's tags
 
