@@ -405,7 +405,17 @@ class AsmMacArray(MacPipeline):
 
     io = property(lambda self: self._io, doc="Payload layouts and packing (:class:`AsmMacIO`).")
 
+    #: From this many copies of the shared stage-1 registers (256 products per cycle) each
+    #: lane group has its own banks, after the copies of the activations: 8 wires per
+    #: activation cross the array to each group instead of the bank's 44.
+    LOCAL_BANKS = 4
+
     def _front(self, m):
+        if self.copies >= self.LOCAL_BANKS:     # the activations; the banks are in stage 2
+            if self.ways > 1:
+                return ([(f"x{j}", self.i.payload.x[j]) for j in range(self.ways)]
+                        + [("w", self.i.payload.w)])
+            return [("x", self.i.payload.x), ("w", self.i.payload.w)]
         # Stage 1: the precompute bank on the incoming activation, registered with the codes.
         if self.ways > 1:           # one bank per activation of the term
             regs = []
@@ -422,6 +432,19 @@ class AsmMacArray(MacPipeline):
 
     def _products(self, m, s1):
         # Stage 2: per lane select / shift / quartet add; the sign goes to the accumulator.
+        if self.copies >= self.LOCAL_BANKS:     # each lane group's banks on its activations
+            names = [f"x{j}" for j in range(self.ways)] if self.ways > 1 else ["x"]
+            banks = {}
+            for n in range(self._lanes):
+                g = self.copy_of(n)
+                for j, name in enumerate(names):
+                    if (g, j) not in banks:
+                        bank = PrecomputeBank(alphabet=self._alphabet, act_bits=self._act_bits,
+                                              act_signed=self._act_signed)
+                        m.submodules[f"bank{j}_group{g}"] = bank
+                        m.d.comb += bank.x.eq(s1[n][name])
+                        banks[g, j] = bank.mult
+                    s1[n][f"mult{j}" if self.ways > 1 else "mult"] = banks[g, j]
         out = []
         if self.ways > 1:
             for n in range(self._lanes):

@@ -92,6 +92,10 @@ class MacPipeline(wiring.Component):
         per lane."""
         return max(1, min(self._lanes, self._lanes * self.ways // self.PRODUCTS_PER_COPY))
 
+    def copy_of(self, lane: int) -> int:
+        """The copy of the shared stage-1 registers that ``lane`` reads."""
+        return lane * self.copies // self._lanes
+
     def _front(self, m) -> list:
         """``[(name, value)]`` stage 1 registers from the input payload (and anything else)."""
         raise NotImplementedError
@@ -121,7 +125,7 @@ class MacPipeline(wiring.Component):
             else:
                 regs = [Signal.like(value, name=f"s1_{name}_copy{k}") for k in range(copies)]
             for n in range(lanes):
-                s1[n][name] = regs[n * len(regs) // lanes]
+                s1[n][name] = regs[self.copy_of(n) if len(regs) > 1 else 0]
             with m.If(en):
                 m.d.sync += [reg.eq(value) for reg in regs]
 

@@ -66,12 +66,14 @@ class _FewProductsPerCopy(AsmMacArray):
 @pytest.mark.parametrize("lanes, copies", [(5, 2), (8, 4)])
 def test_bank_register_copies_bit_exact(lanes, copies):
     """Lanes read the bank through ``copies`` stage-1 register copies (``MacPipeline.copies``;
-    2 at 16 x 8 and 4 at 16 x 16 in the engine): each lane group's copy holds its term
-    under input gaps and output stalls."""
+    2 at 16 x 8 and 4 at 16 x 16 in the engine; from 4 the copies hold the activations and
+    each lane group has its own bank): each lane group's copy holds its term under input
+    gaps and output stalls."""
     dut = _FewProductsPerCopy(alphabet="A4", weight_bits=8, lanes=lanes, acc_len=20)
     assert dut.copies == copies and AsmMacArray(lanes=lanes).copies == 1
     text = rtlil.convert(dut)
-    assert [k for k in range(copies + 1) if f"s1_mult_copy{k} " in text] == list(range(copies))
+    reg = "x" if copies >= dut.LOCAL_BANKS else "mult"        # from 4 copies, banks per group
+    assert [k for k in range(copies + 1) if f"s1_{reg}_copy{k} " in text] == list(range(copies))
     p = dut.params()
     accs = make_accumulations(p, seed=lanes, n_random=10, max_len=12)
     check(run_mac(dut, encoded(p, accs), seed=5, p_gap=0.3, p_stall=0.4), expected(p, accs))
