@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from . import schemes
 from .flashimage import COMMAND_CLOCKS, flash_bits_per_cycle, parse_flash, word_bytes
+from .plan import mac_stages
 
 __all__ = ["CycleEstimate", "estimate_cycles", "port_capacity", "SWITCH", "START"]
 
@@ -104,6 +105,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
                                   or port_bits < 1):
         raise ValueError(f"Weight-port bits per cycle must be a positive integer, not {port_bits!r}")
     scheme = schemes.get(plan.scheme)
+    extra = mac_stages(scheme.mac, plan.lanes, plan.cpar)       # MAC latency beyond 3
     L = plan.lanes
     # The fill runs ahead through the tiles of every weighted layer in order.
     tiles = []                        # (lanes, fill cycles, bits) of every weighted tile
@@ -177,7 +179,7 @@ def estimate_cycles(plan, port_bits: int | None = None) -> CycleEstimate:
         if ly.depthwise:
             drain = min(plan.cpar, drain) if plan.cpar > 1 else 1
         drain = _post(plan, drain, last)
-        t += (START if last else SWITCH) + drain + (plan.cpar > 1)
+        t += (START if last else SWITCH) + drain + extra
         per_layer.append((ly.name, t - t_layer))
     bits = sum(b for _, _, b in tiles)
     return CycleEstimate(cycles=t, issue_cycles=issue_total, port_bits=port_bits,

@@ -17,10 +17,30 @@ from .layer import POOLS, Layer, ModelError
 from .util import conv_out
 
 __all__ = ["LayerPlan", "Plan", "layer_shapes", "resolve", "IMAGES", "CPARS", "post_lanes_for",
-           "check_post_lanes"]
+           "check_post_lanes", "PRODUCTS_PER_COPY", "LOCAL_BANKS", "mac_copies", "mac_stages"]
 
 #: Input channels per MAC lane per cycle that the engine takes (``Plan.cpar``).
 CPARS = (1, 2, 4, 8, 16)
+
+
+#: Products per cycle for each copy of the MAC array's shared stage-1 registers (what every
+#: lane reads: the activations, the ASM bank's multiples); each copy feeds its own lane group.
+PRODUCTS_PER_COPY = 64
+#: From this many copies the ASM array registers the activations and computes each lane
+#: group's banks one stage later (short wires to each group; one more cycle of latency).
+LOCAL_BANKS = 4
+
+
+def mac_copies(lanes: int, cpar: int, per_copy: int = PRODUCTS_PER_COPY) -> int:
+    """Copies of the MAC array's shared stage-1 registers: one per ``per_copy`` products per
+    cycle (1 up to 64, 2 at 16 lanes x 8 channels, 4 at 16 x 16), at most one per lane."""
+    return max(1, min(lanes, lanes * cpar // per_copy))
+
+
+def mac_stages(mac: str, lanes: int, cpar: int) -> int:
+    """Pipeline stages of the MAC array beyond the three of one product per lane: one to sum
+    ``cpar > 1`` products, one for the ASM array's per-group banks (:data:`LOCAL_BANKS`)."""
+    return int(cpar > 1) + int(mac == "asm" and mac_copies(lanes, cpar) >= LOCAL_BANKS)
 
 
 def post_lanes_for(lanes: int, cpar: int) -> int:

@@ -22,7 +22,7 @@ from ..gen.golden import (
     parse_alphabet,
     signed_bits_for,
 )
-from ..gen.plan import CPARS
+from ..gen.plan import CPARS, LOCAL_BANKS
 from .mac import MacPipeline, _any, mac_output_layout
 
 __all__ = ["asm_code_layout", "bank_mult_shape", "magnitude_shape", "AsmMacIO", "PrecomputeBank", "AsmProduct", "AsmMacArray"]
@@ -405,13 +405,14 @@ class AsmMacArray(MacPipeline):
 
     io = property(lambda self: self._io, doc="Payload layouts and packing (:class:`AsmMacIO`).")
 
-    #: From this many copies of the shared stage-1 registers (256 products per cycle) each
-    #: lane group has its own banks, after the copies of the activations: 8 wires per
-    #: activation cross the array to each group instead of the bank's 44.
-    LOCAL_BANKS = 4
+    #: From this many copies of the shared stage-1 registers (256 products per cycle;
+    #: ``gen.plan.LOCAL_BANKS``) the copies hold the activations and each lane group has its
+    #: own banks, registered in one more stage (1b): 8 wires per activation cross the array
+    #: to each group instead of the bank's 44.
+    LOCAL_BANKS = LOCAL_BANKS
 
     def _front(self, m):
-        if self.copies >= self.LOCAL_BANKS:     # the activations; the banks are in stage 2
+        if self.copies >= self.LOCAL_BANKS:     # the activations; the banks are in stage 1b
             if self.ways > 1:
                 return ([(f"x{j}", self.i.payload.x[j]) for j in range(self.ways)]
                         + [("w", self.i.payload.w)])
@@ -430,21 +431,28 @@ class AsmMacArray(MacPipeline):
         m.d.comb += bank.x.eq(self.i.payload.x)
         return [("mult", bank.mult), ("w", self.i.payload.w)]
 
+    def _between(self, m, s1):
+        if self.copies < self.LOCAL_BANKS:
+            return None
+        # Stage 1b: each lane group's banks on its copy of the activations.
+        names = [f"x{j}" for j in range(self.ways)] if self.ways > 1 else ["x"]
+        banks, out = {}, []
+        for n in range(self._lanes):
+            g = self.copy_of(n)
+            values = {"w": s1[n]["w"]}
+            for j, name in enumerate(names):
+                if (g, j) not in banks:
+                    bank = PrecomputeBank(alphabet=self._alphabet, act_bits=self._act_bits,
+                                          act_signed=self._act_signed)
+                    m.submodules[f"bank{j}_group{g}"] = bank
+                    m.d.comb += bank.x.eq(s1[n][name])
+                    banks[g, j] = bank.mult
+                values[f"mult{j}" if self.ways > 1 else "mult"] = banks[g, j]
+            out.append(values)
+        return out
+
     def _products(self, m, s1):
         # Stage 2: per lane select / shift / quartet add; the sign goes to the accumulator.
-        if self.copies >= self.LOCAL_BANKS:     # each lane group's banks on its activations
-            names = [f"x{j}" for j in range(self.ways)] if self.ways > 1 else ["x"]
-            banks = {}
-            for n in range(self._lanes):
-                g = self.copy_of(n)
-                for j, name in enumerate(names):
-                    if (g, j) not in banks:
-                        bank = PrecomputeBank(alphabet=self._alphabet, act_bits=self._act_bits,
-                                              act_signed=self._act_signed)
-                        m.submodules[f"bank{j}_group{g}"] = bank
-                        m.d.comb += bank.x.eq(s1[n][name])
-                        banks[g, j] = bank.mult
-                    s1[n][f"mult{j}" if self.ways > 1 else "mult"] = banks[g, j]
         out = []
         if self.ways > 1:
             for n in range(self._lanes):

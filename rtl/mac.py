@@ -20,6 +20,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.utils import ceil_log2
 
+from ..gen.plan import PRODUCTS_PER_COPY, mac_copies
+
 __all__ = ["mac_output_layout", "fold_add", "MacPipeline", "COPY_REGISTERS"]
 
 #: A Yosys selection of the flip-flops of every copied stage-1 register (see the module text).
@@ -71,7 +73,8 @@ class MacPipeline(wiring.Component):
     lane, ``_products`` gives ``ways`` products per lane, and one more stage sums them (a
     latency of 4).
 
-    ``LATENCY`` = 3 cycles from a ``last`` term to ``o.valid``; ``THROUGHPUT`` = 1 term per
+    ``LATENCY`` = 3 cycles from a ``last`` term to ``o.valid`` (one more with ``ways > 1``
+    and one more with a stage 1b: ``gen.plan.mac_stages``); ``THROUGHPUT`` = 1 term per
     cycle with no bubbles; the pipeline stalls only when a finished result meets a full
     output register.  Subclasses set ``_lanes``, ``_acc_bits``, ``_acc_len`` and implement
     ``_front`` and ``_products``.
@@ -82,15 +85,14 @@ class MacPipeline(wiring.Component):
     ways = 1            # products per lane and term (a subclass built with ways > 1 sets it)
     #: Stage-1 values that are per lane (one register); every other one is shared by the lanes.
     PER_LANE = ("w",)
-    #: Products per cycle for each copy of a shared stage-1 register.
-    PRODUCTS_PER_COPY = 64
+    #: Products per cycle for each copy of a shared stage-1 register (``gen.plan``'s rule).
+    PRODUCTS_PER_COPY = PRODUCTS_PER_COPY
 
     @property
     def copies(self) -> int:
-        """Copies of each shared stage-1 register: one per ``PRODUCTS_PER_COPY`` products per
-        cycle (1 up to 64 products, 2 at 16 lanes x 8 channels, 4 at 16 x 16), at most one
-        per lane."""
-        return max(1, min(self._lanes, self._lanes * self.ways // self.PRODUCTS_PER_COPY))
+        """Copies of each shared stage-1 register (``gen.plan.mac_copies``): one per
+        ``PRODUCTS_PER_COPY`` products per cycle, at most one per lane."""
+        return mac_copies(self._lanes, self.ways, self.PRODUCTS_PER_COPY)
 
     def copy_of(self, lane: int) -> int:
         """The copy of the shared stage-1 registers that ``lane`` reads."""
@@ -99,6 +101,12 @@ class MacPipeline(wiring.Component):
     def _front(self, m) -> list:
         """``[(name, value)]`` stage 1 registers from the input payload (and anything else)."""
         raise NotImplementedError
+
+    def _between(self, m, s1: list) -> list | None:
+        """``None``, or per lane ``{name: value}`` from the stage-1 registers that one more
+        stage (1b, a cycle of latency) registers for the products; a value shared by several
+        lanes (the same object) is registered once."""
+        return None
 
     def _products(self, m, s1: list) -> tuple[list, object]:
         """``([(magnitude, negate, invalid) per lane], magnitude_shape)`` from the stage-1
@@ -128,6 +136,23 @@ class MacPipeline(wiring.Component):
                 s1[n][name] = regs[self.copy_of(n) if len(regs) > 1 else 0]
             with m.If(en):
                 m.d.sync += [reg.eq(value) for reg in regs]
+
+        between = self._between(m, s1)
+        if between is not None:
+            # Stage 1b: what ``_between`` makes of stage 1, registered with valid/last.
+            b_valid, b_last = Signal(name="s1b_valid"), Signal(name="s1b_last")
+            with m.If(en):
+                m.d.sync += [b_valid.eq(s1_valid), b_last.eq(s1_last)]
+            made, s1 = {}, [{} for _ in range(lanes)]
+            for n, values in enumerate(between):
+                for name, value in values.items():
+                    if id(value) not in made:
+                        made[id(value)] = reg = Signal.like(
+                            value, name=f"s1b_{name}_{self.copy_of(n)}")
+                        with m.If(en):
+                            m.d.sync += reg.eq(value)
+                    s1[n][name] = made[id(value)]
+            s1_valid, s1_last = b_valid, b_last
 
         # Stage 2: per-lane products (magnitude and sign kept apart).
         lanes_out, mshape = self._products(m, s1)
