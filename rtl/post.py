@@ -161,7 +161,9 @@ class PostProcessor(wiring.Component):
             return layer_const(m, p_ly, layers, f"p_{name}", fn, shape)
 
         n_pix = const("pix", lambda ly: ly.oh * ly.ow, range(1 << 22))
-        post_base = const("post_base", lambda ly: ly.post_base, range(1 << 20))
+        # the post-table entry of the next layer's first channel (the counter `co` is absolute)
+        after = {id(ly): layers[(k + 1) % nl].post_base for k, ly in enumerate(layers)}
+        next_post_base = const("next_post_base", lambda ly: after[id(ly)], range(1 << 16))
         out_base = const("out_base", lambda ly: ly.out_base, range(1 << 20))
         tiles = const("tiles", lambda ly: ly.tiles, range(1 << 16))
         # the first lane of the last W of a word (the last tile's lanes may end part-way)
@@ -214,18 +216,20 @@ class PostProcessor(wiring.Component):
             Signal(name=f"q1_{n}") for n in ("valid", "final", "relu", "lastlane", "end", "signed"))
         q1_acc = [Signal(signed(self.acc_bits), name=f"q1_acc{j or ''}") for j in range(W)]
         q1_addr = Signal(range(max(2, act_depth)))
-        # Output channel and activation address (relative to out_base) of the current value,
-        # kept as counters (no multiplier): co = tile * L + lane, addr = co * pixels + pixel.
-        co = Signal(range(1 << 16), name="p_co")
-        co_base = Signal(range(1 << 16), name="p_co_base")
+        # Post-table entry and activation address (relative to out_base) of the current value,
+        # kept as counters (no adder or multiplier before the reads): co = post_base + tile *
+        # L + lane, addr = (tile * L + lane) * pixels + pixel.
+        co = Signal(range(1 << 16), name="p_co", init=layers[0].post_base)
+        co_base = Signal(range(1 << 16), name="p_co_base", init=layers[0].post_base)
         addr = Signal(range(max(2, act_depth)), name="p_addr")
         addr_base = Signal(range(max(2, act_depth)), name="p_addr_base")   # tile * L * pixels
         tile_step = const("tile_step", lambda ly: L // P * ly.oh * ly.ow, range(1 << 24))
         p_byte = Signal(range(max(2, P)), name="p_byte")   # co % cpar
         q1_byte = Signal.like(p_byte, name="q1_byte")
         byte_last = p_byte == P - W
-        m.d.comb += [x for j, pr in enumerate(prs) for x in (pr.addr.eq(post_base + co + j),
-                                                             pr.en.eq(padv))]
+        # Read port j's memory holds the table from entry j on (``weightmem.post_ports``): at
+        # address co it reads entry co + j, the lane's.
+        m.d.comb += [x for pr in prs for x in (pr.addr.eq(co), pr.en.eq(padv))]
         if self.residual:
             res_base = const("res_base", lambda ly: ly.res_base, range(1 << 20))
             # read only in layers with a residual (a banked memory sees no stray reads)
@@ -266,7 +270,8 @@ class PostProcessor(wiring.Component):
             with m.If(res.bad_code | res.overrun):
                 m.d.comb += self.err.eq(1)
             layer_done = [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1)), fresh.eq(1),
-                          co.eq(0), co_base.eq(0), addr.eq(0), addr_base.eq(0)]
+                          co.eq(next_post_base), co_base.eq(next_post_base), addr.eq(0),
+                          addr_base.eq(0)]
             if P > 1:
                 layer_done.append(p_byte.eq(0))
             def next_lane_serial():

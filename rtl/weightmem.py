@@ -30,7 +30,9 @@ PORTS = {MEM_WEIGHT: "w_rd", MEM_AUX: "a_rd", MEM_POST: "p_rd", MEM_COEF: "c_rd"
 
 
 def post_ports(n: int) -> list[str]:
-    """Names of ``n`` post-memory read ports (``Plan.post_lanes``): ``p_rd``, ``p_rd1``, ..."""
+    """Names of ``n`` post-memory read ports (``Plan.post_lanes``): ``p_rd``, ``p_rd1``, ...;
+    port ``j`` reads the post table from entry ``j`` on (entry ``a + j`` at address ``a``), so
+    that the post-processor's lanes read at one address."""
     return [PORTS[MEM_POST]] + [f"{PORTS[MEM_POST]}{j}" for j in range(1, n)]
 
 
@@ -143,11 +145,15 @@ class WeightMemory(wiring.Component):
                 # One copy per further lane, written together: each a one-read-port memory
                 # (a block RAM), not one memory of many read ports (which Yosys builds from
                 # distributed RAM and a wide read multiplexer on the ECP5).
+                # Copy j holds the table from entry j on (entry e at address e - j), so that
+                # every lane reads at one address, with no adder per lane.
                 for j, name in enumerate(post_ports(self._plan.post_lanes)[1:], 1):
-                    copy = Memory(shape=widths[sel], depth=self.depths[sel], init=words[sel])
+                    copy = Memory(shape=widths[sel], depth=self.depths[sel],
+                                  init=list(words[sel])[j:])
                     m.submodules[f"pmem{j}"] = copy
                     cwr = copy.write_port()
-                    m.d.comb += [cwr.data.eq(ld.payload.data), cwr.en.eq(en),
-                                 cwr.addr.eq(ld.payload.addr)]
+                    m.d.comb += [cwr.data.eq(ld.payload.data),
+                                 cwr.en.eq(en & (ld.payload.addr >= j)),
+                                 cwr.addr.eq(ld.payload.addr - j)]
                     wiring.connect(m, wiring.flipped(getattr(self, name)), copy.read_port())
         return m
