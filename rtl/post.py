@@ -115,7 +115,7 @@ class PostProcessor(wiring.Component):
     done : ``Out(1)``
         The inference's final value was queued.
     err : ``Out(1)``
-        A result with ``bad_code`` or ``overrun`` was taken.
+        A result with ``bad_code`` or ``overrun`` was taken (the cycle before).
     """
 
     def __init__(self, *, layers, lanes: int, acc_bits: int, result, act_depth: int,
@@ -266,9 +266,12 @@ class PostProcessor(wiring.Component):
                          q1_end.eq(lane_last & p_final & p_tile_last & pix_last)]
             if W > 1:
                 m.d.sync += q1_vmask.eq(vmask)
+        # a bad code or overrun, reported the next cycle (no path from the pipeline-drain
+        # hold through `take` into the error flag)
+        bad = Signal(name="p_bad")
+        m.d.sync += bad.eq(take & (res.bad_code | res.overrun))
+        m.d.comb += self.err.eq(bad)
         with m.If(take):
-            with m.If(res.bad_code | res.overrun):
-                m.d.comb += self.err.eq(1)
             layer_done = [p_tk.eq(0), p_ly.eq(Mux(p_ly == nl - 1, 0, p_ly + 1)), fresh.eq(1),
                           co.eq(next_post_base), co_base.eq(next_post_base), addr.eq(0),
                           addr_base.eq(0)]
