@@ -411,43 +411,40 @@ class AsmMacArray(MacPipeline):
     #: to each group instead of the bank's 44.
     LOCAL_BANKS = LOCAL_BANKS
 
+    def _activations(self):
+        """``(suffix, activation)`` of each activation of a term: ``x<suffix>`` names its
+        register, ``mult<suffix>`` its bank's multiples (suffix ``j``, or none at one way)."""
+        if self.ways > 1:
+            return [(str(j), self.i.payload.x[j]) for j in range(self.ways)]
+        return [("", self.i.payload.x)]
+
+    def _bank(self, m, name, x):
+        """A precompute bank on ``x`` (submodule ``name``); returns its multiples."""
+        m.submodules[name] = bank = PrecomputeBank(
+            alphabet=self._alphabet, act_bits=self._act_bits, act_signed=self._act_signed)
+        m.d.comb += bank.x.eq(x)
+        return bank.mult
+
     def _front(self, m):
+        acts, codes = self._activations(), [("w", self.i.payload.w)]
         if self.copies >= self.LOCAL_BANKS:     # the activations; the banks are in stage 1b
-            if self.ways > 1:
-                return ([(f"x{j}", self.i.payload.x[j]) for j in range(self.ways)]
-                        + [("w", self.i.payload.w)])
-            return [("x", self.i.payload.x), ("w", self.i.payload.w)]
-        # Stage 1: the precompute bank on the incoming activation, registered with the codes.
-        if self.ways > 1:           # one bank per activation of the term
-            regs = []
-            for j in range(self.ways):
-                m.submodules[f"bank{j}"] = bank = PrecomputeBank(
-                    alphabet=self._alphabet, act_bits=self._act_bits, act_signed=self._act_signed)
-                m.d.comb += bank.x.eq(self.i.payload.x[j])
-                regs.append((f"mult{j}", bank.mult))
-            return regs + [("w", self.i.payload.w)]
-        m.submodules.bank = bank = PrecomputeBank(alphabet=self._alphabet, act_bits=self._act_bits,
-                                                  act_signed=self._act_signed)
-        m.d.comb += bank.x.eq(self.i.payload.x)
-        return [("mult", bank.mult), ("w", self.i.payload.w)]
+            return [(f"x{s}", x) for s, x in acts] + codes
+        # Stage 1: one precompute bank per activation, registered with the codes.
+        return [(f"mult{s}", self._bank(m, f"bank{s}", x)) for s, x in acts] + codes
 
     def _between(self, m, s1):
         if self.copies < self.LOCAL_BANKS:
             return None
         # Stage 1b: each lane group's banks on its copy of the activations.
-        names = [f"x{j}" for j in range(self.ways)] if self.ways > 1 else ["x"]
+        suffixes = [s for s, _ in self._activations()]
         banks, out = {}, []
         for n in range(self._lanes):
             g = self.copy_of(n)
             values = {"w": s1[n]["w"]}
-            for j, name in enumerate(names):
-                if (g, j) not in banks:
-                    bank = PrecomputeBank(alphabet=self._alphabet, act_bits=self._act_bits,
-                                          act_signed=self._act_signed)
-                    m.submodules[f"bank{j}_group{g}"] = bank
-                    m.d.comb += bank.x.eq(s1[n][name])
-                    banks[g, j] = bank.mult
-                values[f"mult{j}" if self.ways > 1 else "mult"] = banks[g, j]
+            for s in suffixes:
+                if (g, s) not in banks:
+                    banks[g, s] = self._bank(m, f"bank{s}_group{g}", s1[n][f"x{s}"])
+                values[f"mult{s}"] = banks[g, s]
             out.append(values)
         return out
 
