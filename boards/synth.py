@@ -112,9 +112,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     platform = board_platform(board)
     fam = get_board(board).family
     say(f"[1/4] generate: {board} top, {plan.scheme} engine, {plan.lanes} lanes, "
-        f"{top.clock_mhz:.2f} MHz ({'PLL' if top.pll else 'oscillator'}), {place.describe()}"
-        + (f", {place.dsp_ways} of {plan.cpar} products per lane in DSP blocks"
-           if place.dsp_ways else ""))
+        f"{top.clock_mhz:.2f} MHz ({'PLL' if top.pll else 'oscillator'}), {place.describe()}")
     bp = platform.prepare(top, name="top",
                           synth_opts=fam.synth_opts(),
                           # SPRAM cannot be initialised: drop the (all-zero) initial
@@ -194,7 +192,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         "frame_timeout_bits": frame_timeout,
         "weight_ram": {"huge": "spram", "block": "bram", "flash": "flash"}[top.weight_ram],
         "act_ram": "spram" if place.act_ram == "huge" else "bram",
-        "placement": place.describe(), "issue": place.issue, "mac_dsp_ways": place.dsp_ways,
+        "placement": place.describe(), "issue": place.issue,
         "capacity": get_board(board).device.capacity, "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
         "seconds": seconds, "bitstream": bit, "yosys_noabc_fallback": noabc,
     }

@@ -55,21 +55,19 @@ class Placement:
     loaded by the host) or ``"flash"`` (the board's SPI flash, ``Plan.weight_flash``);
     ``act_ram``: ``"block"`` or ``"huge"`` (SPRAM banks of 16K bytes, one tensor per bank);
     ``issue``: what sits on the engine's issue path (``Engine(issue=...)``, the family's
-    choice); ``dsp_ways``: the ASM array's products per lane and term in DSP blocks
-    (``Engine(dsp_ways=...)``, ``Family.mac_dsp_ways``)."""
+    choice)."""
     plan: object
     weight_ram: str
     act_ram: str
     block_bytes: int               # what the plan's memories need of the block RAM
     sprams: int                    # SPRAM blocks used
     issue: str = "skid"
-    dsp_ways: int = 0
 
     @property
     def engine_kwargs(self) -> dict:
         """The engine's options as the board builds it (weights in the flash: no weight RAM)."""
         return {"weight_ram": "block" if self.weight_ram == "flash" else self.weight_ram,
-                "issue": self.issue, "dsp_ways": self.dsp_ways}
+                "issue": self.issue}
 
     def describe(self) -> str:
         w = {"block": "block RAM", "huge": "SPRAM (host-loaded)", "flash": "SPI flash"}
@@ -119,11 +117,8 @@ def place_memories(board: str, plan) -> Placement:
         block = fixed + (act if aram == "block" else 0) + (weights if wram == "block" else 0)
         sprams = (banks if aram == "huge" else 0) + (wsp if wram == "huge" else 0)
         if block <= have_block and sprams <= have_spram:
-            dsp_ways = dev.family.mac_dsp_ways(
-                mac=schemes.get(plan.scheme).mac, lanes=plan.lanes, cpar=plan.cpar,
-                post_lanes=plan.post_lanes, dsps=dev.capacity.get("dsps", 0))
             return Placement(banked if aram == "huge" else plan, wram, aram, block, sprams,
-                             dev.family.issue, dsp_ways)
+                             dev.family.issue)
     need = [f"activations {act} bytes", f"tile buffers, fill caches and post/aux/coefficient images "
             f"{fixed} bytes", f"weight memory {'in flash' if plan.weight_flash else f'{weights} bytes'}"]
     spram = (f", SPRAM {have_spram} x {SPRAM_DEPTH * SPRAM_BITS // 8} bytes (activations "

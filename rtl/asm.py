@@ -25,8 +25,7 @@ from ..gen.golden import (
 from ..gen.plan import CPARS, LOCAL_BANKS
 from .mac import MacPipeline, _any, mac_output_layout
 
-__all__ = ["asm_code_layout", "bank_mult_shape", "magnitude_shape", "AsmMacIO", "PrecomputeBank", "AsmProduct",
-           "AsmMultiplyProduct", "AsmMacArray"]
+__all__ = ["asm_code_layout", "bank_mult_shape", "magnitude_shape", "AsmMacIO", "PrecomputeBank", "AsmProduct", "AsmMacArray"]
 
 
 def magnitude_shape(alphabet, weight_bits: int, act_bits: int, act_signed: bool):
@@ -142,16 +141,6 @@ class PrecomputeBank(wiring.Component):
         return m
 
 
-def _quartet_flags(m, fmt: AsmCodeFormat, q, i: int):
-    """``(zero, invalid)`` of quartet ``q`` (number ``i``) of a weight code: it stands for 0,
-    or it decodes to no value (``gen.golden.AsmCodeFormat.invalid_quartet_codes``)."""
-    mask = sum(1 << c for c in fmt.invalid_quartet_codes())
-    raw = q.as_value()
-    is_bad = Signal(name=f"q{i}_invalid")
-    m.d.comb += is_bad.eq(Const(mask, 1 << fmt.quartet_bits).bit_select(raw, 1))
-    return (q.zero if fmt.has_zero_bit else (raw == fmt.zero_quartet_code)), is_bad
-
-
 class AsmProduct(wiring.Component):
     """One weight times one activation, from the shared bank: select, shift, quartet add, sign.
 
@@ -172,8 +161,6 @@ class AsmProduct(wiring.Component):
     invalid : ``Out(1)``
     """
 
-    _INPUT = "mult"
-
     def __init__(self, *, alphabet="A4", weight_bits=8, act_bits=8, act_signed=False):
         self._alphabet = _check_alphabet(alphabet)
         _check_weight_bits(weight_bits)
@@ -183,10 +170,8 @@ class AsmProduct(wiring.Component):
         bound = asm_product_bound(act_bits, act_signed, weight_bits, self._alphabet)
         self._product_bits = signed_bits_for(-bound, bound)
         self._magnitude_shape = magnitude_shape(self._alphabet, weight_bits, act_bits, act_signed)
-        source = (In(_act_shape(act_bits, act_signed)) if self._INPUT == "x" else
-                  In(data.ArrayLayout(self._mult_shape, len(self._alphabet))))
         super().__init__({
-            self._INPUT: source,
+            "mult": In(data.ArrayLayout(self._mult_shape, len(self._alphabet))),
             "code": In(asm_code_layout(self._fmt)),
             "magnitude": Out(self._magnitude_shape),
             "negate": Out(1),
@@ -201,11 +186,16 @@ class AsmProduct(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         fmt = self._fmt
+        invalid_mask = 0
+        for c in fmt.invalid_quartet_codes():
+            invalid_mask |= 1 << c
+        qbits = fmt.quartet_bits
 
         partials = []
         bad = []
         for i in range(fmt.quartets):
             q = self.code.q[i]
+            raw = q.as_value()
             # Select unit: mult[sel]; sel values past the alphabet are invalid, gated below.
             sel_val = Signal(self._mult_shape, name=f"q{i}_sel")
             if len(self._alphabet) == 1:
@@ -217,7 +207,9 @@ class AsmProduct(wiring.Component):
                             m.d.comb += sel_val.eq(self.mult[k])
                     with m.Default():
                         m.d.comb += sel_val.eq(0)
-            is_zero, is_bad = _quartet_flags(m, fmt, q, i)
+            is_zero = q.zero if fmt.has_zero_bit else (raw == fmt.zero_quartet_code)
+            is_bad = Signal(name=f"q{i}_invalid")
+            m.d.comb += is_bad.eq(Const(invalid_mask, 1 << qbits).bit_select(raw, 1))
             mshape = self._mult_shape
             pp = Signal((signed if mshape.signed else unsigned)(mshape.width + 3), name=f"q{i}_pp")
             # Shifter 0..3, then zero gating.
@@ -225,53 +217,16 @@ class AsmProduct(wiring.Component):
             partials.append(pp)
             bad.append(is_bad)
 
-        # Quartet adder: sum of partials weighted 16**i.
-        return self._result(m, bad, sum(pp << (4 * i) for i, pp in enumerate(partials)))
-
-    def _result(self, m, bad, magnitude):
-        """The outputs from each quartet's invalid flag and ``x * |w|``: an invalid code
-        anywhere in the weight zeroes the whole product (and is flagged)."""
+        # Quartet adder: sum of partials weighted 16**i.  An invalid code anywhere in the
+        # weight zeroes the whole product (and is flagged).
         m.d.comb += [
             self.invalid.eq(_any(bad)),
-            self.magnitude.eq(Mux(self.invalid, 0, magnitude)),
+            self.magnitude.eq(Mux(self.invalid, 0,
+                                  sum(pp << (4 * i) for i, pp in enumerate(partials)))),
             self.negate.eq(self.code.sign & ~self.invalid),
             self.product.eq(Mux(self.negate, -self.magnitude, self.magnitude)),
         ]
         return m
-
-
-class AsmMultiplyProduct(AsmProduct):
-    """:class:`AsmProduct` from the activation itself, for an FPGA's hard multipliers: the
-    code decodes to ``|w|`` (each quartet's ``alphabet[sel] << shift``) and ``x * |w|`` is an
-    ordinary product, which Yosys maps to a DSP block.  The same members and results, ``x``
-    (``In(act_shape)``) in place of ``mult``; an invalid quartet code is flagged and zeroes
-    the product in the same way."""
-
-    #: What the product reads of the activation: ``x`` itself, not the bank's ``mult``.
-    _INPUT = "x"
-
-    def elaborate(self, platform):
-        m = Module()
-        fmt = self._fmt
-        values, bad = [], []
-        for i in range(fmt.quartets):
-            q = self.code.q[i]
-            member = Signal(range(self._alphabet[-1] + 1), name=f"q{i}_member")
-            if len(self._alphabet) == 1:
-                m.d.comb += member.eq(self._alphabet[0])
-            else:
-                with m.Switch(q.sel):
-                    for k, a in enumerate(self._alphabet):
-                        with m.Case(k):
-                            m.d.comb += member.eq(a)
-            is_zero, is_bad = _quartet_flags(m, fmt, q, i)
-            value = Signal(range(16 * 8), name=f"q{i}_value")
-            m.d.comb += value.eq(Mux(is_zero, 0, member << q.shift))
-            values.append(value)
-            bad.append(is_bad)
-        w_mag = Signal(self._fmt.weight_bits + 3, name="w_mag")
-        m.d.comb += w_mag.eq(sum(v << (4 * i) for i, v in enumerate(values)))
-        return self._result(m, bad, self.x * w_mag)
 
 
 def _shift_sum(x, constant):
@@ -377,12 +332,6 @@ class AsmMacArray(MacPipeline):
         Activations per term (one of ``gen.plan.CPARS``): with ``ways > 1``, ``x`` is ``ways``
         activations, each lane takes ``ways`` codes and adds ``sum_j x[j] * w[j]``; one
         precompute bank per activation, shared by the lanes (a latency of 4).
-    dsp_ways : int
-        0 to ``ways``: the first ``dsp_ways`` products of each lane and term are
-        :class:`AsmMultiplyProduct` (the code decoded to ``|w|``, times the activation: a DSP
-        block on an FPGA that has them), the others select from the banks.  Same results;
-        the board tops choose (``boards.fpga.Family.mac_dsp_ways``) where the LUT fabric
-        would not route 256 bank products.
 
     Raises
     ------
@@ -391,12 +340,10 @@ class AsmMacArray(MacPipeline):
     """
 
     def __init__(self, *, alphabet="A4", weight_bits=8, act_bits=8, act_signed=False,
-                 lanes=8, acc_len=1024, acc_bits=None, ways=1, dsp_ways=0):
+                 lanes=8, acc_len=1024, acc_bits=None, ways=1):
         if ways not in CPARS:
             raise TypeError(f"Ways must be one of {', '.join(map(str, CPARS))}, not {ways!r}")
-        if not isinstance(dsp_ways, int) or isinstance(dsp_ways, bool) or not 0 <= dsp_ways <= ways:
-            raise ValueError(f"DSP ways must be an integer from 0 to ways ({ways}), not {dsp_ways!r}")
-        self.ways, self.dsp_ways = ways, dsp_ways
+        self.ways = ways
         p = self.validate(alphabet=alphabet, weight_bits=weight_bits, act_bits=act_bits,
                           act_signed=act_signed, lanes=lanes, acc_len=acc_len * ways,
                           acc_bits=acc_bits)
@@ -454,8 +401,7 @@ class AsmMacArray(MacPipeline):
         """Constructor arguments that rebuild this array."""
         return {"alphabet": alphabet_name(self._alphabet), "weight_bits": self._weight_bits,
                 "act_bits": self._act_bits, "act_signed": self._act_signed,
-                "lanes": self._lanes, "acc_len": self._acc_len, "acc_bits": self._acc_bits,
-                **({"dsp_ways": self.dsp_ways} if self.dsp_ways else {})}
+                "lanes": self._lanes, "acc_len": self._acc_len, "acc_bits": self._acc_bits}
 
     io = property(lambda self: self._io, doc="Payload layouts and packing (:class:`AsmMacIO`).")
 
@@ -466,12 +412,11 @@ class AsmMacArray(MacPipeline):
     LOCAL_BANKS = LOCAL_BANKS
 
     def _activations(self):
-        """``(suffix, activation, hard)`` of each activation of a term: ``x<suffix>`` names
-        its register, ``mult<suffix>`` its bank's multiples (suffix ``j``, or none at one
-        way); ``hard``: its products are :class:`AsmMultiplyProduct` (no bank)."""
+        """``(suffix, activation)`` of each activation of a term: ``x<suffix>`` names its
+        register, ``mult<suffix>`` its bank's multiples (suffix ``j``, or none at one way)."""
         if self.ways > 1:
-            return [(str(j), self.i.payload.x[j], j < self.dsp_ways) for j in range(self.ways)]
-        return [("", self.i.payload.x, self.dsp_ways > 0)]
+            return [(str(j), self.i.payload.x[j]) for j in range(self.ways)]
+        return [("", self.i.payload.x)]
 
     def _bank(self, m, name, x):
         """A precompute bank on ``x`` (submodule ``name``); returns its multiples."""
@@ -483,25 +428,20 @@ class AsmMacArray(MacPipeline):
     def _front(self, m):
         acts, codes = self._activations(), [("w", self.i.payload.w)]
         if self.copies >= self.LOCAL_BANKS:     # the activations; the banks are in stage 1b
-            return [(f"x{s}", x) for s, x, _ in acts] + codes
-        # Stage 1: one precompute bank per activation (the activation itself for a hard
-        # product), registered with the codes.
-        return [(f"x{s}", x) if hard else (f"mult{s}", self._bank(m, f"bank{s}", x))
-                for s, x, hard in acts] + codes
+            return [(f"x{s}", x) for s, x in acts] + codes
+        # Stage 1: one precompute bank per activation, registered with the codes.
+        return [(f"mult{s}", self._bank(m, f"bank{s}", x)) for s, x in acts] + codes
 
     def _between(self, m, s1):
         if self.copies < self.LOCAL_BANKS:
             return None
         # Stage 1b: each lane group's banks on its copy of the activations.
-        acts = [(s, hard) for s, _, hard in self._activations()]
+        suffixes = [s for s, _ in self._activations()]
         banks, out = {}, []
         for n in range(self._lanes):
             g = self.copy_of(n)
             values = {"w": s1[n]["w"]}
-            for s, hard in acts:
-                if hard:                        # the activation again, for the multiplier
-                    values[f"x{s}"] = s1[n][f"x{s}"]
-                    continue
+            for s in suffixes:
                 if (g, s) not in banks:
                     banks[g, s] = self._bank(m, f"bank{s}_group{g}", s1[n][f"x{s}"])
                 values[f"mult{s}"] = banks[g, s]
@@ -509,19 +449,24 @@ class AsmMacArray(MacPipeline):
         return out
 
     def _products(self, m, s1):
-        # Stage 2: per lane select / shift / quartet add (or the hard product); the sign goes
-        # to the accumulator.
+        # Stage 2: per lane select / shift / quartet add; the sign goes to the accumulator.
         out = []
+        if self.ways > 1:
+            for n in range(self._lanes):
+                cols = []
+                for j in range(self.ways):
+                    prod = AsmProduct(weight_bits=self._weight_bits, alphabet=self._alphabet,
+                                      act_bits=self._act_bits, act_signed=self._act_signed)
+                    m.submodules[f"lane{n}_{j}"] = prod
+                    m.d.comb += [prod.mult.eq(s1[n][f"mult{j}"]),
+                                 prod.code.eq(s1[n]["w"][n][j])]
+                    cols.append((prod.magnitude, prod.negate, prod.invalid))
+                out.append(cols)
+            return out, prod.magnitude_shape
         for n in range(self._lanes):
-            cols = []
-            for s, _, hard in self._activations():
-                kind = AsmMultiplyProduct if hard else AsmProduct
-                prod = kind(weight_bits=self._weight_bits, alphabet=self._alphabet,
-                            act_bits=self._act_bits, act_signed=self._act_signed)
-                m.submodules[f"lane{n}_{s}" if s else f"lane{n}"] = prod
-                code = s1[n]["w"][n][int(s)] if s else s1[n]["w"][n]
-                m.d.comb += [(prod.x.eq(s1[n][f"x{s}"]) if hard else
-                              prod.mult.eq(s1[n][f"mult{s}"])), prod.code.eq(code)]
-                cols.append((prod.magnitude, prod.negate, prod.invalid))
-            out.append(cols if self.ways > 1 else cols[0])
+            prod = AsmProduct(weight_bits=self._weight_bits, alphabet=self._alphabet,
+                              act_bits=self._act_bits, act_signed=self._act_signed)
+            m.submodules[f"lane{n}"] = prod
+            m.d.comb += [prod.mult.eq(s1[n]["mult"]), prod.code.eq(s1[n]["w"][n])]
+            out.append((prod.magnitude, prod.negate, prod.invalid))
         return out, prod.magnitude_shape

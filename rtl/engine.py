@@ -108,11 +108,6 @@ class Engine(wiring.Component):
         :class:`~.skid.RegisterSlice`, which cuts that data path (the activation read and
         its masks end at a register) for one more cycle per layer.  Which path limits Fmax
         depends on the FPGA family (the board tops choose, ``Family.issue``).
-    dsp_ways : int, keyword-only
-        0 (the default), or with the ASM MAC array the products of each lane and term (of
-        ``plan.cpar``) computed as :class:`~.asm.AsmMultiplyProduct` (a DSP block each on an
-        FPGA) instead of from the precompute banks; same results and cycles (the board tops
-        choose, ``Family.mac_dsp_ways``).
 
     Members
     -------
@@ -139,17 +134,11 @@ class Engine(wiring.Component):
     """
 
     def __init__(self, plan, *, weight_ram: str = "block", counter_bits: int = 48,
-                 flash_offset: int = 0, boot_check: bool = False, issue: str = "skid",
-                 dsp_ways: int = 0):
+                 flash_offset: int = 0, boot_check: bool = False, issue: str = "skid"):
         self._plan = plan
         if issue not in ISSUE:
             raise ValueError(f"issue must be one of {', '.join(map(repr, ISSUE))}, not {issue!r}")
         self.issue = issue
-        if dsp_ways and (schemes.get(plan.scheme).mac != "asm" or not isinstance(dsp_ways, int)
-                         or isinstance(dsp_ways, bool) or not 0 < dsp_ways <= plan.cpar):
-            raise ValueError(f"dsp_ways must be 0, or 1 to cpar ({plan.cpar}) with the ASM MAC "
-                             f"array, not {dsp_ways!r} ({plan.scheme})")
-        self.dsp_ways = dsp_ways
         self._check(plan)
         self.flash_offset = flash_offset
         self.boot_check = bool(boot_check and plan.weight_flash)
@@ -291,8 +280,7 @@ class Engine(wiring.Component):
         # Issue side: controller -> MAC array -> post-processor -> activations / o_y.
         m.submodules.mac = mac = MACS[self._scheme.mac](
             act_bits=8, act_signed=False, lanes=L, acc_len=plan.terms_max,
-            **({"ways": P} if P > 1 else {}), **self._scheme.mac_params(plan),
-            **({"dsp_ways": self.dsp_ways} if self.dsp_ways else {}))
+            **({"ways": P} if P > 1 else {}), **self._scheme.mac_params(plan))
         m.submodules.ctrl = ctrl = Controller(
             layers=layers, lanes=L, group=G, wbits=wbits, rmax=rmax, act_depth=act_depth,
             mac_in=mac.signature.members["i"].signature.flip(),  # an In member's is flipped

@@ -75,21 +75,20 @@ def simulate_streams(dut, sends: dict, out, n_out: int, rng=None, p_gap: float =
 
 
 def run_engine(plan, x, *, seed=0, p_gap=0.0, p_stall=0.0, loads=(), budget=None,
-               reset_mid=None, issue="skid", dsp_ways=0):
+               reset_mid=None, issue="skid"):
     """Outputs ``[N, n_out]`` (emission order) and the counters after each inference.
 
     ``reset_mid = (n_bytes, cycles)``: first an aborted inference: ``n_bytes`` input bytes
     (all of them: the engine starts computing), ``cycles`` more cycles, then a reset in the
     middle of it; the vectors ``x`` follow and must come out exact.  ``issue``: the
-    engine's issue path (``Engine(issue=...)``); ``dsp_ways``: the ASM array's hard products
-    (``Engine(dsp_ways=...)``)."""
+    engine's issue path (``Engine(issue=...)``)."""
     import random
 
     import numpy as np
     from amaranth.hdl import ResetInserter, Signal
     from amaranth.sim import Simulator
 
-    dut = Engine(plan, issue=issue, dsp_ways=dsp_ways)
+    dut = Engine(plan, issue=issue)
     n_out = plan.layers[-1].cout * plan.layers[-1].oh * plan.layers[-1].ow
     rng = random.Random(seed)
     got, counters = [], []

@@ -87,27 +87,27 @@ def link_test_plan(scheme: str = "mlg", lanes: int = 8):
 
 
 def link_verilog(plan, *, divisor: int = 8, weight_ram: str = "huge", issue: str = "skid",
-                 check_frames: bool = True, dsp_ways: int = 0) -> str:
+                 check_frames: bool = True) -> str:
     """The host link (engine included) as Verilog, as the board tops instantiate it (a plan
     whose weights stream from a flash has no weight memory: ``weight_ram`` is moot;
-    ``issue``, ``dsp_ways``: the engine's issue path and hard products, ``Placement``'s)."""
+    ``issue``: the engine's issue path, ``Placement.issue``)."""
     from amaranth.back import verilog
     link = HostLink(plan, divisor, {"weight_ram": "block" if plan.weight_flash else weight_ram,
-                                    "issue": issue, "dsp_ways": dsp_ways},
+                                    "issue": issue},
                     check_frames=check_frames)
     return time0_safe(verilog.convert(link, name=TOP, emit_src=False))
 
 
 def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
                    gaps: float = 0.0, weight_ram: str = "huge", issue: str = "skid",
-                   dsp_ways: int = 0, plant=None, powerup: bool = False) -> dict:
+                   plant=None, powerup: bool = False) -> dict:
     """Run ``x`` (u8 vectors) through the host link's UART pins with the protocol's host
     session; returns the bench's summary plus ``passed``.  ``plant``: ``"golden"`` (one
     expected output off by one) or ``"load"`` (one loaded weight word flipped), planted
     errors the bench must catch, or ``"flash"`` (one flipped bit in the flash image).  A plan
     whose weights stream from a flash gets the flash model on its pins.  ``powerup``: the
     inferences are the first frames after reset (no load, no verify; the weights must be in
-    block RAM or the flash).  ``weight_ram``, ``issue``, ``dsp_ways``: the engine's options
+    block RAM or the flash).  ``weight_ram``, ``issue``: the engine's options
     (``Placement.engine_kwargs``)."""
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def simulate_board(plan, x, build_dir, *, sim: str = "icarus", divisor: int = 8,
     return _run_bench(plan, x, build_dir, preloaded=preloaded, divisor=divisor, powerup=powerup,
                       gaps=gaps, sim=sim, toplevel=TOP, plant=plant,
                       verilog_text=link_verilog(plan, divisor=divisor, weight_ram=weight_ram,
-                                                issue=issue, dsp_ways=dsp_ways))
+                                                issue=issue))
 
 
 def fault_campaign(plan, x, build_dir, faults: dict, *, sim: str = "verilator",

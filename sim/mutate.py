@@ -154,10 +154,9 @@ EQUIVALENT = {
      "int(np.prod(plan.input_shape))))", 41, "0", "1"):
         "the default random test vectors drawn from 1..255 instead of 0..255: still valid "
         "inputs, each checked against the golden model",
-    ("asm.py", "m.d.comb += is_bad.eq(Const(mask, 1 << fmt.quartet_bits).bit_select(raw, 1))",
-     34, "1", "2"):
-        "the invalid-code mask as a constant twice as wide: its upper half is zero and never "
-        "selected (a quartet code has quartet_bits bits)",
+    ("asm.py", "m.d.comb += is_bad.eq(Const(invalid_mask, 1 << qbits).bit_select(raw, 1))",
+     42, "1", "2"):
+        "a 2-bit slice assigned to the 1-bit `is_bad`: only its first bit is kept",
     ("baseline.py", 'return data.StructLayout({"exp": exp_bits, "sign": 1, "zero": 1})', 51,
      "1", "2"):
         "a 2-bit `sign` field: only its truth is used, and the layout places the fields",

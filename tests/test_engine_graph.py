@@ -171,11 +171,11 @@ def test_bank_conflict_is_flagged():
     assert counters[0]["err"] == 1
 
 
-@pytest.mark.parametrize("scheme, lanes, cpar, ask, post_lanes, issue, dsp",
-                         [("asm", 4, 2, 0, 1, "skid", 1), ("mlg", 8, 4, 0, 1, "slice", 0),
-                          ("int8", 16, 4, 0, 2, "slice", 0), ("asm", 32, 4, 0, 4, "skid", 0),
-                          ("asm", 16, 16, 8, 8, "slice", 0), ("asm", 16, 16, 8, 8, "slice", 8)])
-def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue, dsp):
+@pytest.mark.parametrize("scheme, lanes, cpar, ask, post_lanes, issue",
+                         [("asm", 4, 2, 0, 1, "skid"), ("mlg", 8, 4, 0, 1, "slice"),
+                          ("int8", 16, 4, 0, 2, "slice"), ("asm", 32, 4, 0, 4, "skid"),
+                          ("asm", 16, 16, 8, 8, "slice")])
+def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue):
     """Several input channels per lane and cycle (``Plan.cpar``): activation words of cpar
     channels, cpar weights per lane and term; the 3-channel input and the depthwise layer
     and pools (their channel's byte in column 0) included, with stalls.  From 16 lanes the
@@ -183,9 +183,7 @@ def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue, dsp):
     part-way through them; the final layer's values leave one at a time).  The golden model
     is the same integer network as with cpar 1, and the cycle model stays within 1%.  Each
     issue path the board tops use (``Engine(issue=...)``: skid, register slice) is on some;
-    ``ask``: a post-processor width asked for (``--post-lanes``), wider than the default;
-    ``dsp``: the ASM array's products per lane computed by multiplying the decoded code
-    (``Engine(dsp_ways=...)``, the ECP5 tops' DSP blocks at 16 x 16)."""
+    ``ask``: a post-processor width asked for (``--post-lanes``), wider than the default."""
     rng = np.random.default_rng(0)
     plan = compile_model(graph_net(rng), scheme, lanes=lanes, input_shape=(3, 8, 8),
                          calib=rng.random((16, 3, 8, 8)), cpar=cpar, post_lanes=ask)
@@ -195,8 +193,7 @@ def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue, dsp):
     for a, b in zip(golden_layers(plan), golden_layers(one)):
         assert (a["W"] == b["W"]).all()
     x = np.concatenate([np.full((1, 192), 255), rng.integers(0, 256, (2, 192))]).astype(np.int64)
-    got, counters = run_engine(plan, x, seed=3, p_gap=0.3, p_stall=0.4, issue=issue,
-                               dsp_ways=dsp)
+    got, counters = run_engine(plan, x, seed=3, p_gap=0.3, p_stall=0.4, issue=issue)
     assert (got == golden_vectors(plan, x)).all()
     model = estimate_cycles(plan).cycles
     for c in counters:

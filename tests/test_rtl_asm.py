@@ -11,13 +11,7 @@ from amaranth.sim import Simulator
 
 from insitu.gen import golden
 from insitu.gen.golden import AsmCodeFormat
-from insitu.rtl.asm import (
-    AsmMacArray,
-    AsmMultiplyProduct,
-    AsmProduct,
-    PrecomputeBank,
-    asm_code_layout,
-)
+from insitu.rtl.asm import AsmMacArray, AsmProduct, PrecomputeBank, asm_code_layout
 from insitu.sim.amaranth_tb import simulate_streams
 from insitu.sim.asm_vectors import (
     bad_code_case,
@@ -83,23 +77,6 @@ def test_bank_register_copies_bit_exact(lanes, copies):
     p = dut.params()
     accs = make_accumulations(p, seed=lanes, n_random=10, max_len=12)
     check(run_mac(dut, encoded(p, accs), seed=5, p_gap=0.3, p_stall=0.4), expected(p, accs))
-
-
-@pytest.mark.parametrize("copies", [1, 4])
-def test_hard_products_bit_exact(copies):
-    """``dsp_ways``: the lanes multiply the activation by the decoded code (a DSP block on
-    the ECP5) instead of selecting from a bank, with one copy of the stage-1 registers or
-    with per-group copies (the activation registered again in stage 1b); same results,
-    under input gaps and output stalls, bad codes flagged."""
-    kind = _FewProductsPerCopy if copies > 1 else AsmMacArray
-    dut = kind(alphabet="A4", weight_bits=8, lanes=8, acc_len=20, dsp_ways=1)
-    assert dut.copies == copies and "bank" not in rtlil.convert(dut)
-    p = dut.params()
-    accs = make_accumulations(p, seed=7, n_random=10, max_len=12)
-    check(run_mac(dut, encoded(p, accs), seed=6, p_gap=0.3, p_stall=0.4), expected(p, accs))
-    x, codes, exp_acc = bad_code_case(p, seed=2)
-    got = run_mac(dut, [(x, codes)])[0]
-    assert got["bad_code"] and got["acc"] == exp_acc
 
 
 def test_planted_wrong_weight_fails():
@@ -198,14 +175,10 @@ def test_precompute_bank_exhaustive(alphabet, signed):
     sim.run()
 
 
-@pytest.mark.parametrize("alphabet, signed, kind",
-                         itertools.product(["A1", "A2", "A4", "A8"], [False, True],
-                                           [AsmProduct, AsmMultiplyProduct]))
-def test_product_every_code(alphabet, signed, kind):
-    """Every 8-bit weight code times extreme and random activations: x*w, or flagged; from
-    the bank's multiples (``AsmProduct``) or the activation times the decoded code
-    (``AsmMultiplyProduct``, the DSP-block product)."""
-    prod = kind(alphabet=alphabet, weight_bits=8, act_bits=5, act_signed=signed)
+@pytest.mark.parametrize("alphabet, signed", itertools.product(["A1", "A2", "A4", "A8"], [False, True]))
+def test_product_every_code(alphabet, signed):
+    """Every 8-bit weight code times extreme and random activations: x*w, or flagged."""
+    prod = AsmProduct(alphabet=alphabet, weight_bits=8, act_bits=5, act_signed=signed)
     fmt = prod.fmt
     alph = golden.parse_alphabet(alphabet)
     lo, hi = golden.act_range(5, signed)
@@ -213,11 +186,8 @@ def test_product_every_code(alphabet, signed, kind):
 
     async def tb(ctx):
         for x in (lo, hi, 1, -1 if signed else 2, 0):
-            if kind is AsmMultiplyProduct:
-                ctx.set(prod.x, x)
-            else:
-                for k, a in enumerate(alph):
-                    ctx.set(prod.mult[k], a * x)
+            for k, a in enumerate(alph):
+                ctx.set(prod.mult[k], a * x)
             for code in range(1 << fmt.width):
                 ctx.set(prod.code.as_value(), code)
                 if fmt.is_valid(code):
@@ -277,9 +247,6 @@ def test_properties_roundtrip():
     ({"acc_bits": 0}, TypeError, r"^Accumulator bits must be a positive integer, not 0$"),
     ({"acc_bits": 20, "acc_len": 1024}, ValueError,
      r"^Accumulator bits must be at least 27 for 1024 terms, not 20$"),
-    ({"dsp_ways": 2}, ValueError, r"^DSP ways must be an integer from 0 to ways \(1\), not 2$"),
-    ({"dsp_ways": -1, "ways": 4}, ValueError,
-     r"^DSP ways must be an integer from 0 to ways \(4\), not -1$"),
 ])
 def test_invalid_parameters(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
