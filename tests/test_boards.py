@@ -515,6 +515,8 @@ def test_cli_run_bad_port(tmp_path, capsys):
     (["--board", "icebreaker", "--lanes", "0"], "--lanes must be in 1..64, not 0"),
     (["--board", "icebreaker", "--scheme", "fp8"], "Unknown scheme 'fp8'"),
     (["--board", "icebreaker", "missing_dir"], "missing_dir"),
+    (["--board", "ulx3s", "--placer", "sa"], "Unknown placer 'sa' (placers: heap, static)"),
+    (["--board", "ulx3s", "--router", "r3"], "Unknown router 'r3' (routers: router1, router2)"),
 ])
 def test_cli_synth_bad_input(tmp_path, capsys, args, msg):
     assert cli.main(["synth", *args, "-o", str(tmp_path / "out")]) == 2

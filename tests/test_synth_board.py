@@ -37,10 +37,23 @@ def test_synth_icebreaker_small(design, tmp_path, capsys):
     assert rep["sprams"] >= 1 and rep["weight_ram"] == "spram"     # the code stream in SPRAM
     assert rep["fmax_mhz"] > 12 and rep["pll"]["mhz"] == 30
     assert set(rep["seconds"]) == {"generate", "synth", "pnr", "pack", "total"}
+    assert (rep["placer"], rep["router"]) == ("heap", "router1")      # the iCE40 default
     assert (out / "top.bin").stat().st_size > 100_000            # a UP5K bitstream
     printed = capsys.readouterr()
     assert "[3/4] pnr" in printed.err and "icebreaker (iCE40UP5K-SG48)" in printed.out
+    assert "nextpnr heap placer, router1" in printed.out
     assert not (tmp_path / "ice.partial").exists()
+
+
+def test_synth_ulx3s_small_static_placer(design, tmp_path, capsys):
+    """The ECP5 builds place with nextpnr's electrostatic placer and route with router2 by
+    default (HeAP crowds the 256-product engines into a corner that no router clears)."""
+    out = tmp_path / "ulx"
+    assert cli.main(["synth", "--board", "ulx3s", str(design), "-o", str(out)]) == 0
+    rep = json.loads((out / "synth_report.json").read_text())
+    assert (rep["placer"], rep["router"]) == ("static", "router2")
+    assert rep["fmax_mhz"] > 20 and (out / "top.bit").stat().st_size > 100_000
+    assert "nextpnr static placer, router2" in capsys.readouterr().out
 
 
 def test_synth_tool_error_is_shown(design, tmp_path, capsys, monkeypatch):

@@ -16,7 +16,7 @@ from ..boards.protocol import (
     check_frame_timeout,
     resync_seconds,
 )
-from ..boards.synth import synth_board
+from ..boards.synth import PLACERS, ROUTERS, synth_board
 from ..boards.yosys import ToolError
 from ..gen import schemes as registry
 from ..gen.compiler import MAX_LANES
@@ -87,6 +87,9 @@ def _cmd_synth(args) -> int:
     _check_timeouts(args)
     if args.board not in BOARDS:
         raise UserError(unknown_name("board", args.board, BOARDS))
+    for what, name, names in (("placer", args.placer, PLACERS), ("router", args.router, ROUTERS)):
+        if name is not None and name not in names:
+            raise UserError(unknown_name(what, name, names))
     if args.lanes is None:
         args.lanes = BOARDS[args.board].demo_lanes
     if (not args.design and not args.set and args.scheme == registry.BOARD_DEFAULT
@@ -97,7 +100,8 @@ def _cmd_synth(args) -> int:
     try:
         rep = synth_board(args.board, plan, Path(args.output), clock_mhz=args.clock,
                           baud=args.baud, seed=args.seed, progress=say,
-                          frame_timeout=args.frame_timeout)
+                          frame_timeout=args.frame_timeout, placer=args.placer,
+                          router=args.router)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except ToolError as exc:
@@ -114,7 +118,7 @@ def _cmd_synth(args) -> int:
           f"({'met' if rep['timing_met'] else 'NOT met'})")
     sec = rep["seconds"]
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in sec.items()))
-    print(f"memories: {rep['placement']}")
+    print(f"memories: {rep['placement']}; nextpnr {rep['placer']} placer, {rep['router']}")
     if "flash" in rep:
         fl = rep["flash"]
         print(f"weight stream: {fl['bytes']} bytes ({fl['mode']}) at flash offset 0x{fl['offset']:x}; "
@@ -197,6 +201,10 @@ def register(sub) -> None:
                     "board's: 30 MHz iCEBreaker, 75 MHz ECP5; the oscillator's uses no PLL)")
     sy.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: %(default)s)")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: %(default)s)")
+    sy.add_argument("--placer", help="nextpnr placer: heap or static (default: the FPGA "
+                    "family's: heap on iCE40, static on ECP5)")
+    sy.add_argument("--router", help="nextpnr router: router1 or router2 (default: the FPGA "
+                    "family's: router1 on iCE40, router2 on ECP5)")
     sy.add_argument("--frame-timeout", type=int, default=TIMEOUT_BITS, metavar="BITS",
                     help="bit times of silence after which the board drops a half-received "
                     "frame (default: %(default)s)")
