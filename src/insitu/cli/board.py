@@ -201,10 +201,11 @@ def register(sub) -> None:
                     "board's: 30 MHz iCEBreaker, 75 MHz ECP5; the oscillator's uses no PLL)")
     sy.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: %(default)s)")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: %(default)s)")
-    sy.add_argument("--placer", help="nextpnr placer: heap or static (default: the FPGA "
-                    "family's: heap on iCE40, static on ECP5)")
-    sy.add_argument("--router", help="nextpnr router: router1 or router2 (default: the FPGA "
-                    "family's: router1 on iCE40, router2 on ECP5)")
+    sy.add_argument("--placer", help="nextpnr placer: heap or static (default: heap; static "
+                    "on ECP5 from 256 MAC products per cycle, where HeAP's placement does not "
+                    "route)")
+    sy.add_argument("--router", help="nextpnr router: router1 or router2 (default: router1; "
+                    "router2 with the static placer's default)")
     sy.add_argument("--frame-timeout", type=int, default=TIMEOUT_BITS, metavar="BITS",
                     help="bit times of silence after which the board drops a half-received "
                     "frame (default: %(default)s)")
