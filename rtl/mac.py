@@ -162,11 +162,13 @@ class MacPipeline(wiring.Component):
             # (the sign of each folded into the sum's adder), which the accumulator adds.
             c_mag = Signal(data.ArrayLayout(data.ArrayLayout(mshape, ways), lanes), name="s2c_mag")
             c_neg = Signal(data.ArrayLayout(ways, lanes), name="s2c_neg")
-            c_valid, c_last, c_bad = Signal(), Signal(), Signal()
+            # a bad code's flag per lane here, OR-ed over the lanes in stage 2b (one OR of
+            # every product across the array was the 16 x 16 build's critical path)
+            c_valid, c_last, c_bad = Signal(), Signal(), Signal(lanes)
             with m.If(en):
-                m.d.sync += [c_valid.eq(s1_valid), c_last.eq(s1_last),
-                             c_bad.eq(s1_valid & _any([inv for cols in lanes_out
-                                                       for _, _, inv in cols]))]
+                m.d.sync += [c_valid.eq(s1_valid), c_last.eq(s1_last)]
+                m.d.sync += [c_bad[n].eq(s1_valid & _any([inv for _, _, inv in cols]))
+                             for n, cols in enumerate(lanes_out)]
                 for n, cols in enumerate(lanes_out):
                     for j, (mag, neg, _) in enumerate(cols):
                         m.d.sync += [c_mag[n][j].eq(mag), c_neg[n][j].eq(neg)]
@@ -186,7 +188,7 @@ class MacPipeline(wiring.Component):
                                   Const(0, 1), Const(0, 1)))
             mshape = signed(sbits)
             s1_valid, s1_last = c_valid, c_last
-            s2_bad_in = c_bad
+            s2_bad_in = c_bad.any()
         else:
             s2_bad_in = s1_valid & _any([inv for _, _, inv in lanes_out])
         s2_mag = Signal(data.ArrayLayout(mshape, lanes), name="s2_mag")

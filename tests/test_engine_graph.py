@@ -203,6 +203,29 @@ def test_graph_cpar_bit_exact(scheme, lanes, cpar, ask, post_lanes, issue):
     assert counters[0]["cycles"] < 0.8 * estimate_cycles(one).cycles
 
 
+def test_graph_cpar_flags_an_invalid_weight_code():
+    """At several channels per cycle a weight code the golden decoder refuses (ASM A4 8-bit:
+    a select/shift pair past 15) raises the engine's sticky ``err``: each lane's flag is
+    registered, then OR-ed over the lanes a stage later."""
+    rng = np.random.default_rng(0)
+    plan = compile_model(graph_net(rng), "asm", lanes=4, input_shape=(3, 8, 8), cpar=4,
+                         calib=rng.random((16, 3, 8, 8)), knobs={"weight_bits": 8})
+    x = rng.integers(0, 256, (1, 192))
+    i = plan.layers[1].wbase + 1
+    for bit in range(plan.weight_word_bits):
+        bad = copy.deepcopy(plan)
+        bad.weight_words[i] ^= 1 << bit
+        try:
+            golden_vectors(bad, x)
+        except ValueError:                                     # an invalid code
+            break
+    else:
+        pytest.fail("no single bit flip makes an invalid code")
+    _, counters = run_engine(bad, x)
+    _, good = run_engine(plan, x)
+    assert counters[0]["err"] == 1 and good[0]["err"] == 0
+
+
 @pytest.mark.parametrize("scheme, cpar, steps", [("asm", 16, 1), ("asm", 8, 2), ("mlg", 8, 2),
                                                   ("int8", 16, 1)])
 def test_windowed_first_layer_bit_exact(scheme, cpar, steps):
