@@ -35,18 +35,16 @@ class Family:
     #: it); on ECP5 the activation-to-MAC data path does (a register slice cuts it; the skid
     #: buffer's multiplexer would lengthen it).
     issue = "skid"
-    #: nextpnr's placer and router for this family's builds (``insitu synth --placer /
-    #: --router`` override them) ...
-    placer, router = "heap", "router1"
-    #: ... and from this many MAC products per cycle on (``None``: never), the electrostatic
-    #: placer and router2 instead.
+    #: From this many MAC products per cycle on (``None``: never) the builds place with
+    #: nextpnr's electrostatic placer and route with router2, not HeAP and router1
+    #: (``insitu synth --placer / --router`` override it).
     spread_from: int | None = None
 
     def pnr_flow(self, products: int) -> tuple[str, str]:
         """``(placer, router)`` of a build whose MAC array takes ``products`` per cycle."""
         if self.spread_from is not None and products >= self.spread_from:
             return "static", "router2"
-        return self.placer, self.router
+        return "heap", "router1"
 
     def synth_command(self, *, dsp: bool) -> str:
         """The Yosys ``synth_*`` command, with or without DSP inference."""

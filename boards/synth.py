@@ -99,6 +99,14 @@ def _check_cells(stat: Path, board: str) -> None:
                             f"{dev.part} on {board}")
 
 
+def check_pnr(placer: str | None, router: str | None) -> None:
+    """``ValueError`` (one line) for a placer or router not in :data:`PLACERS` /
+    :data:`ROUTERS`; ``None`` stands for the family's choice."""
+    for what, name, names in (("placer", placer, PLACERS), ("router", router, ROUTERS)):
+        if name is not None and name not in names:
+            raise ValueError(unknown(what, name, names))
+
+
 def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
                 baud: int = 115200, seed: int = 1, progress=None,
                 timeout: float | None = None, frame_timeout: int = TIMEOUT_BITS,
@@ -111,10 +119,7 @@ def synth_board(board: str, plan, out: Path, clock_mhz: float | None = None,
     fam = get_board(board).family
     flow = fam.pnr_flow(plan.lanes * plan.cpar)
     placer, router = placer or flow[0], router or flow[1]
-    if placer not in PLACERS:
-        raise ValueError(unknown("placer", placer, PLACERS))
-    if router not in ROUTERS:
-        raise ValueError(unknown("router", router, ROUTERS))
+    check_pnr(placer, router)
     t_all = time.monotonic()
     out = Path(out)
     say = progress or (lambda msg: None)

@@ -59,11 +59,16 @@ def test_engine_flags_an_invalid_weight_code(scheme, knobs):
     the engine's sticky ``err`` for that inference."""
     rng = np.random.default_rng(4)
     plan = compile_model(small_net(rng), scheme, lanes=3, input_shape=(2, 5, 5), knobs=knobs)
-    x = extreme_inputs(rng, 50, n_random=0)[:1]
-    i = plan.layers[1].wbase + 5
+    check_invalid_code_flagged(plan, extreme_inputs(rng, 50, n_random=0)[:1],
+                               plan.layers[1].wbase + 5)
+
+
+def check_invalid_code_flagged(plan, x, word: int):
+    """Flip the first bit of weight word ``word`` that makes a code the golden decoder
+    refuses; the engine raises ``err`` on that plan and not on ``plan``."""
     for bit in range(plan.weight_word_bits):
         bad = copy.deepcopy(plan)
-        bad.weight_words[i] ^= 1 << bit
+        bad.weight_words[word] ^= 1 << bit
         try:
             golden_vectors(bad, x)
         except ValueError:                                     # an invalid code

@@ -16,7 +16,7 @@ from ..boards.protocol import (
     check_frame_timeout,
     resync_seconds,
 )
-from ..boards.synth import PLACERS, ROUTERS, synth_board
+from ..boards.synth import check_pnr, synth_board
 from ..boards.yosys import ToolError
 from ..gen import schemes as registry
 from ..gen.compiler import MAX_LANES
@@ -87,9 +87,10 @@ def _cmd_synth(args) -> int:
     _check_timeouts(args)
     if args.board not in BOARDS:
         raise UserError(unknown_name("board", args.board, BOARDS))
-    for what, name, names in (("placer", args.placer, PLACERS), ("router", args.router, ROUTERS)):
-        if name is not None and name not in names:
-            raise UserError(unknown_name(what, name, names))
+    try:
+        check_pnr(args.placer, args.router)         # before a demo model is built
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if args.lanes is None:
         args.lanes = BOARDS[args.board].demo_lanes
     if (not args.design and not args.set and args.scheme == registry.BOARD_DEFAULT
